@@ -1,1 +1,22 @@
+"""Losses: reconstruction, adversarial, the combined tokenizer loss, and per-block quality costs."""
 
+from adaptok.losses.adversarial import (
+    LeCamRegularizer,
+    discriminator_adversarial_loss,
+    generator_adversarial_loss,
+)
+from adaptok.losses.block_quality import BlockQuality, measure_block_costs, select_block_frames
+from adaptok.losses.reconstruction import l1_loss
+from adaptok.losses.tokenizer_loss import NonFiniteLossError, TokenizerLoss
+
+__all__ = [
+    "BlockQuality",
+    "LeCamRegularizer",
+    "NonFiniteLossError",
+    "TokenizerLoss",
+    "discriminator_adversarial_loss",
+    "generator_adversarial_loss",
+    "l1_loss",
+    "measure_block_costs",
+    "select_block_frames",
+]

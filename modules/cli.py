@@ -1,0 +1,48 @@
+"""The ``adaptok`` command: one LightningCLI for every stage.
+
+``adaptok fit|validate|test|predict --config experiments/<set>/<stage>.yaml``. The model and
+the datamodule are chosen by ``class_path`` in the YAML (subclass mode), so the tokenizer,
+scorer and generator stages share this entry point. The CLI lives here, next to the
+LightningModules, because ``adaptok/`` stays free of Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+__all__ = ["AdapTokCLI", "main"]
+
+
+class AdapTokCLI(LightningCLI):
+    """LightningCLI with the suite's defaults.
+
+    Modules own their optimizers (``OptimizerCallable`` init arguments), so automatic optimizer
+    configuration is off; the resolved config is saved next to each run's logs.
+    """
+
+    def before_instantiate_classes(self) -> None:
+        torch.set_float32_matmul_precision("high")
+
+
+def main(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
+    """Run the CLI (``args`` defaults to ``sys.argv[1:]``) and return it (used by the tests)."""
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    return AdapTokCLI(
+        model_class=LightningModule,
+        datamodule_class=LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        args=args if args is not None else sys.argv[1:],
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""TokenizerModule: trains an AdapTok tokenizer with block-wise tail dropping.
+
+Wiring only: the networks (tokenizer, loss with its discriminator and optional prior, and the
+tail-drop sampler) are injected from YAML; this class owns the manual G/D optimisation loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from adaptok.losses.tokenizer_loss import TokenizerLoss
+from adaptok.metrics.frame_quality import psnr_per_video
+from adaptok.nn.tail_drop import TailDropSampler
+from adaptok.nn.tokenizer import AdapTokTokenizer
+from callbacks.media import log_video
+
+__all__ = ["TokenizerModule"]
+
+
+class TokenizerModule(LightningModule):
+    """Manual optimisation of the tokenizer (generator) and the loss's discriminator.
+
+    Args:
+        tokenizer: The block-causal 1D tokenizer.
+        loss: L1 + LPIPS + GAN + VQ (+ prior) loss; owns the discriminator.
+        tail_drop: Samples the kept tokens per sample and block during training.
+        optimizer: Generator optimizer factory (default Adam lr 1e-4, betas (0.5, 0.9)).
+        disc_optimizer: Discriminator optimizer factory (default Adam lr 3e-5, betas (0.5, 0.9)).
+        scheduler: Generator LR schedule, stepped every batch (e.g. ``adaptok.schedules.WarmupCosineLR``).
+        disc_scheduler: Discriminator LR schedule, stepped with each discriminator update.
+        grad_clip_norm: Gradient-norm clip applied inside the step (Lightning refuses
+            ``gradient_clip_val`` with manual optimisation); ``None`` disables it.
+        val_tokens_per_block: Kept tokens per block at validation (``None``: all).
+        media_tokens_per_block: Token counts at which reconstructions of the first validation
+            batch are logged to TensorBoard.
+        num_media_clips: Clips per logged reconstruction video.
+    """
+
+    def __init__(
+        self,
+        tokenizer: AdapTokTokenizer,
+        loss: TokenizerLoss,
+        tail_drop: TailDropSampler,
+        optimizer: OptimizerCallable | None = None,
+        disc_optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        disc_scheduler: LRSchedulerCallable | None = None,
+        grad_clip_norm: float | None = 1.0,
+        val_tokens_per_block: int | None = None,
+        media_tokens_per_block: Sequence[int] = (),
+        num_media_clips: int = 2,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.tokenizer = tokenizer
+        self.loss = loss
+        self.tail_drop = tail_drop
+        self.optimizer_factory = optimizer
+        self.disc_optimizer_factory = disc_optimizer
+        self.scheduler_factory = scheduler
+        self.disc_scheduler_factory = disc_scheduler
+        self.grad_clip_norm = grad_clip_norm
+        for count in [val_tokens_per_block, *media_tokens_per_block]:
+            tokenizer.check_lengths(self._full_lengths(1, "cpu", count), 1, tokenizer.num_blocks)
+        self.val_tokens_per_block = val_tokens_per_block
+        self.media_tokens_per_block = list(media_tokens_per_block)
+        self.num_media_clips = num_media_clips
+        # Batches trained so far; global_step counts optimizer steps (2 per batch with G + D).
+        self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------ optimisers
+    def _generator_parameters(self) -> list[torch.nn.Parameter]:
+        disc = self.loss.discriminator
+        disc_ids = {id(p) for p in disc.parameters()} if disc is not None else set()
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in disc_ids]
+
+    def configure_optimizers(self) -> Any:
+        def default(params: Any, lr: float) -> torch.optim.Optimizer:
+            return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
+
+        make_g = self.optimizer_factory or (lambda p: default(p, 1e-4))
+        opt_g = make_g(self._generator_parameters())
+        optimizers = [opt_g]
+        schedulers = []
+        if self.scheduler_factory is not None:
+            schedulers.append({"scheduler": self.scheduler_factory(opt_g), "interval": "step"})
+        if self.loss.discriminator is not None:
+            make_d = self.disc_optimizer_factory or (lambda p: default(p, 3e-5))
+            opt_d = make_d(list(self.loss.discriminator.parameters()))
+            optimizers.append(opt_d)
+            if self.disc_scheduler_factory is not None:
+                schedulers.append(
+                    {"scheduler": self.disc_scheduler_factory(opt_d), "interval": "step"}
+                )
+        return optimizers, schedulers
+
+    def _as_list(self, value: Any) -> list[Any]:
+        if value is None:
+            return []
+        return list(value) if isinstance(value, list | tuple) else [value]
+
+    # ------------------------------------------------------------------ steps
+    def _full_lengths(self, batch_size: int, device: Any, per_block: int | None) -> torch.Tensor:
+        count = self.tokenizer.tokens_per_block if per_block is None else per_block
+        return torch.full(
+            (batch_size, self.tokenizer.num_blocks), count, dtype=torch.long, device=device
+        )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        video = batch["video"]
+        step = int(self.train_batches.item())
+        optimizers = self._as_list(self.optimizers())
+        schedulers = self._as_list(self.lr_schedulers())
+        lengths = self.tail_drop.sample(
+            video.shape[0], self.tokenizer.num_blocks, device=video.device
+        )
+        output = self.tokenizer(video, lengths)
+
+        gen_loss, gen_terms = self.loss.generator_loss(video, output, step)
+        opt_g = optimizers[0]
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(gen_loss)
+        if self.grad_clip_norm is not None:
+            self.clip_gradients(
+                opt_g, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm"
+            )
+        opt_g.step()
+        if schedulers:
+            schedulers[0].step()
+
+        logs = {f"train/{name}": value.detach() for name, value in gen_terms.items()}
+        if len(optimizers) > 1:
+            disc_loss, disc_terms = self.loss.discriminator_loss(video, output.recon.detach(), step)
+            if disc_loss is not None:
+                opt_d = optimizers[1]
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(disc_loss)
+                if self.grad_clip_norm is not None:
+                    self.clip_gradients(
+                        opt_d, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm"
+                    )
+                opt_d.step()
+                if len(schedulers) > 1:
+                    schedulers[1].step()
+            logs.update({f"train/disc_{name}": value.detach() for name, value in disc_terms.items()})
+        with torch.no_grad():
+            psnr = psnr_per_video(video.clamp(0, 1), output.recon.detach().clamp(0, 1)).mean()
+        logs["train/psnr"] = psnr
+        logs["train/mean_tokens_per_block"] = lengths.float().mean()
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
+        self.log("train/loss", gen_loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self.train_batches += 1
+
+    def _evaluation_step(
+        self, batch: dict[str, Any], batch_idx: int, split: str
+    ) -> dict[str, torch.Tensor]:
+        video = batch["video"]
+        lengths = self._full_lengths(video.shape[0], video.device, self.val_tokens_per_block)
+        encoding = self.tokenizer.encode(video)
+        recon = self.tokenizer.decode(encoding.codes, lengths).clamp(0, 1)
+        self.log(
+            f"{split}/l1", (recon - video).abs().mean(), sync_dist=True, batch_size=video.shape[0]
+        )
+        if batch_idx == 0 and self.media_tokens_per_block:
+            self._log_reconstructions(video, encoding.codes, split)
+        return {"real": video, "fake": recon}
+
+    def _log_reconstructions(self, video: torch.Tensor, codes: torch.Tensor, split: str) -> None:
+        """Log ``[real | recon@l1 | recon@l2 | ...]`` side by side along the width."""
+        clips = video[: self.num_media_clips]
+        panels = [clips]
+        for count in self.media_tokens_per_block:
+            lengths = self._full_lengths(clips.shape[0], clips.device, count)
+            panels.append(self.tokenizer.decode(codes[: clips.shape[0]], lengths).clamp(0, 1))
+        grid = torch.cat(panels, dim=-1)
+        counts = ",".join(str(c) for c in self.media_tokens_per_block)
+        log_video(
+            self.trainer,
+            f"{split}/reconstructions_real_then_{counts}_tokens",
+            grid,
+            self.global_step,
+        )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluation_step(batch, batch_idx, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Return the codes of every token plus the keys, for annotation writers."""
+        encoding = self.tokenizer.encode(batch["video"])
+        return {"key": batch.get("key"), "codes": encoding.codes}
