@@ -61,6 +61,23 @@ class TokenBudgetPlanner:
         self.candidates = (
             scorer.candidate_lengths if scorer is not None else [tokenizer.tokens_per_block]
         )
+        self._streaming: dict[tuple[float, str], StreamingAllocator] = {}
+
+    def _streaming_allocator(
+        self, mean_tokens: float, policy: AllocationPolicy
+    ) -> StreamingAllocator:
+        """One allocator per (budget, policy), kept across batches so its price per token
+        carries over time instead of restarting from an estimate on every batch."""
+        key = (float(mean_tokens), policy)
+        if key not in self._streaming:
+            self._streaming[key] = StreamingAllocator(
+                self.candidates,
+                mean_tokens=mean_tokens,
+                num_blocks=self.tokenizer.num_blocks,
+                equality=self.equality,
+                solver=self.solver,
+            )
+        return self._streaming[key]
 
     def full_lengths(self, batch_size: int, device: torch.device) -> Tensor:
         """``(B, K)`` lengths keeping every token."""
@@ -118,9 +135,7 @@ class TokenBudgetPlanner:
             return torch.full((batch, num_blocks), count, dtype=torch.long, device=device)
         chosen = self.full_lengths(batch, device)
         if self.mode == "streaming":
-            allocator = StreamingAllocator(
-                self.candidates, mean_tokens, num_blocks, solver=self.solver, equality=self.equality
-            )
+            allocator = self._streaming_allocator(mean_tokens, policy)
             for block in range(num_blocks):
                 costs = self._block_costs(policy, video, encoding, chosen, block)
                 chosen[:, block] = torch.as_tensor(allocator.step(costs), device=device)

@@ -97,6 +97,7 @@ class TokenAllocator(pl.Callback):
         self._complexity: list[torch.Tensor] = []
         self._seen = 0
         self._active = False
+        self._planner: TokenBudgetPlanner | None = None
         self.last_results: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ bookkeeping
@@ -118,6 +119,14 @@ class TokenAllocator(pl.Callback):
             for policy in self.policies
         }
         self._lengths = {key: [] for key in self._meters}
+        self._planner = TokenBudgetPlanner(
+            pl_module.tokenizer,
+            pl_module.scorer,
+            pl_module.quality,
+            mode=self.mode,
+            solver=self.solver,
+            equality=self.equality,
+        )
         self._complexity = []
         self._seen = 0
 
@@ -126,14 +135,8 @@ class TokenAllocator(pl.Callback):
             return
         video = batch["video"][: self.num_samples - self._seen]
         self._seen += video.shape[0]
-        planner = TokenBudgetPlanner(
-            pl_module.tokenizer,
-            pl_module.scorer,
-            pl_module.quality,
-            mode=self.mode,
-            solver=self.solver,
-            equality=self.equality,
-        )
+        planner = self._planner
+        assert planner is not None
         tokens_per_block = pl_module.tokenizer.tokens_per_block
         with torch.no_grad():
             encoding = pl_module.tokenizer.encode(video)

@@ -60,6 +60,26 @@ TINY_TOKENIZER = [
     "--data.init_args.epoch_length=16",
 ]
 
+TINY_DATA = [a for a in TINY_TOKENIZER if a.startswith("--data.")]
+
+# Shrinks the demo scorer to the tiny tokenizer above: 4 candidates of 2, 4, 6, 8 tokens.
+TINY_SCORER = [
+    "--trainer.max_steps=6",
+    "--trainer.val_check_interval=3",
+    "--trainer.limit_val_batches=1",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.enable_progress_bar=false",
+    "--model.init_args.scorer.init_args.token_width=32",
+    "--model.init_args.scorer.init_args.tokens_per_block=8",
+    "--model.init_args.scorer.init_args.num_candidates=4",
+    "--model.init_args.scorer.init_args.width=32",
+    "--model.init_args.scorer.init_args.depth=1",
+    "--model.init_args.scorer.init_args.heads=2",
+    "--model.init_args.scheduler.init_args.warmup_steps=2",
+    "--model.init_args.scheduler.init_args.total_steps=6",
+    *TINY_DATA,
+]
+
 
 @contextmanager
 def working_directory(path: Path) -> Iterator[None]:
@@ -79,7 +99,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("workspace")
     out = root / "data" / "demo" / "synthetic"
     args = ["synthetic", "--out", str(out), "--num-clips", "16", "--seed", "0", "--size", "32"]
-    code = shards([*args, "--num-frames", "8", "--val-fraction", "0.25", "--shard-samples", "4", "--quiet"])
+    code = shards(
+        [*args, "--num-frames", "8", "--val-fraction", "0.25", "--shard-samples", "4", "--quiet"]
+    )
     assert code in (0, None)
     return root
 
@@ -92,5 +114,17 @@ def tokenizer_ckpt(workspace: Path) -> Path:
     with working_directory(workspace):
         main(["fit", "--config", str(EXPERIMENTS / "demo" / "tokenizer.yaml"), *TINY_TOKENIZER])
     ckpt = workspace / "runs" / "demo" / "tokenizer" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file(), sorted(str(p) for p in workspace.rglob("*.ckpt"))
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def scorer_ckpt(workspace: Path, tokenizer_ckpt: Path) -> Path:
+    """A tiny scorer trained for a few steps by ``adaptok fit`` on the demo YAML."""
+    from modules.cli import main
+
+    with working_directory(workspace):
+        main(["fit", "--config", str(EXPERIMENTS / "demo" / "scorer.yaml"), *TINY_SCORER])
+    ckpt = workspace / "runs" / "demo" / "scorer" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), sorted(str(p) for p in workspace.rglob("*.ckpt"))
     return ckpt

@@ -14,7 +14,15 @@ from modules.scorer import scorer_accuracy
 
 
 def tiny_scorer(**overrides: int) -> BlockCausalScorer:
-    args = dict(token_width=32, num_blocks=4, tokens_per_block=8, num_candidates=4, width=32, depth=1, heads=2)
+    args = dict(
+        token_width=32,
+        num_blocks=4,
+        tokens_per_block=8,
+        num_candidates=4,
+        width=32,
+        depth=1,
+        heads=2,
+    )
     args.update(overrides)
     return BlockCausalScorer(**args)
 
@@ -26,7 +34,9 @@ def test_missing_tokenizer_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_scorer_shape_mismatch_is_refused(tokenizer_ckpt: Path) -> None:
     with pytest.raises(ValueError, match="scorer is built for"):
-        ScorerModule(tiny_scorer(tokens_per_block=16), tokenizer_ckpt=str(tokenizer_ckpt), metric="mse")
+        ScorerModule(
+            tiny_scorer(tokens_per_block=16), tokenizer_ckpt=str(tokenizer_ckpt), metric="mse"
+        )
 
 
 def test_labels_fall_with_more_tokens_and_training_reduces_loss(tokenizer_ckpt: Path) -> None:

@@ -28,7 +28,9 @@ def test_fit_writes_checkpoint_and_logs(tokenizer_ckpt: Path, workspace: Path) -
     assert any(tag.startswith("train/") and "disc" in tag for tag in tags), sorted(tags)
 
 
-def test_checkpoint_reload_through_cli_reproduces_outputs(tokenizer_ckpt: Path, workspace: Path) -> None:
+def test_checkpoint_reload_through_cli_reproduces_outputs(
+    tokenizer_ckpt: Path, workspace: Path
+) -> None:
     reloaded = TokenizerModule.load_from_checkpoint(tokenizer_ckpt, map_location="cpu").eval()
     with working_directory(workspace):
         cli = main(
@@ -47,4 +49,6 @@ def test_checkpoint_reload_through_cli_reproduces_outputs(tokenizer_ckpt: Path, 
         codes_a = reloaded.tokenizer.encode(video).codes
         codes_b = via_cli.tokenizer.encode(video).codes
         assert torch.equal(codes_a, codes_b)
-        assert torch.equal(reloaded.tokenizer.decode(codes_a, lengths), via_cli.tokenizer.decode(codes_b, lengths))
+        assert torch.equal(
+            reloaded.tokenizer.decode(codes_a, lengths), via_cli.tokenizer.decode(codes_b, lengths)
+        )
