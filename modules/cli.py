@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-__all__ = ["AdapTokCLI", "main"]
+__all__ = ["AdapTokCLI", "main", "run_cli"]
 
 
 class AdapTokCLI(LightningCLI):
@@ -29,8 +29,8 @@ class AdapTokCLI(LightningCLI):
         torch.set_float32_matmul_precision("high")
 
 
-def main(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
-    """Run the CLI (``args`` defaults to ``sys.argv[1:]``) and return it (used by the tests)."""
+def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
+    """Build (and by default run) the CLI on ``args`` (default ``sys.argv[1:]``); returns it."""
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     return AdapTokCLI(
         model_class=LightningModule,
@@ -42,6 +42,11 @@ def main(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
         args=args if args is not None else sys.argv[1:],
         run=run,
     )
+
+
+def main() -> None:
+    """Console entry point of ``adaptok``."""
+    run_cli()
 
 
 if __name__ == "__main__":

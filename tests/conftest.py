@@ -109,10 +109,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer_ckpt(workspace: Path) -> Path:
     """A tiny tokenizer trained for a few steps by ``adaptok fit`` on the demo YAML."""
-    from modules.cli import main
+    from modules.cli import run_cli
 
     with working_directory(workspace):
-        main(["fit", "--config", str(EXPERIMENTS / "demo" / "tokenizer.yaml"), *TINY_TOKENIZER])
+        run_cli(["fit", "--config", str(EXPERIMENTS / "demo" / "tokenizer.yaml"), *TINY_TOKENIZER])
     ckpt = workspace / "runs" / "demo" / "tokenizer" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), sorted(str(p) for p in workspace.rglob("*.ckpt"))
     return ckpt
@@ -121,10 +121,10 @@ def tokenizer_ckpt(workspace: Path) -> Path:
 @pytest.fixture(scope="session")
 def scorer_ckpt(workspace: Path, tokenizer_ckpt: Path) -> Path:
     """A tiny scorer trained for a few steps by ``adaptok fit`` on the demo YAML."""
-    from modules.cli import main
+    from modules.cli import run_cli
 
     with working_directory(workspace):
-        main(["fit", "--config", str(EXPERIMENTS / "demo" / "scorer.yaml"), *TINY_SCORER])
+        run_cli(["fit", "--config", str(EXPERIMENTS / "demo" / "scorer.yaml"), *TINY_SCORER])
     ckpt = workspace / "runs" / "demo" / "scorer" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), sorted(str(p) for p in workspace.rglob("*.ckpt"))
     return ckpt

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modules.cli import main
+from modules.cli import run_cli
 from tests.conftest import EXPERIMENTS, TINY_SCORER, TINY_TOKENIZER, working_directory
 
 CONFIGS = sorted(EXPERIMENTS.rglob("*.yaml"))
@@ -39,7 +39,7 @@ def test_there_are_configs_for_every_stage() -> None:
 def test_config_parses_against_the_code(config: Path) -> None:
     out = io.StringIO()
     with redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
-        main([subcommand(config), "--config", str(config), "--print_config"])
+        run_cli([subcommand(config), "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     resolved = yaml.safe_load(out.getvalue())
     assert resolved["model"]["class_path"].startswith("modules.")
@@ -49,7 +49,7 @@ def test_config_parses_against_the_code(config: Path) -> None:
 def test_typo_in_a_key_is_refused_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
     config = EXPERIMENTS / "demo" / "tokenizer.yaml"
     with pytest.raises(SystemExit) as exit_info:
-        main(
+        run_cli(
             [
                 "fit",
                 "--config",
@@ -77,7 +77,7 @@ PAPER_TINY_TOKENIZER = [
 def test_paper_tokenizer_config_smoke_runs(workspace: Path) -> None:
     config = EXPERIMENTS / "ucf101" / "tokenizer.yaml"
     with working_directory(workspace):
-        main(["fit", "--config", str(config), *PAPER_TINY_TOKENIZER])
+        run_cli(["fit", "--config", str(config), *PAPER_TINY_TOKENIZER])
     assert (workspace / "runs" / "ucf101" / "tokenizer" / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -88,7 +88,7 @@ def test_paper_scorer_config_smoke_runs(workspace: Path) -> None:
     config = EXPERIMENTS / "ucf101" / "scorer.yaml"
     overrides = [a for a in TINY_SCORER if "val_check_interval" not in a]
     with working_directory(workspace):
-        main(
+        run_cli(
             [
                 "fit",
                 "--config",

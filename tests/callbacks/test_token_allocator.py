@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modules.cli import main
+from modules.cli import run_cli
 from tests.conftest import EXPERIMENTS, TINY_SCORER, working_directory
 
 EVAL_OVERRIDES = [
@@ -20,7 +20,7 @@ EVAL_OVERRIDES = [
 @pytest.fixture(scope="module")
 def eval_run(workspace: Path, scorer_ckpt: Path) -> tuple[Path, list[dict[str, str]]]:
     with working_directory(workspace):
-        cli = main(
+        cli = run_cli(
             [
                 "test",
                 "--config",

@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from modules import TokenizerModule
-from modules.cli import main
+from modules.cli import run_cli
 from tests.conftest import EXPERIMENTS, TINY_TOKENIZER, working_directory
 
 
@@ -33,7 +33,7 @@ def test_checkpoint_reload_through_cli_reproduces_outputs(
 ) -> None:
     reloaded = TokenizerModule.load_from_checkpoint(tokenizer_ckpt, map_location="cpu").eval()
     with working_directory(workspace):
-        cli = main(
+        cli = run_cli(
             [
                 "validate",
                 "--config",

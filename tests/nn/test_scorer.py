@@ -11,12 +11,22 @@ from adaptok.nn.scorer import BlockCausalScorer
 @pytest.fixture()
 def scorer() -> BlockCausalScorer:
     torch.manual_seed(0)
-    return BlockCausalScorer(token_width=8, num_blocks=3, tokens_per_block=8, num_candidates=4, width=16, depth=2, heads=2).eval()
+    return BlockCausalScorer(
+        token_width=8,
+        num_blocks=3,
+        tokens_per_block=8,
+        num_candidates=4,
+        width=16,
+        depth=2,
+        heads=2,
+    ).eval()
 
 
 def _inputs(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
-    return torch.randn(batch, 24, 8, generator=generator), torch.randn(batch, 24, 8, generator=generator)
+    return torch.randn(batch, 24, 8, generator=generator), torch.randn(
+        batch, 24, 8, generator=generator
+    )
 
 
 def test_one_pass_scores_every_block_and_candidate(scorer: BlockCausalScorer) -> None:

@@ -1,0 +1,158 @@
+"""Decode every sample of a set of shards and report what is in them and what is broken."""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import sys
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, decode_video
+
+__all__ = ["SplitReport", "find_shards", "verify_shards"]
+
+_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+"""``key.suffix`` member names; the key ends at the first dot of the base name."""
+
+
+@dataclass
+class SplitReport:
+    """Contents of the shards of one split.
+
+    Attributes:
+        shards: Number of tar files.
+        clips: Samples that decoded.
+        frames: Decoded frames over all clips.
+        bytes: Total size of the tar files.
+        sizes: Count of clips per ``"HxW"``.
+        classes: Count of clips per class name.
+        corrupt: ``"shard:key: reason"`` for every sample (or shard) that failed.
+    """
+
+    shards: int = 0
+    clips: int = 0
+    frames: int = 0
+    bytes: int = 0
+    sizes: Counter = field(default_factory=Counter)
+    classes: Counter = field(default_factory=Counter)
+    corrupt: list[str] = field(default_factory=list)
+
+
+def find_shards(target: str | Path) -> list[Path]:
+    """Every ``*.tar`` under a folder (recursively), or the matches of a glob, sorted.
+
+    Raises:
+        FileNotFoundError: Nothing matches.
+    """
+    path = Path(target)
+    if path.is_dir():
+        found = sorted(path.rglob("*.tar"))
+    else:
+        found = sorted(Path(p) for p in glob.glob(str(target), recursive=True))
+    if not found:
+        raise FileNotFoundError(f"no .tar shards found at {target!r}")
+    return found
+
+
+def _split_name(shard: Path, root: Path | None) -> str:
+    """``<folder relative to root>/<split>`` with the split from ``{split}-NNNNNN.tar``."""
+    split = shard.name.rsplit("-", 1)[0] if "-" in shard.name else shard.stem
+    folder = shard.parent
+    if root is not None and folder != root and folder.is_relative_to(root):
+        return f"{folder.relative_to(root).as_posix()}/{split}"
+    return split
+
+
+def _samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples of a shard in stream order, grouped by key (raises on a broken tar)."""
+    key, files = None, {}
+    with tarfile.open(shard, "r|") as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            match = _MEMBER.match(member.name)
+            if match is None:
+                continue
+            prefix, suffix = match.groups()
+            handle = archive.extractfile(member)
+            data = handle.read() if handle else b""
+            if key is not None and prefix != key:
+                yield key, files
+                files = {}
+            key = prefix
+            files[suffix.lower()] = data
+    if key is not None:
+        yield key, files
+
+
+def _check_sample(files: dict[str, bytes]) -> tuple[dict, int, str]:
+    """Decode one sample; returns (metadata, frames, "HxW") or raises ``ValueError``."""
+    meta = json.loads(files["json"]) if "json" in files else {}
+    video = next((files[s] for s in VIDEO_SUFFIXES if s in files), None)
+    if video is None:
+        raise ValueError(f"no video member (members: {sorted(files)})")
+    try:
+        frames = decode_video(video)
+    except VideoDecodeError as error:
+        raise ValueError(str(error)) from error
+    expected = meta.get("frames")
+    if expected is not None and int(expected) != len(frames):
+        raise ValueError(f"decoded {len(frames)} frames, metadata says {expected}")
+    return meta, len(frames), f"{frames.shape[1]}x{frames.shape[2]}"
+
+
+def verify_shards(target: str | Path, out: TextIO | None = None) -> dict[str, SplitReport]:
+    """Decode every sample and print a per-split table and every corrupt sample.
+
+    Args:
+        target: A folder (searched recursively for ``*.tar``) or a glob.
+        out: Where the report is printed (default: standard output).
+
+    Returns:
+        Reports keyed by ``[folder/]split``.
+    """
+    root = Path(target) if Path(target).is_dir() else None
+    reports: dict[str, SplitReport] = {}
+    for shard in find_shards(target):
+        report = reports.setdefault(_split_name(shard, root), SplitReport())
+        report.shards += 1
+        report.bytes += shard.stat().st_size
+        try:
+            for key, files in _samples(shard):
+                try:
+                    meta, frames, size = _check_sample(files)
+                except (ValueError, UnicodeDecodeError) as error:
+                    report.corrupt.append(f"{shard}:{key}: {error}")
+                    continue
+                report.clips += 1
+                report.frames += frames
+                report.sizes[size] += 1
+                report.classes[str(meta.get("class_name", "?"))] += 1
+        except (tarfile.TarError, OSError, EOFError) as error:
+            report.corrupt.append(f"{shard}: unreadable tar ({type(error).__name__}: {error})")
+    _print_reports(reports, out or sys.stdout)
+    return reports
+
+
+def _print_reports(reports: dict[str, SplitReport], out: TextIO) -> None:
+    header = (
+        f"{'split':<28} {'shards':>6} {'clips':>6} {'frames':>8} {'MB':>8} {'classes':>7}  sizes"
+    )
+    print(header, file=out)
+    for name, report in sorted(reports.items()):
+        sizes = ", ".join(f"{size} ({n})" for size, n in report.sizes.most_common())
+        print(
+            f"{name:<28} {report.shards:>6} {report.clips:>6} {report.frames:>8}"
+            f" {report.bytes / 1e6:>8.2f} {len(report.classes):>7}  {sizes}",
+            file=out,
+        )
+    corrupt = [line for report in reports.values() for line in report.corrupt]
+    print(f"corrupt: {len(corrupt)}", file=out)
+    for line in corrupt:
+        print(f"  {line}", file=out)

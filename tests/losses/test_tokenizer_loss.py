@@ -1,0 +1,128 @@
+"""TokenizerLoss: terms, GAN schedule, gradient routing, frame subsampling, NaN reporting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from adaptok.losses.adversarial import LeCamRegularizer
+from adaptok.losses.tokenizer_loss import NonFiniteLossError, TokenizerLoss
+from adaptok.nn import AdapTokTokenizer, Discriminator, TokenizerOutput
+
+
+class FakePerceptual(nn.Module):
+    """LPIPS stand-in with the same call signature: (N, 3, H, W) in [-1, 1] x 2 -> (N,)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 4, 3, padding=1)
+        self.dropout = nn.Dropout(0.5)
+        self.frames_seen: list[int] = []
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        self.frames_seen.append(x.shape[0])
+        difference = self.dropout(self.features(x) - self.features(y))
+        return difference.pow(2).mean(dim=(1, 2, 3))
+
+
+def _setup(**loss_args: object) -> tuple[AdapTokTokenizer, TokenizerLoss, Tensor, TokenizerOutput]:
+    torch.manual_seed(0)
+    tokenizer = AdapTokTokenizer(
+        num_frames=8,
+        image_size=32,
+        patch_size=(4, 8, 8),
+        tokens_per_block=8,
+        width=32,
+        depth=1,
+        heads=2,
+        codebook_size=32,
+        code_dim=4,
+        prior_depth=1,
+        prior_width=16,
+        prior_heads=2,
+    ).train()
+    discriminator = Discriminator(
+        num_frames=8, image_size=32, patch_size=(4, 8, 8), width=32, depth=1, heads=2
+    )
+    args = dict(perceptual=FakePerceptual(), discriminator=discriminator, prior_weight=0.06)
+    args.update(loss_args)
+    loss = TokenizerLoss(**args).train()  # type: ignore[arg-type]
+    real = torch.rand(2, 3, 8, 32, 32)
+    output = tokenizer(real, torch.tensor([[3, 8], [1, 5]]))
+    return tokenizer, loss, real, output
+
+
+def test_generator_loss_terms_and_gradients() -> None:
+    tokenizer, loss, real, output = _setup(disc_start=10)
+    total, terms = loss.generator_loss(real, output, step=9)
+    assert "gan" not in terms
+    assert {"l1", "perceptual", "vq", "prior", "commit", "codebook", "total"} <= set(terms)
+    assert all(torch.isfinite(v) and not v.requires_grad for v in terms.values())
+    expected = terms["l1"] + terms["perceptual"] + 0.1 * terms["vq"] + 0.06 * terms["prior"]
+    assert torch.allclose(total, expected)
+
+    total, terms = loss.generator_loss(real, output, step=10)
+    assert "gan" in terms
+    total.backward()
+    assert tokenizer.encoder.blocks[0].attn.qkv.weight.grad is not None
+    assert all(p.grad is None for p in loss.discriminator.parameters())
+    assert all(p.requires_grad for p in loss.discriminator.parameters())
+    assert not any(p.requires_grad for p in loss.perceptual.parameters())
+
+
+def test_perceptual_network_stays_in_eval_mode() -> None:
+    _, loss, real, output = _setup()
+    loss.train()
+    assert not loss.perceptual.training
+    first = loss.perceptual_loss(output.recon, real)
+    assert torch.equal(first, loss.perceptual_loss(output.recon, real))
+
+
+def test_perceptual_frame_subsampling() -> None:
+    _, loss, real, output = _setup(perceptual_frames=3)
+    loss.generator_loss(real, output, step=0)
+    assert loss.perceptual.frames_seen == [2 * 3]
+
+
+def test_discriminator_schedule_and_gradients() -> None:
+    tokenizer, loss, real, output = _setup(disc_start=4, disc_every=5)
+    assert loss.discriminator_loss(real, output.recon, step=3) == (None, {})
+    assert loss.discriminator_loss(real, output.recon, step=5)[0] is None
+    total, terms = loss.discriminator_loss(real, output.recon, step=9)
+    assert total is not None and torch.isfinite(total)
+    assert {"adversarial", "lecam", "logits_real", "logits_fake", "total"} <= set(terms)
+    total.backward()
+    assert loss.discriminator.head.weight.grad is not None
+    # The reconstruction is detached: nothing reaches the tokenizer.
+    assert all(p.grad is None for p in tokenizer.parameters())
+
+
+def test_lecam_ema_updates_in_training_only() -> None:
+    lecam = LeCamRegularizer(decay=0.5)
+    lecam(torch.tensor([2.0, 2.0]), torch.tensor([-2.0, -2.0]))
+    assert lecam.ema_real.item() == 1.0 and lecam.ema_fake.item() == -1.0
+    lecam.eval()
+    value = lecam(torch.tensor([0.0]), torch.tensor([0.0]))
+    assert lecam.ema_real.item() == 1.0
+    assert torch.isclose(value, torch.tensor(2.0))
+
+
+def test_non_finite_generator_loss_names_step_and_term() -> None:
+    _, loss, real, output = _setup()
+    output.recon = output.recon.detach().clone()
+    output.recon[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"step 17.*'l1'") as error:
+        loss.generator_loss(real, output, step=17)
+    assert error.value.step == 17 and error.value.term == "l1"
+
+
+def test_non_finite_vq_and_discriminator_losses() -> None:
+    _, loss, real, output = _setup(perceptual=None, discriminator=None)
+    output.vq_loss = torch.tensor(float("inf"))
+    with pytest.raises(NonFiniteLossError, match="'vq'"):
+        loss.generator_loss(real, output, step=3)
+    _, loss, real, output = _setup()
+    real[0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"step 0.*'adversarial'"):
+        loss.discriminator_loss(real, output.recon, step=0)
