@@ -100,7 +100,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "data" / "demo" / "synthetic"
     args = ["synthetic", "--out", str(out), "--num-clips", "16", "--seed", "0", "--size", "32"]
     code = shards(
-        [*args, "--num-frames", "8", "--val-fraction", "0.25", "--shard-samples", "4", "--quiet"]
+        [*args, "--num-frames", "8", "--val-fraction", "0.25", "--shard-samples", "2", "--quiet"]
     )
     assert code in (0, None)
     return root
