@@ -9,7 +9,6 @@ LightningModules, because ``adaptok/`` stays free of Lightning.
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -39,7 +38,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
-        args=args if args is not None else sys.argv[1:],
+        args=args,
         run=run,
     )
 

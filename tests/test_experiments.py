@@ -71,6 +71,7 @@ PAPER_TINY_TOKENIZER = [
     "--model.init_args.tokenizer.init_args.prior_width=16",
     "--model.init_args.tokenizer.init_args.prior_heads=2",
     "--model.init_args.loss.init_args.disc_start=0",
+    "--trainer.precision=bf16-mixed",  # mixed precision, as the paper config asks (fp16 on GPU)
 ]
 
 
