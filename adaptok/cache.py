@@ -16,7 +16,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "download_package_archive", "read_archive_member", "sha256_file", "write_atomic"]
+__all__ = [
+    "cache_dir",
+    "download_package_archive",
+    "read_archive_member",
+    "sha256_file",
+    "write_atomic",
+]
 
 
 def cache_dir(*parts: str) -> Path:
@@ -66,13 +72,17 @@ def read_archive_member(archive: str | Path, suffix: str) -> bytes:
         with zipfile.ZipFile(archive) as zf:
             names = [n for n in zf.namelist() if n.endswith(suffix)]
             if len(names) != 1:
-                raise FileNotFoundError(f"{archive.name}: expected one member ending in {suffix!r}, found {names}")
+                raise FileNotFoundError(
+                    f"{archive.name}: expected one member ending in {suffix!r}, found {names}"
+                )
             return zf.read(names[0])
     with tarfile.open(archive) as tf:
         members = [m for m in tf.getmembers() if m.name.endswith(suffix) and m.isfile()]
         if len(members) != 1:
             found = [m.name for m in members]
-            raise FileNotFoundError(f"{archive.name}: expected one member ending in {suffix!r}, found {found}")
+            raise FileNotFoundError(
+                f"{archive.name}: expected one member ending in {suffix!r}, found {found}"
+            )
         handle = tf.extractfile(members[0])
         assert handle is not None
         return handle.read()
