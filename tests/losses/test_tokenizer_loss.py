@@ -126,3 +126,18 @@ def test_non_finite_vq_and_discriminator_losses() -> None:
     real[0] = float("nan")
     with pytest.raises(NonFiniteLossError, match=r"step 0.*'adversarial'"):
         loss.discriminator_loss(real, output.recon, step=0)
+
+
+@pytest.mark.weights
+def test_with_the_real_lpips() -> None:
+    lpips = pytest.importorskip("adaptok.metrics.lpips")
+    weights = pytest.importorskip("adaptok.metrics.weights")
+    try:
+        perceptual = lpips.LPIPS("alex")
+    except weights.WeightsUnavailableError as error:
+        pytest.skip(f"LPIPS weights unavailable (run `make weights`): {error}")
+    _, loss, real, output = _setup(perceptual=perceptual, perceptual_frames=2)
+    total, terms = loss.generator_loss(real, output, step=0)
+    assert torch.isfinite(terms["perceptual"]) and terms["perceptual"] > 0
+    total.backward()
+    assert not any(p.requires_grad for p in perceptual.parameters())

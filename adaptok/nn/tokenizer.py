@@ -1,0 +1,474 @@
+"""AdapTok tokenizer: block-causal 1D video tokenizer with variable tokens per block.
+
+A clip `(B, C, T, H, W)` in [0, 1] is cut into K temporal blocks of `frames_per_block`
+frames. The encoder reads `[patches_b ; latent queries_b]` for every block b under a
+block-causal mask and keeps its outputs at the latent positions: M tokens per block,
+N = K * M in total. A stochastic VQ turns them into codes. The decoder reads
+`[quantized latents ; patch queries]` (latents carry a sin-cos embedding of their ABSOLUTE
+index), with the tail of each block dropped according to `lengths` (B, K), and predicts the
+patches of every block from the latents of that block and the earlier ones.
+
+Parameters: `AdapTokTokenizer.parameter_count()` (or `sum(p.numel() for p in
+m.parameters())`); the paper configuration (defaults) has about 173M without the prior.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+
+from adaptok.nn.masks import decoder_key_keep, decoder_mask, encoder_mask, with_key_padding
+from adaptok.nn.pos_embed import sincos_1d, sincos_3d
+from adaptok.nn.prior import Prior
+from adaptok.nn.quantizer import StochasticQuantizer
+from adaptok.nn.tail_drop import keep_mask
+from adaptok.nn.transformer import TransformerStack, init_weights
+
+
+@dataclass
+class TokenizerEncoding:
+    """Result of `AdapTokTokenizer.encode` (N = number of blocks encoded x M).
+
+    Attributes:
+        latents: `(B, N, width)` continuous encoder outputs.
+        codes: `(B, N)` long code indices.
+        quantized: `(B, N, width)` straight-through quantized tokens after the post-quant
+            projection (what the decoder reads).
+        code_vectors: `(B, N, code_dim)` unit-norm straight-through code vectors (the
+            prior's input).
+        commit_loss: Scalar commitment loss (over kept tokens, or all in `encode`).
+        codebook_loss: Scalar codebook loss (same tokens).
+    """
+
+    latents: Tensor
+    codes: Tensor
+    quantized: Tensor
+    code_vectors: Tensor
+    commit_loss: Tensor
+    codebook_loss: Tensor
+
+
+@dataclass
+class TokenizerOutput:
+    """Result of `AdapTokTokenizer.forward` (training).
+
+    Attributes:
+        recon: `(B, C, T, H, W)` reconstruction, [0, 1] scale, not clamped.
+        codes: `(B, N)` long codes (all N; only the kept ones were decoded).
+        lengths: `(B, K)` long kept tokens per block.
+        keep: Bool `(B, N)`, True for kept tokens.
+        latents: `(B, N, width)` continuous encoder outputs.
+        quantized: `(B, N, width)` straight-through quantized tokens.
+        commit_loss: Scalar commitment loss over kept tokens.
+        codebook_loss: Scalar codebook loss over kept tokens.
+        vq_loss: `commit_weight * commit_loss + codebook_loss`.
+        prior_loss: Scalar next-code cross-entropy of the prior, or None without a prior.
+    """
+
+    recon: Tensor
+    codes: Tensor
+    lengths: Tensor
+    keep: Tensor
+    latents: Tensor
+    quantized: Tensor
+    commit_loss: Tensor
+    codebook_loss: Tensor
+    vq_loss: Tensor
+    prior_loss: Tensor | None
+
+
+class AdapTokTokenizer(nn.Module):
+    """Block-causal, variable-length 1D video tokenizer (encoder, VQ, decoder, prior).
+
+    Args:
+        num_frames: Frames per clip T (a multiple of `frames_per_block`).
+        image_size: Frame height = width.
+        in_channels: Video channels C.
+        patch_size: `(pt, ph, pw)` of the 3D patch embedding (kernel = stride).
+        frames_per_block: Frames per temporal block (a multiple of pt).
+        tokens_per_block: Latent tokens per block M.
+        width: Transformer width of encoder and decoder.
+        depth: Encoder depth.
+        heads: Attention heads.
+        mlp_ratio: MLP hidden width as a multiple of `width`.
+        decoder_depth: Decoder depth; None = `depth`.
+        codebook_size: Number of codes.
+        code_dim: Width of the codebook vectors.
+        temperature: Sampling temperature of the quantizer.
+        commit_weight: Weight of the commitment term inside `vq_loss`.
+        drop_path: Stochastic-depth rate of encoder and decoder.
+        prior_depth: Depth of LARP's prior; 0 = no prior (paper: 12).
+        prior_width: Width of the prior (paper: 384).
+        prior_heads: Attention heads of the prior.
+    """
+
+    def __init__(
+        self,
+        num_frames: int = 16,
+        image_size: int = 128,
+        in_channels: int = 3,
+        patch_size: tuple[int, int, int] = (4, 8, 8),
+        frames_per_block: int = 4,
+        tokens_per_block: int = 512,
+        width: int = 768,
+        depth: int = 12,
+        heads: int = 12,
+        mlp_ratio: float = 4.0,
+        decoder_depth: int | None = None,
+        codebook_size: int = 8192,
+        code_dim: int = 16,
+        temperature: float = 0.03,
+        commit_weight: float = 0.25,
+        drop_path: float = 0.0,
+        prior_depth: int = 0,
+        prior_width: int = 384,
+        prior_heads: int = 6,
+    ) -> None:
+        super().__init__()
+        pt, ph, pw = patch_size = tuple(patch_size)
+        if frames_per_block % pt != 0 or num_frames % frames_per_block != 0:
+            raise ValueError(
+                f"need num_frames ({num_frames}) a multiple of frames_per_block "
+                f"({frames_per_block}), itself a multiple of the temporal patch ({pt})"
+            )
+        if image_size % ph != 0 or image_size % pw != 0:
+            raise ValueError(f"image_size {image_size} is not divisible by patch {(ph, pw)}")
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.frames_per_block = frames_per_block
+        self.commit_weight = commit_weight
+        self._tokens_per_block = tokens_per_block
+        self.grid = (num_frames // pt, image_size // ph, image_size // pw)
+        self.patches_per_block = (frames_per_block // pt) * self.grid[1] * self.grid[2]
+
+        self.patch_embed = nn.Conv3d(in_channels, width, kernel_size=patch_size, stride=patch_size)
+        self.register_buffer("patch_pos", sincos_3d(self.grid, width), persistent=False)
+        self.latent_queries = nn.Parameter(torch.zeros(self.num_blocks, tokens_per_block, width))
+        self.encoder = TransformerStack(width, depth, heads, mlp_ratio, drop_path)
+        self.quantizer = StochasticQuantizer(width, codebook_size, code_dim, temperature)
+        self.register_buffer(
+            "latent_pos", sincos_1d(torch.arange(self.num_tokens), width), persistent=False
+        )
+        self.patch_query = nn.Parameter(torch.zeros(width))
+        self.decoder = TransformerStack(
+            width, depth if decoder_depth is None else decoder_depth, heads, mlp_ratio, drop_path
+        )
+        self.output = nn.Linear(width, in_channels * pt * ph * pw)
+        self.prior = (
+            Prior(code_dim, self.num_tokens, prior_width, prior_depth, prior_heads, mlp_ratio)
+            if prior_depth > 0
+            else None
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """ViT init; Xavier post-quant projection; latent/patch queries std 0.02; zero output.
+
+        The post-quant projection is Xavier-initialised so that the code content is not
+        drowned by the unit-scale sin-cos index embedding added to it in the decoder.
+        """
+        for module in (self.encoder, self.decoder, self.quantizer.pre_proj):
+            module.apply(init_weights)
+        nn.init.xavier_uniform_(self.quantizer.post_proj.weight)
+        nn.init.zeros_(self.quantizer.post_proj.bias)
+        weight = self.patch_embed.weight
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        trunc_normal_(self.latent_queries, std=0.02)
+        trunc_normal_(self.patch_query, std=0.02)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    @property
+    def num_blocks(self) -> int:
+        """K, temporal blocks of a full clip."""
+        return self.num_frames // self.frames_per_block
+
+    @property
+    def tokens_per_block(self) -> int:
+        """M, latent tokens per block."""
+        return self._tokens_per_block
+
+    @property
+    def num_tokens(self) -> int:
+        """N = K * M, latent tokens of a full clip."""
+        return self.num_blocks * self.tokens_per_block
+
+    def parameter_count(self, include_prior: bool = True) -> int:
+        """Number of parameters, optionally leaving out the prior."""
+        total = sum(p.numel() for p in self.parameters())
+        if self.prior is not None and not include_prior:
+            total -= sum(p.numel() for p in self.prior.parameters())
+        return total
+
+    # ----------------------------------------------------------------------------- checks
+    def check_input(self, video: Tensor) -> int:
+        """Validates a clip and returns its number of blocks.
+
+        Args:
+            video: `(B, C, T, H, W)` with T a positive multiple of `frames_per_block`, at most
+                `num_frames` (shorter clips encode a prefix of blocks).
+
+        Returns:
+            The number of blocks of `video`.
+
+        Raises:
+            ValueError: On any other shape.
+        """
+        c, s = self.in_channels, self.image_size
+        expected = (
+            f"(B, {c}, T, {s}, {s}) with T a multiple of {self.frames_per_block} "
+            f"up to {self.num_frames}"
+        )
+        if video.dim() != 5:
+            raise ValueError(f"expected video {expected}, got shape {tuple(video.shape)}")
+        _, channels, frames, height, width = video.shape
+        if (
+            channels != c
+            or (height, width) != (s, s)
+            or frames == 0
+            or frames % self.frames_per_block != 0
+            or frames > self.num_frames
+        ):
+            raise ValueError(f"expected video {expected}, got shape {tuple(video.shape)}")
+        return frames // self.frames_per_block
+
+    def check_lengths(self, lengths: Tensor, batch_size: int, num_blocks: int) -> None:
+        """Validates `lengths`: long `(batch_size, num_blocks)` in [1, tokens_per_block].
+
+        Raises:
+            ValueError: On a wrong shape, dtype or value.
+        """
+        expected = (batch_size, num_blocks)
+        if tuple(lengths.shape) != expected or lengths.dtype.is_floating_point:
+            raise ValueError(
+                f"expected integer lengths of shape {expected}, got {lengths.dtype} "
+                f"{tuple(lengths.shape)}"
+            )
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > self.tokens_per_block:
+            raise ValueError(
+                f"lengths must lie in [1, {self.tokens_per_block}] (tokens per block), "
+                f"got values in [{low}, {high}]"
+            )
+
+    def _check_tokens(self, tokens: Tensor, lengths: Tensor) -> int:
+        """Validates `(B, N')` codes or `(B, N', D)` tokens against lengths; returns K'."""
+        num_blocks = lengths.shape[-1] if lengths.dim() == 2 else 0
+        if not 1 <= num_blocks <= self.num_blocks:
+            raise ValueError(
+                f"lengths must be (B, K) with 1 <= K <= {self.num_blocks}, "
+                f"got {tuple(lengths.shape)}"
+            )
+        if tokens.shape[1] != num_blocks * self.tokens_per_block:
+            raise ValueError(
+                f"expected {num_blocks} x {self.tokens_per_block} tokens for lengths "
+                f"{tuple(lengths.shape)}, got tokens of shape {tuple(tokens.shape)}"
+            )
+        self.check_lengths(lengths, tokens.shape[0], num_blocks)
+        return num_blocks
+
+    # ---------------------------------------------------------------------------- encoder
+    def _patch_tokens(self, video: Tensor, first_patch: int = 0) -> Tensor:
+        """Embeds `(B, C, T', H, W)` in [0, 1] -> `(B, P', D)`, positions from `first_patch`."""
+        tokens = self.patch_embed(video * 2 - 1).flatten(2).transpose(1, 2)
+        return tokens + self.patch_pos[first_patch : first_patch + tokens.shape[1]]
+
+    def _quantize(self, latents: Tensor, keep: Tensor | None) -> TokenizerEncoding:
+        """Quantizes `(B, N', D)` encoder outputs into a `TokenizerEncoding`."""
+        out = self.quantizer(latents, keep)
+        return TokenizerEncoding(
+            latents=latents,
+            codes=out.codes,
+            quantized=out.quantized,
+            code_vectors=out.code_vectors,
+            commit_loss=out.commit_loss,
+            codebook_loss=out.codebook_loss,
+        )
+
+    def encode_latents(self, video: Tensor) -> Tensor:
+        """Continuous encoder outputs.
+
+        Args:
+            video: `(B, C, T, H, W)` in [0, 1] (see `check_input`).
+
+        Returns:
+            `(B, K' * M, width)`, K' = T / frames_per_block.
+        """
+        num_blocks = self.check_input(video)
+        batch = video.shape[0]
+        patches = self._patch_tokens(video).view(batch, num_blocks, self.patches_per_block, -1)
+        queries = self.latent_queries[:num_blocks].expand(batch, -1, -1, -1)
+        tokens = torch.cat([patches, queries], dim=2).flatten(1, 2)
+        mask = encoder_mask(num_blocks, self.patches_per_block, self.tokens_per_block, video.device)
+        out = self.encoder(tokens, mask).view(batch, num_blocks, -1, tokens.shape[-1])
+        return out[:, :, self.patches_per_block :].flatten(1, 2)
+
+    def encode(self, video: Tensor) -> TokenizerEncoding:
+        """Encodes and quantizes every latent token (sampling in train mode, argmax in eval).
+
+        Args:
+            video: `(B, C, T, H, W)` in [0, 1].
+
+        Returns:
+            A `TokenizerEncoding` with N = K' * M tokens; the VQ losses cover all tokens.
+        """
+        return self._quantize(self.encode_latents(video), None)
+
+    def stream_encoder(self) -> StreamingEncoder:
+        """A stateful encoder that consumes one block of frames at a time (see its `push`)."""
+        return StreamingEncoder(self)
+
+    def encode_stream(self, blocks: Iterable[Tensor]) -> Iterator[TokenizerEncoding]:
+        """Encodes a stream of frame blocks; in eval mode the codes equal those of `encode`.
+
+        Args:
+            blocks: Iterable of `(B, C, frames_per_block, H, W)` in [0, 1], at most
+                `num_blocks` of them.
+
+        Yields:
+            One `TokenizerEncoding` per block, with M tokens each.
+        """
+        encoder = self.stream_encoder()
+        for frames in blocks:
+            yield encoder.push(frames)
+
+    # ---------------------------------------------------------------------------- decoder
+    def decode_quantized(self, quantized: Tensor, lengths: Tensor) -> Tensor:
+        """Decodes quantized tokens, using the first `lengths[b, k]` tokens of each block.
+
+        Args:
+            quantized: `(B, K' * M, width)` (as in `TokenizerEncoding.quantized`); the
+                dropped tokens are ignored whatever their values.
+            lengths: Long `(B, K')`, 1 <= l <= M.
+
+        Returns:
+            `(B, C, K' * frames_per_block, H, W)` on the [0, 1] scale, not clamped.
+        """
+        num_blocks = self._check_tokens(quantized, lengths)
+        batch, num_latents, _ = quantized.shape
+        keep = keep_mask(lengths, self.tokens_per_block)
+        latents = torch.where(keep.unsqueeze(-1), quantized + self.latent_pos[:num_latents], 0.0)
+        num_patches = num_blocks * self.patches_per_block
+        queries = (self.patch_query + self.patch_pos[:num_patches]).expand(batch, -1, -1)
+        tokens = torch.cat([latents.to(queries.dtype), queries], dim=1)
+        mask = decoder_mask(
+            num_blocks, self.patches_per_block, self.tokens_per_block, tokens.device
+        )
+        if not bool(keep.all()):
+            mask = with_key_padding(mask, decoder_key_keep(keep, num_patches))
+        out = self.output(self.decoder(tokens, mask)[:, num_latents:])
+        return self._unpatchify(out, num_blocks) * 0.5 + 0.5
+
+    def decode(self, codes: Tensor, lengths: Tensor) -> Tensor:
+        """Decodes codes, using the first `lengths[b, k]` codes of each block.
+
+        Args:
+            codes: Long `(B, K' * M)`; dropped positions may hold any value (e.g. -1).
+            lengths: Long `(B, K')`, 1 <= l <= M.
+
+        Returns:
+            `(B, C, K' * frames_per_block, H, W)` on the [0, 1] scale, not clamped.
+        """
+        self._check_tokens(codes, lengths)
+        keep = keep_mask(lengths, self.tokens_per_block)
+        return self.decode_quantized(
+            self.quantizer.embed_codes(codes.masked_fill(~keep, 0)), lengths
+        )
+
+    def _unpatchify(self, patches: Tensor, num_blocks: int) -> Tensor:
+        """`(B, K' * P, C * pt * ph * pw)` -> `(B, C, K' * frames_per_block, H, W)`."""
+        pt, ph, pw = self.patch_size
+        gt = num_blocks * self.frames_per_block // pt
+        _, gh, gw = self.grid
+        video = patches.view(patches.shape[0], gt, gh, gw, self.in_channels, pt, ph, pw)
+        video = video.permute(0, 4, 1, 5, 2, 6, 3, 7)
+        return video.reshape(patches.shape[0], self.in_channels, gt * pt, gh * ph, gw * pw)
+
+    # --------------------------------------------------------------------------- training
+    def forward(self, video: Tensor, lengths: Tensor) -> TokenizerOutput:
+        """Encode, quantize (sampling in train mode), tail-drop and decode.
+
+        Args:
+            video: `(B, C, T, H, W)` in [0, 1].
+            lengths: Long `(B, K')` kept tokens per block, K' = T / frames_per_block.
+
+        Returns:
+            A `TokenizerOutput`; VQ and prior losses cover kept tokens only.
+        """
+        num_blocks = self.check_input(video)
+        self.check_lengths(lengths, video.shape[0], num_blocks)
+        keep = keep_mask(lengths, self.tokens_per_block)
+        encoding = self._quantize(self.encode_latents(video), keep)
+        recon = self.decode_quantized(encoding.quantized, lengths)
+        prior_loss = None
+        if self.prior is not None:
+            prior_loss = self.prior(
+                encoding.code_vectors,
+                encoding.codes,
+                keep,
+                self.quantizer.normalized_codebook(),
+            )
+        return TokenizerOutput(
+            recon=recon,
+            codes=encoding.codes,
+            lengths=lengths,
+            keep=keep,
+            latents=encoding.latents,
+            quantized=encoding.quantized,
+            commit_loss=encoding.commit_loss,
+            codebook_loss=encoding.codebook_loss,
+            vq_loss=self.commit_weight * encoding.commit_loss + encoding.codebook_loss,
+            prior_loss=prior_loss,
+        )
+
+
+class StreamingEncoder:
+    """Encodes a clip block by block with a KV cache (block-causality makes this exact).
+
+    Each `push` runs the encoder on one block's patch tokens and latent queries only; they
+    attend to themselves and to the cached keys/values of every earlier block, which is
+    what the block-causal mask of the full `encode` allows. Gradients are not tracked.
+
+    Args:
+        tokenizer: The tokenizer whose encoder and quantizer are used.
+    """
+
+    def __init__(self, tokenizer: AdapTokTokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.cache = tokenizer.encoder.new_cache()
+        self.blocks_seen = 0
+
+    @torch.no_grad()
+    def push(self, frames: Tensor) -> TokenizerEncoding:
+        """Encodes the next block.
+
+        Args:
+            frames: `(B, C, frames_per_block, H, W)` in [0, 1].
+
+        Returns:
+            A `TokenizerEncoding` of this block's M tokens.
+
+        Raises:
+            ValueError: On a wrong shape or more than `num_blocks` blocks.
+        """
+        tok = self.tokenizer
+        if tok.check_input(frames) != 1:
+            raise ValueError(
+                f"push expects one block of {tok.frames_per_block} frames, "
+                f"got shape {tuple(frames.shape)}"
+            )
+        if self.blocks_seen >= tok.num_blocks:
+            raise ValueError(f"the tokenizer encodes at most {tok.num_blocks} blocks")
+        block = self.blocks_seen
+        patches = tok._patch_tokens(frames, first_patch=block * tok.patches_per_block)
+        queries = tok.latent_queries[block].expand(frames.shape[0], -1, -1)
+        out = tok.encoder(torch.cat([patches, queries], dim=1), None, self.cache)
+        self.blocks_seen += 1
+        return tok._quantize(out[:, tok.patches_per_block :], None)
