@@ -1,1 +1,25 @@
+"""Token allocation: choose a token length per block under a budget (AdapTok's IPAL and more).
 
+Public API:
+    allocate: one entry point for the ``batch``, ``per_clip``, ``streaming`` and ``target``
+        modes with the ``fast`` (exact numpy) or ``mip`` (python-mip CBC) solver.
+    Allocation: the result (choices, lengths, objective, solver used, notes).
+    StreamingAllocator: causal block-by-block allocation with a learned price per token.
+    InfeasibleBudgetError: a budget no allocation can meet (states the feasible range).
+"""
+
+from adaptok.alloc.allocation import MODES, Allocation, allocate
+from adaptok.alloc.feasibility import InfeasibleBudgetError
+from adaptok.alloc.knapsack import SOLVERS
+from adaptok.alloc.streaming import StreamingAllocator
+from adaptok.alloc.target import SCOPES
+
+__all__ = [
+    "MODES",
+    "SCOPES",
+    "SOLVERS",
+    "Allocation",
+    "InfeasibleBudgetError",
+    "StreamingAllocator",
+    "allocate",
+]

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from adaptok.alloc import InfeasibleBudgetError, allocate, lagrangian
@@ -48,7 +49,9 @@ def brute_force(costs: np.ndarray, lengths: np.ndarray, total: int, equality: bo
 def highs_optimum(costs: np.ndarray, lengths: np.ndarray, total: int, equality: bool) -> float:
     """Optimal objective of the multiple-choice knapsack by scipy.optimize.milp (HiGHS)."""
     num_blocks, num_lengths = costs.shape
-    one_each = LinearConstraint(np.kron(np.eye(num_blocks), np.ones(num_lengths)), 1, 1)
+    one_each = LinearConstraint(
+        sparse.kron(sparse.eye(num_blocks), np.ones((1, num_lengths))), 1, 1
+    )
     budget = LinearConstraint(
         np.tile(lengths, num_blocks)[None], total if equality else -np.inf, total
     )
@@ -106,6 +109,16 @@ def test_small_instances_match_brute_force(length_set: str, equality: bool) -> N
             )
             assert allocation.solver == solver
             check_allocation(allocation, costs, total, equality, optimum)
+        # Both exact paths of the fast solver, whichever the dispatcher would pick.
+        grid = TokenGrid.from_lengths(lengths)
+        units = grid.to_units(total, num_blocks)
+        for choice in (
+            solve_one_group(costs[0], grid.units, units, equality),
+            solve_knapsack_dp(costs, grid.units, np.array([units]), equality)[0],
+        ):
+            spent = lengths[choice].sum()
+            assert spent == total if equality else spent <= total
+            assert costs[0, np.arange(num_blocks), choice].sum() == pytest.approx(optimum)
         checked += 1
     assert checked >= 20
 
@@ -134,7 +147,7 @@ def test_lagrangian_core_path_matches_dp(
     kind: str, equality: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The price + core-DP solver (with the sampled bracket forced on) equals the full DP."""
-    monkeypatch.setattr(lagrangian, "_SAMPLE_ROWS", 64)
+    monkeypatch.setattr(lagrangian, "_DIRECT_ROWS", 64)
     rng = np.random.default_rng(2)
     for lengths in LENGTH_SETS.values():
         grid = TokenGrid.from_lengths(lengths)
@@ -153,11 +166,12 @@ def test_lagrangian_core_path_matches_dp(
         assert spent == total if equality else spent <= total
 
 
+@pytest.mark.slow
 def test_large_realistic_instance_matches_highs() -> None:
-    """20k blocks: the sampled bracket runs unpatched; HiGHS confirms the optimum."""
+    """17k blocks: the sampled bracket runs unpatched; HiGHS confirms the optimum."""
     rng = np.random.default_rng(3)
     lengths = np.arange(64, 513, 64)
-    num_blocks = 20_000
+    num_blocks = 17_000
     scale = rng.uniform(0.05, 0.4, (num_blocks, 1))
     decay = rng.uniform(0.3, 1.5, (num_blocks, 1))
     costs = scale * (lengths / 64.0) ** -decay + rng.normal(0, 0.005, (num_blocks, 8))
@@ -245,7 +259,8 @@ def test_infeasible_budgets_state_the_range() -> None:
         allocate(np.zeros((1, 1, 3)), [3, 5, 8], 4)
     assert issubclass(InfeasibleBudgetError, ValueError)
     # Above the range is fine for an upper bound: everything at the longest length.
-    assert allocate(costs, lengths, 600, equality=False).total_tokens == 8 * 512
+    decreasing = np.broadcast_to(-lengths.astype(float), (2, 4, 8))
+    assert allocate(decreasing, lengths, 600, equality=False).total_tokens == 8 * 512
 
 
 def test_reachability_matches_enumeration() -> None:
