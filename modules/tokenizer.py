@@ -148,11 +148,16 @@ class TokenizerModule(LightningModule):
                 opt_d.step()
                 if len(schedulers) > 1:
                     schedulers[1].step()
-            logs.update({f"train/disc_{name}": value.detach() for name, value in disc_terms.items()})
+            logs.update(
+                {f"train/disc_{name}": value.detach() for name, value in disc_terms.items()}
+            )
         with torch.no_grad():
             psnr = psnr_per_video(video.clamp(0, 1), output.recon.detach().clamp(0, 1)).mean()
         logs["train/psnr"] = psnr
         logs["train/mean_tokens_per_block"] = lengths.float().mean()
+        # Share of the codebook used by the kept tokens of this batch: a collapse detector.
+        used = output.codes[output.keep].unique().numel()
+        logs["train/code_usage"] = torch.tensor(used / self.tokenizer.quantizer.codebook_size)
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
         self.log("train/loss", gen_loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         self.train_batches += 1
