@@ -105,6 +105,13 @@ class TokenizerModule(LightningModule):
             return []
         return list(value) if isinstance(value, list | tuple) else [value]
 
+    @staticmethod
+    def _step_schedulers(schedulers: list[Any], optimizer: Any) -> None:
+        """Step the schedulers that drive ``optimizer`` (a LightningOptimizer)."""
+        for scheduler in schedulers:
+            if scheduler.optimizer is optimizer.optimizer:
+                scheduler.step()
+
     # ------------------------------------------------------------------ steps
     def _full_lengths(self, batch_size: int, device: Any, per_block: int | None) -> torch.Tensor:
         count = self.tokenizer.tokens_per_block if per_block is None else per_block
@@ -131,8 +138,7 @@ class TokenizerModule(LightningModule):
                 opt_g, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm"
             )
         opt_g.step()
-        if schedulers:
-            schedulers[0].step()
+        self._step_schedulers(schedulers, opt_g)
 
         logs = {f"train/{name}": value.detach() for name, value in gen_terms.items()}
         if len(optimizers) > 1:
@@ -146,8 +152,7 @@ class TokenizerModule(LightningModule):
                         opt_d, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm"
                     )
                 opt_d.step()
-                if len(schedulers) > 1:
-                    schedulers[1].step()
+                self._step_schedulers(schedulers, opt_d)
             logs.update(
                 {f"train/disc_{name}": value.detach() for name, value in disc_terms.items()}
             )
