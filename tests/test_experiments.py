@@ -106,3 +106,32 @@ def test_paper_scorer_config_smoke_runs(workspace: Path) -> None:
             ]
         )
     assert (workspace / "runs" / "ucf101" / "scorer" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_paper_eval_recon_config_smoke_runs(workspace: Path) -> None:
+    scorer = workspace / "runs" / "ucf101" / "scorer" / "checkpoints" / "last.ckpt"
+    if not scorer.is_file():
+        test_paper_scorer_config_smoke_runs(workspace)
+    config = EXPERIMENTS / "ucf101" / "eval_recon.yaml"
+    # FVD needs 16-frame clips (the tiny ones have 8): same callback, FVD off
+    allocator = (
+        '[{"class_path": "callbacks.TokenAllocator", "init_args": '
+        '{"budgets": [0.25, 0.5], "num_samples": 4, "fvd": false}}]'
+    )
+    overrides = [a for a in TINY_SCORER if a.startswith(("--model.init_args.scorer", "--data."))]
+    with working_directory(workspace):
+        cli = run_cli(
+            [
+                "test",
+                "--config",
+                str(config),
+                *ON_CPU,
+                *overrides,
+                "--model.init_args.lpips_net=alex",
+                "--trainer.limit_test_batches=1",
+                f"--trainer.callbacks={allocator}",
+                f"--ckpt_path={scorer}",
+            ]
+        )
+        report = Path(cli.trainer.log_dir) / "allocation_report.csv"
+        assert report.is_file()
