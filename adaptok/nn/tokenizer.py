@@ -104,6 +104,8 @@ class AdapTokTokenizer(nn.Module):
         prior_depth: Depth of LARP's prior; 0 = no prior (paper: 12).
         prior_width: Width of the prior (paper: 384).
         prior_heads: Attention heads of the prior.
+        query_init_std: Init std of the learned latent queries (paper: 0.02). Small models
+            start with near-identical latents and a collapsed codebook; ~1.0 avoids that.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class AdapTokTokenizer(nn.Module):
         prior_depth: int = 0,
         prior_width: int = 384,
         prior_heads: int = 6,
+        query_init_std: float = 0.02,
     ) -> None:
         super().__init__()
         pt, ph, pw = patch_size = tuple(patch_size)
@@ -143,6 +146,7 @@ class AdapTokTokenizer(nn.Module):
         self.patch_size = patch_size
         self.frames_per_block = frames_per_block
         self.commit_weight = commit_weight
+        self.query_init_std = query_init_std
         self._tokens_per_block = tokens_per_block
         self.grid = (num_frames // pt, image_size // ph, image_size // pw)
         self.patches_per_block = (frames_per_block // pt) * self.grid[1] * self.grid[2]
@@ -168,19 +172,23 @@ class AdapTokTokenizer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """ViT init; Xavier post-quant projection; latent/patch queries std 0.02; zero output.
+        """ViT init; balanced post-quant projection; latent queries; zero output.
 
-        The post-quant projection is Xavier-initialised so that the code content is not
-        drowned by the unit-scale sin-cos index embedding added to it in the decoder.
+        The decoder adds a sin-cos index embedding of norm ``sqrt(width / 2)`` to each code's
+        content. A plain Xavier post-quant projection of a unit code vector has norm ~1.4, so
+        the content would start several times smaller than its position (6x at width 128,
+        14x at 768); the gain below starts both at the same scale.
         """
         for module in (self.encoder, self.decoder, self.quantizer.pre_proj):
             module.apply(init_weights)
-        nn.init.xavier_uniform_(self.quantizer.post_proj.weight)
+        post_proj = self.quantizer.post_proj
+        fan_in, fan_out = post_proj.in_features, post_proj.out_features
+        nn.init.xavier_uniform_(post_proj.weight, gain=((fan_in + fan_out) / 4) ** 0.5)
         nn.init.zeros_(self.quantizer.post_proj.bias)
         weight = self.patch_embed.weight
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
         nn.init.zeros_(self.patch_embed.bias)
-        trunc_normal_(self.latent_queries, std=0.02)
+        trunc_normal_(self.latent_queries, std=self.query_init_std)
         trunc_normal_(self.patch_query, std=0.02)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
