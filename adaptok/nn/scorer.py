@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from adaptok.nn.masks import encoder_mask
 from adaptok.nn.transformer import TransformerStack, init_weights
 
 __all__ = ["BlockCausalScorer"]
@@ -67,8 +68,9 @@ class BlockCausalScorer(nn.Module):
         slot_in_block = torch.arange(num_tokens) % tokens_per_block
         self.register_buffer("block_of_token", block_of_token, persistent=False)
         self.register_buffer("slot_in_block", slot_in_block, persistent=False)
-        causal = block_of_token[:, None] >= block_of_token[None, :]
-        self.register_buffer("causal_mask", causal, persistent=False)
+        # Latents only: the encoder's block-causal mask with no patch tokens.
+        causal = encoder_mask(num_blocks, 0, tokens_per_block, torch.device("cpu"))
+        self.register_buffer("causal_mask", causal.clone(), persistent=False)
         readout = torch.arange(1, num_candidates + 1) * step - 1
         self.register_buffer("readout_slots", readout, persistent=False)
         self.apply(init_weights)
