@@ -1,10 +1,18 @@
 """Networks: tokenizer, quantizer, tail-drop sampler, discriminator, prior and building blocks."""
 
 from adaptok.nn.discriminator import Discriminator
+from adaptok.nn.generator import ARGenerator, GeneratorKVCache
+from adaptok.nn.generator_sequence import (
+    GeneratorVocab,
+    build_sequence,
+    collate_sequences,
+    parse_sequence,
+)
 from adaptok.nn.masks import causal_mask, decoder_mask, encoder_mask, with_key_padding
 from adaptok.nn.pos_embed import sincos_1d, sincos_3d
 from adaptok.nn.prior import Prior
 from adaptok.nn.quantizer import QuantizerOutput, StochasticQuantizer
+from adaptok.nn.sampling import SampleOutput, sample
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tail_drop import TailDropSampler, keep_mask
 from adaptok.nn.tokenizer import (
@@ -16,12 +24,16 @@ from adaptok.nn.tokenizer import (
 from adaptok.nn.transformer import LayerKVCache, TransformerBlock, TransformerStack
 
 __all__ = [
+    "ARGenerator",
     "AdapTokTokenizer",
     "BlockCausalScorer",
     "Discriminator",
+    "GeneratorKVCache",
+    "GeneratorVocab",
     "LayerKVCache",
     "Prior",
     "QuantizerOutput",
+    "SampleOutput",
     "StochasticQuantizer",
     "StreamingEncoder",
     "TailDropSampler",
@@ -29,10 +41,14 @@ __all__ = [
     "TokenizerOutput",
     "TransformerBlock",
     "TransformerStack",
+    "build_sequence",
     "causal_mask",
+    "collate_sequences",
     "decoder_mask",
     "encoder_mask",
     "keep_mask",
+    "parse_sequence",
+    "sample",
     "sincos_1d",
     "sincos_3d",
     "with_key_padding",
