@@ -1,49 +1,48 @@
 """The one LightningDataModule of every stage: video clips from WebDataset tar shards.
 
-Pipeline per split (each box runs in the DataLoader workers)::
+The pure parts live in ``adaptok.data``: shard resolution and per-epoch shard order
+(:mod:`adaptok.data.shards`), tar member grouping (:mod:`adaptok.data.tar_samples`), clip
+decoding and collation (:mod:`adaptok.data.clips`), skip accounting (:mod:`adaptok.data.skips`)
+and the per-split stream and loader (:mod:`adaptok.data.clip_stream`). This module wires them
+to Lightning: which splits exist, ranks, the trainer's epoch, and the resume state.
 
-    shard list -> [rank split -> worker split] -> tar samples -> [shuffle buffer] -> ClipDecoder
-      train with ``epoch_length``: resampled shards (with replacement) + ``with_epoch``
+Bad data never stops a run by itself: unreadable shards, corrupt or truncated videos, bad
+metadata and clips shorter than ``num_frames`` are skipped and counted by reason; each pass
+reports its counts in one :class:`SkippedSamplesWarning` (totals in ``skip_counts``). A pass
+that yields no batch, or ``max_consecutive_skips`` failures in a row, ends the run with
+:class:`NoUsableSamplesError` naming the shards and the reasons.
 
-Bad data never stops a run: unreadable shards, corrupt or truncated videos and clips shorter
-than ``num_frames`` are skipped and counted by reason. Each sample carries the counts of what
-was skipped since the previous sample; the counts travel through the batch (``"skipped"``), are
-taken out in :meth:`VideoShardsDataModule.on_before_batch_transfer` and reported once per pass
-as a single warning in the main process. Totals are in ``datamodule.skip_counts``.
+Resume: :meth:`VideoShardsDataModule.state_dict` (saved in every checkpoint) holds the epoch
+and the number of training batches consumed in it; every random choice of a pass is seeded by
+its epoch, so a run restarted with ``--ckpt_path`` continues the data stream where it stopped
+instead of replaying the first epoch.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import math
 import os
-import random
-import tarfile
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
 from functools import partial
-from itertools import islice
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-import webdataset as wds
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from adaptok.data.video_io import (
-    VIDEO_SUFFIXES,
-    VideoDecodeError,
-    decode_video,
-    probe_video,
-    short_side_shape,
+from adaptok.data.clip_stream import ClipLoader, ClipStream
+from adaptok.data.clips import ClipDecoder, collate_clips
+from adaptok.data.shards import resolve_shards
+from adaptok.data.skips import (
+    REPORT_KEY,
+    NoUsableSamplesError,
+    SkipLedger,
+    SkippedSamplesWarning,
 )
 
 __all__ = [
     "ClipDecoder",
+    "NoUsableSamplesError",
     "SkippedSamplesWarning",
     "VideoShardsDataModule",
     "collate_clips",
@@ -51,255 +50,7 @@ __all__ = [
 ]
 
 Split = Literal["train", "val", "test", "predict"]
-_REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "gcs://", "ais://")
-
-
-class SkippedSamplesWarning(UserWarning):
-    """Samples were skipped during a pass over the data (corrupt, truncated, too short)."""
-
-
-def _is_remote(url: str) -> bool:
-    return url.startswith(_REMOTE_PREFIXES) or ("://" in url and not url.startswith("file://"))
-
-
-def _local_matches(pattern: str, origin: str) -> list[str]:
-    """Local tar files for one expanded pattern; raises a clear error when there are none."""
-    path = Path(pattern.removeprefix("file://")).expanduser()
-    if path.is_dir():
-        found = sorted(str(p) for p in path.rglob("*.tar"))
-        if not found:
-            raise FileNotFoundError(f"no .tar shards under folder {str(path)!r} (from {origin!r})")
-        return found
-    if glob.has_magic(str(path)):
-        found = sorted(glob.glob(str(path), recursive=True))
-        if not found:
-            folder = next((p for p in path.parents if not glob.has_magic(str(p))), Path("."))
-            where = "" if folder.is_dir() else f"; folder {str(folder)!r} does not exist"
-            raise FileNotFoundError(f"no shards match {origin!r}{where}")
-        return found
-    if not path.exists():
-        where = "" if path.parent.is_dir() else f"; folder {str(path.parent)!r} does not exist"
-        raise FileNotFoundError(f"shard {str(path)!r} not found (from {origin!r}){where}")
-    return [str(path)]
-
-
-def resolve_shards(urls: str | Sequence[str]) -> list[str]:
-    """Expand shard specifications into a list of shard URLs, checking local files now.
-
-    Brace patterns (``train-{000000..000009}.tar``) are expanded everywhere; local globs and
-    folders (searched recursively for ``*.tar``) are expanded and every local file must be a
-    tar archive. Remote URLs (``pipe:``, ``http(s)://``, ...) are passed through unchecked.
-
-    Args:
-        urls: One specification or a list of them.
-
-    Returns:
-        Shard URLs, each pattern's matches sorted, in the given pattern order.
-
-    Raises:
-        FileNotFoundError: A pattern matches nothing, or its folder does not exist.
-        ValueError: A local file is not a tar archive.
-    """
-    specs = [urls] if isinstance(urls, str) else list(urls)
-    if not specs:
-        raise ValueError("empty list of shard URLs")
-    shards: list[str] = []
-    for spec in specs:
-        for url in wds.shardlists.expand_urls(spec):
-            if _is_remote(url):
-                shards.append(url)
-                continue
-            for path in _local_matches(url, spec):
-                if not tarfile.is_tarfile(path):
-                    raise ValueError(f"{path!r} (from {spec!r}) is not a tar archive")
-                shards.append(path)
-    return shards
-
-
-class _SkipTracker:
-    """Counts skipped items by reason; also the WebDataset exception handler for bad shards."""
-
-    def __init__(self) -> None:
-        self.pending: Counter = Counter()
-
-    def count(self, reason: str) -> None:
-        """Record one skipped item."""
-        self.pending[reason] += 1
-
-    def __call__(self, error: Exception) -> bool:
-        """WebDataset handler: count the error and carry on with the next shard."""
-        self.count(f"unreadable shard ({type(error).__name__})")
-        return True
-
-    def drain(self) -> dict[str, int]:
-        """Counts since the last drain (then reset)."""
-        counts, self.pending = dict(self.pending), Counter()
-        return counts
-
-
-class _ShuffledShards(IterableDataset):
-    """Shard URLs in a fresh seeded order each pass (the same order on every rank/worker)."""
-
-    def __init__(self, urls: list[str], seed: int) -> None:
-        super().__init__()
-        self.urls, self.seed, self.epoch = urls, seed, 0
-
-    def __iter__(self) -> Iterator[dict[str, str]]:
-        urls = list(self.urls)
-        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(urls)
-        self.epoch += 1
-        for url in urls:
-            yield {"url": url}
-
-
-def _split_by_rank(src: Iterator[Any], rank: int, world_size: int) -> Iterator[Any]:
-    """Every ``world_size``-th item starting at ``rank``."""
-    yield from islice(src, rank, None, world_size)
-
-
-def _resample_seed(rank: int) -> int:
-    info = get_worker_info()
-    return rank * 1000 + (info.id if info is not None else 0)
-
-
-class _SkipSample(Exception):
-    """A sample that is skipped, with the reason it is counted under."""
-
-
-class ClipDecoder:
-    """Pipeline stage: raw WebDataset samples -> clip dicts (skips bad samples, counts them).
-
-    Output samples: ``video`` ``(C, T, H, W)`` uint8 numpy (made float once per batch by
-    :func:`collate_clips`); ``label`` int; ``key`` str; ``complexity`` ``(T,)`` float (NaN when
-    the source has none); ``skipped`` dict of reason -> count since the previous output sample. Each output is held back until
-    the next one is decoded (or the stream ends), so skips at the end of a stream still reach
-    the main process.
-
-    Args:
-        num_frames: Frames per clip ``T``.
-        frame_stride: Step between sampled frames.
-        sampling: ``random`` start, ``first`` frames, or ``uniform`` (``T`` frames evenly
-            spread over the whole clip; ``frame_stride`` unused).
-        resolution: Short side after resizing, and the side of the square crop.
-        crop: ``center`` or ``random`` crop.
-        hflip: Flip horizontally with probability 0.5.
-        tracker: Shared skip counter.
-        seed: Base seed of the random choices.
-        rank: Process rank (part of the seed).
-    """
-
-    def __init__(
-        self,
-        num_frames: int,
-        frame_stride: int,
-        sampling: str,
-        resolution: int,
-        crop: str,
-        hflip: bool,
-        tracker: _SkipTracker,
-        seed: int,
-        rank: int,
-    ) -> None:
-        self.num_frames, self.frame_stride, self.sampling = num_frames, frame_stride, sampling
-        self.resolution, self.crop, self.hflip = resolution, crop, hflip
-        self.tracker = tracker
-        self.seed, self.rank, self.epoch = seed, rank, 0
-
-    def _indices(self, total: int, rng: np.random.Generator) -> np.ndarray:
-        if self.sampling == "uniform":
-            if total < self.num_frames:
-                raise _SkipSample("too short")
-            return np.linspace(0, total - 1, self.num_frames).round().astype(int)
-        span = (self.num_frames - 1) * self.frame_stride + 1
-        if total < span:
-            raise _SkipSample("too short")
-        start = int(rng.integers(0, total - span + 1)) if self.sampling == "random" else 0
-        return start + self.frame_stride * np.arange(self.num_frames)
-
-    def _decode(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        video = next((sample[s] for s in VIDEO_SUFFIXES if s in sample), None)
-        if video is None:
-            raise _SkipSample("missing video")
-        try:
-            meta = json.loads(sample["json"]) if "json" in sample else {}
-        except (ValueError, UnicodeDecodeError) as error:
-            raise _SkipSample("bad metadata") from error
-        try:
-            if not {"frames", "height", "width"} <= set(meta):
-                info = probe_video(video)
-                meta = {"frames": info.frames, "height": info.height, "width": info.width, **meta}
-            indices = self._indices(int(meta["frames"]), rng)
-            stored = (int(meta["height"]), int(meta["width"]))
-            height, width = short_side_shape(*stored, self.resolution)
-            resize = (height, width) if (height, width) != stored else None
-            frames = decode_video(video, indices, output_size=resize)
-        except VideoDecodeError as error:
-            raise _SkipSample("corrupt video") from error
-        top, left = (height - self.resolution) // 2, (width - self.resolution) // 2
-        if self.crop == "random":
-            top = int(rng.integers(0, height - self.resolution + 1))
-            left = int(rng.integers(0, width - self.resolution + 1))
-        frames = frames[:, top : top + self.resolution, left : left + self.resolution]
-        if self.hflip and rng.random() < 0.5:
-            frames = frames[:, :, ::-1]
-        video = np.ascontiguousarray(frames.transpose(3, 0, 1, 2))
-        scores = meta.get("frame_complexity")
-        complexity = torch.full((self.num_frames,), float("nan"))
-        if isinstance(scores, list) and len(scores) > int(indices[-1]):
-            complexity = torch.tensor([float(scores[i]) for i in indices])
-        return {
-            "video": video,
-            "label": int(meta.get("label", -1)),
-            "key": str(sample["__key__"]),
-            "complexity": complexity,
-        }
-
-    def __call__(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        worker = info.id if info is not None else 0
-        rng = np.random.default_rng([self.seed, self.rank, worker, self.epoch])
-        self.epoch += 1
-        held: dict[str, Any] | None = None
-        for sample in samples:
-            try:
-                clip = self._decode(sample, rng)
-            except _SkipSample as skip:
-                self.tracker.count(str(skip))
-                continue
-            except Exception as error:  # bad data must never kill a worker
-                self.tracker.count(f"unreadable sample ({type(error).__name__})")
-                continue
-            if held is not None:
-                held["skipped"] = self.tracker.drain()
-                yield held
-            held = clip
-        if held is not None:
-            held["skipped"] = self.tracker.drain()
-            yield held
-
-
-def collate_clips(
-    samples: list[dict[str, Any]], value_range: tuple[float, float] = (0.0, 1.0)
-) -> dict[str, Any]:
-    """Batch clip dicts (in the worker): ``video`` (B, C, T, H, W) float in ``value_range``,
-    ``label`` (B,) long, ``key`` list, ``complexity`` (B, T) and the summed ``skipped`` counts.
-    """
-    skipped: Counter = Counter()
-    for sample in samples:
-        skipped.update(sample["skipped"])
-    low, high = value_range
-    # numpy, single-threaded: torch's intra-op threads made this 10x slower on a busy 2-core box
-    video = np.stack([s["video"] for s in samples]).astype(np.float32)
-    video *= np.float32((high - low) / 255.0)
-    if low:
-        video += np.float32(low)
-    return {
-        "video": torch.from_numpy(video),
-        "label": torch.tensor([s["label"] for s in samples], dtype=torch.long),
-        "key": [s["key"] for s in samples],
-        "complexity": torch.stack([s["complexity"] for s in samples]),
-        "skipped": dict(skipped),
-    }
+_STATE_VERSION = 1
 
 
 class VideoShardsDataModule(LightningDataModule):
@@ -332,6 +83,16 @@ class VideoShardsDataModule(LightningDataModule):
             batches, which DDP needs). ``None``: one pass over the shuffled shards per epoch.
         shuffle_buffer: Training samples mixed in a shuffle buffer (0 or 1: no shuffling).
         seed: Seed of shard order, shuffle buffer, clip starts, crops and flips.
+        max_consecutive_skips: Failed samples in a row (in one worker) that end the run with
+            :class:`NoUsableSamplesError` naming the shards and reasons; ``None``: never (an
+            all-bad resampled stream then never ends).
+        max_upscale: Clips whose short side must be enlarged more than this factor to reach
+            ``resolution`` are counted and reported as a warning per pass.
+        video_dtype: ``float32`` (in ``value_range``) or ``uint8`` (0..255, a quarter of the
+            bytes; convert on the device with ``adaptok.data.clips.video_to_float``).
+
+    Raises:
+        ValueError: A size or count below 1, or ``value_range`` with ``low >= high``.
     """
 
     def __init__(
@@ -353,12 +114,25 @@ class VideoShardsDataModule(LightningDataModule):
         epoch_length: int | None = None,
         shuffle_buffer: int = 256,
         seed: int = 0,
+        max_consecutive_skips: int | None = 100,
+        max_upscale: float = 2.0,
+        video_dtype: Literal["float32", "uint8"] = "float32",
     ) -> None:
         super().__init__()
         if num_frames < 1 or frame_stride < 1 or resolution < 1 or batch_size < 1:
             raise ValueError("num_frames, frame_stride, resolution and batch_size must be >= 1")
         if epoch_length is not None and epoch_length < 1:
             raise ValueError(f"epoch_length must be >= 1 or None, got {epoch_length}")
+        if len(value_range) != 2 or not float(value_range[0]) < float(value_range[1]):
+            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+        if max_consecutive_skips is not None and max_consecutive_skips < 1:
+            raise ValueError(
+                f"max_consecutive_skips must be >= 1 or None, got {max_consecutive_skips}"
+            )
+        if max_upscale < 1:
+            raise ValueError(f"max_upscale must be >= 1, got {max_upscale}")
+        if video_dtype not in ("float32", "uint8"):
+            raise ValueError(f"video_dtype must be 'float32' or 'uint8', got {video_dtype!r}")
         self.save_hyperparameters()
         self.urls: dict[str, str | list[str] | None] = {
             "train": train_urls,
@@ -379,9 +153,14 @@ class VideoShardsDataModule(LightningDataModule):
         self.epoch_length = epoch_length
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
+        self.max_consecutive_skips = max_consecutive_skips
+        self.max_upscale = float(max_upscale)
+        self.video_dtype = video_dtype
         self.shards: dict[str, list[str]] = {}
         self.skip_counts: Counter = Counter()
-        self._pending_skips: dict[tuple[str, int], Counter] = {}
+        self.ledger = SkipLedger(self.skip_counts)
+        self._train_position = (0, 0)  # (epoch, training batches consumed in it)
+        self._resume_at: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
@@ -410,7 +189,14 @@ class VideoShardsDataModule(LightningDataModule):
             self.shards[split] = resolve_shards(self.urls[split])
         return self.shards[split]
 
-    def _dataloader(self, split: Split) -> DataLoader:
+    def _trainer_epoch(self) -> int | None:
+        """The fit epoch under way, when a trainer is fitting; else ``None``."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn is None or trainer.state.fn.value != "fit":
+            return None
+        return int(trainer.current_epoch)
+
+    def _dataloader(self, split: Split) -> ClipLoader:
         shards = self._shards_of(split)
         rank, world_size = self._rank_and_world_size()
         train = split == "train"
@@ -430,102 +216,99 @@ class VideoShardsDataModule(LightningDataModule):
                     stacklevel=2,
                 )
                 workers = own
-
-        tracker = _SkipTracker()
-        stages: list[Any]
+        per_worker = None
         if resampled:
-            stages = [
-                wds.ResampledShards(
-                    shards,
-                    seed=self.seed,
-                    worker_seed=partial(_resample_seed, rank),
-                    deterministic=True,
-                )
-            ]
-        else:
-            first = _ShuffledShards(shards, self.seed) if train else wds.SimpleShardList(shards)
-            stages = [
-                first,
-                partial(_split_by_rank, rank=rank, world_size=world_size),
-                wds.split_by_worker,
-            ]
-        stages.append(wds.tarfile_to_samples(handler=tracker))
-        if train and self.shuffle_buffer > 1:
-            rng = random.Random(self.seed * 7919 + rank)
-            stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
-        stages.append(
-            ClipDecoder(
-                num_frames=self.num_frames,
-                frame_stride=self.frame_stride,
-                sampling=self.clip_sampling if train else "first",
-                resolution=self.resolution,
-                crop=self.crop if train else "center",
-                hflip=self.hflip and train,
-                tracker=tracker,
-                seed=self.seed,
-                rank=rank,
-            )
+            batches = self.epoch_length / (world_size * max(workers, 1) * self.batch_size)
+            per_worker = math.ceil(batches) * self.batch_size
+        decoder = ClipDecoder(
+            num_frames=self.num_frames,
+            frame_stride=self.frame_stride,
+            sampling=self.clip_sampling if train else "first",
+            resolution=self.resolution,
+            crop=self.crop if train else "center",
+            hflip=self.hflip and train,
         )
-        dataset = wds.DataPipeline(*stages)
-        if resampled:
-            per_worker = self.epoch_length / (world_size * max(workers, 1) * self.batch_size)
-            dataset = dataset.with_epoch(math.ceil(per_worker) * self.batch_size)
-        return DataLoader(
-            dataset,
+        stream = ClipStream(
+            shards,
+            order="resampled" if resampled else "shuffled" if train else "ordered",
+            decoder=decoder,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            shuffle_buffer=self.shuffle_buffer if train else 0,
+            samples_per_worker=per_worker,
+            max_consecutive_skips=self.max_consecutive_skips,
+            max_upscale=self.max_upscale,
+            split=split,
+        )
+        resume_at = None
+        if train:
+            resume_at, self._resume_at = self._resume_at, None
+        return ClipLoader(
+            stream,
+            ledger=self.ledger,
+            split=split,
+            epoch_fn=self._trainer_epoch if train else None,
+            resume_at=resume_at,
             batch_size=self.batch_size,
             num_workers=workers,
             pin_memory=self.pin_memory,
-            collate_fn=partial(collate_clips, value_range=self.value_range),
-            persistent_workers=train and workers > 0,
+            collate_fn=partial(
+                collate_clips, value_range=self.value_range, video_dtype=self.video_dtype
+            ),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ClipLoader:
         """Training clips: random (or configured) sampling, crops and flips."""
         return self._dataloader("train")
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> ClipLoader | list:
         """Validation clips in a fixed order: first frames, center crop (none: no ``val_urls``)."""
         return self._dataloader("val") if self.urls["val"] is not None else []
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> ClipLoader:
         """Test clips in a fixed order: first frames, center crop."""
         return self._dataloader("test")
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> ClipLoader:
         """Prediction clips in a fixed order: first frames, center crop."""
         return self._dataloader("predict")
 
     # ---------------------------------------------------------------------------- skip report
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Take the skip counts out of the batch and report finished passes."""
-        if not isinstance(batch, dict):
-            return batch
-        skipped = batch.pop("skipped", None) or {}
-        current = ("unknown", 0)
-        if self.trainer is not None and self.trainer.state.stage is not None:
-            current = (self.trainer.state.stage.value, self.trainer.current_epoch)
-        for other in list(self._pending_skips):
-            same_train_epoch = other[0] == "train" and other[1] == current[1]
-            if other != current and not same_train_epoch:
-                self._report_skips(other)
-        if skipped:
-            self._pending_skips.setdefault(current, Counter()).update(skipped)
-            self.skip_counts.update(skipped)
+        """Count consumed training batches (the resume position); drop any leftover report."""
+        if isinstance(batch, dict):
+            batch.pop(REPORT_KEY, None)
+        epoch = self._trainer_epoch()
+        if epoch is not None and self.trainer.training:
+            last_epoch, consumed = self._train_position
+            self._train_position = (epoch, consumed + 1 if last_epoch == epoch else 1)
         return batch
-
-    def _report_skips(self, pass_key: tuple[str, int]) -> None:
-        counts = self._pending_skips.pop(pass_key, None)
-        if not counts:
-            return
-        stage, epoch = pass_key
-        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
-        warnings.warn(
-            f"skipped {sum(counts.values())} sample(s) in {stage} epoch {epoch} ({reasons})",
-            SkippedSamplesWarning,
-            stacklevel=2,
-        )
 
     def teardown(self, stage: str) -> None:
         """Report skips of passes not yet reported."""
-        for pass_key in list(self._pending_skips):
-            self._report_skips(pass_key)
+        self.ledger.flush()
+
+    # ---------------------------------------------------------------------------- resume state
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the training epoch, batches consumed in it, and seed."""
+        epoch, consumed = self._train_position
+        return {"version": _STATE_VERSION, "epoch": epoch, "batches": consumed, "seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the training stream after the batches the checkpoint already used.
+
+        The next training loader starts at the saved epoch (its order and random choices are
+        those of that epoch) and drops the batches consumed before the checkpoint.
+        """
+        if not state_dict:
+            return
+        if state_dict.get("seed", self.seed) != self.seed:
+            warnings.warn(
+                f"data seed changed from {state_dict['seed']} (checkpoint) to {self.seed}: the "
+                "resumed run reads the data in a different order",
+                stacklevel=2,
+            )
+        epoch, consumed = int(state_dict.get("epoch", 0)), int(state_dict.get("batches", 0))
+        self._train_position = (epoch, consumed)
+        self._resume_at = (epoch, consumed)

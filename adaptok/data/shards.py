@@ -1,0 +1,119 @@
+"""Shard lists of the clip stream: resolving specifications and ordering shards per epoch.
+
+Every order is a pure function of ``(seed, epoch, rank, worker)``, so a resumed run that knows
+its epoch draws the same shards as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import glob
+import random
+import tarfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import webdataset as wds
+
+__all__ = ["ShardOrder", "resolve_shards", "shards_for_pass"]
+
+ShardOrder = Literal["ordered", "shuffled", "resampled"]
+_REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "gcs://", "ais://")
+
+
+def _is_remote(url: str) -> bool:
+    return url.startswith(_REMOTE_PREFIXES) or ("://" in url and not url.startswith("file://"))
+
+
+def _local_matches(pattern: str, origin: str) -> list[str]:
+    """Local tar files for one expanded pattern; raises a clear error when there are none."""
+    path = Path(pattern.removeprefix("file://")).expanduser()
+    if path.is_dir():
+        found = sorted(str(p) for p in path.rglob("*.tar"))
+        if not found:
+            raise FileNotFoundError(f"no .tar shards under folder {str(path)!r} (from {origin!r})")
+        return found
+    if glob.has_magic(str(path)):
+        found = sorted(glob.glob(str(path), recursive=True))
+        if not found:
+            folder = next((p for p in path.parents if not glob.has_magic(str(p))), Path("."))
+            where = "" if folder.is_dir() else f"; folder {str(folder)!r} does not exist"
+            raise FileNotFoundError(f"no shards match {origin!r}{where}")
+        return found
+    if not path.exists():
+        where = "" if path.parent.is_dir() else f"; folder {str(path.parent)!r} does not exist"
+        raise FileNotFoundError(f"shard {str(path)!r} not found (from {origin!r}){where}")
+    return [str(path)]
+
+
+def resolve_shards(urls: str | Sequence[str]) -> list[str]:
+    """Expand shard specifications into a list of shard URLs, checking local files now.
+
+    Brace patterns (``train-{000000..000009}.tar``) are expanded everywhere; local globs and
+    folders (searched recursively for ``*.tar``) are expanded and every local file must be a
+    tar archive. Remote URLs (``pipe:``, ``http(s)://``, ...) are passed through unchecked.
+
+    Args:
+        urls: One specification or a list of them.
+
+    Returns:
+        Shard URLs, each pattern's matches sorted, in the given pattern order.
+
+    Raises:
+        FileNotFoundError: A pattern matches nothing, or its folder does not exist.
+        ValueError: A local file is not a tar archive.
+    """
+    specs = [urls] if isinstance(urls, str) else list(urls)
+    if not specs:
+        raise ValueError("empty list of shard URLs")
+    shards: list[str] = []
+    for spec in specs:
+        for url in wds.shardlists.expand_urls(spec):
+            if _is_remote(url):
+                shards.append(url)
+                continue
+            for path in _local_matches(url, spec):
+                if not tarfile.is_tarfile(path):
+                    raise ValueError(f"{path!r} (from {spec!r}) is not a tar archive")
+                shards.append(path)
+    return shards
+
+
+def shards_for_pass(
+    urls: Sequence[str],
+    order: ShardOrder,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    worker: int = 0,
+    num_workers: int = 1,
+) -> Iterator[str]:
+    """Shards one DataLoader worker of one rank reads in one pass.
+
+    ``ordered`` and ``shuffled`` passes split the (shuffled: seeded by ``seed`` and ``epoch``,
+    the same on every rank) list over ranks, then over workers, so each shard is read once per
+    pass. ``resampled`` draws shards with replacement, endlessly, from a generator seeded by
+    ``(seed, epoch, rank, worker)``; the caller ends the pass.
+
+    Args:
+        urls: Resolved shard URLs.
+        order: ``ordered``, ``shuffled`` or ``resampled``.
+        seed: Base seed.
+        epoch: Pass number (part of every seed).
+        rank: Process rank.
+        world_size: Number of processes.
+        worker: DataLoader worker id.
+        num_workers: DataLoader workers of this rank (1 when loading in the main process).
+
+    Yields:
+        Shard URLs.
+    """
+    if order == "resampled":
+        rng = random.Random(f"{seed}/{epoch}/{rank}/{worker}")
+        while True:
+            yield urls[rng.randrange(len(urls))]
+    listed = list(urls)
+    if order == "shuffled":
+        random.Random(f"{seed}/{epoch}").shuffle(listed)
+    yield from listed[rank::world_size][worker::num_workers]

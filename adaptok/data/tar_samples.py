@@ -1,0 +1,162 @@
+"""Group the members of a tar shard into samples, robust to dotted keys and split samples.
+
+WebDataset's rule (key = name up to the first dot of the base name; a sample = a run of
+adjacent members with the same key) mis-reads two kinds of real shards:
+
+* keys with dots (``clip.v0.mp4``): every member lands in one sample ``clip`` with suffixes
+  ``v0.mp4``, ``v1.json``... Here the key ends at the last dot when the last suffix is one
+  this suite reads (``json``, the video suffixes, ``cls``, ``txt``), so ``clip.v0`` is a key.
+* samples whose files are not adjacent (all metadata first, then all videos): each file
+  becomes its own incomplete sample. Here a metadata-only group is held until the end of the
+  shard and merged with a later video of the same key, so such shards are read correctly.
+  A video met before its metadata is passed on at once (video-only shards are legitimate and
+  holding their videos would hold whole shards in memory); metadata that turns up later for
+  it is reported with an exact reason.
+
+Incomplete or unusable groups come out as samples with a :data:`PROBLEM_KEY` entry naming
+what is wrong, so the loader can count them and ``adaptok-shards verify`` can list them.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from webdataset.tariterators import tar_file_iterator, url_opener
+
+from adaptok.data.video_io import VIDEO_SUFFIXES
+
+__all__ = [
+    "KNOWN_SUFFIXES",
+    "PROBLEM_KEY",
+    "group_members",
+    "member_key",
+    "read_tar_members",
+    "tar_samples",
+]
+
+KNOWN_SUFFIXES = frozenset({"json", "cls", "txt", *VIDEO_SUFFIXES})
+"""Last suffixes that end a key at the last dot (others follow WebDataset's first-dot rule)."""
+
+PROBLEM_KEY = "__problem__"
+"""Sample entry set when the group cannot be a clip; the value is the reason."""
+
+
+def member_key(name: str) -> tuple[str, str] | None:
+    """Split a member name into ``(key, suffix)``; ``None`` when it has no suffix.
+
+    ``dir/clip.v0.mp4`` -> ``("dir/clip.v0", "mp4")``; ``a.seg.npy`` -> ``("a", "seg.npy")``.
+    Suffixes are lower-cased.
+    """
+    folder, _, base = name.rpartition("/")
+    prefix = f"{folder}/" if folder else ""
+    stem, dot, last = base.rpartition(".")
+    if not dot or not stem:
+        return None
+    if last.lower() in KNOWN_SUFFIXES:
+        return prefix + stem, last.lower()
+    first, _, rest = base.partition(".")
+    return (prefix + first, rest.lower()) if first else None
+
+
+def _has_video(files: dict[str, Any]) -> bool:
+    return any(suffix in files for suffix in VIDEO_SUFFIXES)
+
+
+def group_members(members: Iterable[tuple[str, bytes]], url: str = "") -> Iterator[dict[str, Any]]:
+    """Samples of one shard from its ``(member name, bytes)`` in stream order.
+
+    Args:
+        members: The shard's regular files in archive order.
+        url: The shard, stored as ``__url__`` in every sample.
+
+    Yields:
+        Dicts ``{"__key__", "__url__", suffix: bytes...}``; groups that cannot be a clip also
+        hold :data:`PROBLEM_KEY` with the reason.
+    """
+    held: dict[str, dict[str, Any]] = {}  # metadata-only groups waiting for their video
+    emitted_video_only: set[str] = set()
+    seen: set[str] = set()
+    key: str | None = None
+    files: dict[str, Any] = {}
+
+    def finish(group_key: str, group: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        sample = {"__key__": group_key, "__url__": url, **group}
+        if group_key in seen:
+            sample[PROBLEM_KEY] = "duplicate key in shard"
+            yield sample
+            return
+        if _has_video(group):
+            seen.add(group_key)
+            earlier = held.pop(group_key, None)
+            if earlier is not None:  # files of one sample split apart: read it whole
+                sample = {**earlier, **sample}
+            elif "json" not in group:
+                emitted_video_only.add(group_key)
+            yield sample
+            return
+        if group_key in emitted_video_only:
+            sample[PROBLEM_KEY] = (
+                "metadata after its video in the tar (files of one sample split apart; the "
+                "video was read without it)"
+            )
+            yield sample
+            return
+        held[group_key] = {**held.get(group_key, {}), **group}
+
+    for name, data in members:
+        parts = member_key(name)
+        if parts is None:
+            continue
+        member, suffix = parts
+        if key is not None and member != key:
+            yield from finish(key, files)
+            files = {}
+        key = member
+        files[suffix] = data
+    if key is not None:
+        yield from finish(key, files)
+    for group_key, group in held.items():
+        yield {
+            "__key__": group_key,
+            "__url__": url,
+            **group,
+            PROBLEM_KEY: f"no video member for this key in the shard (members: {sorted(group)})",
+        }
+
+
+def read_tar_members(path: str) -> Iterator[tuple[str, bytes]]:
+    """Regular files of a local tar in stream order (raises ``tarfile.TarError`` when broken)."""
+    with tarfile.open(path, "r|*") as archive:
+        for member in archive:
+            if member.isfile():
+                handle = archive.extractfile(member)
+                yield member.name, handle.read() if handle else b""
+
+
+def tar_samples(
+    urls: Iterable[str], handler: Callable[[Exception], bool]
+) -> Iterator[dict[str, Any]]:
+    """Samples of a stream of shard URLs (any URL WebDataset opens).
+
+    Args:
+        urls: Shard URLs.
+        handler: Called with an error that breaks a shard (the error's last argument is the
+            URL); returns True to carry on with the next shard.
+
+    Yields:
+        The samples of :func:`group_members`, shard after shard.
+    """
+    for url in urls:
+        try:
+            for opened in url_opener([{"url": url}], handler=handler):
+                members = (
+                    (item["fname"], item["data"])
+                    for item in tar_file_iterator(opened["stream"], skip_meta=None)
+                )
+                yield from group_members(members, url)
+        except Exception as error:  # a broken shard is counted and the stream goes on
+            error.args = (*error.args, url)
+            if not handler(error):
+                raise
