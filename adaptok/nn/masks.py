@@ -10,6 +10,10 @@ Token layouts (K blocks, P patch tokens and M latent tokens per block):
 
 Static masks are built once per (sizes, device) and cached; do not modify them in place. The
 only per-step work is `with_key_padding`, which removes dropped latents from the keys.
+
+These masks drive the dense reference path (`attention="dense"`); the default blockwise path
+computes the same pattern by groups (`adaptok.nn.block_layout`), and the tests check that
+each layout's `dense_mask()` equals the mask built here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+
+__all__ = [
+    "causal_mask",
+    "decoder_key_keep",
+    "decoder_mask",
+    "encoder_mask",
+    "with_key_padding",
+]
 
 
 def _block_ids(num_blocks: int, tokens_per_block: int, device: torch.device) -> Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+__all__ = ["sincos_1d", "sincos_3d"]
+
 
 def sincos_1d(positions: Tensor, dim: int, base: float = 10000.0) -> Tensor:
     """Sin-cos embedding of (possibly non-contiguous) integer positions.

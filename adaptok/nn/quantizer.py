@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+__all__ = ["QuantizerOutput", "StochasticQuantizer"]
+
 
 @dataclass
 class QuantizerOutput:
@@ -63,10 +65,6 @@ class StochasticQuantizer(nn.Module):
         """`(codebook_size, code_dim)` unit-norm codebook."""
         return F.normalize(self.codebook, dim=-1)
 
-    def logits(self, z: Tensor) -> Tensor:
-        """Code logits `(..., codebook_size)` of unit-norm features z `(..., code_dim)`."""
-        return z @ self.normalized_codebook().t() / self.temperature
-
     def embed_codes(self, codes: Tensor) -> Tensor:
         """Codes `(B, N)` long -> quantized tokens `(B, N, width)` (the decoder's input)."""
         return self.post_proj(F.embedding(codes, self.normalized_codebook()))
@@ -83,12 +81,12 @@ class StochasticQuantizer(nn.Module):
         """
         z = F.normalize(self.pre_proj(features), dim=-1)
         codebook = self.normalized_codebook()
-        logits = z @ codebook.t() / self.temperature
+        cosines = z @ codebook.t()
         if self.training:
-            probs = logits.float().softmax(dim=-1).flatten(0, -2)
-            codes = torch.multinomial(probs, 1).view(logits.shape[:-1])
+            probs = (cosines.float() / self.temperature).softmax(dim=-1).flatten(0, -2)
+            codes = torch.multinomial(probs, 1).view(cosines.shape[:-1])
         else:
-            codes = logits.argmax(dim=-1)
+            codes = cosines.argmax(dim=-1)  # the temperature does not change the argmax
         vectors = F.embedding(codes, codebook)
         weights = None if keep is None else keep.to(z.dtype)
         commit = _masked_mse(z, vectors.detach(), weights)

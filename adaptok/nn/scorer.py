@@ -10,6 +10,11 @@ block and is trained to predict the cost of one prefix length).
 Context: the score of block ``b`` must describe block ``b`` *given the lengths already chosen
 for blocks < b*. ``context_lengths`` therefore hides, from every later block, the tail tokens
 that earlier blocks will not keep; a block always sees all of its own tokens.
+
+Implementations (``attention``): "blockwise" (default) runs one unmasked attention call per
+block (``adaptok.nn.block_layout.scorer_layout``; per-sample groups when the samples'
+context lengths differ) and computes only the read-out slots in the last layer; "dense" is
+the masked reference. Both give the same scores within float rounding.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from adaptok.nn.block_layout import AttentionImpl, check_attention, scorer_layout
 from adaptok.nn.masks import encoder_mask
+from adaptok.nn.precision import Precision, autocast_for, check_precision
 from adaptok.nn.transformer import TransformerStack, init_weights
 
 __all__ = ["BlockCausalScorer"]
@@ -37,6 +44,8 @@ class BlockCausalScorer(nn.Module):
         depth: Transformer layers.
         heads: Attention heads.
         mlp_ratio: MLP width multiple in the transformer.
+        attention: "blockwise" (fast) or "dense" (masked reference); an attribute too.
+        precision: "fp32" or "bf16" (autocast of the forward; scores are float32).
     """
 
     def __init__(
@@ -49,8 +58,14 @@ class BlockCausalScorer(nn.Module):
         depth: int = 12,
         heads: int = 12,
         mlp_ratio: float = 4.0,
+        attention: AttentionImpl = "blockwise",
+        precision: Precision = "fp32",
     ) -> None:
         super().__init__()
+        check_attention(attention)
+        check_precision(precision)
+        self.attention = attention
+        self.precision = precision
         if tokens_per_block % num_candidates != 0:
             raise ValueError(
                 f"num_candidates ({num_candidates}) must divide tokens_per_block ({tokens_per_block})"
@@ -73,6 +88,7 @@ class BlockCausalScorer(nn.Module):
         self.register_buffer("causal_mask", causal.clone(), persistent=False)
         readout = torch.arange(1, num_candidates + 1) * step - 1
         self.register_buffer("readout_slots", readout, persistent=False)
+        self._readout_tuple = tuple(readout.tolist())
         self.apply(init_weights)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
@@ -117,8 +133,42 @@ class BlockCausalScorer(nn.Module):
                 f"expected latents and quantized of shape (B, {expected}, D), got "
                 f"{tuple(latents.shape)} and {tuple(quantized.shape)}"
             )
-        tokens = self.input_proj(torch.cat([latents, quantized], dim=-1)) + self.pos_embed
-        hidden = self.transformer(tokens, self.attention_mask(context_lengths))
-        batch = hidden.shape[0]
-        hidden = hidden.view(batch, self.num_blocks, self.tokens_per_block, -1)
-        return self.head(hidden[:, :, self.readout_slots]).squeeze(-1)
+        batch = latents.shape[0]
+        if context_lengths is not None:
+            self._check_context(context_lengths, batch)
+        with autocast_for(latents.device, self.precision):
+            tokens = self.input_proj(torch.cat([latents, quantized], dim=-1)) + self.pos_embed
+            if self.attention == "dense":
+                hidden = self.transformer(tokens, self.attention_mask(context_lengths))
+                hidden = hidden.view(batch, self.num_blocks, self.tokens_per_block, -1)
+                hidden = hidden[:, :, self.readout_slots]
+            else:
+                hidden = self._blockwise(tokens, context_lengths)
+            return self.head(hidden).squeeze(-1).float()
+
+    def _check_context(self, context_lengths: Tensor, batch: int) -> None:
+        """Raises ValueError unless ``context_lengths`` is integer ``(B, K)`` in [0, M]."""
+        expected = (batch, self.num_blocks)
+        if tuple(context_lengths.shape) != expected or context_lengths.is_floating_point():
+            raise ValueError(
+                f"expected integer context_lengths of shape {expected}, got "
+                f"{context_lengths.dtype} {tuple(context_lengths.shape)}"
+            )
+        if bool((context_lengths < 0).any() | (context_lengths > self.tokens_per_block).any()):
+            raise ValueError(f"context_lengths must lie in [0, {self.tokens_per_block}]")
+
+    def _blockwise(self, tokens: Tensor, context_lengths: Tensor | None) -> Tensor:
+        """Block-sparse transformer; returns the read-out rows ``(B, K, J, width)``."""
+        batch = tokens.shape[0]
+        k, m = self.num_blocks, self.tokens_per_block
+        rows = None if context_lengths is None else tuple(map(tuple, context_lengths.tolist()))
+        if rows is not None and len(set(rows)) > 1:
+            tokens = tokens.reshape(1, batch * k * m, -1)  # per-sample groups
+        elif rows is not None:
+            rows = rows[:1]
+        hidden = self.transformer(
+            tokens,
+            layout=scorer_layout(rows, k, m),
+            output_layout=scorer_layout(rows, k, m, self._readout_tuple),
+        )
+        return hidden.reshape(batch, k, self.num_candidates, -1)

@@ -8,6 +8,18 @@ N = K * M in total. A stochastic VQ turns them into codes. The decoder reads
 index), with the tail of each block dropped according to `lengths` (B, K), and predicts the
 patches of every block from the latents of that block and the earlier ones.
 
+Two implementations of the same network (`attention`), equal within float rounding:
+
+- "blockwise" (default, fast): block-causal attention as one unmasked attention call per
+  block (`adaptok.nn.block_layout`), dropped latents gathered out of the decoder's sequence
+  (a quarter of the tokens costs about a quarter of the latent work), and the last layer of
+  each stack computes only the rows it returns (encoder: latents; decoder: patch queries).
+- "dense": the reference. Dense masked attention over every token, dropped latents zeroed
+  and masked from the keys. Kept as the test oracle and the benchmark's baseline.
+
+`precision="bf16"` runs encoder and decoder under CPU/CUDA bfloat16 autocast (the quantizer
+stays in float32 so that code choices do not flip on rounding); outputs are float32.
+
 Parameters: `AdapTokTokenizer.parameter_count()` (or `sum(p.numel() for p in
 m.parameters())`); the paper configuration (defaults) has about 173M without the prior.
 """
@@ -21,12 +33,16 @@ import torch
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
+from adaptok.nn.block_layout import AttentionImpl, check_attention, decoder_layout, encoder_layout
 from adaptok.nn.masks import decoder_key_keep, decoder_mask, encoder_mask, with_key_padding
 from adaptok.nn.pos_embed import sincos_1d, sincos_3d
+from adaptok.nn.precision import Precision, autocast_for, check_precision
 from adaptok.nn.prior import Prior
 from adaptok.nn.quantizer import StochasticQuantizer
 from adaptok.nn.tail_drop import keep_mask
 from adaptok.nn.transformer import TransformerStack, init_weights
+
+__all__ = ["AdapTokTokenizer", "StreamingEncoder", "TokenizerEncoding", "TokenizerOutput"]
 
 
 @dataclass
@@ -106,6 +122,9 @@ class AdapTokTokenizer(nn.Module):
         prior_heads: Attention heads of the prior.
         query_init_std: Init std of the learned latent queries (paper: 0.02). Small models
             start with near-identical latents and a collapsed codebook; ~1.0 avoids that.
+        attention: "blockwise" (fast) or "dense" (reference); same weights, same results.
+            May be changed on a built model (attribute of the same name).
+        precision: "fp32" or "bf16" (autocast of encoder and decoder); an attribute too.
     """
 
     def __init__(
@@ -130,8 +149,15 @@ class AdapTokTokenizer(nn.Module):
         prior_width: int = 384,
         prior_heads: int = 6,
         query_init_std: float = 0.02,
+        attention: AttentionImpl = "blockwise",
+        precision: Precision = "fp32",
     ) -> None:
         super().__init__()
+        check_attention(attention)
+        check_precision(precision)
+        self.attention = attention
+        self.precision = precision
+        self.drop_path = drop_path
         pt, ph, pw = patch_size = tuple(patch_size)
         if frames_per_block % pt != 0 or num_frames % frames_per_block != 0:
             raise ValueError(
@@ -289,8 +315,9 @@ class AdapTokTokenizer(nn.Module):
         return tokens + self.patch_pos[first_patch : first_patch + tokens.shape[1]]
 
     def _quantize(self, latents: Tensor, keep: Tensor | None) -> TokenizerEncoding:
-        """Quantizes `(B, N', D)` encoder outputs into a `TokenizerEncoding`."""
-        out = self.quantizer(latents, keep)
+        """Quantizes `(B, N', D)` encoder outputs into a `TokenizerEncoding` (in float32)."""
+        with torch.autocast(latents.device.type, enabled=False):
+            out = self.quantizer(latents.float(), keep)
         return TokenizerEncoding(
             latents=latents,
             codes=out.codes,
@@ -310,13 +337,25 @@ class AdapTokTokenizer(nn.Module):
             `(B, K' * M, width)`, K' = T / frames_per_block.
         """
         num_blocks = self.check_input(video)
+        with autocast_for(video.device, self.precision):
+            return self._encode_latents(video, num_blocks).float()
+
+    def _encode_latents(self, video: Tensor, num_blocks: int) -> Tensor:
+        """`encode_latents` after the checks, in the current autocast state."""
         batch = video.shape[0]
-        patches = self._patch_tokens(video).view(batch, num_blocks, self.patches_per_block, -1)
+        p, m = self.patches_per_block, self.tokens_per_block
+        patches = self._patch_tokens(video).view(batch, num_blocks, p, -1)
         queries = self.latent_queries[:num_blocks].expand(batch, -1, -1, -1)
-        tokens = torch.cat([patches, queries], dim=2).flatten(1, 2)
-        mask = encoder_mask(num_blocks, self.patches_per_block, self.tokens_per_block, video.device)
+        tokens = torch.cat([patches, queries.to(patches.dtype)], dim=2).flatten(1, 2)
+        if self.attention == "blockwise":
+            return self.encoder(
+                tokens,
+                layout=encoder_layout(num_blocks, p, m),
+                output_layout=encoder_layout(num_blocks, p, m, latents_only=True),
+            )
+        mask = encoder_mask(num_blocks, p, m, video.device)
         out = self.encoder(tokens, mask).view(batch, num_blocks, -1, tokens.shape[-1])
-        return out[:, :, self.patches_per_block :].flatten(1, 2)
+        return out[:, :, p:].flatten(1, 2)
 
     def encode(self, video: Tensor) -> TokenizerEncoding:
         """Encodes and quantizes every latent token (sampling in train mode, argmax in eval).
@@ -360,19 +399,72 @@ class AdapTokTokenizer(nn.Module):
             `(B, C, K' * frames_per_block, H, W)` on the [0, 1] scale, not clamped.
         """
         num_blocks = self._check_tokens(quantized, lengths)
+        with autocast_for(quantized.device, self.precision):
+            if self._use_blockwise_decoder(lengths):
+                out = self._decode_blockwise(quantized, lengths, num_blocks)
+            else:
+                out = self._decode_dense(quantized, lengths, num_blocks)
+        return self._unpatchify(out.float(), num_blocks) * 0.5 + 0.5
+
+    def _use_blockwise_decoder(self, lengths: Tensor) -> bool:
+        """Blockwise decoder unless "dense" is asked for, or stochastic depth is on in
+        training and the samples' lengths differ: the packed sequence then mixes samples in
+        one row and `DropPath` would drop them together."""
+        if self.attention == "dense":
+            return False
+        if self.training and self.drop_path > 0:
+            return bool((lengths == lengths[:1]).all())
+        return True
+
+    def _patch_queries(self, num_patches: int) -> Tensor:
+        """`(K' * P, D)` decoder patch queries: the learned query plus the 3D position."""
+        return self.patch_query + self.patch_pos[:num_patches]
+
+    def _decode_dense(self, quantized: Tensor, lengths: Tensor, num_blocks: int) -> Tensor:
+        """Reference decoder: dropped latents zeroed and masked. Returns `(B, K' * P, C*pt*ph*pw)`."""
         batch, num_latents, _ = quantized.shape
         keep = keep_mask(lengths, self.tokens_per_block)
         latents = torch.where(keep.unsqueeze(-1), quantized + self.latent_pos[:num_latents], 0.0)
         num_patches = num_blocks * self.patches_per_block
-        queries = (self.patch_query + self.patch_pos[:num_patches]).expand(batch, -1, -1)
+        queries = self._patch_queries(num_patches).expand(batch, -1, -1)
         tokens = torch.cat([latents.to(queries.dtype), queries], dim=1)
         mask = decoder_mask(
             num_blocks, self.patches_per_block, self.tokens_per_block, tokens.device
         )
         if not bool(keep.all()):
             mask = with_key_padding(mask, decoder_key_keep(keep, num_patches))
-        out = self.output(self.decoder(tokens, mask)[:, num_latents:])
-        return self._unpatchify(out, num_blocks) * 0.5 + 0.5
+        return self.output(self.decoder(tokens, mask)[:, num_latents:])
+
+    def _decode_blockwise(self, quantized: Tensor, lengths: Tensor, num_blocks: int) -> Tensor:
+        """Fast decoder: only kept latents enter, each with the embedding of its ABSOLUTE
+        index (METHOD section 1); block-sparse attention; the last layer computes the patch
+        queries only. Samples with equal lengths share one batched layout; otherwise the
+        samples are packed into one sequence with per-sample groups.
+
+        Returns:
+            `(B, K' * P, C * pt * ph * pw)`.
+        """
+        batch, num_latents, width = quantized.shape
+        p = self.patches_per_block
+        num_patches = num_blocks * p
+        latents = quantized + self.latent_pos[:num_latents]
+        queries = self._patch_queries(num_patches)
+        rows = tuple(tuple(row) for row in lengths.tolist())
+        keep = keep_mask(lengths, self.tokens_per_block)
+        if len(set(rows)) == 1:
+            kept = latents if bool(keep.all()) else latents[keep].view(batch, -1, width)
+            tokens = torch.cat([kept.to(queries.dtype), queries.expand(batch, -1, -1)], dim=1)
+            layout_rows = rows[:1]
+        else:
+            pieces = latents[keep].to(queries.dtype).split(lengths.sum(1).tolist())
+            tokens = torch.cat([t for piece in pieces for t in (piece, queries)])[None]
+            layout_rows = rows
+        hidden = self.decoder(
+            tokens,
+            layout=decoder_layout(layout_rows, p),
+            output_layout=decoder_layout(layout_rows, p, patches_only=True),
+        )
+        return self.output(hidden.reshape(batch, num_patches, -1))
 
     def decode(self, codes: Tensor, lengths: Tensor) -> Tensor:
         """Decodes codes, using the first `lengths[b, k]` codes of each block.
@@ -413,7 +505,9 @@ class AdapTokTokenizer(nn.Module):
         num_blocks = self.check_input(video)
         self.check_lengths(lengths, video.shape[0], num_blocks)
         keep = keep_mask(lengths, self.tokens_per_block)
-        encoding = self._quantize(self.encode_latents(video), keep)
+        with autocast_for(video.device, self.precision):
+            latents = self._encode_latents(video, num_blocks).float()
+        encoding = self._quantize(latents, keep)
         recon = self.decode_quantized(encoding.quantized, lengths)
         prior_loss = None
         if self.prior is not None:
@@ -475,8 +569,18 @@ class StreamingEncoder:
         if self.blocks_seen >= tok.num_blocks:
             raise ValueError(f"the tokenizer encodes at most {tok.num_blocks} blocks")
         block = self.blocks_seen
-        patches = tok._patch_tokens(frames, first_patch=block * tok.patches_per_block)
-        queries = tok.latent_queries[block].expand(frames.shape[0], -1, -1)
-        out = tok.encoder(torch.cat([patches, queries], dim=1), None, self.cache)
+        p, m = tok.patches_per_block, tok.tokens_per_block
+        with autocast_for(frames.device, tok.precision):
+            patches = tok._patch_tokens(frames, first_patch=block * p)
+            queries = tok.latent_queries[block].expand(frames.shape[0], -1, -1)
+            tokens = torch.cat([patches, queries.to(patches.dtype)], dim=1)
+            # Block `block` against the cached blocks 0..block-1: the same layout group as
+            # block `block` of the full-clip encoder (`encoder_layout`), with cached keys.
+            out = tok.encoder(
+                tokens,
+                cache=self.cache,
+                layout=encoder_layout(1, p, m, first_block=block),
+                output_layout=encoder_layout(1, p, m, latents_only=True, first_block=block),
+            )
         self.blocks_seen += 1
-        return tok._quantize(out[:, tok.patches_per_block :], None)
+        return tok._quantize(out.float(), None)

@@ -1,8 +1,17 @@
-"""Pre-LN ViT blocks with masked scaled-dot-product attention and an optional KV cache.
+"""Pre-LN ViT blocks with masked or block-sparse attention and an optional KV cache.
 
-Masks follow the `torch.nn.functional.scaled_dot_product_attention` convention: a boolean
-mask is True where a query may attend to a key; a float mask is added to the logits. Masks
-broadcast to `(B, heads, L_query, L_key)`, so `(L, L)` and `(B, 1, L, L)` both work.
+Two ways to restrict attention, exclusive:
+
+- a mask, in the `torch.nn.functional.scaled_dot_product_attention` convention: a boolean
+  mask is True where a query may attend to a key; a float mask is added to the logits. Masks
+  broadcast to `(B, heads, L_query, L_key)`, so `(L, L)` and `(B, 1, L, L)` both work. This
+  is the dense path: every pair is computed, then masked.
+- a `BlockLayout` (`adaptok.nn.block_layout`): one unmasked attention call per group of
+  queries that see the same keys, so only the admitted pairs are computed. A layout that
+  keeps only some query rows also shrinks the residual stream to those rows (the last layer
+  of a stack computes only what is read out).
+
+The KV cache (streaming) works with both: keys are the cached tokens followed by the new ones.
 """
 
 from __future__ import annotations
@@ -11,6 +20,17 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
+
+from adaptok.nn.block_layout import BlockLayout, take_spans
+
+__all__ = [
+    "Attention",
+    "LayerKVCache",
+    "TransformerBlock",
+    "TransformerStack",
+    "block_sparse_attention",
+    "init_weights",
+]
 
 
 class LayerKVCache:
@@ -48,6 +68,41 @@ class LayerKVCache:
         return 0 if self.keys is None else self.keys.shape[2]
 
 
+def block_sparse_attention(
+    query: Tensor, key: Tensor, value: Tensor, layout: BlockLayout
+) -> Tensor:
+    """Attention restricted to a layout, one unmasked SDPA call per group.
+
+    Args:
+        query: `(B, heads, R, head_dim)`, the rows of `layout.query_spans` in that order
+            (R = `layout.num_outputs`).
+        key: `(B, heads, layout.num_keys, head_dim)`.
+        value: Same shape as `key`.
+        layout: Which keys each group of queries attends.
+
+    Returns:
+        `(B, heads, R, head_dim)`; equal (up to float rounding) to a dense SDPA with
+        `layout.dense_mask()`.
+
+    Raises:
+        ValueError: When the shapes do not match the layout.
+    """
+    if query.shape[2] != layout.num_outputs or key.shape[2] != layout.num_keys:
+        raise ValueError(
+            f"layout expects {layout.num_outputs} query rows and {layout.num_keys} keys, got "
+            f"{query.shape[2]} and {key.shape[2]}"
+        )
+    outputs = []
+    row = 0
+    for group in layout.groups:
+        rows = query.narrow(2, row, group.num_queries)
+        row += group.num_queries
+        keys = take_spans(key, group.keys, 2)
+        values = take_spans(value, group.keys, 2)
+        outputs.append(F.scaled_dot_product_attention(rows, keys, values))
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through `scaled_dot_product_attention`.
 
@@ -65,7 +120,11 @@ class Attention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(
-        self, x: Tensor, attn_mask: Tensor | None = None, cache: LayerKVCache | None = None
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        cache: LayerKVCache | None = None,
+        layout: BlockLayout | None = None,
     ) -> Tensor:
         """Attends.
 
@@ -75,17 +134,40 @@ class Attention(nn.Module):
                 `(B, heads, L, L_key)`, where `L_key = L` plus the cached length.
             cache: When given, the new keys/values are appended to it and the queries
                 attend to every cached token as well.
+            layout: Block-sparse pattern instead of a mask; its key coordinates include the
+                cached tokens. Only the rows of `layout.query_spans` are computed.
 
         Returns:
-            `(B, L, D)`.
+            `(B, L, D)`, or `(B, layout.num_outputs, D)` with a layout.
+
+        Raises:
+            ValueError: When both a mask and a layout are given, or on a layout of the wrong
+                length.
         """
         batch, length, width = x.shape
-        qkv = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        head_dim = width // self.heads
+        if layout is not None and attn_mask is not None:
+            raise ValueError("pass either attn_mask or layout, not both")
+        if layout is not None and layout.num_queries != length:
+            raise ValueError(f"layout is for {layout.num_queries} tokens, got {length}")
+        if layout is None or layout.is_full:
+            qkv = self.qkv(x).view(batch, length, 3, self.heads, head_dim)
+            query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            # Queries of the kept rows only; keys and values of every token.
+            rows = take_spans(x, layout.query_spans, 1)
+            weight, bias = self.qkv.weight, self.qkv.bias
+            query = F.linear(rows, weight[:width], bias[:width])
+            query = query.view(batch, rows.shape[1], self.heads, head_dim).transpose(1, 2)
+            kv = F.linear(x, weight[width:], bias[width:])
+            key, value = kv.view(batch, length, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
         if cache is not None:
             key, value = cache.extend(key, value)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+        if layout is None:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
+        else:
+            out = block_sparse_attention(query, key, value, layout)
+        return self.proj(out.transpose(1, 2).reshape(batch, out.shape[2], width))
 
 
 class TransformerBlock(nn.Module):
@@ -109,10 +191,21 @@ class TransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(
-        self, x: Tensor, attn_mask: Tensor | None = None, cache: LayerKVCache | None = None
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        cache: LayerKVCache | None = None,
+        layout: BlockLayout | None = None,
     ) -> Tensor:
-        """Applies the block to `x` `(B, L, D)`; see `Attention.forward` for the mask/cache."""
-        x = x + self.drop_path(self.attn(self.norm1(x), attn_mask, cache))
+        """Applies the block to `x` `(B, L, D)`; see `Attention.forward` for mask/cache/layout.
+
+        Returns:
+            `(B, L, D)`, or only the rows of `layout.query_spans` `(B, R, D)`.
+        """
+        attended = self.attn(self.norm1(x), attn_mask, cache, layout)
+        if layout is not None and not layout.is_full:
+            x = take_spans(x, layout.query_spans, 1)
+        x = x + self.drop_path(attended)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -151,6 +244,8 @@ class TransformerStack(nn.Module):
         x: Tensor,
         attn_mask: Tensor | None = None,
         cache: list[LayerKVCache] | None = None,
+        layout: BlockLayout | None = None,
+        output_layout: BlockLayout | None = None,
     ) -> Tensor:
         """Runs the stack.
 
@@ -159,12 +254,23 @@ class TransformerStack(nn.Module):
             attn_mask: Mask shared by all blocks (see `Attention.forward`); None = full.
             cache: From `new_cache()`; the tokens of `x` then also attend to every token
                 passed in earlier calls with the same cache.
+            layout: Block-sparse pattern of every block instead of a mask (a full layout).
+            output_layout: Pattern of the last block, whose query spans are the rows to
+                return (defaults to `layout`). With a cache, every new token's keys and
+                values are still cached.
 
         Returns:
-            Normalised tokens `(B, L, D)`.
+            Normalised tokens `(B, L, D)`, or the rows of `output_layout.query_spans`.
+
+        Raises:
+            ValueError: When `layout` drops rows (only `output_layout` may).
         """
+        if layout is not None and not layout.is_full:
+            raise ValueError("only the output layout may keep a subset of the rows")
+        last = len(self.blocks) - 1
         for index, block in enumerate(self.blocks):
-            x = block(x, attn_mask, None if cache is None else cache[index])
+            block_layout = output_layout if index == last and output_layout is not None else layout
+            x = block(x, attn_mask, None if cache is None else cache[index], block_layout)
         return self.norm(x)
 
 

@@ -20,7 +20,8 @@ def test_eval_is_deterministic_argmax() -> None:
     assert first.codes.dtype == torch.long and first.codes.shape == (2, 10)
     assert torch.equal(first.codes, second.codes)
     z = F.normalize(quantizer.pre_proj(features), dim=-1)
-    assert torch.equal(first.codes, quantizer.logits(z).argmax(-1))
+    cosines = z @ F.normalize(quantizer.codebook, dim=-1).t()
+    assert torch.equal(first.codes, cosines.argmax(-1))
     assert torch.allclose(first.quantized, quantizer.embed_codes(first.codes), atol=1e-6)
     assert torch.allclose(first.code_vectors.norm(dim=-1), torch.ones(2, 10), atol=1e-5)
 
@@ -32,7 +33,8 @@ def test_train_samples_from_softmax() -> None:
     codes = quantizer(features).codes.flatten()
     assert len(codes.unique()) > 5
     z = F.normalize(quantizer.pre_proj(features[0, :1]), dim=-1)
-    probs = quantizer.logits(z).softmax(-1).flatten()
+    cosines = z @ F.normalize(quantizer.codebook, dim=-1).t()
+    probs = (cosines / quantizer.temperature).softmax(-1).flatten()
     frequencies = torch.bincount(codes, minlength=32).float() / codes.numel()
     assert (frequencies - probs).abs().max() < 0.03
 

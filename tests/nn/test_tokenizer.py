@@ -157,22 +157,31 @@ def test_dropped_tokens_are_ignored(tokenizer: AdapTokTokenizer) -> None:
     assert torch.allclose(a, c, atol=1e-5)
 
 
-def test_kept_tokens_keep_absolute_positions(tokenizer: AdapTokTokenizer) -> None:
+@pytest.mark.parametrize("attention", ["dense", "blockwise"])
+def test_kept_tokens_keep_absolute_positions(tokenizer: AdapTokTokenizer, attention: str) -> None:
     """Block 1's tokens enter the decoder with the embedding of indices M..2M-1 whatever
-    block 0 keeps (no re-packing of positions after a drop)."""
+    block 0 keeps (no re-packing of positions after a drop). The dense path keeps them at
+    sequence positions M..2M-1; the blockwise path packs them right after block 0's kept
+    tokens."""
     captured: list[Tensor] = []
     hook = tokenizer.decoder.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
     codes = torch.randint(0, 64, (1, 3 * M), generator=torch.Generator().manual_seed(2))
+    firsts = (1, 6, 16)
+    tokenizer.attention = attention
     try:
         with torch.no_grad():
-            for first in (1, 6, 16):
+            for first in firsts:
                 tokenizer.decode(codes, torch.tensor([[first, 16, 16]]))
     finally:
         hook.remove()
+        tokenizer.attention = "blockwise"
     block1 = slice(M, 2 * M)
     expected = tokenizer.quantizer.embed_codes(codes)[:, block1] + tokenizer.latent_pos[block1]
-    for tokens in captured:
-        assert torch.allclose(tokens[:, block1], expected, atol=1e-6)
+    for first, tokens in zip(firsts, captured, strict=True):
+        start = M if attention == "dense" else first
+        assert torch.allclose(tokens[:, start : start + M], expected, atol=1e-6)
+        if attention == "blockwise":  # the dropped tokens of block 0 are not in the sequence
+            assert tokens.shape[1] == first + 2 * M + 3 * tokenizer.patches_per_block
 
 
 def test_input_validation(tokenizer: AdapTokTokenizer) -> None:
