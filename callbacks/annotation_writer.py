@@ -1,0 +1,401 @@
+"""AnnotationWriter: token annotations to WebDataset shards, resumable, with a summary.
+
+Writes what ``modules.AnnotatorModule.predict_step`` returns, one sample per window, to
+``output_dir/{split}-NNNNNN.tar`` (one process) or ``{split}-r{rank}-NNNNNN.tar`` (each DDP
+rank its own). Sample members (the format ``datamodules.TokenShardsDataModule`` reads):
+
+- ``codes.npy`` uint16 (K, M): every code (kept lengths are prefixes);
+- ``costs.npy`` float32 (K, J): the scorer's predicted cost table (full-length context);
+- ``lengths.npy`` int16 (P, K): per-block lengths at each of the P budgets;
+- ``cond.npy`` uint16 (K, M): frame prediction only, codes of the condition clip;
+- ``json``: source key, label, class name, window start, budgets, candidate lengths, K, M,
+  codebook size and the tokenizer's provenance (checkpoint + SHA-256 of its weights).
+
+Resumable: a shard is written as a hidden ``.NAME.tmp`` and renamed when complete, next to a
+``NAME.keys.json`` sidecar (its keys and length statistics). A re-run deletes this rank's
+leftover temporary files, reads which windows the finished shards hold, asks the datamodule
+not to produce them again (``exclude_keys``) and drops any that still arrive, and numbers its
+new shards after the existing ones: nothing is lost (an unfinished shard's windows are
+annotated again) and nothing is duplicated.
+
+At the end, rank 0 writes ``annotation_summary.md`` beside the shards (windows, mean tokens
+per block at each budget, per block position, histogram of lengths) and prints it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import tarfile
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+from tqdm.auto import tqdm
+
+__all__ = ["AnnotationWriter", "read_shard_index", "summarise_annotations"]
+
+log = logging.getLogger(__name__)
+
+_SUMMARY = "annotation_summary.md"
+_SIDECAR = ".keys.json"
+
+
+def _shard_pattern(split: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(split)}-(?:r(?P<rank>\d+)-)?(?P<index>\d{{6}})\.tar$")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_shard_index(path: Path) -> dict[str, Any]:
+    """Keys and length statistics of a finished annotation shard.
+
+    Reads the ``NAME.keys.json`` sidecar written with the shard; without one (a shard made
+    elsewhere), scans the tar itself.
+
+    Args:
+        path: A finished ``.tar`` shard.
+
+    Returns:
+        ``{"keys": [...], "windows": n, "budgets": [...], "length_sum": (P, K) nested list,
+        "length_hist": list of P {length: count} dicts, "skipped": {...}}``.
+    """
+    sidecar = path.with_name(path.name + _SIDECAR)
+    if sidecar.is_file():
+        try:
+            return json.loads(sidecar.read_text())
+        except ValueError:
+            log.warning("unreadable sidecar %s: reading the shard itself", sidecar)
+    stats = _ShardStats()
+    with tarfile.open(path, "r:") as archive:
+        members: dict[str, dict[str, bytes]] = {}
+        for member in archive:
+            key, _, extension = member.name.partition(".")
+            if extension in ("lengths.npy", "json"):
+                handle = archive.extractfile(member)
+                members.setdefault(key, {})[extension] = handle.read() if handle else b""
+            else:
+                members.setdefault(key, {})
+        for key, files in members.items():
+            if "lengths.npy" not in files:
+                continue
+            lengths = np.load(io.BytesIO(files["lengths.npy"]), allow_pickle=False)
+            budgets = json.loads(files["json"]).get("budgets", []) if "json" in files else []
+            stats.add(key, lengths, budgets)
+    return stats.as_dict()
+
+
+class _ShardStats:
+    """Keys and running length statistics of the samples of one shard."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.budgets: list[float] = []
+        self.length_sum: np.ndarray | None = None
+        self.hist: list[Counter] = []
+
+    def add(self, key: str, lengths: np.ndarray, budgets: list[float]) -> None:
+        self.keys.append(key)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if self.length_sum is None:
+            self.length_sum = np.zeros_like(lengths)
+            self.hist = [Counter() for _ in range(lengths.shape[0])]
+            self.budgets = [float(b) for b in budgets]
+        self.length_sum += lengths
+        for level, row in enumerate(lengths):
+            self.hist[level].update(int(x) for x in row)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "keys": self.keys,
+            "windows": len(self.keys),
+            "budgets": self.budgets,
+            "length_sum": [] if self.length_sum is None else self.length_sum.tolist(),
+            "length_hist": [{str(k): v for k, v in sorted(h.items())} for h in self.hist],
+        }
+
+
+class _ShardSink:
+    """One rank's current temporary shard; renamed (with its sidecar) when complete."""
+
+    def __init__(self, out_dir: Path, prefix: str, index: int, samples_per_shard: int) -> None:
+        self.out_dir, self.prefix, self.index = out_dir, prefix, index
+        self.samples_per_shard = samples_per_shard
+        self.archive: tarfile.TarFile | None = None
+        self.stats = _ShardStats()
+        self.finished: list[Path] = []
+
+    def name(self) -> str:
+        return f"{self.prefix}-{self.index:06d}.tar"
+
+    def temporary(self) -> Path:
+        return self.out_dir / f".{self.name()}.tmp"
+
+    def add(self, key: str, files: dict[str, bytes], lengths: np.ndarray, budgets: list) -> None:
+        if self.archive is None:
+            # Stays open across calls; closed by close() or abandon().
+            self.archive = tarfile.open(  # noqa: SIM115
+                self.temporary(), "w:", format=tarfile.PAX_FORMAT
+            )
+        for extension in sorted(files):
+            info = tarfile.TarInfo(f"{key}.{extension}")
+            info.size, info.mode, info.mtime = len(files[extension]), 0o444, 0
+            self.archive.addfile(info, io.BytesIO(files[extension]))
+        self.stats.add(key, lengths, budgets)
+        if len(self.stats.keys) >= self.samples_per_shard:
+            self.close()
+
+    def close(self) -> None:
+        """Finish the current shard: sidecar first, then the atomic rename of the tar."""
+        if self.archive is None:
+            return
+        self.archive.close()
+        final = self.out_dir / self.name()
+        final.with_name(final.name + _SIDECAR).write_text(json.dumps(self.stats.as_dict()))
+        self.temporary().replace(final)
+        self.finished.append(final)
+        self.archive, self.stats = None, _ShardStats()
+        self.index += 1
+
+    def abandon(self) -> None:
+        """Drop an unfinished shard (its windows are annotated again by the next run)."""
+        if self.archive is not None:
+            self.archive.close()
+            self.archive = None
+        self.temporary().unlink(missing_ok=True)
+        self.stats = _ShardStats()
+
+
+def summarise_annotations(
+    indexes: list[dict[str, Any]], tokens_per_block: int | None = None, skipped: dict | None = None
+) -> str:
+    """Markdown summary of annotation shards from their indexes (:func:`read_shard_index`).
+
+    Args:
+        indexes: One index per finished shard.
+        tokens_per_block: M, to show each budget's asked mean (fraction x M).
+        skipped: Skip counts by reason of the run that wrote them.
+
+    Returns:
+        Markdown: total windows; per budget the asked and obtained mean tokens per block and
+        per block position; the histogram of per-block lengths per budget.
+    """
+    windows = sum(int(i["windows"]) for i in indexes)
+    used = [i for i in indexes if i["windows"] and i["length_sum"]]
+    lines = ["# Token annotations", "", f"- windows: {windows}", f"- shards: {len(indexes)}"]
+    if skipped:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(skipped.items()))
+        lines.append(f"- skipped in the last run: {sum(skipped.values())} ({reasons})")
+    if not used:
+        lines.append("\nNo annotated window.")
+        return "\n".join(lines) + "\n"
+    budgets = used[0]["budgets"]
+    length_sum = sum(np.asarray(i["length_sum"], dtype=np.float64) for i in used)
+    mean = length_sum / sum(int(i["windows"]) for i in used)
+    hist = [Counter() for _ in budgets]
+    for index in used:
+        for level, counts in enumerate(index["length_hist"]):
+            hist[level].update({int(k): int(v) for k, v in counts.items()})
+    blocks = mean.shape[1]
+    lines += ["", "## Mean tokens per block", ""]
+    header = "| budget | asked | obtained | " + " | ".join(f"block {b}" for b in range(blocks))
+    lines += [header + " |", "|" + "---|" * (3 + blocks)]
+    for level, fraction in enumerate(budgets):
+        asked = f"{fraction * tokens_per_block:.2f}" if tokens_per_block else "-"
+        cells = " | ".join(f"{x:.2f}" for x in mean[level])
+        lines.append(f"| {fraction:.3g} | {asked} | {mean[level].mean():.2f} | {cells} |")
+    values = sorted(set().union(*hist))
+    lines += ["", "## Histogram of per-block lengths (blocks)", ""]
+    lines += ["| budget | " + " | ".join(str(v) for v in values) + " |"]
+    lines += ["|" + "---|" * (1 + len(values))]
+    for level, fraction in enumerate(budgets):
+        lines.append(
+            f"| {fraction:.3g} | " + " | ".join(str(hist[level][v]) for v in values) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+class AnnotationWriter(BasePredictionWriter):
+    """Writes ``AnnotatorModule`` predictions as token shards (see the module docstring).
+
+    Args:
+        output_dir: Folder of the shards (created).
+        split: Shard name prefix (``train``, ``val``).
+        samples_per_shard: Windows per shard (the last shard may hold fewer).
+        progress: Show a progress bar of windows written (rank 0).
+        summary: Write and print ``annotation_summary.md`` at the end.
+        write_interval: Kept at ``batch``: each batch is written as it comes.
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        split: str = "train",
+        samples_per_shard: int = 1000,
+        progress: bool = True,
+        summary: bool = True,
+        write_interval: Literal["batch"] = "batch",
+    ) -> None:
+        super().__init__(write_interval)
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        if not re.fullmatch(r"[A-Za-z0-9_]+", split):
+            raise ValueError(f"split must be letters, digits or '_', got {split!r}")
+        self.output_dir = Path(output_dir)
+        self.split = split
+        self.samples_per_shard = samples_per_shard
+        self.progress = progress
+        self.summary = summary
+        self.sink: _ShardSink | None = None
+        self.done: set[str] = set()
+        self.written = 0
+        self.duplicates = 0
+        self.skipped: Counter = Counter()
+        self.bar: Any = None
+        self.info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ set-up / resume
+    def _finished_shards(self) -> list[Path]:
+        pattern = _shard_pattern(self.split)
+        return sorted(
+            p for p in self.output_dir.glob(f"{self.split}-*.tar") if pattern.match(p.name)
+        )
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Clean this rank's leftovers, learn what is done, and tell the datamodule."""
+        if stage != "predict":
+            return
+        # Window datasets are iterable (no sampler): Lightning cannot and need not list the
+        # batch indices; samples are identified by their keys.
+        warnings.filterwarnings("ignore", "Couldn't infer the batch indices", UserWarning)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        rank, world_size = trainer.global_rank, trainer.world_size
+        prefix = self.split if world_size == 1 else f"{self.split}-r{rank}"
+        for leftover in self.output_dir.glob(f".{prefix}-[0-9]*.tar.tmp"):
+            log.info("removing unfinished shard %s of an interrupted run", leftover)
+            leftover.unlink(missing_ok=True)
+        pattern = _shard_pattern(self.split)
+        next_index = 0
+        self.done.clear()
+        for path in self._finished_shards():
+            self.done.update(read_shard_index(path)["keys"])
+            match = pattern.match(path.name)
+            mine = (match["rank"] is None) if world_size == 1 else match["rank"] == str(rank)
+            if mine:
+                next_index = max(next_index, int(match["index"]) + 1)
+        self.sink = _ShardSink(self.output_dir, prefix, next_index, self.samples_per_shard)
+        self.written, self.duplicates = 0, 0
+        self.skipped.clear()
+        datamodule = getattr(trainer, "datamodule", None)
+        if self.done and datamodule is not None and hasattr(datamodule, "exclude_keys"):
+            datamodule.exclude_keys(self.done)
+        if self.done and trainer.is_global_zero:
+            log.info(
+                "resuming: %d window(s) already annotated in %s", len(self.done), self.output_dir
+            )
+        if hasattr(pl_module, "annotation_info"):
+            self.info = pl_module.annotation_info()
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Open the progress bar (rank 0), sized by the datamodule when it can tell."""
+        if not (self.progress and trainer.is_global_zero):
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        total = None
+        if datamodule is not None and hasattr(datamodule, "expected_windows"):
+            expected = datamodule.expected_windows()
+            if expected is not None:
+                total = max(expected - len(self.done), 0) if trainer.world_size == 1 else expected
+        self.bar = tqdm(
+            total=total, desc=f"annotate {self.split}", unit="window", dynamic_ncols=True
+        )
+
+    # ------------------------------------------------------------------ writing
+    def _sample_files(self, prediction: dict[str, Any], i: int) -> dict[str, bytes]:
+        meta = {
+            "source_key": prediction["source_key"][i],
+            "label": int(prediction["label"][i]),
+            "class_name": prediction["class_name"][i],
+            "window_start": int(prediction["window_start"][i]),
+            **self.info,
+        }
+        files = {
+            "codes.npy": _npy(prediction["codes"][i].astype(np.uint16)),
+            "costs.npy": _npy(prediction["costs"][i].astype(np.float32)),
+            "lengths.npy": _npy(prediction["lengths"][i].astype(np.int16)),
+            "json": json.dumps(meta, sort_keys=True).encode(),
+        }
+        if "cond" in prediction:
+            files["cond.npy"] = _npy(prediction["cond"][i].astype(np.uint16))
+        return files
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Append the batch's windows to the current shard (skipping any already written)."""
+        if self.sink is None:
+            raise RuntimeError("AnnotationWriter.setup did not run (predict stage only)")
+        self.skipped.update(prediction.get("skipped") or {})
+        budgets = self.info.get("budgets", [])
+        count = 0
+        for i, key in enumerate(prediction["key"]):
+            if key in self.done:
+                self.duplicates += 1
+                continue
+            self.sink.add(key, self._sample_files(prediction, i), prediction["lengths"][i], budgets)
+            self.done.add(key)
+            count += 1
+        self.written += count
+        if self.bar is not None:
+            self.bar.update(count)
+            self.bar.set_postfix(shards=len(self.sink.finished), refresh=False)
+
+    # ------------------------------------------------------------------ end / failure
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Finish the last shard, then (rank 0) write and print the summary."""
+        if self.sink is not None:
+            self.sink.close()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.duplicates:
+            log.warning("dropped %d window(s) that earlier shards already hold", self.duplicates)
+        if not self.summary:
+            return
+        trainer.strategy.barrier("annotation_summary")
+        if not trainer.is_global_zero:
+            return
+        indexes = [read_shard_index(p) for p in self._finished_shards()]
+        text = summarise_annotations(indexes, self.info.get("tokens_per_block"), dict(self.skipped))
+        text += f"\nThis run wrote {self.written} window(s)"
+        text += f"; {len(self.done) - self.written} were already annotated.\n"
+        (self.output_dir / _SUMMARY).write_text(text)
+        print(text)
+        print(f"annotation summary: {self.output_dir / _SUMMARY}")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Drop the unfinished shard; finished ones stay and a re-run continues after them."""
+        if self.sink is not None:
+            self.sink.abandon()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,385 @@
+"""Every window of every video, in a fixed order: the input of token annotation.
+
+``VideoShardsDataModule`` draws one random (or first) clip per video; the annotation stage
+(GENERATOR.md, "Annotations") needs EVERY ``num_frames``-frame window at a given stride. This
+datamodule reads the same WebDataset video shards and yields, per window::
+
+    {"video": (C, T, H, W) uint8 (float in [0, 1] once batched), "key": str, "label": int,
+     "class_name": str, "window_start": int (frame index in the source video)}
+
+Windows are deterministic (short side resized to ``resolution``, center crop, no flip, as the
+reference annotates) and each video is decoded once for all its windows. Shards are split
+between ranks (``rank::world_size``) and then between DataLoader workers, so every window is
+produced exactly once over the whole job. Keys handed to :meth:`VideoWindowsDataModule.exclude_keys`
+(windows a previous, interrupted run has already written) are not decoded again.
+
+Bad data is skipped and counted by reason (corrupt video, too short, bad metadata); the counts
+travel in each batch under ``"skipped"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from adaptok.data.shards import resolve_shards
+from adaptok.data.video_io import (
+    VIDEO_SUFFIXES,
+    VideoDecodeError,
+    decode_video,
+    probe_video,
+    short_side_shape,
+)
+from adaptok.data.writer import sanitize_key
+
+__all__ = [
+    "VideoWindowsDataModule",
+    "VideoWindowsDataset",
+    "collate_windows",
+    "window_key",
+    "window_starts",
+]
+
+
+def window_key(source_key: str, start: int) -> str:
+    """Key of the window starting at frame ``start`` of ``source_key``: ``<key>_w<start:05d>``.
+
+    The source key is sanitised like the video shards' keys (letters, digits, ``_``, ``-``).
+    """
+    return f"{sanitize_key(source_key)}_w{int(start):05d}"
+
+
+def window_starts(
+    total_frames: int, num_frames: int, stride: int, frame_stride: int = 1
+) -> list[int]:
+    """First frame of every window ``start, start + frame_stride, ...`` that fits the video.
+
+    Args:
+        total_frames: Frames in the source video.
+        num_frames: Frames per window ``T``.
+        stride: Frames between consecutive window starts (>= 1).
+        frame_stride: Step between the frames of one window (>= 1).
+
+    Returns:
+        ``[0, stride, 2 * stride, ...]`` up to the last start whose window fits; empty when
+        the video is shorter than one window.
+    """
+    span = (num_frames - 1) * frame_stride + 1
+    if total_frames < span:
+        return []
+    return list(range(0, total_frames - span + 1, stride))
+
+
+class _Skip(Exception):
+    """A source video skipped whole, with the reason it is counted under."""
+
+
+class VideoWindowsDataset(IterableDataset):
+    """Iterates the windows of the videos in ``shards`` (one pass, fixed order).
+
+    Args:
+        shards: Shard URLs (already resolved).
+        num_frames: Frames per window ``T``.
+        stride: Frames between window starts.
+        frame_stride: Step between the frames of a window.
+        resolution: Short side after resizing and side of the center crop.
+        rank: This process's rank; it reads shards ``rank::world_size``.
+        world_size: Number of ranks.
+        exclude: Window keys not to produce (already written by an earlier run).
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[str],
+        num_frames: int,
+        stride: int,
+        frame_stride: int,
+        resolution: int,
+        rank: int = 0,
+        world_size: int = 1,
+        exclude: Iterable[str] = (),
+    ) -> None:
+        super().__init__()
+        self.shards = list(shards)
+        self.num_frames, self.stride, self.frame_stride = num_frames, stride, frame_stride
+        self.resolution = resolution
+        self.rank, self.world_size = rank, world_size
+        self.exclude = frozenset(exclude)
+        self.pending: Counter = Counter()
+
+    def _own_shards(self) -> list[str]:
+        mine = self.shards[self.rank :: self.world_size]
+        info = get_worker_info()
+        if info is None:
+            return mine
+        return mine[info.id :: info.num_workers]
+
+    def _windows(self, sample: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        video = next((sample[s] for s in VIDEO_SUFFIXES if s in sample), None)
+        if video is None:
+            raise _Skip("missing video")
+        try:
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+            if not isinstance(meta, dict):
+                raise ValueError("metadata is not a JSON object")
+        except (ValueError, UnicodeDecodeError) as error:
+            raise _Skip("bad metadata") from error
+        source = str(sample["__key__"])
+        try:
+            if not {"frames", "height", "width"} <= set(meta):
+                info = probe_video(video)
+                meta = {"frames": info.frames, "height": info.height, "width": info.width, **meta}
+            starts = window_starts(
+                int(meta["frames"]), self.num_frames, self.stride, self.frame_stride
+            )
+            if not starts:
+                raise _Skip("too short")
+            starts = [s for s in starts if window_key(source, s) not in self.exclude]
+            if not starts:
+                return
+            offsets = self.frame_stride * np.arange(self.num_frames)
+            needed = sorted({int(s + o) for s in starts for o in offsets})
+            stored = (int(meta["height"]), int(meta["width"]))
+            height, width = short_side_shape(*stored, self.resolution)
+            resize = (height, width) if (height, width) != stored else None
+            frames = decode_video(video, needed, output_size=resize)
+        except VideoDecodeError as error:
+            raise _Skip("corrupt video") from error
+        top, left = (height - self.resolution) // 2, (width - self.resolution) // 2
+        frames = frames[:, top : top + self.resolution, left : left + self.resolution]
+        row = {frame: i for i, frame in enumerate(needed)}
+        label, class_name = int(meta.get("label", -1)), str(meta.get("class_name", ""))
+        for start in starts:
+            rows = [row[int(start + o)] for o in offsets]
+            clip = np.ascontiguousarray(frames[rows].transpose(3, 0, 1, 2))
+            yield {
+                "video": torch.from_numpy(clip),
+                "key": window_key(source, start),
+                "source_key": source,
+                "label": label,
+                "class_name": class_name,
+                "window_start": int(start),
+            }
+
+    def _count(self, reason: str) -> None:
+        self.pending[reason] += 1
+
+    def _drain(self) -> dict[str, int]:
+        counts, self.pending = dict(self.pending), Counter()
+        return counts
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        def on_bad_shard(error: Exception) -> bool:
+            self._count(f"unreadable shard ({type(error).__name__})")
+            return True
+
+        samples = wds.DataPipeline(
+            wds.SimpleShardList(self._own_shards()), wds.tarfile_to_samples(handler=on_bad_shard)
+        )
+        held: dict[str, Any] | None = None
+        for sample in samples:
+            try:
+                windows = list(self._windows(sample))
+            except _Skip as skip:
+                self._count(str(skip))
+                continue
+            except Exception as error:  # bad data must never kill a worker
+                self._count(f"unreadable sample ({type(error).__name__})")
+                continue
+            for window in windows:
+                if held is not None:
+                    held["skipped"] = self._drain()
+                    yield held
+                held = window
+        if held is not None:
+            held["skipped"] = self._drain()
+            yield held
+        elif self.pending:
+            # Nothing was produced at all: still report why (as an empty marker sample).
+            yield {"skipped": self._drain()}
+
+
+def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch window dicts: ``video`` (B, C, T, H, W) float32 in [0, 1], ``label`` (B,) long,
+    ``window_start`` (B,) long, ``key``/``source_key``/``class_name`` lists, summed ``skipped``.
+
+    Marker samples that only carry skip counts (a worker that produced no window) add their
+    counts and nothing else; a batch of markers only has ``video`` of shape (0,).
+    """
+    skipped: Counter = Counter()
+    for sample in samples:
+        skipped.update(sample.get("skipped", {}))
+    real = [s for s in samples if "video" in s]
+    if not real:
+        return {"video": torch.zeros(0), "key": [], "skipped": dict(skipped)}
+    video = torch.stack([s["video"] for s in real]).float().div_(255.0)
+    return {
+        "video": video,
+        "key": [s["key"] for s in real],
+        "source_key": [s["source_key"] for s in real],
+        "label": torch.tensor([s["label"] for s in real], dtype=torch.long),
+        "class_name": [s["class_name"] for s in real],
+        "window_start": torch.tensor([s["window_start"] for s in real], dtype=torch.long),
+        "skipped": dict(skipped),
+    }
+
+
+def _count_windows(shard: str, num_frames: int, stride: int, frame_stride: int) -> int | None:
+    """Windows in a local shard from its metadata (None if it cannot be told cheaply)."""
+    total = 0
+    try:
+        with tarfile.open(shard, "r:") as archive:
+            for member in archive:
+                if not member.name.endswith(".json"):
+                    continue
+                handle = archive.extractfile(member)
+                meta = json.loads(handle.read()) if handle is not None else {}
+                if "frames" not in meta:
+                    return None
+                total += len(window_starts(int(meta["frames"]), num_frames, stride, frame_stride))
+    except (OSError, tarfile.TarError, ValueError):
+        return None
+    return total
+
+
+class VideoWindowsDataModule(LightningDataModule):
+    """Every ``num_frames`` window (at ``stride``) of video shards, for ``adaptok predict``.
+
+    Args:
+        predict_urls: Video shards: glob, brace pattern, folder, local path or URL, or a list.
+        num_frames: Frames per window; ``None``: the annotating module sets it to its
+            tokenizer's clip length (see :meth:`configure_clip`).
+        stride: Frames between consecutive window starts (reference: 1 on UCF-101 train,
+            2 on Kinetics-600 train, 100 on validation lists).
+        frame_stride: Step between the frames of one window.
+        resolution: Short side after resizing and side of the center crop; ``None``: set by
+            the annotating module from its tokenizer.
+        batch_size: Windows per batch.
+        num_workers: DataLoader workers (at most the number of shards of a rank).
+    """
+
+    def __init__(
+        self,
+        predict_urls: str | list[str],
+        num_frames: int | None = None,
+        stride: int = 1,
+        frame_stride: int = 1,
+        resolution: int | None = None,
+        batch_size: int = 8,
+        num_workers: int = 1,
+    ) -> None:
+        super().__init__()
+        if stride < 1 or frame_stride < 1 or batch_size < 1 or num_workers < 0:
+            raise ValueError(
+                "stride, frame_stride and batch_size must be >= 1 and num_workers >= 0, got "
+                f"{stride}, {frame_stride}, {batch_size}, {num_workers}"
+            )
+        self.predict_urls = predict_urls
+        self.num_frames = num_frames
+        self.stride = stride
+        self.frame_stride = frame_stride
+        self.resolution = resolution
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shards: list[str] = []
+        self.excluded: set[str] = set()
+        self.skip_counts: Counter = Counter()
+
+    def configure_clip(self, num_frames: int, resolution: int) -> None:
+        """Adopt the tokenizer's clip size where unset; refuse a contradicting one.
+
+        Raises:
+            ValueError: ``num_frames`` or ``resolution`` was set to another value.
+        """
+        for name, value in (("num_frames", num_frames), ("resolution", resolution)):
+            current = getattr(self, name)
+            if current is None:
+                setattr(self, name, int(value))
+            elif int(current) != int(value):
+                raise ValueError(
+                    f"data {name}={current} but the tokenizer's clip needs {name}={value}; "
+                    f"remove {name} from the data section (it is taken from the tokenizer)"
+                )
+
+    def exclude_keys(self, keys: Iterable[str]) -> None:
+        """Window keys that must not be produced (written by an earlier, interrupted run)."""
+        self.excluded.update(keys)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Resolve and check the shards (errors name the pattern or file)."""
+        if not self.shards:
+            self.shards = resolve_shards(self.predict_urls)
+
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+    def expected_windows(self) -> int | None:
+        """Windows this rank will produce (before skips and exclusions); None if unknown."""
+        self.setup()
+        if self.num_frames is None:
+            return None
+        rank, world_size = self._rank_and_world_size()
+        total = 0
+        for shard in self.shards[rank::world_size]:
+            count = _count_windows(shard, self.num_frames, self.stride, self.frame_stride)
+            if count is None:
+                return None
+            total += count
+        return total
+
+    def predict_dataloader(self) -> DataLoader:
+        """Windows of this rank's shards, in order."""
+        self.setup()
+        if self.num_frames is None or self.resolution is None:
+            raise ValueError(
+                "num_frames and resolution are unset: give them in the data section or use a "
+                "module that sets them from its tokenizer (AnnotatorModule does)"
+            )
+        rank, world_size = self._rank_and_world_size()
+        own = len(self.shards[rank::world_size])
+        workers = self.num_workers
+        if own == 0:
+            warnings.warn(
+                f"rank {rank}: none of the {len(self.shards)} shard(s) falls to this rank "
+                f"of {world_size}; it annotates nothing",
+                stacklevel=2,
+            )
+            workers = 0
+        elif workers > own:
+            warnings.warn(
+                f"num_workers={workers} > {own} shard(s) on this rank; using {own} worker(s)",
+                stacklevel=2,
+            )
+            workers = own
+        dataset = VideoWindowsDataset(
+            self.shards,
+            num_frames=self.num_frames,
+            stride=self.stride,
+            frame_stride=self.frame_stride,
+            resolution=self.resolution,
+            rank=rank,
+            world_size=world_size,
+            exclude=self.excluded,
+        )
+        return DataLoader(
+            dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=collate_windows
+        )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Accumulate the batch's skip counts in :attr:`skip_counts` (kept in the batch)."""
+        if isinstance(batch, dict):
+            self.skip_counts.update(batch.get("skipped") or {})
+        return batch

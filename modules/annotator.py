@@ -1,0 +1,224 @@
+"""AnnotatorModule: the predict step of token annotation (frozen tokenizer + scorer + IPAL).
+
+``adaptok predict --config experiments/<set>/annotate.yaml`` feeds every window of the training
+videos (``datamodules.VideoWindowsDataModule``) through this module; the
+``callbacks.AnnotationWriter`` callback writes what it returns as token shards.
+
+Per window (METHOD.md section 5, GENERATOR.md "Annotations"): deterministic (argmax) codes of
+all K blocks x M tokens, the scorer's predicted cost table (K x J, in the metric's units, for the
+full-length context), and the per-block lengths chosen by IPAL at each of P budgets. The
+allocation is per clip (or a per-clip streaming price), so a window's lengths do not depend on
+which other windows share its batch, nor on the number of devices: the reference shares one ILP
+budget among a batch of neighbouring windows, and its annotations change with the hardware.
+Everything runs in fp32 whatever the trainer's precision (the reference annotated in fp16 and
+evaluated prefixes in fp32).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+
+from adaptok.alloc import allocate
+from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
+from adaptok.nn.tokenizer import AdapTokTokenizer
+from modules.loading import load_frozen_scorer
+
+__all__ = ["AnnotatorModule", "state_sha256"]
+
+
+def state_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state dict (names, dtypes, shapes and raw bytes, sorted by name).
+
+    Two networks with the same hash compute the same function; it identifies the tokenizer
+    an annotation set was made with.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class AnnotatorModule(LightningModule):
+    """Encodes windows and allocates their tokens at several budgets (predict only).
+
+    Args:
+        scorer_ckpt: A scorer stage checkpoint (``adaptok fit --config .../scorer.yaml``); it
+            carries the frozen tokenizer and the scorer.
+        budgets: Budgets as fractions of the tokens per block M (mean tokens per block =
+            fraction x M), each in (0, 1]; e.g. ``[0.25, 0.5, 0.75, 1.0]``.
+        allocation: ``per_clip`` (exact knapsack per clip, METHOD 4 with a per-clip budget) or
+            ``streaming`` (causal block-by-block price, run on each clip alone).
+        solver: ``fast`` (exact numpy) or ``mip`` (python-mip CBC).
+        equality: Spend each clip's budget exactly (IPAL, the paper) rather than at most.
+        condition_frames: Frame prediction (Kinetics-600: 5): also encode the condition clip,
+            its first ``condition_frames`` frames with the last repeated to the clip length,
+            with no dropping. ``None``: class-conditional annotations (UCF-101).
+
+    Raises:
+        ValueError: A budget outside (0, 1], an unknown mode, a condition length outside
+            [1, clip length], or a codebook too large for uint16 codes.
+        InfeasibleBudgetError: A budget the scorer's candidate lengths cannot meet per clip.
+    """
+
+    def __init__(
+        self,
+        scorer_ckpt: str,
+        budgets: list[float] = [0.25, 0.5, 0.75, 1.0],  # noqa: B006 (jsonargparse reads it)
+        allocation: Literal["per_clip", "streaming"] = "per_clip",
+        solver: Literal["fast", "mip"] = "fast",
+        equality: bool = True,
+        condition_frames: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if allocation not in ("per_clip", "streaming"):
+            raise ValueError(
+                f"allocation must be 'per_clip' or 'streaming' (independent of batch-mates), "
+                f"got {allocation!r}"
+            )
+        if not budgets or any(not 0 < float(b) <= 1 for b in budgets):
+            raise ValueError(f"budgets must be fractions in (0, 1], got {budgets}")
+        stage = load_frozen_scorer(scorer_ckpt)
+        self.tokenizer: AdapTokTokenizer = stage.tokenizer
+        self.scorer = stage.scorer
+        self.candidate_lengths = [int(x) for x in stage.candidate_lengths]
+        # The stage's denormalise is affine (z-score inverse): keep it as two numbers so the
+        # scorer stage's metric networks (LPIPS) need not be held here.
+        ends = stage.denormalise(torch.tensor([0.0, 1.0], dtype=torch.float64))
+        self.cost_offset, self.cost_scale = float(ends[0]), float(ends[1] - ends[0])
+        self.scorer_ckpt = str(scorer_ckpt)
+        self.budgets = [float(b) for b in budgets]
+        self.allocation, self.solver, self.equality = allocation, solver, equality
+        self.num_blocks = int(self.tokenizer.num_blocks)
+        self.tokens_per_block = int(self.tokenizer.tokens_per_block)
+        self.codebook_size = int(self.tokenizer.quantizer.codebook_size)
+        if self.codebook_size > np.iinfo(np.uint16).max + 1:
+            raise ValueError(f"codebook of {self.codebook_size} codes does not fit uint16 codes")
+        clip = int(self.tokenizer.num_frames)
+        if condition_frames is not None and not 1 <= condition_frames <= clip:
+            raise ValueError(f"condition_frames must lie in [1, {clip}], got {condition_frames}")
+        self.condition_frames = condition_frames
+        grid = TokenGrid.from_lengths(np.asarray(self.candidate_lengths, dtype=np.int64))
+        for fraction in self.budgets:
+            total = total_from_mean(fraction * self.tokens_per_block, self.num_blocks, equality)
+            check_total(total, self.num_blocks, grid, equality)
+        self.provenance = {
+            "ckpt": self.scorer_ckpt,
+            "sha256": state_sha256(self.tokenizer),
+            "scorer_sha256": state_sha256(self.scorer),
+        }
+
+    # ------------------------------------------------------------------ metadata
+    def annotation_info(self) -> dict[str, Any]:
+        """Fields every annotation's ``json`` shares (budgets, grid, sizes, provenance)."""
+        return {
+            "budgets": list(self.budgets),
+            "candidate_lengths": list(self.candidate_lengths),
+            "num_blocks": self.num_blocks,
+            "tokens_per_block": self.tokens_per_block,
+            "codebook_size": self.codebook_size,
+            "tokenizer": dict(self.provenance),
+            "allocation": self.allocation,
+            "condition_frames": self.condition_frames,
+        }
+
+    def setup(self, stage: str) -> None:
+        """Give a window datamodule the tokenizer's clip size (frames, resolution)."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "configure_clip"):
+            datamodule.configure_clip(self.tokenizer.num_frames, self.tokenizer.image_size)
+
+    # ------------------------------------------------------------------ annotation
+    @torch.no_grad()
+    def encode_codes(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Argmax codes ``(B, K, M)`` and predicted costs ``(B, K, J)`` (metric units) in fp32.
+
+        Args:
+            video: ``(B, C, T, H, W)`` float in [0, 1] at the tokenizer's clip size.
+        """
+        self.tokenizer.eval()
+        self.scorer.eval()
+        with torch.autocast(video.device.type, enabled=False):
+            encoding = self.tokenizer.encode(video.float())
+            costs = self.scorer(encoding.latents, encoding.quantized, None).float()
+        codes = encoding.codes.view(video.shape[0], self.num_blocks, self.tokens_per_block)
+        return codes, costs * self.cost_scale + self.cost_offset
+
+    def allocate_lengths(self, costs: np.ndarray) -> np.ndarray:
+        """Per-block lengths ``(B, P, K)`` at each budget, each clip allocated on its own.
+
+        Args:
+            costs: ``(B, K, J)`` predicted costs (lower is better).
+        """
+        size = costs.shape[0]
+        lengths = np.zeros((size, len(self.budgets), self.num_blocks), dtype=np.int64)
+        for level, fraction in enumerate(self.budgets):
+            mean = fraction * self.tokens_per_block
+            if self.allocation == "per_clip":  # clip b gets K * mean on its own (no sharing)
+                result = allocate(
+                    costs, self.candidate_lengths, mean, mode="per_clip",
+                    solver=self.solver, equality=self.equality,
+                )  # fmt: skip
+                lengths[:, level] = result.lengths
+            else:  # the streaming price is estimated per clip, so run each clip alone
+                for b in range(size):
+                    result = allocate(
+                        costs[b : b + 1], self.candidate_lengths, mean, mode="streaming",
+                        solver=self.solver, equality=self.equality,
+                    )  # fmt: skip
+                    lengths[b, level] = result.lengths[0]
+        return lengths
+
+    def condition_clip(self, video: torch.Tensor) -> torch.Tensor:
+        """The frame-prediction condition: first ``condition_frames`` frames, last repeated.
+
+        Args:
+            video: ``(B, C, T, H, W)``.
+
+        Returns:
+            ``(B, C, T, H, W)``.
+        """
+        count = int(self.condition_frames or video.shape[2])
+        head = video[:, :, :count]
+        tail = head[:, :, -1:].expand(-1, -1, video.shape[2] - count, -1, -1)
+        return torch.cat([head, tail], dim=2)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Annotate one batch of windows.
+
+        Returns:
+            ``codes`` uint16 (B, K, M), ``costs`` float32 (B, K, J), ``lengths`` int16
+            (B, P, K), ``cond`` uint16 (B, K, M) in frame-prediction mode, and the windows'
+            ``key``, ``source_key``, ``label``, ``class_name``, ``window_start`` lists, plus
+            the batch's ``skipped`` counts.
+        """
+        video = batch["video"]
+        out: dict[str, Any] = {"skipped": dict(batch.get("skipped") or {})}
+        if video.numel() == 0:
+            out["key"] = []
+            return out
+        codes, costs = self.encode_codes(video)
+        cost_array = costs.cpu().numpy().astype(np.float32)
+        out["codes"] = codes.cpu().numpy().astype(np.uint16)
+        out["costs"] = cost_array
+        out["lengths"] = self.allocate_lengths(cost_array.astype(np.float64)).astype(np.int16)
+        if self.condition_frames is not None:
+            cond_codes, _ = self.encode_codes(self.condition_clip(video))
+            out["cond"] = cond_codes.cpu().numpy().astype(np.uint16)
+        out["key"] = list(batch["key"])
+        out["source_key"] = list(batch.get("source_key", batch["key"]))
+        out["label"] = [int(x) for x in batch["label"]]
+        out["class_name"] = list(batch["class_name"])
+        out["window_start"] = [int(x) for x in batch["window_start"]]
+        return out
+
+    def configure_optimizers(self) -> None:
+        """No training: this module only predicts."""
+        return None
