@@ -44,6 +44,12 @@ def _writer_options(parser: argparse.ArgumentParser, originals: bool) -> None:
     parser.add_argument("--shard-mb", type=float, default=512.0, help="most MB per shard")
     parser.add_argument("--workers", type=int, default=0, help="decode/encode processes")
     parser.add_argument("--crf", type=int, default=23, help="x264 CRF when re-encoding")
+    parser.add_argument(
+        "--min-side",
+        type=int,
+        default=16,
+        help="skip (and list) sources whose shorter side is below this many pixels",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     if originals:
         parser.add_argument(
@@ -91,19 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _layout_tasks(layout: Layout, root: Path, keys_from_path: bool) -> list[ClipTask]:
-    """Writer tasks for a layout; keys are file stems or (folders) relative paths."""
+    """Writer tasks for a layout; keys are file stems or (folders) relative paths, made safe
+    and unique by :func:`sanitize_key`; the relative path itself goes into the metadata."""
     tasks = []
     for entry in layout.entries:
-        name = entry.path.relative_to(root).with_suffix("") if keys_from_path else entry.path.stem
+        try:
+            relative = entry.path.relative_to(root).as_posix()
+        except ValueError:
+            relative = entry.path.name
+        name = relative.rsplit(".", 1)[0] if keys_from_path else entry.path.stem
         tasks.append(
             ClipTask(
-                key=sanitize_key(str(name)),
+                key=sanitize_key(name),
                 split=entry.split,
                 label=entry.label,
                 class_name=entry.class_name,
                 source=str(entry.path),
                 read=partial(read_video_file, entry.path),
                 path=entry.path,
+                relative_path=relative,
             )
         )
     return tasks
@@ -119,6 +131,7 @@ def _write(args: argparse.Namespace) -> int:
         keep_original=getattr(args, "keep_original", False),
         crf=args.crf,
         workers=args.workers,
+        min_side=args.min_side,
     )
     skipped: list[tuple[str, str]] = []
     if args.command == "synthetic":

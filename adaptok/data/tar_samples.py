@@ -83,6 +83,13 @@ def group_members(members: Iterable[tuple[str, bytes]], url: str = "") -> Iterat
 
     def finish(group_key: str, group: dict[str, Any]) -> Iterator[dict[str, Any]]:
         sample = {"__key__": group_key, "__url__": url, **group}
+        if not _has_video(group) and group_key in emitted_video_only:
+            sample[PROBLEM_KEY] = (
+                "metadata after its video in the tar (files of one sample split apart; the "
+                "video was read without it)"
+            )
+            yield sample
+            return
         if group_key in seen:
             sample[PROBLEM_KEY] = "duplicate key in shard"
             yield sample
@@ -94,13 +101,6 @@ def group_members(members: Iterable[tuple[str, bytes]], url: str = "") -> Iterat
                 sample = {**earlier, **sample}
             elif "json" not in group:
                 emitted_video_only.add(group_key)
-            yield sample
-            return
-        if group_key in emitted_video_only:
-            sample[PROBLEM_KEY] = (
-                "metadata after its video in the tar (files of one sample split apart; the "
-                "video was read without it)"
-            )
             yield sample
             return
         held[group_key] = {**held.get(group_key, {}), **group}

@@ -1,6 +1,8 @@
 """PyAV video decoding, encoding and resizing.
 
-Frames are ``uint8`` numpy arrays of shape ``(T, H, W, 3)`` (RGB). Every codec context runs
+Frames are ``uint8`` numpy arrays of shape ``(T, H, W, 3)`` (RGB), upright: the display
+matrix of phone recordings (``VideoFrame.rotation``) is applied on decode, and sizes reported
+by :func:`probe_video` are display sizes. Every codec context runs
 single-threaded: data-loading parallelism comes from DataLoader workers or writer processes,
 and FFmpeg's own threads on top of those made throughput swing widely on small machines.
 """
@@ -21,7 +23,9 @@ __all__ = [
     "VideoDecodeError",
     "VideoInfo",
     "VideoSource",
+    "DecodedVideo",
     "decode_video",
+    "decode_video_timed",
     "encode_video",
     "probe_video",
     "resize_frames",
@@ -51,14 +55,32 @@ class VideoInfo:
     Attributes:
         frames: Number of frames (counted from packets when the container does not say).
         fps: Average frame rate.
-        height: Frame height in pixels.
-        width: Frame width in pixels.
+        height: Displayed frame height in pixels (after rotation).
+        width: Displayed frame width in pixels (after rotation).
+        rotation: Display rotation in degrees counter-clockwise (0, 90, 180 or 270) that
+            decoding applies.
     """
 
     frames: int
     fps: float
     height: int
     width: int
+    rotation: int = 0
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """Every frame of a video with its presentation time.
+
+    Attributes:
+        frames: ``uint8`` array ``(T, H, W, 3)``, upright.
+        times: ``(T,)`` float64 presentation times in seconds from the first frame.
+        rotation: Display rotation that was applied (degrees counter-clockwise).
+    """
+
+    frames: np.ndarray
+    times: np.ndarray
+    rotation: int
 
 
 def _describe(source: VideoSource) -> str:
@@ -107,12 +129,34 @@ def probe_video(source: VideoSource) -> VideoInfo:
         except av.FFmpegError as error:
             raise VideoDecodeError(f"cannot demux {_describe(source)}: {error}") from error
         rate = stream.average_rate or stream.guessed_rate or 0
-        return VideoInfo(
-            frames=int(frames),
-            fps=float(rate),
-            height=stream.codec_context.height,
-            width=stream.codec_context.width,
-        )
+        height, width = stream.codec_context.height, stream.codec_context.width
+    rotation = _first_frame_rotation(source)
+    if rotation in (90, 270):
+        height, width = width, height
+    return VideoInfo(
+        frames=int(frames), fps=float(rate), height=height, width=width, rotation=rotation
+    )
+
+
+def _normal_rotation(degrees: float | None) -> int:
+    """Display rotation rounded to a quarter turn, in [0, 360)."""
+    return int(round((degrees or 0) / 90.0)) % 4 * 90
+
+
+def _first_frame_rotation(source: VideoSource) -> int:
+    """Display rotation of the first frame (0 when the video has no decodable frame)."""
+    with _open(source) as container:
+        try:
+            for frame in container.decode(container.streams.video[0]):
+                return _normal_rotation(frame.rotation)
+        except av.FFmpegError:
+            return 0
+    return 0
+
+
+def _upright(array: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation (degrees counter-clockwise) to an ``(H, W, 3)`` frame."""
+    return np.ascontiguousarray(np.rot90(array, k=rotation // 90)) if rotation else array
 
 
 def decode_video(
@@ -128,43 +172,86 @@ def decode_video(
         source: Encoded bytes or a file path.
         frame_indices: Non-decreasing frame indices to keep (repeats allowed); ``None`` keeps
             every frame.
-        output_size: ``(height, width)`` to resize each frame to (bilinear, in FFmpeg's
-            swscale); ``None`` keeps the stored size.
+        output_size: Displayed ``(height, width)`` to resize each frame to (bilinear, in
+            FFmpeg's swscale); ``None`` keeps the size.
 
     Returns:
-        ``uint8`` array of shape ``(T, H, W, 3)``; ``T == len(frame_indices)`` when given.
+        ``uint8`` array of shape ``(T, H, W, 3)``, upright (display rotation applied);
+        ``T == len(frame_indices)`` when given.
 
     Raises:
         VideoDecodeError: The video is corrupt, truncated before a requested frame, or empty.
         ValueError: ``frame_indices`` is empty, negative or decreasing.
         FileNotFoundError: ``source`` is a path that does not exist.
     """
+    frames, _, _ = _decode(source, frame_indices, output_size)
+    return frames
+
+
+def decode_video_timed(
+    source: VideoSource, output_size: tuple[int, int] | None = None
+) -> DecodedVideo:
+    """Decode every frame with its presentation time (for selection by time, e.g. VFR input).
+
+    Args:
+        source: Encoded bytes or a file path.
+        output_size: Displayed ``(height, width)`` to resize to; ``None`` keeps the size.
+
+    Returns:
+        The upright frames, their times in seconds from the first frame, and the rotation.
+
+    Raises:
+        VideoDecodeError: The video is corrupt, truncated or empty.
+        FileNotFoundError: ``source`` is a path that does not exist.
+    """
+    frames, times, rotation = _decode(source, None, output_size)
+    return DecodedVideo(frames=frames, times=times, rotation=rotation)
+
+
+def _decode(
+    source: VideoSource,
+    frame_indices: Sequence[int] | None,
+    output_size: tuple[int, int] | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Frames (upright), presentation times (s, from the first frame) and rotation."""
     wanted: list[int] | None = None
     if frame_indices is not None:
         wanted = [int(i) for i in frame_indices]
         if not wanted or wanted[0] < 0 or any(b < a for a, b in zip(wanted, wanted[1:])):
             raise ValueError(f"frame_indices must be non-empty, >= 0 and sorted: {wanted[:8]}")
-    reformat = {"format": "rgb24"}
-    if output_size is not None:
-        reformat.update(height=output_size[0], width=output_size[1], interpolation=_INTERPOLATION)
 
     frames: list[np.ndarray] = []
+    times: list[float] = []
     decoded = 0
+    rotation = 0
+    reformat: dict | None = None
     with _open(source) as container:
         stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
         try:
             position = 0
             for frame in container.decode(stream):
                 index = decoded
                 decoded += 1
+                if reformat is None:
+                    rotation = _normal_rotation(frame.rotation)
+                    reformat = {"format": "rgb24"}
+                    if output_size is not None:
+                        height, width = output_size
+                        if rotation in (90, 270):
+                            height, width = width, height
+                        reformat.update(height=height, width=width, interpolation=_INTERPOLATION)
+                if wanted is not None and wanted[position] != index:
+                    continue
+                array = _upright(frame.to_ndarray(**reformat), rotation)
+                time = frame.time if frame.time is not None else index / rate
                 if wanted is None:
-                    frames.append(frame.to_ndarray(**reformat))
+                    frames.append(array)
+                    times.append(time)
                     continue
-                if wanted[position] != index:
-                    continue
-                array = frame.to_ndarray(**reformat)
                 while position < len(wanted) and wanted[position] == index:
                     frames.append(array)
+                    times.append(time)
                     position += 1
                 if position == len(wanted):
                     break
@@ -178,7 +265,8 @@ def decode_video(
         raise VideoDecodeError(
             f"video {_describe(source)} ends after {decoded} frames; frame {wanted[-1]} requested"
         )
-    return np.stack(frames)
+    stamps = np.asarray(times, dtype=np.float64)
+    return np.stack(frames), stamps - stamps[0], rotation
 
 
 def short_side_shape(

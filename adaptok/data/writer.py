@@ -13,6 +13,7 @@ folder records the options, every shard with its counts, and every skipped sourc
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import multiprocessing
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from adaptok.cache import write_atomic
 from adaptok.data.video_io import (
-    decode_video,
+    decode_video_timed,
     encode_video,
     probe_video,
     resize_frames,
@@ -66,11 +67,20 @@ class RawClip:
         fps: Frame rate of ``frames``.
         metadata: Extra JSON fields (generator parameters; per-frame lists named in
             ``PER_FRAME_KEYS``). ``label`` / ``class_name`` here override the task's.
+        times: ``(T,)`` presentation times in seconds (from the first frame) when the source
+            has them; frame selection by ``fps`` then goes by time (variable frame rate
+            sources). ``None``: frames are evenly spaced at ``fps``.
+        source_size: ``(height, width)`` of the source before any resize (checked against
+            ``ShardOptions.min_side``); ``None``: the size of ``frames``.
+        rotation: Display rotation (degrees counter-clockwise) applied to the source frames.
     """
 
     frames: np.ndarray
     fps: float
     metadata: dict = field(default_factory=dict)
+    times: np.ndarray | None = None
+    source_size: tuple[int, int] | None = None
+    rotation: int = 0
 
 
 ClipReader = Callable[[int | None], RawClip]
@@ -89,6 +99,8 @@ class ClipTask:
         source: Where the clip comes from (path or description), stored in the JSON.
         read: Produces the frames (run in a worker process, so it must pickle).
         path: The source file, when there is one (needed to keep the original bytes).
+        relative_path: The source's path relative to the dataset root, stored in the JSON
+            (the key is a safe, possibly hashed, form of it).
     """
 
     key: str
@@ -98,6 +110,7 @@ class ClipTask:
     source: str
     read: ClipReader
     path: Path | None = None
+    relative_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,10 @@ class ShardOptions:
     """How clips are transformed and grouped into shards.
 
     Attributes:
-        fps: Resample to this frame rate by dropping frames (never adds frames).
+        fps: Resample to this frame rate by presentation time: at each output time ``k / fps``
+            the source frame shown then is kept, so variable-frame-rate sources come out
+            evenly timed (a frame repeats where the source has a longer gap). Sources with
+            an even rate at or below ``fps`` are kept as they are.
         frame_stride: Keep every ``frame_stride``-th frame (exclusive with ``fps``).
         size: Resize so the short side is ``size`` (sizes rounded to even numbers).
         shard_samples: Most samples per shard.
@@ -115,6 +131,8 @@ class ShardOptions:
         crf: x264 constant rate factor for re-encoding.
         preset: x264 preset for re-encoding.
         workers: Processes that decode and encode (0 = in this process).
+        min_side: Sources whose shorter side is below this many pixels are skipped and
+            listed (they would be blown up by the loader).
     """
 
     fps: float | None = None
@@ -126,12 +144,15 @@ class ShardOptions:
     crf: int = 23
     preset: str = "medium"
     workers: int = 0
+    min_side: int = 16
 
     def __post_init__(self) -> None:
         if self.fps is not None and self.frame_stride != 1:
             raise ValueError("give either fps or frame_stride, not both")
         if self.frame_stride < 1 or self.shard_samples < 1 or self.shard_mb <= 0:
             raise ValueError("frame_stride, shard_samples and shard_mb must be positive")
+        if self.min_side < 2:
+            raise ValueError(f"min_side must be >= 2 (H.264 needs 2x2), got {self.min_side}")
         if self.keep_original and (self.fps is not None or self.frame_stride != 1 or self.size):
             raise ValueError("keep_original stores the file as is: drop fps, frame_stride and size")
 
@@ -171,8 +192,16 @@ class WriteSummary:
 
 
 def sanitize_key(text: str) -> str:
-    """Make a WebDataset-safe key: anything but letters, digits, ``_`` and ``-`` becomes ``_``."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+    """Make a WebDataset-safe key that stays unique for any distinct ``text``.
+
+    Letters, digits, ``_`` and ``-`` are kept; when anything else had to be replaced by ``_``
+    (spaces, dots, slashes, non-ASCII), the first 10 hex digits of the SHA-1 of ``text`` are
+    appended (``a b`` -> ``a_b-2b3e...``), so ``a b`` and ``a_b`` stay distinct keys.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", text)
+    if safe == text and text:
+        return text
+    return f"{safe}-{hashlib.sha1(text.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
 
 
 def shard_name(split: str, index: int) -> str:
@@ -192,16 +221,43 @@ def read_video_file(path: Path, size: int | None) -> RawClip:
     """
     info = probe_video(path)
     shape = short_side_shape(info.height, info.width, size, even=True) if size else None
-    return RawClip(frames=decode_video(path, output_size=shape), fps=info.fps)
+    decoded = decode_video_timed(path, output_size=shape)
+    return RawClip(
+        frames=decoded.frames,
+        fps=info.fps,
+        times=decoded.times,
+        source_size=(info.height, info.width),
+        rotation=decoded.rotation,
+    )
 
 
-def _select_frames(num_frames: int, fps: float, options: ShardOptions) -> tuple[np.ndarray, float]:
-    """Indices of the frames to keep and the resulting frame rate."""
-    if options.fps is not None and fps > options.fps:
-        step = fps / options.fps
-        return np.floor(np.arange(0, num_frames, step)).astype(int), options.fps
+def _is_even(times: np.ndarray, fps: float) -> bool:
+    """Whether frame times follow a constant rate ``fps`` (within a quarter frame)."""
+    if len(times) < 2 or fps <= 0:
+        return True
+    return bool(np.abs(np.diff(times) - 1.0 / fps).max() < 0.25 / fps)
+
+
+def _select_frames(raw: RawClip, options: ShardOptions) -> tuple[np.ndarray, float]:
+    """Indices of the source frames to keep and the resulting frame rate.
+
+    With ``options.fps``, output frame ``k`` is the source frame on screen at time ``k / fps``
+    (the last frame whose presentation time is at or before it, half a source frame of
+    slack), for every ``k / fps`` up to the last frame's time.
+    """
+    count = len(raw.frames)
+    times = raw.times if raw.times is not None and len(raw.times) == count else None
+    if options.fps is not None:
+        even = times is None or _is_even(times, raw.fps)
+        if not even or raw.fps > options.fps:
+            if times is None:
+                times = np.arange(count) / raw.fps
+            targets = np.arange(0.0, times[-1] + 1e-9, 1.0 / options.fps)
+            slack = 0.5 * float(np.median(np.diff(times))) if count > 1 else 0.0
+            indices = np.searchsorted(times, targets + slack, side="right") - 1
+            return np.clip(indices, 0, count - 1), options.fps
     stride = options.frame_stride
-    return np.arange(0, num_frames, stride), fps / stride
+    return np.arange(0, count, stride), raw.fps / stride
 
 
 @dataclass(frozen=True)
@@ -221,17 +277,31 @@ def _prepare(task: ClipTask, options: ShardOptions) -> _Prepared | _Skipped:
     """Turn a task into the files of one sample (runs in a worker process)."""
     try:
         meta: dict = {"label": task.label, "class_name": task.class_name, "source": task.source}
+        if task.relative_path is not None:
+            meta["relative_path"] = task.relative_path
         if options.keep_original:
             if task.path is None:
                 raise ValueError("keep_original needs a file source")
             data = Path(task.path).read_bytes()
             info = probe_video(data)
+            if min(info.height, info.width) < options.min_side:
+                raise ValueError(
+                    f"frames of {info.height}x{info.width} are below min_side={options.min_side}"
+                )
             meta.update(fps=info.fps, frames=info.frames, height=info.height, width=info.width)
+            if info.rotation:
+                meta["source_rotation"] = info.rotation
             extension = Path(task.path).suffix.lower().lstrip(".") or "mp4"
             video = {extension: data}
         else:
             raw = task.read(options.size)
-            indices, fps = _select_frames(len(raw.frames), raw.fps, options)
+            height, width = raw.source_size or raw.frames.shape[1:3]
+            if min(height, width) < options.min_side:
+                raise ValueError(
+                    f"frames of {height}x{width} are below min_side={options.min_side} "
+                    "(the loader would blow them up)"
+                )
+            indices, fps = _select_frames(raw, options)
             frames = raw.frames[indices]
             if options.size:
                 height, width = short_side_shape(*frames.shape[1:3], options.size, even=True)
@@ -240,8 +310,12 @@ def _prepare(task: ClipTask, options: ShardOptions) -> _Prepared | _Skipped:
             for name in PER_FRAME_KEYS:
                 if name in extra:
                     extra[name] = [extra[name][i] for i in indices]
-            if len(indices) != len(raw.frames):
+            if len(indices) != len(raw.frames) or np.any(indices != np.arange(len(indices))):
                 extra["source_frame_indices"] = indices.tolist()
+                if raw.times is not None:
+                    extra["source_frame_times"] = [round(float(raw.times[i]), 6) for i in indices]
+            if raw.rotation:
+                extra["source_rotation"] = raw.rotation
             meta.update(extra)
             data = encode_video(frames, fps, crf=options.crf, preset=options.preset)
             meta.update(
@@ -419,18 +493,29 @@ def write_shards(
         A :class:`WriteSummary`; also printed by the CLI.
 
     Raises:
-        ValueError: Duplicate keys, or the folder was written with different options.
+        ValueError: The folder was written with different options.
+
+    A task whose ``(split, key)`` repeats an earlier task's is not written; it is listed in
+    ``skipped`` with the source it collides with.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    duplicates = [key for key, n in Counter(task.key for task in tasks).items() if n > 1]
-    if duplicates:
-        raise ValueError(f"duplicate sample keys: {duplicates[:10]}")
+    first_source: dict[tuple[str, str], str] = {}
+    unique: list[ClipTask] = []
+    collisions: list[tuple[str, str]] = []
+    for task in tasks:
+        other = first_source.get((task.split, task.key))
+        if other is None:
+            first_source[(task.split, task.key)] = task.source
+            unique.append(task)
+        else:
+            collisions.append((task.source, f"duplicate sample key {task.key!r} (as {other})"))
+    tasks = unique
     _check_resumable(out_dir, options)
     for stale in out_dir.glob(".*.tar.tmp"):
         stale.unlink()
 
-    summary = WriteSummary(skipped=list(layout_skipped))
+    summary = WriteSummary(skipped=[*layout_skipped, *collisions])
     sinks: dict[str, _ShardSink] = {}
     done: set[tuple[str, str]] = set()
     for split, paths in _existing_shards(out_dir).items():
