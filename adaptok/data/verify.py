@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import glob
 import json
-import re
 import sys
-import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from adaptok.data.tar_samples import PROBLEM_KEY, group_members, read_tar_members
 from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, decode_video
 
 __all__ = ["SplitReport", "find_shards", "verify_shards"]
-
-_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
-"""``key.suffix`` member names; the key ends at the first dot of the base name."""
 
 
 @dataclass
@@ -70,30 +66,24 @@ def _split_name(shard: Path, root: Path | None) -> str:
 
 
 def _samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples of a shard in stream order, grouped by key (raises on a broken tar)."""
-    key, files = None, {}
-    with tarfile.open(shard, "r|") as archive:
-        for member in archive:
-            if not member.isfile():
-                continue
-            match = _MEMBER.match(member.name)
-            if match is None:
-                continue
-            prefix, suffix = match.groups()
-            handle = archive.extractfile(member)
-            data = handle.read() if handle else b""
-            if key is not None and prefix != key:
-                yield key, files
-                files = {}
-            key = prefix
-            files[suffix.lower()] = data
-    if key is not None:
-        yield key, files
+    """Samples of a shard, grouped as the loader groups them (raises on a broken tar)."""
+    for sample in group_members(read_tar_members(str(shard)), str(shard)):
+        files = {k: v for k, v in sample.items() if k not in ("__key__", "__url__")}
+        yield sample["__key__"], files
 
 
-def _check_sample(files: dict[str, bytes]) -> tuple[dict, int, str]:
+def _check_sample(files: dict[str, bytes | str]) -> tuple[dict, int, str]:
     """Decode one sample; returns (metadata, frames, "HxW") or raises ``ValueError``."""
-    meta = json.loads(files["json"]) if "json" in files else {}
+    if PROBLEM_KEY in files:
+        raise ValueError(str(files[PROBLEM_KEY]))
+    meta: object = {}
+    if "json" in files:
+        try:
+            meta = json.loads(files["json"])
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"metadata is not valid JSON: {error}") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"metadata is JSON {type(meta).__name__}, not an object")
     video = next((files[s] for s in VIDEO_SUFFIXES if s in files), None)
     if video is None:
         raise ValueError(f"no video member (members: {sorted(files)})")
@@ -102,13 +92,22 @@ def _check_sample(files: dict[str, bytes]) -> tuple[dict, int, str]:
     except VideoDecodeError as error:
         raise ValueError(str(error)) from error
     expected = meta.get("frames")
-    if expected is not None and int(expected) != len(frames):
-        raise ValueError(f"decoded {len(frames)} frames, metadata says {expected}")
+    if expected is not None:
+        try:
+            count = int(expected)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"metadata 'frames' is not an integer: {expected!r}") from error
+        if count != len(frames):
+            raise ValueError(f"decoded {len(frames)} frames, metadata says {expected}")
     return meta, len(frames), f"{frames.shape[1]}x{frames.shape[2]}"
 
 
 def verify_shards(target: str | Path, out: TextIO | None = None) -> dict[str, SplitReport]:
     """Decode every sample and print a per-split table and every corrupt sample.
+
+    Never raises on the data: unreadable tars, samples whose files are split apart or
+    duplicated, metadata that is not a JSON object or disagrees with the video, and
+    undecodable videos are each counted and listed under ``corrupt``.
 
     Args:
         target: A folder (searched recursively for ``*.tar``) or a glob.
@@ -127,14 +126,15 @@ def verify_shards(target: str | Path, out: TextIO | None = None) -> dict[str, Sp
             for key, files in _samples(shard):
                 try:
                     meta, frames, size = _check_sample(files)
-                except (ValueError, UnicodeDecodeError) as error:
-                    report.corrupt.append(f"{shard}:{key}: {error}")
+                except Exception as error:  # never raise on data: list it
+                    reason = str(error) if isinstance(error, ValueError) else repr(error)
+                    report.corrupt.append(f"{shard}:{key}: {reason}")
                     continue
                 report.clips += 1
                 report.frames += frames
                 report.sizes[size] += 1
                 report.classes[str(meta.get("class_name", "?"))] += 1
-        except (tarfile.TarError, OSError, EOFError) as error:
+        except Exception as error:  # a broken tar is listed, the next shard is read
             report.corrupt.append(f"{shard}: unreadable tar ({type(error).__name__}: {error})")
     _print_reports(reports, out or sys.stdout)
     return reports
