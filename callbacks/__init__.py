@@ -1,6 +1,8 @@
 """Lightning callbacks of the suite (evaluation, media logging, reports)."""
 
+from callbacks.annotation_writer import AnnotationWriter
+from callbacks.generation_evaluator import GenerationEvaluator
 from callbacks.token_allocator import TokenAllocator
 from callbacks.video_evaluator import VideoEvaluator
 
-__all__ = ["TokenAllocator", "VideoEvaluator"]
+__all__ = ["AnnotationWriter", "GenerationEvaluator", "TokenAllocator", "VideoEvaluator"]

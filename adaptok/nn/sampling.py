@@ -38,7 +38,14 @@ from torch import Tensor
 
 from adaptok.nn.generator import ARGenerator
 
-__all__ = ["BudgetRule", "SampleOutput", "allowed_length_table", "reachable_totals", "sample"]
+__all__ = [
+    "BudgetRule",
+    "SampleOutput",
+    "allowed_length_table",
+    "nearest_reachable_total",
+    "reachable_totals",
+    "sample",
+]
 
 BudgetRule = Literal["exact", "at_most"]
 
@@ -127,6 +134,43 @@ def reachable_totals(allowed: Tensor, max_blocks: int, rule: BudgetRule = "exact
         for length in lengths.tolist():
             table[r, length:] |= previous[: width - length]
     return table
+
+
+def nearest_reachable_total(
+    total_tokens: Tensor,
+    num_blocks: int,
+    tokens_per_block: int,
+    *,
+    copied_blocks: int = 0,
+    candidate_lengths: Sequence[int] | None = None,
+    grid: bool = False,
+) -> Tensor:
+    """The reachable clip total closest to each asked total (ties: the smaller).
+
+    Use it to turn a budget fraction into a total that `sample(..., total_tokens=...)` can
+    land on exactly: e.g. in grid mode only sums of candidate lengths are reachable, and in
+    frame prediction the copied block 0 always counts M.
+
+    Args:
+        total_tokens: Long `(B,)` asked totals over all K blocks.
+        num_blocks: K.
+        tokens_per_block: M.
+        copied_blocks: Blocks kept at full length outside the sampler's control (FP: 1).
+        candidate_lengths: As in `sample` (the smallest bounds block lengths from below).
+        grid: As in `sample`.
+
+    Returns:
+        Long `(B,)` reachable totals.
+    """
+    smallest = min(candidate_lengths) if candidate_lengths else 1
+    allowed = allowed_length_table(
+        tokens_per_block, smallest, list(candidate_lengths) if grid and candidate_lengths else None
+    )
+    modelled = num_blocks - copied_blocks
+    reachable = reachable_totals(allowed, modelled)[modelled].nonzero().flatten()
+    reachable = reachable.to(total_tokens.device) + copied_blocks * tokens_per_block
+    distance = (total_tokens.long()[:, None] - reachable[None, :]).abs()
+    return reachable[distance.argmin(1)]
 
 
 def _filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:

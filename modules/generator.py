@@ -1,0 +1,339 @@
+"""GeneratorModule: trains the AR generator on token annotations (METHOD.md section 5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from adaptok.nn.generator import ARGenerator
+from adaptok.nn.sampling import BudgetRule, SampleOutput, sample
+from adaptok.nn.tokenizer import AdapTokTokenizer
+from adaptok.schedules import WarmupCosineLR
+from modules.loading import frozen_tokenizer
+
+__all__ = ["GeneratorModule"]
+
+
+class GeneratorModule(LightningModule):
+    """Next-token training of an `ARGenerator`, sampling, and decoding through the tokenizer.
+
+    Batches come from `datamodules.TokenShardsDataModule` (see
+    `adaptok.nn.generator_sequence`): `tokens`, `block_index`, `block_position`,
+    `loss_mask`, `padding_mask` (B, S); `label`, `budget_level` (B,) long; `budget` (B,)
+    float. The loss is the cross-entropy of the kept codes and every `<EOB>` (the positions
+    where `loss_mask` and `padding_mask` hold), never of the frame-prediction prefix.
+
+    The frozen tokenizer decodes samples (and encodes frame-prediction conditions); it is
+    stored in this module's checkpoint (its spec as the `tokenizer_spec` hyperparameter, its
+    weights under `tokenizer.`), so a generator checkpoint describes itself.
+
+    Optimisation (GENERATOR.md, "Optimisation"): AdamW, betas (0.9, 0.95), weight decay on
+    the weights of linear layers only (embeddings, positions and norms are not decayed),
+    linear warm-up then cosine decay to `min_lr_ratio` of the rate, stepped every
+    optimizer step; `total_steps` defaults to the trainer's estimated stepping batches.
+
+    Args:
+        generator: The AR network; its K, M and codebook must match the tokenizer's.
+        tokenizer_ckpt: Tokenizer (or scorer) stage checkpoint holding the tokenizer.
+        tokenizer_spec: Filled in by this module (restoring from its own checkpoint). Leave
+            unset.
+        budgets: The annotated budget fractions, in level order (must match the shards'
+            `budgets`, e.g. [0.25, 0.5, 0.75, 1.0]); level i asks for about
+            `budgets[i] * K * M` tokens per clip.
+        candidate_lengths: The scorer's candidate lengths: at sampling `<EOB>` is banned below
+            the smallest; grid mode closes blocks only at these. None: 1..M.
+        condition_frames: Frame prediction: frames of the condition clip (paper 5), the last
+            repeated to the clip length before encoding.
+        lr: Peak learning rate (paper 6e-4 at global batch 64).
+        betas: AdamW betas (paper (0.9, 0.95)).
+        weight_decay: On linear weights only (paper 0.05).
+        warmup_steps: Optimizer steps of linear warm-up.
+        total_steps: Step where the cosine ends (None: the trainer's estimate).
+        min_lr_ratio: Final rate as a fraction of `lr` (paper 0.01).
+        temperature: Default sampling temperature (paper 1.0).
+        top_k: Default top-k (None: off; paper off).
+        top_p: Default nucleus mass (None: off; paper off).
+        cfg_scale: Default guidance scale (None: no guidance; LARP used 1.25).
+
+    Raises:
+        ValueError: When the generator and the tokenizer disagree, or on bad settings.
+    """
+
+    def __init__(
+        self,
+        generator: ARGenerator,
+        tokenizer_ckpt: str | None = None,
+        tokenizer_spec: dict[str, Any] | None = None,
+        budgets: list[float] | None = None,
+        candidate_lengths: list[int] | None = None,
+        condition_frames: int = 5,
+        lr: float = 6e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.05,
+        warmup_steps: int = 0,
+        total_steps: int | None = None,
+        min_lr_ratio: float = 0.01,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        cfg_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer: AdapTokTokenizer
+        self.tokenizer, self.hparams["tokenizer_spec"] = frozen_tokenizer(
+            tokenizer_ckpt, tokenizer_spec
+        )
+        tokenizer_sizes = (
+            self.tokenizer.num_blocks,
+            self.tokenizer.tokens_per_block,
+            self.tokenizer.quantizer.codebook_size,
+        )
+        generator_sizes = (
+            generator.num_blocks,
+            generator.tokens_per_block,
+            generator.codebook_size,
+        )
+        if tokenizer_sizes != generator_sizes:
+            raise ValueError(
+                "generator is built for (blocks, tokens per block, codebook) = "
+                f"{generator_sizes}, the tokenizer has {tokenizer_sizes}"
+            )
+        self.generator = generator
+        self.budgets = list(budgets) if budgets is not None else [0.25, 0.5, 0.75, 1.0]
+        if len(self.budgets) != generator.num_budgets or not all(
+            0.0 < b <= 1.0 for b in self.budgets
+        ):
+            raise ValueError(
+                f"budgets {self.budgets} must be {generator.num_budgets} fractions in (0, 1] "
+                "(one per budget level of the generator)"
+            )
+        if candidate_lengths is not None and (
+            not candidate_lengths
+            or min(candidate_lengths) < 1
+            or max(candidate_lengths) > generator.tokens_per_block
+        ):
+            raise ValueError(
+                f"candidate_lengths {candidate_lengths} must lie in [1, {generator.tokens_per_block}]"
+            )
+        if generator.prefix_blocks > 0 and not 1 <= condition_frames <= self.tokenizer.num_frames:
+            raise ValueError(f"condition_frames must lie in [1, {self.tokenizer.num_frames}]")
+        self.candidate_lengths = candidate_lengths
+        self.condition_frames = condition_frames
+        self._checked_budgets = False
+
+    # ------------------------------------------------------------------------ properties
+    @property
+    def frame_prediction(self) -> bool:
+        """True when the generator continues a condition clip instead of a class."""
+        return self.generator.prefix_blocks > 0
+
+    @property
+    def max_tokens(self) -> int:
+        """K * M, the tokens of a clip kept at full length."""
+        return self.generator.num_blocks * self.generator.tokens_per_block
+
+    def asked_tokens(self, budget_level: Tensor) -> Tensor:
+        """Tokens per clip a budget level asks for, `round(budgets[level] * K * M)`, long `(B,)`."""
+        fractions = torch.tensor(self.budgets, device=budget_level.device)[budget_level]
+        return (fractions * self.max_tokens).round().long()
+
+    # ------------------------------------------------------------------------ training
+    def _labels(self, label: Tensor) -> Tensor:
+        if self.generator.num_classes == 0:
+            return torch.full_like(label, self.generator.null_class)
+        if label.numel() and (
+            int(label.min()) < 0 or int(label.max()) >= self.generator.num_classes
+        ):
+            raise ValueError(
+                f"labels must lie in [0, {self.generator.num_classes}), got "
+                f"[{int(label.min())}, {int(label.max())}]"
+            )
+        return label
+
+    def _check_budgets(self, batch: dict[str, Any]) -> None:
+        if self._checked_budgets or "budget" not in batch:
+            return
+        expected = torch.tensor(self.budgets, device=batch["budget"].device)[batch["budget_level"]]
+        if not torch.allclose(batch["budget"].float(), expected.float(), atol=1e-6):
+            raise ValueError(
+                f"the data's budget fractions {batch['budget'].tolist()} at levels "
+                f"{batch['budget_level'].tolist()} contradict model.budgets={self.budgets}"
+            )
+        self._checked_budgets = True
+
+    def loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Cross-entropy over target positions and the top-1 accuracy there.
+
+        Args:
+            batch: A token batch (see the class docstring).
+
+        Returns:
+            `(loss, accuracy)` scalars (mean over target tokens of the batch).
+
+        Raises:
+            ValueError: On budgets that contradict `budgets`, labels out of range, or a
+                batch without any target.
+        """
+        self._check_budgets(batch)
+        logits = self.generator(
+            batch["tokens"],
+            batch["block_index"],
+            batch["block_position"],
+            self._labels(batch["label"]),
+            batch["budget_level"],
+        )
+        targets = batch["loss_mask"] & batch["padding_mask"]
+        if not bool(targets.any()):
+            raise ValueError("the batch holds no target token (loss_mask is all False)")
+        chosen = logits[targets].float()
+        wanted = batch["tokens"][targets]
+        if int(wanted.max()) >= self.generator.vocab.num_outputs:
+            raise ValueError("a target is <SEP> or beyond: loss_mask must exclude the prefix")
+        loss = F.cross_entropy(chosen, wanted)
+        accuracy = (chosen.argmax(-1) == wanted).float().mean()
+        return loss, accuracy
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss, accuracy = self.loss(batch)
+        size = batch["tokens"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/accuracy", accuracy, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, accuracy = self.loss(batch)
+        size = batch["tokens"].shape[0]
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
+        self.log("val/accuracy", accuracy, sync_dist=True, batch_size=size)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, accuracy = self.loss(batch)
+        size = batch["tokens"].shape[0]
+        self.log("test/loss", loss, sync_dist=True, batch_size=size)
+        self.log("test/accuracy", accuracy, sync_dist=True, batch_size=size)
+
+    def on_train_epoch_start(self) -> None:
+        self.tokenizer.eval()
+
+    def configure_optimizers(self) -> Any:
+        decay, no_decay = [], []
+        linear_weights = {
+            id(m.weight) for m in self.generator.modules() if isinstance(m, nn.Linear)
+        }
+        for parameter in self.generator.parameters():
+            if parameter.requires_grad:
+                (decay if id(parameter) in linear_weights else no_decay).append(parameter)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+        )
+        total = self.hparams.total_steps
+        if total is None:
+            total = int(self.trainer.estimated_stepping_batches)
+        scheduler = WarmupCosineLR(
+            optimizer,
+            warmup_steps=self.hparams.warmup_steps,
+            total_steps=max(total, 1),
+            min_lr_ratio=self.hparams.min_lr_ratio,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ------------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def encode_condition(self, video: Tensor) -> Tensor:
+        """Codes of the frame-prediction condition of real clips.
+
+        The first `condition_frames` frames, the last one repeated to the clip length, are
+        encoded by the frozen tokenizer without dropping (argmax codes; GENERATOR.md "Frame
+        prediction").
+
+        Args:
+            video: `(B, C, T, H, W)` in [0, 1], T = the tokenizer's clip length.
+
+        Returns:
+            Long `(B, K, M)`.
+        """
+        frames = video[:, :, : self.condition_frames]
+        missing = video.shape[2] - frames.shape[2]
+        condition = torch.cat([frames, frames[:, :, -1:].expand(-1, -1, missing, -1, -1)], 2)
+        codes = self.tokenizer.encode(condition).codes
+        return codes.view(
+            video.shape[0], self.generator.num_blocks, self.generator.tokens_per_block
+        )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        label: Tensor,
+        budget_level: Tensor,
+        *,
+        condition_codes: Tensor | None = None,
+        total_tokens: Tensor | None = None,
+        budget_rule: BudgetRule = "exact",
+        grid: bool = False,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        cfg_scale: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> SampleOutput:
+        """Samples clips' codes and lengths (see `adaptok.nn.sampling.sample`).
+
+        Args:
+            label: Long `(B,)` classes (ignored, i.e. null, for frame prediction).
+            budget_level: Long `(B,)` budget levels.
+            condition_codes: Frame prediction: `(B, K, M)` from `encode_condition`.
+            total_tokens: Exact/at-most budget per clip (all K blocks); None: free lengths.
+            budget_rule: "exact" or "at_most".
+            grid: Close blocks only at `candidate_lengths`.
+            temperature: None: the module's default. Likewise `top_k`, `top_p`, `cfg_scale`.
+            top_k: Top-k filter.
+            top_p: Nucleus filter.
+            cfg_scale: Classifier-free guidance scale.
+            use_cache: Use the KV cache.
+            generator: Random source.
+
+        Returns:
+            `SampleOutput`: codes `(B, K, M)`, lengths `(B, K)`.
+        """
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return sample(
+                self.generator,
+                self._labels(torch.as_tensor(label, device=self.device).long()),
+                torch.as_tensor(budget_level, device=self.device).long(),
+                condition_codes=condition_codes,
+                temperature=self.hparams.temperature if temperature is None else temperature,
+                top_k=self.hparams.top_k if top_k is None else top_k,
+                top_p=self.hparams.top_p if top_p is None else top_p,
+                cfg_scale=self.hparams.cfg_scale if cfg_scale is None else cfg_scale,
+                candidate_lengths=self.candidate_lengths,
+                grid=grid,
+                total_tokens=total_tokens,
+                budget_rule=budget_rule,
+                use_cache=use_cache,
+                generator=generator,
+            )
+        finally:
+            self.generator.train(was_training)
+
+    @torch.no_grad()
+    def decode(self, output: SampleOutput) -> Tensor:
+        """Videos `(B, C, T, H, W)` in [0, 1] (clamped) of sampled codes and lengths."""
+        self.tokenizer.eval()
+        video = self.tokenizer.decode(output.codes.flatten(1), output.lengths)
+        return video.float().clamp(0.0, 1.0)
