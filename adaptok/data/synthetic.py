@@ -18,15 +18,18 @@ import numpy as np
 from adaptok.data.writer import ClipTask, RawClip
 
 __all__ = [
+    "CALM_SCENE_PROBABILITY",
     "COMPLEXITY_CLASSES",
     "COMPLEXITY_THRESHOLDS",
     "MAX_OBJECTS",
+    "MAX_TEXTURE_CYCLES",
     "SyntheticClip",
     "SyntheticSegment",
     "complexity_label",
     "frame_complexity",
     "generate_clip",
     "max_motion_speed",
+    "periodic_texture",
     "read_synthetic_clip",
     "synthetic_tasks",
 ]
@@ -37,7 +40,7 @@ MAX_OBJECTS = 4
 COMPLEXITY_CLASSES = ("calm", "moderate", "busy", "hectic")
 """Class names of the four clip-level complexity buckets (label = bucket index)."""
 
-COMPLEXITY_THRESHOLDS = (0.3, 0.4, 0.5)
+COMPLEXITY_THRESHOLDS = (0.22, 0.37, 0.5)
 """Mean-complexity bucket edges (about the quartiles over seeds, so classes are balanced)."""
 
 DEFAULT_SIZE = 64
@@ -45,7 +48,16 @@ DEFAULT_SIZE = 64
 
 _MIN_SCENE_FRAMES = 4
 _MIN_SEGMENT_FRAMES = 3
-_STATIC_PROBABILITY = 0.3
+_STATIC_PROBABILITY = 0.25
+CALM_SCENE_PROBABILITY = 0.35
+"""Share of scenes drawn *calm*: flat background, at most one object, never moving. Calm and
+busy scenes side by side (within a clip and across clips) are what content-adaptive token
+allocation exploits: a calm block needs a token or two, a busy one all of them."""
+
+MAX_TEXTURE_CYCLES = 5
+"""Most sine cycles of a background texture across the frame (texture level 1). Low enough
+that a small tokenizer can learn to reproduce the pattern, so texture costs tokens instead
+of being noise no token count can recover."""
 
 
 @dataclass(frozen=True)
@@ -137,37 +149,51 @@ def _split(rng: np.random.Generator, start: int, end: int, parts: int, min_len: 
 def _draw_segments(
     rng: np.random.Generator, num_frames: int, max_speed: float
 ) -> tuple[list[SyntheticSegment], list[int]]:
-    cuts = _split(rng, 0, num_frames, int(rng.integers(1, 4)), _MIN_SCENE_FRAMES)
+    cuts = _split(rng, 0, num_frames, int(rng.integers(1, 5)), _MIN_SCENE_FRAMES)
     scene_bounds = list(zip([0, *cuts], [*cuts, num_frames]))
     segments: list[SyntheticSegment] = []
     for scene, (scene_start, scene_end) in enumerate(scene_bounds):
-        texture = 0.0 if rng.random() < 0.2 else round(float(rng.uniform(0.05, 1.0)), 3)
-        num_objects = int(rng.integers(0, MAX_OBJECTS + 1))
+        calm = rng.random() < CALM_SCENE_PROBABILITY
+        if calm:
+            texture, num_objects = 0.0, int(rng.integers(0, 2))
+        else:
+            texture = round(float(rng.uniform(0.2, 1.0)), 3)
+            num_objects = int(rng.integers(1, MAX_OBJECTS + 1))
         inner = _split(rng, scene_start, scene_end, int(rng.integers(1, 4)), _MIN_SEGMENT_FRAMES)
         for start, end in zip([scene_start, *inner], [*inner, scene_end]):
-            moving = rng.random() >= _STATIC_PROBABILITY
+            moving = not calm and rng.random() >= _STATIC_PROBABILITY
             speed = round(float(rng.uniform(0.05, 1.0)) * max_speed, 3) if moving else 0.0
             segments.append(SyntheticSegment(start, end, scene, speed, num_objects, texture))
     return segments, cuts
 
 
-def _periodic_texture(
-    rng: np.random.Generator, height: int, width: int, level: float
-) -> np.ndarray:
-    """Background in [0, 1], shape ``(H, W, 3)``, periodic in both axes (so it can be rolled)."""
+def periodic_texture(rng: np.random.Generator, height: int, width: int, level: float) -> np.ndarray:
+    """Background in [0, 1], shape ``(H, W, 3)``, periodic in both axes (so it can be rolled).
+
+    A sum of six sinusoidal gratings with up to ``1 + level * (MAX_TEXTURE_CYCLES - 1)``
+    cycles across the frame and an amplitude growing with ``level``; no pixel noise.
+
+    Args:
+        rng: Random generator (draws the colour, frequencies, phases and tint).
+        height: ``H``.
+        width: ``W``.
+        level: Texture level in [0, 1]; 0 gives a flat colour.
+
+    Returns:
+        ``float64`` array ``(H, W, 3)`` in [0, 1].
+    """
     base = rng.uniform(0.15, 0.85, size=3)
     if level == 0.0:
         return np.broadcast_to(base, (height, width, 3)).copy()
     yy, xx = np.mgrid[0:height, 0:width]
     pattern = np.zeros((height, width))
-    max_cycles = 1 + int(level * min(height, width) / 4)
+    max_cycles = 1 + int(round(level * (MAX_TEXTURE_CYCLES - 1)))
     for _ in range(6):
         fy, fx = rng.integers(0, max_cycles + 1, size=2)
         phase = rng.uniform(0, 2 * np.pi)
         pattern += np.sin(2 * np.pi * (fy * yy / height + fx * xx / width) + phase)
-    pattern = pattern / 6 + level * rng.uniform(-1.0, 1.0, size=(height, width))
     tint = rng.uniform(-1.0, 1.0, size=3)
-    texture = base + 0.35 * level * pattern[..., None] * (0.6 + 0.4 * tint)
+    texture = base + 0.5 * level * (pattern / 3)[..., None] * (0.6 + 0.4 * tint)
     return np.clip(texture, 0.0, 1.0)
 
 
@@ -178,7 +204,7 @@ class _SceneRenderer:
         self, rng: np.random.Generator, height: int, width: int, texture: float, objects: int
     ) -> None:
         self.height, self.width, self.texture = height, width, texture
-        self.background = _periodic_texture(rng, height, width, texture)
+        self.background = periodic_texture(rng, height, width, texture)
         angle = rng.uniform(0, 2 * np.pi)
         self.pan_direction = np.array([np.sin(angle), np.cos(angle)])
         self.pan_offset = np.zeros(2)
@@ -195,7 +221,7 @@ class _SceneRenderer:
                     "direction": np.array([np.sin(angle), np.cos(angle)]),
                     "speed_factor": rng.uniform(0.6, 1.6),
                     "color": rng.uniform(0.0, 1.0, size=3),
-                    "stripe_period": rng.uniform(2.5, 8.0),
+                    "stripe_period": rng.uniform(0.12, 0.3) * short,
                 }
             )
 
@@ -296,38 +322,73 @@ def read_synthetic_clip(seed: int, num_frames: int, size: int | None) -> RawClip
     return RawClip(frames=clip.frames, fps=clip.metadata["fps"], metadata=clip.metadata)
 
 
-def synthetic_tasks(
-    num_clips: int, seed: int, num_frames: int = 32, val_fraction: float = 0.25
-) -> list[ClipTask]:
-    """Writer tasks for ``num_clips`` clips; an evenly spread ``val_fraction`` goes to ``val``.
+_TEST_STREAM = 1
+"""``SeedSequence`` spawn key of the test clips' seeds (train/val clips use none)."""
 
-    Clip ``i`` uses a seed derived from ``(seed, i)``; its label and class name (complexity
-    bucket) come from the generated metadata.
+
+def _clip_seed(seed: int, index: int, stream: int | None) -> int:
+    """32-bit seed of clip ``index`` of the set ``seed`` in the train/val (None) or test stream."""
+    spawn_key = () if stream is None else (stream,)
+    return int(np.random.SeedSequence([seed, index], spawn_key=spawn_key).generate_state(1)[0])
+
+
+def synthetic_tasks(
+    num_clips: int,
+    seed: int,
+    num_frames: int = 32,
+    val_fraction: float = 0.25,
+    test_clips: int = 0,
+) -> list[ClipTask]:
+    """Writer tasks: ``num_clips`` train/val clips and ``test_clips`` held-out test clips.
+
+    Train/val clip ``i`` uses a seed derived from ``(seed, i)``; an evenly spread
+    ``val_fraction`` of them goes to ``val``. Test clips come from an independent seed
+    stream (``(seed, j)`` with its own spawn key), and any test seed that equals a train/val
+    seed is passed over, so no test clip shares a seed, a key or a source with a train/val
+    clip. Labels and class names (complexity buckets) come from the generated metadata.
 
     Args:
-        num_clips: Number of clips.
+        num_clips: Number of train/val clips.
         seed: Base seed of the whole set.
         num_frames: Frames per clip.
-        val_fraction: Share of clips in ``val`` (clip ``i`` is val when
+        val_fraction: Share of train/val clips in ``val`` (clip ``i`` is val when
             ``floor((i + 1) * f) > floor(i * f)``).
+        test_clips: Number of held-out ``test`` clips (the demo writes a third of ``num_clips``).
 
     Returns:
-        Tasks with keys ``synthetic_<seed>_<i:06d>``.
+        Tasks with keys ``synthetic_<seed>_<i:06d>`` (train/val) and
+        ``synthetic_<seed>_test_<j:06d>`` (test); sources ``synthetic:seed=<clip seed>``.
+
+    Raises:
+        ValueError: ``val_fraction`` outside [0, 1) or a negative count.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    tasks = []
-    for i in range(num_clips):
-        clip_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        is_val = int((i + 1) * val_fraction) > int(i * val_fraction)
-        tasks.append(
-            ClipTask(
-                key=f"synthetic_{seed}_{i:06d}",
-                split="val" if is_val else "train",
-                label=-1,
-                class_name="",
-                source=f"synthetic:seed={clip_seed}",
-                read=partial(read_synthetic_clip, clip_seed, num_frames),
-            )
+    if num_clips < 0 or test_clips < 0:
+        raise ValueError(f"clip counts must be >= 0, got {num_clips} and {test_clips}")
+
+    def task(key: str, split: str, clip_seed: int) -> ClipTask:
+        return ClipTask(
+            key=key,
+            split=split,
+            label=-1,
+            class_name="",
+            source=f"synthetic:seed={clip_seed}",
+            read=partial(read_synthetic_clip, clip_seed, num_frames),
         )
+
+    tasks = []
+    used: set[int] = set()
+    for i in range(num_clips):
+        clip_seed = _clip_seed(seed, i, None)
+        used.add(clip_seed)
+        is_val = int((i + 1) * val_fraction) > int(i * val_fraction)
+        tasks.append(task(f"synthetic_{seed}_{i:06d}", "val" if is_val else "train", clip_seed))
+    index = 0
+    for j in range(test_clips):
+        while (clip_seed := _clip_seed(seed, index, _TEST_STREAM)) in used:
+            index += 1
+        used.add(clip_seed)
+        index += 1
+        tasks.append(task(f"synthetic_{seed}_test_{j:06d}", "test", clip_seed))
     return tasks

@@ -11,11 +11,13 @@ from scipy.stats import spearmanr
 from adaptok.data.synthetic import (
     COMPLEXITY_CLASSES,
     MAX_OBJECTS,
+    MAX_TEXTURE_CYCLES,
     SyntheticSegment,
     complexity_label,
     frame_complexity,
     generate_clip,
     max_motion_speed,
+    periodic_texture,
     synthetic_tasks,
 )
 
@@ -109,3 +111,42 @@ def test_tasks_split_and_seed_deterministically() -> None:
     )
     assert first.frames.shape == (8, 32, 32, 3)
     assert tasks[0].source != synthetic_tasks(8, seed=2, num_frames=8)[0].source
+
+
+def test_calm_and_busy_scenes() -> None:
+    """Calm scenes are flat, hold at most one object and never move; busy ones are textured."""
+    calm_seen = busy_seen = mixed_clips = 0
+    for seed in range(48):
+        meta = generate_clip(seed, num_frames=32, height=32, width=32).metadata
+        kinds = set()
+        for segment in _segments(meta):
+            calm = segment.texture_level == 0.0
+            kinds.add(calm)
+            if calm:
+                calm_seen += 1
+                assert segment.num_objects <= 1 and segment.motion_speed == 0.0
+            else:
+                busy_seen += 1
+                assert segment.texture_level >= 0.2 and segment.num_objects >= 1
+        mixed_clips += len(kinds) == 2
+    assert calm_seen and busy_seen and mixed_clips >= 12
+
+
+def test_complexity_varies_between_blocks_of_the_first_frames() -> None:
+    """Evaluation reads the first 16 frames: their four 4-frame blocks must differ often."""
+    spreads = []
+    for seed in range(100):
+        scores = np.array(generate_clip(seed, 32, 32, 32).metadata["frame_complexity"][:16])
+        blocks = scores.reshape(4, 4).mean(1)
+        spreads.append(blocks.max() - blocks.min())
+    assert np.mean(np.array(spreads) > 0.2) > 0.3
+
+
+def test_textures_are_band_limited() -> None:
+    """No pixel noise: nearly all texture energy lies at <= MAX_TEXTURE_CYCLES cycles/frame."""
+    for seed in range(6):
+        texture = periodic_texture(np.random.default_rng(seed), 64, 64, 1.0).mean(-1)
+        spectrum = np.abs(np.fft.fft2(texture - texture.mean())) ** 2
+        freq = np.abs(np.fft.fftfreq(64, d=1 / 64))
+        low = (freq[:, None] <= MAX_TEXTURE_CYCLES) & (freq[None, :] <= MAX_TEXTURE_CYCLES)
+        assert spectrum[low].sum() > 0.95 * spectrum.sum()
