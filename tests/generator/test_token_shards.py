@@ -155,6 +155,7 @@ def test_bad_samples_are_counted_skips(tmp_path: Path) -> None:
     zero[2, 1] = 0
     big_code = codes.copy()
     big_code[1, 1] = V
+    sizes_meta = json.loads(token_sample("sizes_w00000", codes, lengths, BUDGETS, V)["json"])
     bad = [
         token_sample("shape_w00000", codes[:, :-1], lengths, BUDGETS, V, tokens_per_block=M),
         token_sample("long_w00000", codes, too_long, BUDGETS, V),
@@ -162,7 +163,8 @@ def test_bad_samples_are_counted_skips(tmp_path: Path) -> None:
         token_sample("code_w00000", big_code, lengths, BUDGETS, V),
         token_sample("budgets_w00000", codes, lengths, (0.2, 0.4, 0.6, 0.8), V),
         token_sample("label_w00000", codes, lengths, BUDGETS, V, label=-1),
-        token_sample("sizes_w00000", codes, lengths, BUDGETS, V, codebook_size=2 * V),
+        {**token_sample("sizes_w00000", codes, lengths, BUDGETS, V),
+         "json": json.dumps({**sizes_meta, "codebook_size": 2 * V}).encode()},
         {**token_sample("nolen_w00000", codes, lengths, BUDGETS, V), "lengths.npy": b"junk"},
         {**token_sample("json_w00000", codes, lengths, BUDGETS, V), "json": b"{not json"},
         {**token_sample("float_w00000", codes, lengths, BUDGETS, V),
