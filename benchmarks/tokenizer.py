@@ -1,38 +1,58 @@
-"""Tokenizer speed and memory: encode / decode clips per second, train-step time, peak memory.
+"""Tokenizer speed: fast paths (blockwise attention, packed decoder, bf16) against the dense
+masked reference, in the same process, interleaved; plus peak memory and the bf16 PSNR cost.
 
 Configurations:
-    demo: 16 x 64 x 64 clips, patch 4x8x8, width 192, depth 4, 64 tokens per block (4 blocks).
-    paper: 16 x 128 x 128 clips, patch 4x8x8, width 768, depth 12, 512 tokens per block.
+    demo: experiments/demo/tokenizer.yaml (16 x 64 x 64, patch 4x8x8, 4 x 32 tokens, width 128,
+        2 + 2 layers, 4 heads, codebook 256 x 8).
+    tiny: 16 x 64 x 64, patch 4x8x8, 4 x 64 tokens, width 256, 4 + 4 layers, 4 heads.
+    S: 16 x 128 x 128, patch 4x8x8, 4 x 512 tokens, width 512, 6 + 6 layers, 8 heads
+        (the paper's S variant, METHOD section 1).
 
-Phases (each run in a fresh process so that its peak memory is its own):
-    encode: `AdapTokTokenizer.encode` in eval mode without grad (all 4 x M tokens).
-    decode: `AdapTokTokenizer.decode` of all tokens, eval mode, without grad.
-    train: one generator step = `forward` (train mode, stochastic VQ, truncated-normal tail
-        drop) + `TokenizerLoss.generator_loss` with L1 and VQ only (no LPIPS, no
-        discriminator, no prior) + backward. No optimiser step.
+Variants (same weights; `attention` and `precision` switched on one model):
+    dense-fp32: the reference (dense masked attention, dropped latents zeroed and masked).
+    blockwise-fp32: block-sparse attention, kept latents only, last layers trimmed.
+    blockwise-bf16: the same under bfloat16 autocast.
+    dense-bf16 (with `--dense-bf16`): the reference under autocast, to separate the gains.
 
-Peak memory: peak resident set size of the process on CPU (includes the torch runtime and
-the weights), `torch.cuda.max_memory_allocated` on CUDA.
+Cases (eval mode without grad, except `train`):
+    encdec_all: `encode` + `decode` of every token.
+    encdec_quarter: `encode` + `decode` of M/4 tokens per block.
+    decode_all, decode_quarter: `decode` alone.
+    train: `forward` in train mode with tail drop (demo: uniform [1, M] as in its config;
+        others: truncated normal mean M/2, std M/4, on [M/16, M]), L1 + VQ loss, backward.
+        The lengths of a round are shared by the variants.
+
+Every round runs each variant once, in turn (after one warm-up call each); the table gives the
+median seconds per call, the ratio to the dense-fp32 median of the same case ("x ref") and,
+for the quarter cases, to the dense-fp32 median at all tokens ("x ref@all"). Peak memory: the
+rise of the process's peak RSS over one call, each variant in a fresh process (CPU; CUDA:
+`max_memory_allocated`).
+
+`--psnr DIR` measures the quality cost of bf16: mean PSNR of the 16-frame clips of the WebDataset
+shards in DIR (two per 32-frame video), reconstructed at all tokens and at M/4, for each variant,
+with the demo configuration; the weights come from `--checkpoint` (a TokenizerModule checkpoint)
+or, without one, from `--train-steps` steps of L1 training on those clips.
 
 Usage:
-    python benchmarks/tokenizer.py [--device cpu] [--configs demo paper] [--batch-sizes 1 8]
-        [--repeats 3] [--threads N] [--paper-batch8]
-
-On a loaded machine `--threads 1` avoids OpenMP threads fighting over busy cores (here it
-made a demo encode 8x faster than 2 threads).
+    python benchmarks/tokenizer.py --configs demo tiny S --threads 1 2 [--batch 1] [--repeats 3]
+    python benchmarks/tokenizer.py --psnr /tmp/h2data [--checkpoint runs/demo/...ckpt]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import multiprocessing
 import resource
+import statistics
+import tarfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from adaptok.losses.tokenizer_loss import TokenizerLoss
 from adaptok.nn import AdapTokTokenizer, TailDropSampler
 
 CONFIGS: dict[str, dict[str, object]] = {
@@ -40,134 +60,297 @@ CONFIGS: dict[str, dict[str, object]] = {
         num_frames=16,
         image_size=64,
         patch_size=(4, 8, 8),
-        tokens_per_block=64,
-        width=192,
-        depth=4,
-        heads=6,
+        tokens_per_block=32,
+        width=128,
+        depth=2,
+        heads=4,
+        codebook_size=256,
+        code_dim=8,
+        query_init_std=1.0,
     ),
-    "paper": {},
+    "tiny": dict(
+        num_frames=16, image_size=64, patch_size=(4, 8, 8), tokens_per_block=64, width=256, depth=4
+    ),
+    "S": dict(
+        num_frames=16,
+        image_size=128,
+        patch_size=(4, 8, 8),
+        tokens_per_block=512,
+        width=512,
+        depth=6,
+        heads=8,
+    ),
 }
-PHASES = ("encode", "decode", "train")
+CONFIGS["tiny"]["heads"] = 4
+VARIANTS = {
+    "dense-fp32": ("dense", "fp32"),
+    "blockwise-fp32": ("blockwise", "fp32"),
+    "blockwise-bf16": ("blockwise", "bf16"),
+    "dense-bf16": ("dense", "bf16"),
+}
+REFERENCE = "dense-fp32"
+CASES = ("encdec_all", "encdec_quarter", "decode_all", "decode_quarter", "train")
 
 
-def _build(config: str, device: torch.device) -> AdapTokTokenizer:
+def build(config: str, device: torch.device) -> AdapTokTokenizer:
+    """The configuration's tokenizer with seed-0 weights and a random (non-zero) output layer."""
     torch.manual_seed(0)
-    return AdapTokTokenizer(**CONFIGS[config]).to(device)  # type: ignore[arg-type]
+    model = AdapTokTokenizer(**CONFIGS[config]).to(device)  # type: ignore[arg-type]
+    torch.nn.init.normal_(model.output.weight, std=0.02)
+    return model
 
 
-def _timed(run: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median seconds of `run` after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def _sampler(config: str, m: int) -> TailDropSampler:
+    if config == "demo":
+        return TailDropSampler("uniform", min_tokens=1, max_tokens=m)
+    return TailDropSampler(mean=m / 2, std=m / 4, min_tokens=max(m // 16, 1), max_tokens=m)
 
 
-def measure(
-    config: str, phase: str, batch: int, repeats: int, device_name: str, threads: int | None
-) -> dict:
-    """Runs one (config, phase, batch) case; returns seconds per call and peak memory."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    device = torch.device(device_name)
-    model = _build(config, device)
-    video = torch.rand(batch, 3, model.num_frames, model.image_size, model.image_size)
-    video = video.to(device)
-    m = model.tokens_per_block
-    full = torch.full((batch, model.num_blocks), m, dtype=torch.long, device=device)
-    if phase == "train":
-        model.train()
-        sampler = TailDropSampler(mean=m / 2, std=m / 4, min_tokens=max(m // 16, 1), max_tokens=m)
-        loss = TokenizerLoss(perceptual=None, discriminator=None)
+def make_case(
+    model: AdapTokTokenizer, config: str, case: str, batch: int, device: torch.device
+) -> Callable[[int], object]:
+    """A callable `run(round)` of one case; `round` seeds the train case's lengths."""
+    generator = torch.Generator().manual_seed(0)
+    video = torch.rand(
+        batch, 3, model.num_frames, model.image_size, model.image_size, generator=generator
+    ).to(device)
+    m, k = model.tokens_per_block, model.num_blocks
+    per_block = m if case.endswith("_all") else max(m // 4, 1)
+    lengths = torch.full((batch, k), per_block, dtype=torch.long, device=device)
+    if case == "train":
+        sampler = _sampler(config, m)
 
-        def run() -> object:
-            lengths = sampler.sample(batch, model.num_blocks, device=device)
-            total, _ = loss.generator_loss(video, model(video, lengths), step=0)
-            total.backward()
+        def train(round_: int) -> object:
+            model.train()
+            draw = sampler.sample(batch, k, torch.Generator().manual_seed(round_), device)
+            out = model(video, draw)
+            loss = (out.recon - video).abs().mean() + out.vq_loss
+            loss.backward()
             model.zero_grad(set_to_none=True)
-            return total
+            return loss
 
-    else:
+        return train
+    model.eval()
+    with torch.no_grad():
+        codes = model.encode(video).codes
+
+    @torch.no_grad()
+    def infer(round_: int) -> object:
         model.eval()
-        with torch.no_grad():
-            codes = model.encode(video).codes
+        if case.startswith("encdec"):
+            return model.decode(model.encode(video).codes, lengths)
+        return model.decode(codes, lengths)
 
-        @torch.no_grad()
-        def run() -> object:
-            return model.encode(video) if phase == "encode" else model.decode(codes, full)
+    return infer
 
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_case(
+    model: AdapTokTokenizer,
+    config: str,
+    case: str,
+    batch: int,
+    variants: list[str],
+    repeats: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Median seconds per call of each variant, rounds interleaved."""
+    run = make_case(model, config, case, batch, device)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(repeats + 1):
+        for name in variants:
+            model.attention, model.precision = VARIANTS[name]
+            _sync(device)
+            start = time.perf_counter()
+            run(round_)
+            _sync(device)
+            if round_ > 0:  # round 0 warms up
+                times[name].append(time.perf_counter() - start)
+    model.attention, model.precision = "blockwise", "fp32"
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def peak_memory(config: str, case: str, batch: int, variant: str, device_name: str) -> float:
+    """MiB the peak memory rises during one call (run in a fresh process)."""
+    torch.set_num_threads(1)
+    device = torch.device(device_name)
+    model = build(config, device)
+    model.attention, model.precision = VARIANTS[variant]
+    run = make_case(model, config, case, batch, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = _timed(run, repeats, device)
-    if device.type == "cuda":
-        peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
+        base = torch.cuda.memory_allocated(device)
+        run(1)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run(1)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    """Prints the speed table for every thread count, then the memory table."""
+    device = torch.device(args.device)
+    variants = [name for name in VARIANTS if name != "dense-bf16" or args.dense_bf16]
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        print(
+            f"\n## threads={threads} device={device} batch={args.batch} "
+            f"median of {args.repeats} interleaved rounds\n"
+        )
+        print("| config | case | variant | s/call | x ref | x ref@all |")
+        print("|---|---|---|---|---|---|")
+        for config in args.configs:
+            model = build(config, device)
+            medians: dict[str, dict[str, float]] = {}
+            for case in args.cases:
+                medians[case] = time_case(
+                    model, config, case, args.batch, variants, args.repeats, device
+                )
+                all_case = case.replace("_quarter", "_all")
+                for name, seconds in medians[case].items():
+                    ratio = medians[case][REFERENCE] / seconds
+                    at_all = ""
+                    if case.endswith("_quarter") and all_case in medians:
+                        at_all = f"{medians[all_case][REFERENCE] / seconds:.2f}"
+                    print(
+                        f"| {config} | {case} | {name} | {seconds:.4f} | {ratio:.2f} | {at_all} |",
+                        flush=True,
+                    )
+    if args.no_memory:
+        return
+    print(f"\n## peak memory rise during one call, MiB (batch {args.batch})\n")
+    print("| config | case | " + " | ".join(variants) + " |")
+    print("|---|---|" + "---|" * len(variants))
+    context = multiprocessing.get_context("spawn")
+    for config in args.configs:
+        for case in args.cases:
+            cells = []
+            for name in variants:
+                with context.Pool(1) as pool:
+                    mib = pool.apply(peak_memory, (config, case, args.batch, name, args.device))
+                cells.append(f"{mib:.0f}")
+            print(f"| {config} | {case} | " + " | ".join(cells) + " |", flush=True)
+
+
+# ------------------------------------------------------------------------------ bf16 quality
+def load_clips(directory: Path, num_frames: int) -> torch.Tensor:
+    """Every `num_frames`-frame window (no overlap) of the videos in DIR's *.tar shards.
+
+    Returns:
+        float `(N, 3, num_frames, H, W)` in [0, 1].
+    """
+    from adaptok.data.video_io import decode_video
+
+    clips = []
+    for shard in sorted(directory.glob("*.tar")):
+        with tarfile.open(shard) as archive:
+            for member in archive.getmembers():
+                if not member.name.endswith(".mp4"):
+                    continue
+                data = archive.extractfile(member)
+                if data is None:
+                    continue
+                frames = decode_video(io.BytesIO(data.read()).getvalue())
+                video = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255
+                for start in range(0, video.shape[1] - num_frames + 1, num_frames):
+                    clips.append(video[:, start : start + num_frames])
+    if not clips:
+        raise ValueError(f"no .mp4 samples in the .tar shards of {directory}")
+    return torch.stack(clips)
+
+
+def _checkpoint_tokenizer(path: Path) -> AdapTokTokenizer:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = {
+        key.removeprefix("tokenizer."): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("tokenizer.")
+    }
+    model = AdapTokTokenizer(**CONFIGS["demo"])  # type: ignore[arg-type]
+    model.load_state_dict(state)
+    return model
+
+
+def _trained_tokenizer(clips: torch.Tensor, steps: int) -> AdapTokTokenizer:
+    """Demo-config tokenizer after `steps` Adam steps of L1 + 0.01 VQ with uniform tail drop."""
+    model = build("demo", torch.device("cpu")).train()
+    torch.nn.init.zeros_(model.output.weight)
+    sampler = _sampler("demo", model.tokens_per_block)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        index = torch.randint(0, clips.shape[0], (8,), generator=generator)
+        batch = clips[index]
+        out = model(batch, sampler.sample(8, model.num_blocks, generator))
+        loss = (out.recon - batch).abs().mean() + 0.01 * out.vq_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def psnr(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-clip PSNR in dB of `(N, C, T, H, W)` videos in [0, 1] (recon clamped)."""
+    mse = F.mse_loss(recon.clamp(0, 1), target, reduction="none").flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+def quality(args: argparse.Namespace) -> None:
+    """Prints the PSNR of every variant at all tokens and at a quarter, and its change."""
+    torch.set_num_threads(args.threads[0])
+    clips = load_clips(Path(args.psnr), 16)
+    if args.checkpoint:
+        model, source = _checkpoint_tokenizer(Path(args.checkpoint)).eval(), args.checkpoint
     else:
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mib": peak_mib}
-
-
-def _parameter_counts() -> dict[str, tuple[float, float]]:
-    """(without prior, with a 12-layer width-384 prior) in millions, built on the meta device."""
-    counts = {}
-    for name, config in CONFIGS.items():
-        with torch.device("meta"):
-            model = AdapTokTokenizer(**config, prior_depth=12)  # type: ignore[arg-type]
-        counts[name] = (model.parameter_count(False) / 1e6, model.parameter_count() / 1e6)
-    return counts
+        model = _trained_tokenizer(clips, args.train_steps)
+        source = f"demo config trained {args.train_steps} steps on these clips"
+    print(
+        f"\n## bf16 quality: {clips.shape[0]} clips of {tuple(clips.shape[1:])} from "
+        f"{args.psnr}; weights: {source}\n"
+    )
+    print("| tokens/block | variant | PSNR dB | change vs dense-fp32 dB | codes equal |")
+    print("|---|---|---|---|---|")
+    m = model.tokens_per_block
+    for per_block in (m, m // 4):
+        lengths = torch.full((clips.shape[0], model.num_blocks), per_block, dtype=torch.long)
+        results = {}
+        for name in ("dense-fp32", "blockwise-fp32", "blockwise-bf16", "dense-bf16"):
+            model.attention, model.precision = VARIANTS[name]
+            with torch.no_grad():
+                codes = model.encode(clips).codes
+                results[name] = (codes, psnr(model.decode(codes, lengths), clips))
+        ref_codes, ref_psnr = results[REFERENCE]
+        for name, (codes, values) in results.items():
+            same = (codes == ref_codes).float().mean().item()
+            change = (values - ref_psnr).mean().item()
+            print(
+                f"| {per_block} | {name} | {values.mean():.3f} | {change:+.4f} | "
+                f"{100 * same:.1f}% |"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls after a warm-up")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
-    parser.add_argument(
-        "--paper-batch8",
-        action="store_true",
-        help="also run the paper config at batch > 1 on CPU (minutes per phase)",
-    )
+    parser.add_argument("--configs", nargs="+", default=["demo", "tiny"], choices=list(CONFIGS))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after a warm-up")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--dense-bf16", action="store_true", help="also time dense-bf16")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument("--psnr", default=None, help="shard folder: measure the bf16 PSNR cost")
+    parser.add_argument("--checkpoint", default=None, help="TokenizerModule checkpoint (demo)")
+    parser.add_argument("--train-steps", type=int, default=300)
     args = parser.parse_args()
-
-    print("Parameters (M): config | without prior | with prior (12 x 384)")
-    for name, (without, with_prior) in _parameter_counts().items():
-        print(f"  {name:6s} | {without:8.2f} | {with_prior:8.2f}")
-    threads = args.threads or torch.get_num_threads()
-    print(f"\ndevice={args.device} threads={threads} repeats={args.repeats} (paper on CPU: 1)")
-    print("| config | batch | phase | s/call | clips/s | peak MiB |")
-    print("|---|---|---|---|---|---|")
-    context = multiprocessing.get_context("spawn")
-    skipped = []
-    for config in args.configs:
-        for batch in args.batch_sizes:
-            if config == "paper" and batch > 1 and args.device == "cpu" and not args.paper_batch8:
-                skipped.append(f"paper batch {batch}")
-                continue
-            for phase in args.phases:
-                repeats = 1 if config == "paper" and args.device == "cpu" else args.repeats
-                with context.Pool(1) as pool:
-                    result = pool.apply(
-                        measure, (config, phase, batch, repeats, args.device, args.threads)
-                    )
-                seconds = result["seconds"]
-                print(
-                    f"| {config} | {batch} | {phase} | {seconds:.3f} | {batch / seconds:.2f} "
-                    f"| {result['peak_mib']:.0f} |",
-                    flush=True,
-                )
-    if skipped:
-        print(f"\nskipped on CPU (pass --paper-batch8): {', '.join(skipped)}")
+    if args.psnr:
+        quality(args)
+    else:
+        benchmark(args)
 
 
 if __name__ == "__main__":

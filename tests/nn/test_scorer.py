@@ -65,3 +65,53 @@ def test_wrong_shapes_are_refused(scorer: BlockCausalScorer) -> None:
         scorer(latents[:, :16], quantized[:, :16])
     with pytest.raises(ValueError, match="must divide"):
         BlockCausalScorer(token_width=8, tokens_per_block=10, num_candidates=4)
+
+
+@pytest.mark.parametrize(
+    "context",
+    [None, torch.tensor([[3, 8, 8], [3, 8, 8]]), torch.tensor([[1, 0, 8], [8, 5, 2]])],
+    ids=["all", "shared", "per-sample"],
+)
+def test_blockwise_equals_dense(scorer: BlockCausalScorer, context: torch.Tensor | None) -> None:
+    latents, quantized = _inputs()
+    scores = {}
+    for attention in ("dense", "blockwise"):
+        scorer.attention = attention
+        scores[attention] = scorer(latents, quantized, context)
+    scorer.attention = "blockwise"
+    torch.testing.assert_close(scores["blockwise"], scores["dense"], atol=1e-5, rtol=0)
+
+
+def test_blockwise_gradients_equal_dense(scorer: BlockCausalScorer) -> None:
+    latents, quantized = _inputs()
+    context = torch.tensor([[2, 8, 4], [8, 1, 8]])
+    grads = {}
+    for attention in ("dense", "blockwise"):
+        scorer.zero_grad(set_to_none=True)
+        scorer.attention = attention
+        scorer(latents, quantized, context).square().sum().backward()
+        grads[attention] = {n: p.grad.clone() for n, p in scorer.named_parameters()}
+    scorer.attention = "blockwise"
+    for name, grad in grads["dense"].items():
+        torch.testing.assert_close(grads["blockwise"][name], grad, atol=1e-5, rtol=0, msg=name)
+
+
+def test_bf16_scores_stay_close(scorer: BlockCausalScorer) -> None:
+    """bf16 autocast: float32 scores within 0.05 of fp32 (scores are O(1) here)."""
+    latents, quantized = _inputs()
+    reference = scorer(latents, quantized)
+    scorer.precision = "bf16"
+    try:
+        low = scorer(latents, quantized)
+    finally:
+        scorer.precision = "fp32"
+    assert low.dtype == torch.float32
+    assert (low - reference).abs().max() < 0.05 and not torch.equal(low, reference)
+
+
+def test_bad_context_lengths_are_refused(scorer: BlockCausalScorer) -> None:
+    latents, quantized = _inputs()
+    with pytest.raises(ValueError, match="context_lengths must lie"):
+        scorer(latents, quantized, torch.tensor([[9, 8, 8], [8, 8, 8]]))
+    with pytest.raises(ValueError, match="integer context_lengths"):
+        scorer(latents, quantized, torch.ones(2, 2, dtype=torch.long))

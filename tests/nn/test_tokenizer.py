@@ -260,3 +260,126 @@ def test_reconstruction_improves_with_more_tokens() -> None:
     # One token is clearly worse than more; more never hurts (beyond noise).
     assert all(error < errors[0] - 0.005 for error in errors[1:]), errors
     assert all(b < a + 0.002 for a, b in zip(errors, errors[1:])), errors
+
+
+# ------------------------------------------------------- fast paths against the dense oracle
+def _lengths(seed: int, batch: int = 4) -> Tensor:
+    """Random lengths with 1 and M present."""
+    lengths = torch.randint(1, M + 1, (batch, 3), generator=torch.Generator().manual_seed(seed))
+    lengths[0, 0], lengths[-1, -1] = 1, M
+    return lengths
+
+
+def _both(model: AdapTokTokenizer, run: object) -> tuple[object, object]:
+    """`run()` with the dense reference, then with the blockwise path."""
+    results = []
+    for attention in ("dense", "blockwise"):
+        model.attention = attention
+        results.append(run())  # type: ignore[operator]
+    return results[0], results[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_blockwise_equals_dense_in_eval(tokenizer: AdapTokTokenizer, seed: int) -> None:
+    """Encodes and decodes (mixed lengths: packed path; equal lengths: batched path; all
+    tokens; a 2-block prefix) equal the dense masked reference within 1e-5."""
+    video = _video(seed, batch=4)
+    with torch.no_grad():
+        dense, fast = _both(tokenizer, lambda: tokenizer.encode(video))
+        torch.testing.assert_close(fast.latents, dense.latents, atol=1e-5, rtol=0)
+        assert torch.equal(fast.codes, dense.codes)
+        for lengths in (_lengths(seed), torch.full((4, 3), 5), torch.full((4, 3), M)):
+            a, b = _both(tokenizer, lambda n=lengths: tokenizer.decode(dense.codes, n))
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+        prefix = _lengths(seed)[:, :2]
+        a, b = _both(tokenizer, lambda: tokenizer.decode(dense.codes[:, : 2 * M], prefix))
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_blockwise_train_step_equals_dense(seed: int) -> None:
+    """The training forward with tail drop gives the same reconstruction, losses and
+    gradients (every parameter) on both paths; the stochastic VQ draws the same codes under
+    the same seed."""
+    model = _tokenizer(prior_depth=1, prior_width=16, prior_heads=2).train()
+    torch.nn.init.normal_(model.output.weight, std=0.5)
+    video = _video(seed, batch=4)
+    lengths = _lengths(seed)
+
+    def step() -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(seed)
+        out = model(video, lengths)
+        assert out.prior_loss is not None
+        loss = (out.recon - video).abs().mean() + out.vq_loss + out.prior_loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out.recon.detach(), out.codes, grads
+
+    (recon_a, codes_a, grads_a), (recon_b, codes_b, grads_b) = _both(model, step)
+    assert torch.equal(codes_a, codes_b)
+    torch.testing.assert_close(recon_b, recon_a, atol=1e-5, rtol=0)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) == len(list(model.parameters()))
+    for name, grad in grads_a.items():
+        scale = grad.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(grads_b[name], grad, atol=1e-5 * scale, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("attention", ["dense", "blockwise"])
+def test_streaming_equals_full_encode_on_both_paths(attention: str) -> None:
+    model = _tokenizer(attention=attention).eval()
+    video = _video(seed=5)
+    with torch.no_grad():
+        full = model.encode(video)
+    parts = list(model.encode_stream(_block(video, b) for b in range(3)))
+    assert torch.equal(torch.cat([p.codes for p in parts], 1), full.codes)
+    streamed = torch.cat([p.latents for p in parts], 1)
+    torch.testing.assert_close(streamed, full.latents, atol=1e-5, rtol=0)
+
+
+def test_stochastic_depth_training_falls_back_to_dense_decoder() -> None:
+    """With drop_path in training, mixed lengths cannot share a packed row (DropPath drops per
+    row); the decoder then runs the dense path, and its drops still differ per sample."""
+    model = _tokenizer(drop_path=0.5).train()
+    assert not model._use_blockwise_decoder(_lengths(0))
+    assert model._use_blockwise_decoder(torch.full((4, 3), 7))
+    out = model(_video(batch=4), _lengths(0))
+    assert out.recon.shape == (4, 3, 12, 32, 32)
+    assert model.eval()._use_blockwise_decoder(_lengths(0))
+
+
+def test_bf16_stays_close_to_fp32(tokenizer: AdapTokTokenizer) -> None:
+    """bf16 autocast: float32 outputs; decodes of the same codes within 1 % (max) and 0.2 %
+    (mean) of the output's spread around 0.5 of fp32 (this random-weight model outputs about
+    [-3, 3]: bf16 keeps 8 bits of mantissa); encodes choose (almost) the same codes. The
+    quality cost on real clips is measured by `benchmarks/tokenizer.py --psnr`."""
+    video = _video(seed=7, batch=4)
+    lengths = _lengths(7)
+    with torch.no_grad():
+        tokenizer.precision = "fp32"
+        reference = tokenizer.encode(video)
+        decoded = tokenizer.decode(reference.codes, lengths)
+        tokenizer.precision = "bf16"
+        try:
+            low = tokenizer.encode(video)
+            low_decoded = tokenizer.decode(reference.codes, lengths)
+        finally:
+            tokenizer.precision = "fp32"
+    assert low.latents.dtype == low_decoded.dtype == torch.float32
+    assert (low.codes == reference.codes).float().mean() > 0.9
+    spread = (decoded - 0.5).abs().max()
+    assert (low_decoded - decoded).abs().max() < 0.01 * spread
+    assert (low_decoded - decoded).abs().mean() < 0.002 * spread
+    assert not torch.equal(low_decoded, decoded)  # bf16 really ran
+    with pytest.raises(ValueError, match="precision"):
+        _tokenizer(precision="fp16")
+    with pytest.raises(ValueError, match="attention"):
+        _tokenizer(attention="flash")
+
+
+def test_state_dict_is_shared_by_both_paths() -> None:
+    """Checkpoints of either path (and of earlier versions: same keys) load into the other."""
+    dense = _tokenizer(attention="dense")
+    fast = _tokenizer(attention="blockwise", precision="bf16")
+    assert dense.state_dict().keys() == fast.state_dict().keys()
+    fast.load_state_dict(dense.state_dict())
