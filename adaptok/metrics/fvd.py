@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from adaptok.metrics.frame_quality import validate_values
 from adaptok.metrics.i3d import load_i3d
 
 __all__ = [
@@ -49,7 +50,12 @@ def preprocess_for_i3d(videos: Tensor, num_frames: int = FVD_FRAMES) -> Tensor:
 
     Returns:
         (B, 3, num_frames, 224, 224) float32 in [-1, 1].
+
+    Raises:
+        TypeError: ``videos`` is not floating (e.g. uint8 0..255).
+        ValueError: Wrong shape, too few frames, non-finite values or values outside [0, 1].
     """
+    validate_values(videos, "FVD video")
     if videos.ndim != 5 or videos.shape[1] != 3:
         raise ValueError(f"FVD expects RGB videos (B, 3, T, H, W), got {tuple(videos.shape)}")
     b, c, t, h, w = videos.shape
@@ -97,8 +103,17 @@ def frechet_distance(
 
     Returns:
         The distance (>= 0 up to round-off).
+
+    Raises:
+        ValueError: A statistic holds NaN or infinite values (named).
     """
     mu1, cov1, mu2, cov2 = map(_as_float64, (mu1, cov1, mu2, cov2))
+    for name, value in (("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)):
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(
+                f"Frechet distance: {name} holds {int((~torch.isfinite(value)).sum())} "
+                "non-finite value(s); the features (or the videos they came from) were not finite"
+            )
     root1 = _psd_sqrt(cov1)
     cross = torch.linalg.eigvalsh(root1 @ cov2 @ root1).clamp_min(0).sqrt().sum()
     mean_term = (mu1 - mu2).square().sum()
@@ -168,8 +183,16 @@ class FrechetVideoDistance(Metric):
         Args:
             videos: (B, 3, T, H, W) RGB in [0, 1] with T >= 16 (first 16 frames used).
             real: True for reference clips, False for reconstructions / samples.
+
+        Raises:
+            TypeError: ``videos`` is not floating (uint8 0..255 must be divided by 255).
+            ValueError: Wrong shape, non-finite values, values outside [0, 1] (e.g. [-1, 1]
+                video), or non-finite features from the extractor.
         """
+        validate_values(videos, f"FVD {'real' if real else 'generated'} video")
         features = self.features(videos)
+        if not bool(torch.isfinite(features).all()):
+            raise ValueError("FVD: the feature extractor returned non-finite features")
         split = "real" if real else "fake"
         setattr(self, f"{split}_count", getattr(self, f"{split}_count") + features.shape[0])
         setattr(self, f"{split}_sum", getattr(self, f"{split}_sum") + features.sum(dim=0))

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaptok.metrics.frame_quality import validate_values
 from adaptok.metrics.weights import resolve_weights
 
 __all__ = ["LPIPS", "load_lpips"]
@@ -139,7 +140,25 @@ class LPIPS(nn.Module):
 
         Returns:
             (N, 5): the five per-layer terms; their sum is the distance.
+
+        Raises:
+            TypeError: An input is not floating.
+            ValueError: Shapes differ or are not (N, 3, H, W), images are too small, or (under
+                ``torch.no_grad``, i.e. as a metric) an input holds NaN/inf or values outside
+                [-1, 1]. With gradients enabled (a training loss) the values are not checked:
+                reconstructions may overshoot and the loss checks finiteness itself.
         """
+        for name, image in (("x", x), ("y", y)):
+            if not isinstance(image, Tensor) or not image.is_floating_point():
+                validate_values(image, f"LPIPS input {name}", -1.0, 1.0)
+            elif not torch.is_grad_enabled():
+                validate_values(
+                    image,
+                    f"LPIPS input {name}",
+                    -1.0,
+                    1.0,
+                    hint="convert [0, 1] images with 2 * x - 1",
+                )
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(
                 f"LPIPS expects two (N, 3, H, W) tensors of equal shape, got {tuple(x.shape)} "

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, SumMetric
 
-from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video
+from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video, validate_video_pair
 from adaptok.metrics.fvd import Extractor, FrechetVideoDistance
 from adaptok.metrics.i3d import load_i3d
 from adaptok.metrics.lpips import LPIPS, Net
@@ -108,9 +108,15 @@ class VideoQualityMeter(nn.Module):
         """Add a batch of video pairs.
 
         Args:
-            real: (B, C, T, H, W) reference videos in [0, 1].
-            fake: (B, C, T, H, W) reconstructions / samples in [0, 1].
+            real: (B, C, T, H, W) reference videos in [0, 1], floating.
+            fake: (B, C, T, H, W) reconstructions / samples in [0, 1], floating.
+
+        Raises:
+            TypeError: A video is not floating (uint8 0..255 must be divided by 255).
+            ValueError: Shapes differ, NaN/inf values, or values outside [0, 1]; checked on
+                the whole batch before anything is accumulated.
         """
+        validate_video_pair(real, fake)
         if self.max_samples is not None:
             keep = max(self.max_samples - self._seen, 0)
             real, fake = real[:keep], fake[:keep]
