@@ -9,10 +9,14 @@ LightningModules, because ``adaptok/`` stays free of Lightning.
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
+
+from modules.checkpoint_args import with_model_from_checkpoint
+from modules.preflight import check_run, check_settings
 
 __all__ = ["AdapTokCLI", "main", "run_cli"]
 
@@ -21,16 +25,38 @@ class AdapTokCLI(LightningCLI):
     """LightningCLI with the suite's defaults.
 
     Modules own their optimizers (``OptimizerCallable`` init arguments), so automatic optimizer
-    configuration is off; the resolved config is saved next to each run's logs.
+    configuration is off; the resolved config is saved next to each run's logs. Before each
+    stage runs, :mod:`modules.preflight` refuses contradictory settings (and, for ``fit``,
+    unwritable output folders and too little disk) with a message naming the settings.
     """
 
     def before_instantiate_classes(self) -> None:
         torch.set_float32_matmul_precision("high")
 
+    def before_fit(self) -> None:
+        """Start-up checks of a training run (settings, output folders, disk)."""
+        check_run(self.trainer, self.model, self.datamodule)
+
+    def before_validate(self) -> None:
+        """Settings checks of an evaluation run."""
+        check_settings(self.model, self.datamodule)
+
+    def before_test(self) -> None:
+        """Settings checks of an evaluation run."""
+        check_settings(self.model, self.datamodule)
+
+    def before_predict(self) -> None:
+        """Settings checks of a prediction run."""
+        check_settings(self.model, self.datamodule)
+
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
     """Build (and by default run) the CLI on ``args`` (default ``sys.argv[1:]``); returns it."""
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    if args is None:  # LightningCLI reads sys.argv itself (passing it would warn)
+        sys.argv[1:] = with_model_from_checkpoint(sys.argv[1:])
+    else:
+        args = with_model_from_checkpoint(args)
     return AdapTokCLI(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
