@@ -50,13 +50,14 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalises `(..., D)`; returns the input dtype."""
-        y = x.float()
-        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        y = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+        return y.to(x.dtype)
 
 
 class SwiGLU(nn.Module):
     """`w2(dropout(silu(w1 x) * w3 x))` without biases (Shazeer 2020).
+
+    `w1` and `w3` are stored as one `(2 * hidden, D)` matrix `w13` (one matmul per call).
 
     Args:
         width: D.
@@ -66,14 +67,17 @@ class SwiGLU(nn.Module):
 
     def __init__(self, width: int, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.w1 = nn.Linear(width, hidden, bias=False)
-        self.w3 = nn.Linear(width, hidden, bias=False)
+        self.w13 = nn.Linear(width, 2 * hidden, bias=False)
         self.w2 = nn.Linear(hidden, width, bias=False)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """`(..., D) -> (..., D)`."""
-        return self.w2(self.dropout(F.silu(self.w1(x)) * self.w3(x)))
+        gate, value = self.w13(x).chunk(2, dim=-1)
+        hidden = F.silu(gate) * value
+        if self.training:
+            hidden = self.dropout(hidden)
+        return self.w2(hidden)
 
 
 class GeneratorKVCache:
@@ -151,7 +155,8 @@ class _Attention(nn.Module):
                 out = F.scaled_dot_product_attention(
                     q, keys, values, attn_mask=mask, dropout_p=dropout
                 )
-        return self.resid_dropout(self.proj(out.transpose(1, 2).reshape(batch, length, width)))
+        out = self.proj(out.transpose(1, 2).reshape(batch, length, width))
+        return self.resid_dropout(out) if self.training else out
 
 
 class _Block(nn.Module):
@@ -173,7 +178,8 @@ class _Block(nn.Module):
 
     def forward(self, x: Tensor, cache: GeneratorKVCache | None, layer: int) -> Tensor:
         x = x + self.attn(self.norm1(x), cache, layer)
-        return x + self.resid_dropout(self.mlp(self.norm2(x)))
+        mlp = self.mlp(self.norm2(x))
+        return x + (self.resid_dropout(mlp) if self.training else mlp)
 
 
 class ARGenerator(nn.Module):

@@ -196,7 +196,7 @@ def _draw(logits: Tensor, uniform: Tensor, temperature: float) -> Tensor:
     return torch.searchsorted(cdf, value, right=True).squeeze(-1).clamp_max(logits.shape[-1] - 1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample(
     model: ARGenerator,
     label: Tensor,
