@@ -25,6 +25,7 @@ import tarfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,27 @@ class _Skip(Exception):
     """A source video skipped whole, with the reason it is counted under."""
 
 
+@dataclass
+class _DecodedVideo:
+    """The decoded, resized and cropped frames of one source video and its windows to cut.
+
+    Attributes:
+        frames: ``(N, H, W, 3)`` uint8, the frames any remaining window needs.
+        row: Source frame index -> row of ``frames``.
+        starts: First frames of the windows still to produce.
+        source: The source sample's key.
+        label: Class id (-1 when unknown).
+        class_name: Class name ("" when unknown).
+    """
+
+    frames: np.ndarray
+    row: dict[int, int]
+    starts: list[int]
+    source: str
+    label: int
+    class_name: str
+
+
 class VideoWindowsDataset(IterableDataset):
     """Iterates the windows of the videos in ``shards`` (one pass, fixed order).
 
@@ -125,7 +147,12 @@ class VideoWindowsDataset(IterableDataset):
             return mine
         return mine[info.id :: info.num_workers]
 
-    def _windows(self, sample: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _decode(self, sample: dict[str, Any]) -> _DecodedVideo | None:
+        """Decode the frames every remaining window of one source video needs (None: all done).
+
+        Raises:
+            _Skip: missing or corrupt video, bad metadata, too short for one window.
+        """
         video = next((sample[s] for s in VIDEO_SUFFIXES if s in sample), None)
         if video is None:
             raise _Skip("missing video")
@@ -133,7 +160,8 @@ class VideoWindowsDataset(IterableDataset):
             meta = json.loads(sample["json"]) if "json" in sample else {}
             if not isinstance(meta, dict):
                 raise ValueError("metadata is not a JSON object")
-        except (ValueError, UnicodeDecodeError) as error:
+            label, class_name = int(meta.get("label", -1)), str(meta.get("class_name", ""))
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
             raise _Skip("bad metadata") from error
         source = str(sample["__key__"])
         try:
@@ -147,7 +175,7 @@ class VideoWindowsDataset(IterableDataset):
                 raise _Skip("too short")
             starts = [s for s in starts if window_key(source, s) not in self.exclude]
             if not starts:
-                return
+                return None
             offsets = self.frame_stride * np.arange(self.num_frames)
             needed = sorted({int(s + o) for s in starts for o in offsets})
             stored = (int(meta["height"]), int(meta["width"]))
@@ -158,19 +186,27 @@ class VideoWindowsDataset(IterableDataset):
             raise _Skip("corrupt video") from error
         top, left = (height - self.resolution) // 2, (width - self.resolution) // 2
         frames = frames[:, top : top + self.resolution, left : left + self.resolution]
-        row = {frame: i for i, frame in enumerate(needed)}
-        label, class_name = int(meta.get("label", -1)), str(meta.get("class_name", ""))
-        for start in starts:
-            rows = [row[int(start + o)] for o in offsets]
-            clip = np.ascontiguousarray(frames[rows].transpose(3, 0, 1, 2))
-            yield {
-                "video": torch.from_numpy(clip),
-                "key": window_key(source, start),
-                "source_key": source,
-                "label": label,
-                "class_name": class_name,
-                "window_start": int(start),
-            }
+        return _DecodedVideo(
+            frames=frames,
+            row={frame: i for i, frame in enumerate(needed)},
+            starts=starts,
+            source=source,
+            label=label,
+            class_name=class_name,
+        )
+
+    def _window(self, decoded: _DecodedVideo, start: int) -> dict[str, Any]:
+        """The window at ``start``, cut from the decoded frames (a fresh uint8 copy)."""
+        rows = [decoded.row[int(start + self.frame_stride * i)] for i in range(self.num_frames)]
+        clip = np.ascontiguousarray(decoded.frames[rows].transpose(3, 0, 1, 2))
+        return {
+            "video": torch.from_numpy(clip),
+            "key": window_key(decoded.source, start),
+            "source_key": decoded.source,
+            "label": decoded.label,
+            "class_name": decoded.class_name,
+            "window_start": int(start),
+        }
 
     def _count(self, reason: str) -> None:
         self.pending[reason] += 1
@@ -190,14 +226,18 @@ class VideoWindowsDataset(IterableDataset):
         held: dict[str, Any] | None = None
         for sample in samples:
             try:
-                windows = list(self._windows(sample))
+                decoded = self._decode(sample)
             except _Skip as skip:
                 self._count(str(skip))
                 continue
             except Exception as error:  # bad data must never kill a worker
                 self._count(f"unreadable sample ({type(error).__name__})")
                 continue
-            for window in windows:
+            if decoded is None:
+                continue
+            # Windows are cut one at a time: with stride 1 a video has ~T_video of them.
+            for start in decoded.starts:
+                window = self._window(decoded, start)
                 if held is not None:
                     held["skipped"] = self._drain()
                     yield held

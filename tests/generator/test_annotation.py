@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+import webdataset as wds
 from token_helpers import annotate_config, read_annotations
 
+from adaptok.data.video_io import encode_video
 from callbacks.annotation_writer import AnnotationWriter
 from datamodules.video_windows import VideoWindowsDataModule, window_starts
 from modules.annotator import AnnotatorModule
@@ -167,7 +170,38 @@ def test_bad_settings_are_refused(scorer_ckpt: Path) -> None:
     with pytest.raises(ValueError, match="independent of batch-mates"):
         AnnotatorModule(str(scorer_ckpt), allocation="batch")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="infeasible|cannot be met"):
-        AnnotatorModule(str(scorer_ckpt), budgets=[0.1])  # below the shortest candidate
+        AnnotatorModule(str(scorer_ckpt), budgets=[0.125])  # 1 token < the shortest candidate (2)
     data = VideoWindowsDataModule("unused", num_frames=16)
     with pytest.raises(ValueError, match="num_frames=16 but the tokenizer"):
         data.configure_clip(8, 32)
+
+
+def test_bad_videos_are_counted_skips(tmp_path: Path, window_shards: Path) -> None:
+    source = next(iter(wds.DataPipeline(
+        wds.SimpleShardList([str(sorted(window_shards.glob("train-*.tar"))[0])]),
+        wds.tarfile_to_samples(),
+    )))  # fmt: skip
+    short = encode_video(np.zeros((4, 32, 32, 3), dtype=np.uint8), fps=25.0)
+    samples = [
+        {"__key__": "corrupt", "mp4": b"not a video at all", "json": b'{"label": 0}'},
+        {"__key__": "short", "mp4": short, "json": json.dumps({"label": 1}).encode()},
+        {"__key__": "novideo", "json": b"{}"},
+        {"__key__": "badmeta", "mp4": short, "json": b"[1, 2]"},
+        {"__key__": "good", "mp4": source["mp4"], "json": source["json"]},
+    ]
+    shard = tmp_path / "bad-000000.tar"
+    with wds.TarWriter(str(shard)) as sink:
+        for sample in samples:
+            sink.write(sample)
+    data = VideoWindowsDataModule(str(shard), num_frames=8, stride=4, resolution=32)
+    data.num_workers = 0
+    keys = []
+    for batch in data.predict_dataloader():
+        keys += data.on_before_batch_transfer(batch, 0)["key"]
+    assert keys == ["good_w00000", "good_w00004", "good_w00008"]
+    assert dict(data.skip_counts) == {
+        "corrupt video": 1,
+        "too short": 1,
+        "missing video": 1,
+        "bad metadata": 1,
+    }
