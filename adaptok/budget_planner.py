@@ -14,6 +14,7 @@ then solved jointly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -24,10 +25,19 @@ from adaptok.losses.block_quality import BlockQuality, measure_block_costs
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 
-__all__ = ["AllocationPolicy", "TokenBudgetPlanner"]
+__all__ = ["AllocationPolicy", "PlannerMode", "TokenBudgetPlanner", "default_candidates"]
 
 AllocationPolicy = Literal["scorer", "uniform", "oracle"]
 PlannerMode = Literal["batch", "per_clip", "streaming"]
+
+
+def default_candidates(tokens_per_block: int, count: int = 8) -> list[int]:
+    """The paper's candidate grid: ``count`` evenly spaced lengths up to ``tokens_per_block``.
+
+    METHOD 3: the scorer reads every 64th of 512 positions, i.e. ``M/8, 2M/8, ..., M``.
+    """
+    count = min(count, tokens_per_block)
+    return sorted({max(1, round(tokens_per_block * (j + 1) / count)) for j in range(count)})
 
 
 class TokenBudgetPlanner:
@@ -37,8 +47,10 @@ class TokenBudgetPlanner:
         tokenizer: The frozen tokenizer.
         scorer: The trained block-causal scorer (for ``policy='scorer'``).
         quality: Cost of a reconstructed block (for ``policy='oracle'``).
-        mode: ``streaming`` (causal, block by block), ``batch`` (the paper's ILP over the
-            mini-batch) or ``per_clip`` (each clip its own budget).
+        mode: Default allocation mode: ``streaming`` (causal, block by block), ``batch`` (the
+            paper's ILP over the mini-batch) or ``per_clip`` (each clip its own budget).
+        candidates: Candidate lengths; default the scorer's, or without a scorer the paper's
+            grid of 8 (``M/8, 2M/8, ..., M``; METHOD 3), so the oracle runs on its own.
         solver: ``fast`` (exact, vectorised) or ``mip`` (python-mip CBC).
         equality: Spend the budget exactly (the paper) instead of at most.
     """
@@ -51,6 +63,7 @@ class TokenBudgetPlanner:
         mode: PlannerMode = "streaming",
         solver: Literal["fast", "mip"] = "fast",
         equality: bool = True,
+        candidates: Sequence[int] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.scorer = scorer
@@ -58,9 +71,19 @@ class TokenBudgetPlanner:
         self.mode = mode
         self.solver = solver
         self.equality = equality
-        self.candidates = (
-            scorer.candidate_lengths if scorer is not None else [tokenizer.tokens_per_block]
-        )
+        if candidates is None:
+            candidates = (
+                scorer.candidate_lengths
+                if scorer is not None
+                else default_candidates(tokenizer.tokens_per_block)
+            )
+        self.candidates = sorted({int(c) for c in candidates})
+        if not self.candidates or not 1 <= self.candidates[0] <= self.candidates[-1] <= (
+            tokenizer.tokens_per_block
+        ):
+            raise ValueError(
+                f"candidate lengths {list(candidates)} must lie in [1, {tokenizer.tokens_per_block}]"
+            )
         self._streaming: dict[tuple[float, str], StreamingAllocator] = {}
 
     def _streaming_allocator(
@@ -83,6 +106,22 @@ class TokenBudgetPlanner:
         """``(B, K)`` lengths keeping every token."""
         shape = (batch_size, self.tokenizer.num_blocks)
         return torch.full(shape, self.tokenizer.tokens_per_block, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def costs(self, policy: AllocationPolicy, video: Tensor, encoding: TokenizerEncoding) -> Tensor:
+        """``(B, K, J)`` costs of every block at every candidate, earlier blocks at full length.
+
+        ``scorer``: one scorer pass (normalised predicted cost); ``oracle``: ``K`` rounds of
+        ``J`` real decodes, each scored by ``quality`` (lower is better for both).
+        """
+        full = self.full_lengths(video.shape[0], video.device)
+        if policy == "scorer" and self.scorer is not None:
+            return self.scorer(encoding.latents, encoding.quantized, full)
+        per_block = [
+            self._block_costs(policy, video, encoding, full, b)
+            for b in range(self.tokenizer.num_blocks)
+        ]
+        return torch.stack(per_block, dim=1)
 
     def _block_costs(
         self,
@@ -111,6 +150,8 @@ class TokenBudgetPlanner:
         encoding: TokenizerEncoding,
         mean_tokens: float,
         policy: AllocationPolicy = "scorer",
+        mode: PlannerMode | None = None,
+        costs: Tensor | None = None,
     ) -> Tensor:
         """Choose the lengths.
 
@@ -120,6 +161,9 @@ class TokenBudgetPlanner:
             mean_tokens: Target mean tokens per block (e.g. 256 of 512).
             policy: ``scorer`` (IPAL), ``uniform`` (every block ``round(mean_tokens)``) or
                 ``oracle`` (IPAL on measured instead of predicted costs).
+            mode: Overrides the planner's mode for this call.
+            costs: ``(B, K, J)`` from :meth:`costs` for this ``policy``, to reuse across
+                budgets (``batch``/``per_clip`` only: streaming re-scores block by block).
 
         Returns:
             ``(B, K)`` long lengths.
@@ -133,25 +177,21 @@ class TokenBudgetPlanner:
                     f"mean_tokens {mean_tokens} outside [1, {self.tokenizer.tokens_per_block}]"
                 )
             return torch.full((batch, num_blocks), count, dtype=torch.long, device=device)
+        mode = mode or self.mode
         chosen = self.full_lengths(batch, device)
-        if self.mode == "streaming":
+        if mode == "streaming":
             allocator = self._streaming_allocator(mean_tokens, policy)
             for block in range(num_blocks):
                 costs = self._block_costs(policy, video, encoding, chosen, block)
                 chosen[:, block] = torch.as_tensor(allocator.step(costs), device=device)
             return chosen
-        if policy == "scorer" and self.scorer is not None:  # one pass scores every block
-            costs = self.scorer(encoding.latents, encoding.quantized, chosen)
-        else:
-            per_block = [
-                self._block_costs(policy, video, encoding, chosen, b) for b in range(num_blocks)
-            ]
-            costs = torch.stack(per_block, dim=1)
+        if costs is None:
+            costs = self.costs(policy, video, encoding)
         result = allocate(
             costs,
             self.candidates,
             mean_tokens,
-            mode=self.mode,
+            mode=mode,
             solver=self.solver,
             equality=self.equality,
         )

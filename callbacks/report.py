@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["format_value", "write_report"]
+__all__ = ["format_value", "markdown_table", "write_report"]
 
 
 def format_value(value: object) -> str:
@@ -27,12 +27,25 @@ def _columns(rows: Sequence[dict]) -> list[str]:
     return list(columns)
 
 
+def markdown_table(rows: Sequence[dict]) -> str:
+    """A Markdown table of ``rows`` (columns = union of keys; missing cells empty)."""
+    columns = _columns(rows)
+    if not columns:
+        return ""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [format_value(row[c]) if c in row else "" for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(
     directory: str | Path,
     stem: str,
     title: str,
     rows: Sequence[dict],
     notes: Iterable[str] = (),
+    sections: Iterable[str] = (),
 ) -> tuple[Path, Path]:
     """Write ``<directory>/<stem>.md`` (title, table, notes) and ``<directory>/<stem>.csv``.
 
@@ -42,6 +55,7 @@ def write_report(
         title: Markdown heading.
         rows: One dict per table row; columns are the union of keys (missing cells empty).
         notes: Bullet points printed under the table.
+        sections: Raw Markdown lines appended after the notes (more tables, images).
 
     Returns:
         Paths of the Markdown and the CSV file.
@@ -51,14 +65,13 @@ def write_report(
     columns = _columns(rows)
     lines = [f"# {title}", ""]
     if columns:
-        lines.append("| " + " | ".join(columns) + " |")
-        lines.append("|" + "---|" * len(columns))
-        for row in rows:
-            cells = [format_value(row[c]) if c in row else "" for c in columns]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_table(rows))
     notes = list(notes)
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
+    sections = list(sections)
+    if sections:
+        lines += ["", *sections]
     markdown = directory / f"{stem}.md"
     markdown.write_text("\n".join(lines) + "\n")
 

@@ -1,39 +1,50 @@
 """TokenAllocator: rate-distortion of scorer-driven vs uniform vs oracle allocation.
 
-At validation and test epoch ends (the work is done batch by batch, nothing is kept but
-running sums and the chosen lengths), for every configured budget it encodes the clips with
+At validation and test epoch ends (the work is done batch by batch; only running sums, the
+chosen lengths and the cost tables are kept), for every budget and allocation mode it
+encodes the clips with
 
-- ``scorer``: IPAL on the scorer's predicted costs (the method),
-- ``uniform``: every block at the same mean number of tokens,
+- ``scorer``: IPAL on the scorer's predicted costs (the method, METHOD 4),
+- ``uniform``: every block at the same number of tokens (also at every candidate length,
+  which draws the uniform rate-distortion curve that token savings are read from),
 - ``oracle``: IPAL on measured costs (an upper bound for any scorer),
 
-and evaluates all three with ``VideoQualityMeter`` (PSNR, SSIM, LPIPS, FVD). It logs the
-rate-distortion table, plots, the histogram of chosen lengths and a heatmap of tokens per
-block per clip, and, when the shards carry per-frame ``complexity`` (synthetic data), the
-rank correlation between each block's complexity and the tokens it received.
+and evaluates each with ``VideoQualityMeter`` (PSNR, SSIM, LPIPS with the SAME backbone the
+scorer's labels use, FVD). Everything a report shows is gathered across ranks, and only rank 0
+writes ``allocation_report.md/.csv`` and the PNG plots beside them, so an N-rank report equals
+the single-process one.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import matplotlib
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.figure import Figure
 from scipy.stats import spearmanr
+from torch import Tensor
 
+from adaptok.alloc import allocate
 from adaptok.budget_planner import AllocationPolicy, PlannerMode, TokenBudgetPlanner
+from adaptok.distributed import gather_rows
+from adaptok.metrics.allocation_gain import captured_gain, uniform_tokens_to_match
 from adaptok.metrics.meter import VideoQualityMeter
+from callbacks.allocation_plots import (
+    frames_at_budgets_figure,
+    lengths_figure,
+    rate_distortion_figure,
+    scorer_scatter_figure,
+)
 from callbacks.media import log_figure, tensorboard_writer
-from callbacks.report import write_report
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from callbacks.report import markdown_table, write_report
 
 __all__ = ["TokenAllocator"]
 
@@ -41,24 +52,31 @@ log = logging.getLogger(__name__)
 
 Split = Literal["val", "test"]
 POLICIES: tuple[AllocationPolicy, ...] = ("scorer", "uniform", "oracle")
+RowKey = tuple[str, str, float]  # (policy, mode, mean tokens per block); uniform mode is "-"
+_QUALITY = ("psnr", "ssim", "lpips", "fvd", "fvd_unstable", "num_samples")
 
 
 class TokenAllocator(pl.Callback):
-    """Evaluate token allocation policies at several budgets.
+    """Evaluate token allocation policies at several budgets and allocation modes.
 
     The module under test must expose ``tokenizer`` (frozen ``AdapTokTokenizer``), ``scorer``
-    (``BlockCausalScorer``) and ``quality`` (``BlockQuality``, the oracle's cost), as
+    (``BlockCausalScorer``), ``quality`` (``BlockQuality``, the oracle's cost) and may expose
+    ``denormalise`` (scorer output -> cost units) and ``hparams.lpips_net``, as
     ``modules.ScorerModule`` does.
 
     Args:
         budgets: Mean tokens per block as fractions of the tokens per block (0.25 = a quarter).
         policies: Which of ``scorer``, ``uniform``, ``oracle`` to run.
-        mode: Allocation mode: ``streaming`` (causal), ``batch`` (paper ILP) or ``per_clip``.
-        solver: ``fast`` (exact) or ``mip`` (python-mip).
+        modes: Allocation modes for ``scorer`` and ``oracle``: ``batch`` (the paper's ILP over
+            the mini-batch), ``per_clip`` (each clip its own budget) and/or ``streaming``
+            (causal, a price per token carried over time).
+        solver: ``mip`` (python-mip CBC, the paper's ILP) or ``fast`` (exact, vectorised). The
+            report checks on the first batch that the other solver reaches the same objective.
         equality: Spend each budget exactly (the paper) rather than at most.
-        num_samples: Clips evaluated per epoch (per rank); the rest of the epoch is skipped.
+        num_samples: Clips evaluated per epoch on each rank; the rest of the epoch is skipped.
         fvd: Compute FVD (needs >= 400 clips to be stable; smaller sets are flagged).
-        lpips: Compute LPIPS.
+        lpips: Compute LPIPS (backbone: the module's ``lpips_net``, else VGG).
+        uniform_curve: Also run uniform allocation at every candidate length.
         every_n_epochs: Run on validation every n epochs (test always runs).
         heatmap_clips: Clips shown in the tokens-per-block heatmap.
     """
@@ -67,12 +85,13 @@ class TokenAllocator(pl.Callback):
         self,
         budgets: Sequence[float] = (0.25, 0.5, 0.75),
         policies: Sequence[AllocationPolicy] = POLICIES,
-        mode: PlannerMode = "streaming",
-        solver: Literal["fast", "mip"] = "fast",
+        modes: Sequence[PlannerMode] = ("streaming",),
+        solver: Literal["fast", "mip"] = "mip",
         equality: bool = True,
         num_samples: int = 256,
         fvd: bool = True,
         lpips: bool = True,
+        uniform_curve: bool = True,
         every_n_epochs: int = 1,
         heatmap_clips: int = 32,
     ) -> None:
@@ -82,23 +101,21 @@ class TokenAllocator(pl.Callback):
         unknown = set(policies) - set(POLICIES)
         if unknown:
             raise ValueError(f"unknown policies {sorted(unknown)}; choose from {POLICIES}")
+        bad_modes = set(modes) - {"batch", "per_clip", "streaming"}
+        if not modes or bad_modes:
+            raise ValueError(f"modes must be among batch, per_clip, streaming; got {list(modes)}")
         self.budgets = sorted(budgets)
         self.policies = list(policies)
-        self.mode = mode
+        self.modes = list(dict.fromkeys(modes))
         self.solver = solver
         self.equality = equality
         self.num_samples = num_samples
         self.fvd = fvd
         self.lpips = lpips
+        self.uniform_curve = uniform_curve
         self.every_n_epochs = every_n_epochs
         self.heatmap_clips = heatmap_clips
-        self._meters: dict[tuple[float, str], VideoQualityMeter] = {}
-        self._lengths: dict[tuple[float, str], list[torch.Tensor]] = {}
-        self._complexity: list[torch.Tensor] = []
-        self._seen = 0
         self._active = False
-        self._planner: TokenBudgetPlanner | None = None
-        self.last_results: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ bookkeeping
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: Split) -> None:
@@ -113,149 +130,332 @@ class TokenAllocator(pl.Callback):
                     f"TokenAllocator needs a module with `{attribute}` (e.g. modules.ScorerModule); "
                     f"got {type(pl_module).__name__}"
                 )
-        self._meters = {
-            (budget, policy): VideoQualityMeter(fvd=self.fvd, lpips=self.lpips).to(pl_module.device)
-            for budget in self.budgets
-            for policy in self.policies
-        }
-        self._lengths = {key: [] for key in self._meters}
+        tokens = pl_module.tokenizer.tokens_per_block
         self._planner = TokenBudgetPlanner(
             pl_module.tokenizer,
             pl_module.scorer,
             pl_module.quality,
-            mode=self.mode,
             solver=self.solver,
             equality=self.equality,
         )
-        self._complexity = []
+        self._keys: list[RowKey] = []
+        for budget in self.budgets:
+            mean = budget * tokens
+            for policy in self.policies:
+                if policy == "uniform":
+                    self._keys.append(("uniform", "-", float(round(mean))))
+                else:
+                    self._keys += [(policy, mode, mean) for mode in self.modes]
+        if self.uniform_curve and "uniform" in self.policies:
+            self._keys += [("uniform", "-", float(c)) for c in self._planner.candidates]
+        self._keys = list(dict.fromkeys(self._keys))
+        lpips_net = getattr(getattr(pl_module, "hparams", {}), "lpips_net", None) or "vgg"
+        self._lpips_net = lpips_net
+        self._meters = {
+            key: VideoQualityMeter(fvd=self.fvd, lpips=self.lpips, lpips_net=lpips_net).to(
+                pl_module.device
+            )
+            for key in self._keys
+        }
+        self._lengths: dict[RowKey, list[Tensor]] = {key: [] for key in self._keys}
+        self._complexity: list[Tensor] = []
+        self._predicted: list[Tensor] = []
+        self._measured: list[Tensor] = []
+        self._solver_check: list[str] = []
+        self._frames: dict[str, Tensor] = {}
         self._seen = 0
 
     def _batch(self, pl_module: pl.LightningModule, batch: dict[str, Any]) -> None:
         if not self._active or self._seen >= self.num_samples:
             return
         video = batch["video"][: self.num_samples - self._seen]
+        first_batch = self._seen == 0
         self._seen += video.shape[0]
         planner = self._planner
-        assert planner is not None
-        tokens_per_block = pl_module.tokenizer.tokens_per_block
+        tokenizer = pl_module.tokenizer
         with torch.no_grad():
-            encoding = pl_module.tokenizer.encode(video)
-            for budget in self.budgets:
-                for policy in self.policies:
-                    lengths = planner.plan(video, encoding, budget * tokens_per_block, policy)
-                    recon = pl_module.tokenizer.decode(encoding.codes, lengths).clamp(0, 1)
-                    self._meters[(budget, policy)].update(video, recon)
-                    self._lengths[(budget, policy)].append(lengths.cpu())
-        if "complexity" in batch:
-            self._complexity.append(batch["complexity"][: video.shape[0]].float().cpu())
+            encoding = tokenizer.encode(video)
+            costs: dict[str, Tensor] = {}
+            if "scorer" in self.policies:
+                costs["scorer"] = planner.costs("scorer", video, encoding)
+            if "oracle" in self.policies:
+                costs["oracle"] = planner.costs("oracle", video, encoding)
+            if len(costs) == 2:
+                denormalise = getattr(pl_module, "denormalise", lambda x: x)
+                self._predicted.append(denormalise(costs["scorer"]).float().cpu())
+                self._measured.append(costs["oracle"].float().cpu())
+            if first_batch and "scorer" in costs:
+                self._check_solvers(costs["scorer"], tokenizer.tokens_per_block)
+            for key in self._keys:
+                policy, mode, mean = key
+                if policy == "uniform":
+                    lengths = planner.plan(video, encoding, mean, "uniform")
+                else:
+                    reuse = costs.get(policy) if mode != "streaming" else None
+                    lengths = planner.plan(video, encoding, mean, policy, mode=mode, costs=reuse)
+                recon = tokenizer.decode(encoding.codes, lengths).clamp(0, 1)
+                self._meters[key].update(video, recon)
+                self._lengths[key].append(lengths.cpu())
+                if (
+                    first_batch
+                    and policy in ("scorer", "uniform")
+                    and mean in self._budget_means(tokenizer)
+                ):
+                    label = f"{policy} {mean:g} ({lengths[0].tolist()})"
+                    if policy == "uniform" or mode == self.modes[0]:
+                        self._frames[label] = recon[0].cpu()
+            if first_batch:
+                self._frames = {"input": video[0].cpu(), **self._frames}
+        complexity = batch.get("complexity")
+        if complexity is None:
+            complexity = torch.full((video.shape[0], video.shape[2]), float("nan"))
+        self._complexity.append(complexity[: video.shape[0]].float().cpu())
 
+    def _budget_means(self, tokenizer: Any) -> set[float]:
+        tokens = tokenizer.tokens_per_block
+        return {b * tokens for b in self.budgets} | {float(round(b * tokens)) for b in self.budgets}
+
+    def _check_solvers(self, costs: Tensor, tokens_per_block: int) -> None:
+        """The other exact solver must reach the same objective on the same costs."""
+        other = "fast" if self.solver == "mip" else "mip"
+        candidates = self._planner.candidates
+        for budget in self.budgets:
+            mean = budget * tokens_per_block
+            kwargs = {"mode": "batch", "equality": self.equality}
+            try:
+                ours = allocate(costs, candidates, mean, solver=self.solver, **kwargs)
+                theirs = allocate(costs, candidates, mean, solver=other, **kwargs)
+            except ValueError as error:  # e.g. an infeasible equality budget
+                self._solver_check.append(f"budget {budget:g}: not checked ({error})")
+                continue
+            gap = abs(ours.objective - theirs.objective)
+            verdict = "same optimum" if gap <= 1e-6 * max(1.0, abs(ours.objective)) else "DIFFER"
+            self._solver_check.append(
+                f"budget {budget:g}: {ours.solver} objective {ours.objective:.6f} vs "
+                f"{theirs.solver} {theirs.objective:.6f} ({verdict}; "
+                f"{ours.solve_seconds * 1e3:.0f} ms vs {theirs.solve_seconds * 1e3:.0f} ms)"
+            )
+
+    def _gather(self, parts: list[Tensor], trailing: tuple[int, ...], device: Any) -> Tensor:
+        local = torch.cat(parts) if parts else torch.zeros((0, *trailing))
+        return gather_rows(local.to(device)).cpu()
+
+    # ------------------------------------------------------------------ epoch end
     def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: Split) -> None:
-        if not self._active or not self._meters:
+        if not self._active:
             return
         self._active = False
-        tokens_per_block = pl_module.tokenizer.tokens_per_block
-        rows: list[dict[str, Any]] = []
-        for (budget, policy), meter in self._meters.items():
-            results = meter.compute()
-            lengths = torch.cat(self._lengths[(budget, policy)]).float()
+        tokenizer = pl_module.tokenizer
+        tokens, blocks = tokenizer.tokens_per_block, tokenizer.num_blocks
+        device = pl_module.device
+        num_candidates = len(self._planner.candidates)
+        lengths = {key: self._gather(self._lengths[key], (blocks,), device) for key in self._keys}
+        complexity = self._gather(self._complexity, (tokenizer.num_frames,), device)
+        predicted = self._gather(self._predicted, (blocks, num_candidates), device)
+        measured = self._gather(self._measured, (blocks, num_candidates), device)
+        rows = []
+        for key in self._keys:
+            results = self._meters[key].compute()  # synced across ranks by torchmetrics
+            policy, mode, _ = key
+            chosen = lengths[key].float()
             row = {
-                "budget": budget,
+                "mode": mode,
                 "policy": policy,
-                "mean_tokens_per_block": float(lengths.mean()),
-                "tokens_per_clip": float(lengths.sum(1).mean()),
-                **{
-                    k: v
-                    for k, v in results.items()
-                    if k in ("psnr", "ssim", "lpips", "fvd", "fvd_unstable", "num_samples")
-                },
+                "mean_tokens_per_block": float(chosen.mean()) if chosen.numel() else math.nan,
+                "tokens_per_clip": float(chosen.sum(1).mean()) if chosen.numel() else math.nan,
+                **{k: v for k, v in results.items() if k in _QUALITY},
             }
             rows.append(row)
-            tag = f"{split}/alloc/{policy}@{int(round(budget * tokens_per_block))}"
+            tag = f"{split}/alloc/{policy}" + ("" if mode == "-" else f"_{mode}")
             for name in ("psnr", "ssim", "lpips", "fvd"):
                 if name in results and not math.isnan(results[name]):
-                    pl_module.log(f"{tag}/{name}", results[name], sync_dist=False)
-        notes = self._complexity_notes(pl_module, split)
-        self.last_results = rows
-        self._log_plots(trainer, split, rows, tokens_per_block)
-        if split == "test":
-            directory = Path(trainer.log_dir or trainer.default_root_dir)
-            md, _ = write_report(
-                directory, "allocation_report", "Token allocation: rate-distortion", rows, notes
-            )
-            log.info("TokenAllocator report written to %s", md)
+                    pl_module.log(f"{tag}@{key[2]:g}/{name}", results[name], sync_dist=False)
+        summary = self._summary(rows, tokens)
+        for row in summary:
+            for name in ("captured_gain", "token_savings"):
+                if math.isfinite(row[name]):
+                    pl_module.log(
+                        f"{split}/alloc/{name}_{row['mode']}@{row['budget']:g}",
+                        row[name],
+                        sync_dist=False,
+                    )
+        accuracy = _scorer_accuracy(predicted, measured, self._planner.candidates)
+        per_block = _per_block(complexity, tokenizer.frames_per_block)
+        notes = self._notes(rows, lengths, per_block, tokens, pl_module, split)
         self._meters = {}
+        if trainer.is_global_zero:
+            self._write(
+                trainer,
+                split,
+                rows,
+                summary,
+                accuracy,
+                notes,
+                lengths,
+                per_block,
+                tokens,
+                predicted,
+                measured,
+            )
 
-    # ------------------------------------------------------------------ analyses
-    def _complexity_notes(self, pl_module: pl.LightningModule, split: Split) -> list[str]:
-        """Rank correlation between each block's content complexity and its tokens."""
+    def _summary(self, rows: list[dict[str, Any]], tokens: int) -> list[dict[str, Any]]:
+        """Captured gain, regret and token savings per mode and budget (PSNR)."""
+        uniform = sorted(
+            (r["mean_tokens_per_block"], r["psnr"]) for r in rows if r["policy"] == "uniform"
+        )
+        out = []
+        for mode in self.modes:
+            for budget in self.budgets:
+                mean = budget * tokens
+
+                def psnr(policy: str, mode: str = mode, mean: float = mean) -> float:
+                    for r in rows:
+                        same = math.isclose(r["mean_tokens_per_block"], mean, abs_tol=0.5)
+                        if r["policy"] == policy and r["mode"] in (mode, "-") and same:
+                            return r["psnr"]
+                    return math.nan
+
+                scorer, flat, oracle = psnr("scorer"), psnr("uniform"), psnr("oracle")
+                captured, regret = captured_gain(scorer, flat, oracle)
+                needed = (
+                    uniform_tokens_to_match(
+                        scorer, [u[0] for u in uniform], [u[1] for u in uniform]
+                    )
+                    if uniform and math.isfinite(scorer)
+                    else math.nan
+                )
+                out.append(
+                    {
+                        "mode": mode,
+                        "budget": budget,
+                        "mean_tokens_per_block": mean,
+                        "psnr_scorer": scorer,
+                        "psnr_uniform": flat,
+                        "psnr_oracle": oracle,
+                        "oracle_gain_db": oracle - flat,
+                        "scorer_gain_db": scorer - flat,
+                        "captured_gain": captured,
+                        "regret_db": regret,
+                        "uniform_tokens_to_match": needed,
+                        "token_savings": needed / mean if math.isfinite(needed) else needed,
+                    }
+                )
+        return out
+
+    def _notes(
+        self,
+        rows: list[dict[str, Any]],
+        lengths: dict[RowKey, Tensor],
+        per_block: Tensor,
+        tokens: int,
+        pl_module: pl.LightningModule,
+        split: Split,
+    ) -> list[str]:
         notes = [
-            f"allocation mode: {self.mode}, solver: {self.solver}, equality budget: {self.equality}"
+            f"solver: {self.solver} (python-mip CBC)" if self.solver == "mip" else "solver: fast",
+            f"equality budget: {self.equality}; LPIPS backbone: {self._lpips_net}",
+            *(f"solver check, first batch: {line}" for line in self._solver_check),
         ]
-        if not self._complexity:
-            return notes
-        complexity = torch.cat(self._complexity)  # (N, T)
-        frames = pl_module.tokenizer.frames_per_block
-        per_block = complexity.view(complexity.shape[0], -1, frames).mean(-1)  # (N, K)
-        if torch.isnan(per_block).all():
-            return notes
-        for budget in self.budgets:
-            if (budget, "scorer") not in self._lengths:
+        curve = sorted(
+            (r["mean_tokens_per_block"], r["psnr"]) for r in rows if r["policy"] == "uniform"
+        )
+        if len(curve) >= 2:
+            notes.append(
+                f"uniform rate-distortion span: {curve[-1][1] - curve[0][1]:.2f} dB PSNR from "
+                f"{curve[0][0]:g} to {curve[-1][0]:g} tokens per block"
+            )
+        valid = ~torch.isnan(per_block)
+        for key, chosen in lengths.items():
+            policy, mode, mean = key
+            if policy != "scorer" or not valid.any():
                 continue
-            lengths = torch.cat(self._lengths[(budget, "scorer")]).float()
-            valid = ~torch.isnan(per_block)
-            x, y = per_block[valid].numpy(), lengths[valid].numpy()
+            x, y = per_block[valid].numpy(), chosen.float()[valid].numpy()
             if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
                 continue
             rho = float(spearmanr(x, y).statistic)
-            pl_module.log(f"{split}/alloc/complexity_spearman@{budget:g}", rho, sync_dist=False)
+            pl_module.log(
+                f"{split}/alloc/complexity_spearman_{mode}@{mean / tokens:g}", rho, sync_dist=False
+            )
             notes.append(
-                f"budget {budget:g}: Spearman(block complexity, scorer tokens) = {rho:.3f}"
+                f"{mode}, budget {mean / tokens:g}: Spearman(block complexity, scorer tokens) = "
+                f"{rho:.3f} over {x.size} blocks with known complexity"
             )
         return notes
 
-    def _log_plots(
-        self, trainer: pl.Trainer, split: Split, rows: list[dict[str, Any]], tokens_per_block: int
+    # ------------------------------------------------------------------ output (rank 0)
+    @rank_zero_only
+    def _write(
+        self,
+        trainer: pl.Trainer,
+        split: Split,
+        rows: list[dict[str, Any]],
+        summary: list[dict[str, Any]],
+        accuracy: list[dict[str, Any]],
+        notes: list[str],
+        lengths: dict[RowKey, Tensor],
+        per_block: Tensor,
+        tokens: int,
+        predicted: Tensor,
+        measured: Tensor,
     ) -> None:
-        if tensorboard_writer(trainer) is None:
-            return
         step = trainer.global_step
-        figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for policy in self.policies:
-            points = sorted((r["tokens_per_clip"], r) for r in rows if r["policy"] == policy)
-            for axis, name in zip(axes, ("psnr", "lpips"), strict=True):
-                values = [r.get(name, float("nan")) for _, r in points]
-                axis.plot([p for p, _ in points], values, marker="o", label=policy)
-                axis.set_xlabel("tokens per clip")
-                axis.set_ylabel(name)
-        axes[0].legend()
-        figure.tight_layout()
-        log_figure(trainer, f"{split}/alloc/rate_distortion", figure, step)
-        plt.close(figure)
-
-        scorer_keys = [(b, "scorer") for b in self.budgets if (b, "scorer") in self._lengths]
-        if not scorer_keys:
-            return
-        figure, axes = plt.subplots(
-            2, len(scorer_keys), figsize=(3.2 * len(scorer_keys), 6), squeeze=False
-        )
+        directory = Path(trainer.log_dir or trainer.default_root_dir)
+        figures: dict[str, Figure] = {"rate_distortion": rate_distortion_figure(rows)}
+        chosen = {  # the first mode in the figure; every mode's histogram goes to TensorBoard
+            f"{mode} @ {mean / tokens:g}": lengths[(policy, mode, mean)]
+            for policy, mode, mean in self._keys
+            if policy == "scorer"
+        }
+        shown_lengths = {k: v for k, v in chosen.items() if k.startswith(f"{self.modes[0]} @")}
+        if chosen:
+            shown = per_block if not torch.isnan(per_block).all() else None
+            figures["lengths"] = lengths_figure(shown_lengths, tokens, shown, self.heatmap_clips)
+        if predicted.numel():
+            figures["scorer_scatter"] = scorer_scatter_figure(
+                predicted, measured, self._planner.candidates
+            )
+        if self._frames:
+            frames = next(iter(self._frames.values())).shape[1]
+            figures["frames"] = frames_at_budgets_figure(
+                self._frames, list(range(0, frames, max(1, frames // 4)))
+            )
         writer = tensorboard_writer(trainer)
-        for column, key in enumerate(scorer_keys):
-            lengths = torch.cat(self._lengths[key])
-            axes[0, column].hist(
-                lengths.flatten().numpy(), bins=np.arange(0, tokens_per_block + 2) + 0.5
-            )
-            axes[0, column].set_title(f"budget {key[0]:g}: chosen lengths")
-            shown = lengths[: self.heatmap_clips].numpy()
-            image = axes[1, column].imshow(
-                shown, aspect="auto", vmin=0, vmax=tokens_per_block, cmap="viridis"
-            )
-            axes[1, column].set_xlabel("block")
-            axes[1, column].set_ylabel("clip")
-            if writer is not None:
-                writer.add_histogram(f"{split}/alloc/lengths@{key[0]:g}", lengths.flatten(), step)
-        figure.colorbar(image, ax=axes[1, :].tolist(), label="tokens")
-        log_figure(trainer, f"{split}/alloc/lengths_and_heatmap", figure, step)
-        plt.close(figure)
+        if writer is not None and chosen:
+            for title, value in chosen.items():
+                writer.add_histogram(f"{split}/alloc/lengths {title}", value.flatten(), step)
+        if split == "test":
+            for name, figure in figures.items():
+                figure.savefig(directory / f"allocation_{name}.png", dpi=110)
+        for name, figure in figures.items():
+            log_figure(trainer, f"{split}/alloc/{name}", figure, step)
+        if split != "test":
+            return
+        extra = [
+            "## What allocation buys (PSNR)",
+            "",
+            markdown_table(summary),
+            "",
+            "captured_gain = (scorer - uniform) / (oracle - uniform); regret = oracle - scorer; "
+            "token_savings = uniform tokens needed for the scorer's PSNR (read off the uniform "
+            "curve) / the scorer's tokens.",
+            "",
+            "## Scorer accuracy (predicted vs measured cost, earlier blocks at full length)",
+            "",
+            markdown_table(accuracy) if accuracy else "(needs both scorer and oracle policies)",
+            "",
+            "## Notes",
+            "",
+            *(f"- {note}" for note in notes),
+            *(f"- data: {url}" for url in _split_urls(trainer, split)),
+            f"- commit: {_commit()}",
+            "",
+            *(f"![{name}](allocation_{name}.png)" for name in figures),
+        ]
+        md, _ = write_report(
+            directory, "allocation_report", "Token allocation", rows, sections=extra
+        )
+        write_report(directory, "allocation_summary", "Allocation summary", summary)
+        log.info("TokenAllocator report written to %s", md)
 
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -291,3 +491,65 @@ class TokenAllocator(pl.Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end(trainer, pl_module, "test")
+
+
+def _per_block(complexity: Tensor, frames_per_block: int) -> Tensor:
+    """``(N, T)`` per-frame complexity -> ``(N, K)`` block means (NaN where unknown)."""
+    if complexity.numel() == 0:
+        return complexity.new_zeros((0, 0))
+    return complexity.view(complexity.shape[0], -1, frames_per_block).mean(-1)
+
+
+def _scorer_accuracy(
+    predicted: Tensor, measured: Tensor, candidates: Sequence[int]
+) -> list[dict[str, Any]]:
+    """MAE and Spearman of predicted vs measured cost, per candidate and overall."""
+    if predicted.numel() == 0:
+        return []
+    rows = []
+    for column, length in [*enumerate(candidates), (None, "all")]:
+        pred = (predicted if column is None else predicted[..., column]).flatten().numpy()
+        real = (measured if column is None else measured[..., column]).flatten().numpy()
+        rho = (
+            float(spearmanr(pred, real).statistic)
+            if pred.size > 2 and np.ptp(pred) > 0 and np.ptp(real) > 0
+            else math.nan
+        )
+        rows.append(
+            {
+                "tokens": length,
+                "spearman": rho,
+                "mae": float(np.abs(pred - real).mean()),
+                "n": pred.size,
+            }
+        )
+    return rows
+
+
+def _split_urls(trainer: pl.Trainer, split: Split) -> list[str]:
+    datamodule = getattr(trainer, "datamodule", None)
+    urls = getattr(datamodule, f"{split}_urls", None) or []
+    return [str(u) for u in ([urls] if isinstance(urls, str) else urls)]
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -1,34 +1,257 @@
-"""Loading an earlier stage's network from its checkpoint, frozen, for a later stage."""
+"""How stages are saved and restored: self-describing checkpoints.
+
+A later stage's checkpoint holds what it needs of the earlier stages, the way litgpt and
+nanoGPT store their model configuration next to the weights:
+
+- the frozen tokenizer's *spec* (``{"class_path", "init_args"}``, exactly what the
+  tokenizer stage's YAML built) goes into ``hyper_parameters["tokenizer_spec"]`` and its
+  weights into the state dict under ``tokenizer.``; restoring builds the network from the
+  spec and the state dict fills it, so the tokenizer checkpoint it came from may be deleted
+  or overwritten afterwards;
+- frozen metric networks (LPIPS, I3D) are *not* saved: their weights live in the weight
+  cache (``adaptok-weights``) and are put back from the freshly built module at load time.
+
+Any stage checkpoint (tokenizer, scorer, generator, annotator) can be restored with
+:func:`load_stage`, which reads the LightningModule class from the checkpoint itself.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
+from adaptok.metrics.i3d import InceptionI3d
+from adaptok.metrics.lpips import LPIPS
 from adaptok.nn.tokenizer import AdapTokTokenizer
 
-__all__ = ["load_frozen_tokenizer"]
+__all__ = [
+    "FROZEN_METRIC_TYPES",
+    "NetworkSpec",
+    "build_network",
+    "drop_frozen_metric_weights",
+    "freeze",
+    "frozen_tokenizer",
+    "load_frozen_scorer",
+    "load_stage",
+    "load_frozen_tokenizer",
+    "read_checkpoint",
+    "restore_frozen_metric_weights",
+    "tokenizer_spec_of",
+]
+
+NetworkSpec = dict[str, Any]
+"""``{"class_path": "package.module.Class", "init_args": {...}}``, as in LightningCLI YAML."""
+
+FROZEN_METRIC_TYPES: tuple[type[nn.Module], ...] = (LPIPS, InceptionI3d)
+"""Networks rebuilt from the weight cache, never stored in a checkpoint."""
+
+_HOW_TO_TRAIN = (
+    "Train one first, e.g. `adaptok fit --config experiments/demo/tokenizer.yaml`, and point "
+    "the setting at a file under its checkpoints/ folder."
+)
 
 
-def load_frozen_tokenizer(
-    ckpt_path: str | Path, map_location: str | torch.device = "cpu"
-) -> AdapTokTokenizer:
-    """Rebuild the tokenizer of a ``TokenizerModule`` checkpoint, in eval mode, without gradients.
+def _import(class_path: str) -> Any:
+    module_name, _, name = class_path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"class_path {class_path!r} is not of the form 'package.module.Class'")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def build_network(spec: Mapping[str, Any]) -> nn.Module:
+    """Instantiate a network from its spec, recursively (nested ``class_path`` dicts too).
+
+    Args:
+        spec: ``{"class_path": ..., "init_args": {...}}``.
+
+    Returns:
+        The freshly initialised module (weights come from a state dict afterwards).
 
     Raises:
-        FileNotFoundError: The checkpoint does not exist (the message says how to make one).
+        ValueError: ``spec`` has no ``class_path``.
     """
-    from modules.tokenizer import TokenizerModule  # local: avoids a cycle with modules/__init__
+    if "class_path" not in spec:
+        raise ValueError(f"a network spec needs a 'class_path', got keys {sorted(spec)}")
 
+    def value(item: Any) -> Any:
+        if isinstance(item, Mapping) and "class_path" in item:
+            return build_network(item)
+        return item
+
+    init_args = {key: value(item) for key, item in dict(spec.get("init_args") or {}).items()}
+    return _import(spec["class_path"])(**init_args)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no gradients for every parameter; returns ``module``."""
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """Load a Lightning checkpoint on the CPU.
+
+    Raises:
+        FileNotFoundError: The file does not exist (the message says how to make one).
+        ValueError: The file is not a Lightning checkpoint.
+    """
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
-            f"tokenizer checkpoint not found: {path}. Train one first, e.g. "
-            "`adaptok fit --config experiments/demo/tokenizer.yaml`, and point "
-            "`tokenizer_ckpt` at a file under its checkpoints/ folder."
+        raise FileNotFoundError(f"checkpoint not found: {path}. {_HOW_TO_TRAIN}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+    return checkpoint
+
+
+def tokenizer_spec_of(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> NetworkSpec:
+    """The tokenizer spec a stage checkpoint carries.
+
+    A tokenizer stage stores it as its ``tokenizer`` init argument (LightningCLI saves the
+    YAML's ``class_path`` dict); later stages store it as ``tokenizer_spec``.
+
+    Raises:
+        ValueError: The checkpoint carries no tokenizer spec.
+    """
+    hparams = checkpoint.get("hyper_parameters") or {}
+    for key in ("tokenizer_spec", "tokenizer"):
+        spec = hparams.get(key)
+        if isinstance(spec, Mapping) and "class_path" in spec:
+            return dict(spec)
+    raise ValueError(
+        f"{source} holds no tokenizer spec (hyper_parameters 'tokenizer' or 'tokenizer_spec' "
+        "as a {'class_path', 'init_args'} dict). Checkpoints written by `adaptok fit` have one; "
+        "a module built in Python must be given `tokenizer` as such a dict to be restorable."
+    )
+
+
+def _sub_state(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {
+        key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)
+    }
+
+
+def _load_tokenizer(ckpt_path: str | Path) -> tuple[AdapTokTokenizer, NetworkSpec]:
+    checkpoint = read_checkpoint(ckpt_path)
+    spec = tokenizer_spec_of(checkpoint, str(ckpt_path))
+    tokenizer = build_network(spec)
+    state = _sub_state(checkpoint["state_dict"], "tokenizer.")
+    if not state:
+        raise ValueError(f"{ckpt_path} holds no tokenizer weights (no 'tokenizer.' keys)")
+    tokenizer.load_state_dict(state)
+    return freeze(tokenizer), spec
+
+
+def load_frozen_tokenizer(ckpt_path: str | Path) -> AdapTokTokenizer:
+    """The tokenizer of any stage checkpoint (tokenizer, scorer, generator), frozen, on CPU.
+
+    Raises:
+        FileNotFoundError: The checkpoint does not exist.
+        ValueError: It carries no tokenizer spec or no tokenizer weights.
+    """
+    return _load_tokenizer(ckpt_path)[0]
+
+
+def frozen_tokenizer(
+    tokenizer_ckpt: str | None, tokenizer_spec: Mapping[str, Any] | None
+) -> tuple[AdapTokTokenizer, NetworkSpec]:
+    """The frozen tokenizer a later stage holds, with the spec to store in its checkpoint.
+
+    Args:
+        tokenizer_ckpt: A stage checkpoint to take the tokenizer from (first training run).
+        tokenizer_spec: The spec saved in the later stage's own checkpoint (restoring it);
+            wins over ``tokenizer_ckpt``: the weights then come from the restored state dict,
+            and the file ``tokenizer_ckpt`` names is never read.
+
+    Returns:
+        ``(tokenizer, spec)``: store ``spec`` as the stage's ``tokenizer_spec`` hyperparameter
+        (``self.hparams["tokenizer_spec"] = spec``) so the checkpoint describes itself.
+
+    Raises:
+        ValueError: Neither is given.
+    """
+    if tokenizer_spec is not None:
+        return freeze(build_network(tokenizer_spec)), dict(tokenizer_spec)
+    if tokenizer_ckpt is None:
+        raise ValueError(
+            "give `tokenizer_ckpt` (the tokenizer stage's checkpoint) to train this stage. "
+            + _HOW_TO_TRAIN
         )
-    module = TokenizerModule.load_from_checkpoint(path, map_location=map_location)
-    tokenizer = module.tokenizer.eval()
-    tokenizer.requires_grad_(False)
-    return tokenizer
+    return _load_tokenizer(tokenizer_ckpt)
+
+
+def _frozen_metric_prefixes(module: nn.Module) -> list[str]:
+    return [
+        f"{name}."
+        for name, child in module.named_modules()
+        if name and isinstance(child, FROZEN_METRIC_TYPES)
+    ]
+
+
+def drop_frozen_metric_weights(module: nn.Module, checkpoint: dict[str, Any]) -> None:
+    """Remove the weights of ``module``'s frozen metric networks from ``checkpoint`` (in place).
+
+    Call from ``on_save_checkpoint``; pair with :func:`restore_frozen_metric_weights`.
+    """
+    prefixes = tuple(_frozen_metric_prefixes(module))
+    if prefixes:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(prefixes)]:
+            del state[key]
+
+
+def restore_frozen_metric_weights(module: nn.Module, checkpoint: dict[str, Any]) -> None:
+    """Put ``module``'s current frozen metric weights into ``checkpoint`` (in place).
+
+    Call from ``on_load_checkpoint`` so strict loading finds every key; the weights are the
+    ones the module was just built with (from the weight cache).
+    """
+    prefixes = tuple(_frozen_metric_prefixes(module))
+    if not prefixes:
+        return
+    state = checkpoint["state_dict"]
+    for key, value in module.state_dict().items():
+        if key.startswith(prefixes):
+            state.setdefault(key, value)
+
+
+def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Restore any stage's LightningModule from its checkpoint alone, frozen.
+
+    The class comes from the checkpoint (``hyper_parameters['_class_path']``, written by
+    LightningCLI), so callers need not import it.
+
+    Raises:
+        FileNotFoundError: The checkpoint does not exist.
+        ValueError: The checkpoint does not name its LightningModule class.
+    """
+    checkpoint = read_checkpoint(ckpt_path)
+    class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if not class_path:
+        raise ValueError(
+            f"{ckpt_path} does not name its LightningModule (hyper_parameters['_class_path']); "
+            "restore it with `YourModule.load_from_checkpoint` instead"
+        )
+    module = _import(class_path).load_from_checkpoint(ckpt_path, map_location=map_location)
+    return freeze(module)
+
+
+def load_frozen_scorer(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Restore a scorer stage (``ScorerModule``: ``.tokenizer``, ``.scorer``, ``.predict_costs``).
+
+    Raises:
+        ValueError: The checkpoint is not a scorer stage's.
+    """
+    module = load_stage(ckpt_path, map_location)
+    if not (hasattr(module, "scorer") and hasattr(module, "tokenizer")):
+        raise ValueError(
+            f"{ckpt_path} is a {type(module).__name__} checkpoint, not a scorer's; train one with "
+            "`adaptok fit --config experiments/demo/scorer.yaml`"
+        )
+    return module

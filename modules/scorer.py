@@ -15,7 +15,11 @@ from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_bl
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
-from modules.loading import load_frozen_tokenizer
+from modules.loading import (
+    drop_frozen_metric_weights,
+    frozen_tokenizer,
+    restore_frozen_metric_weights,
+)
 
 __all__ = ["ScorerModule"]
 
@@ -34,7 +38,10 @@ class ScorerModule(LightningModule):
 
     Args:
         scorer: The block-causal scorer network.
-        tokenizer_ckpt: Path to the tokenizer stage's checkpoint (loaded frozen).
+        tokenizer_ckpt: The tokenizer stage's checkpoint (loaded frozen when training starts).
+        tokenizer_spec: Filled in by this module and saved in its checkpoint (the tokenizer's
+            ``class_path``/``init_args``): restoring builds the tokenizer from it and never
+            reads ``tokenizer_ckpt`` again. Leave unset.
         metric: Label metric: ``lpips`` (paper), ``psnr``, ``mse`` or ``ssim``.
         target_mean: Mean used to z-normalise labels (paper, LPIPS: 0.1975).
         target_std: Std used to z-normalise labels (paper, LPIPS: 0.0762).
@@ -48,7 +55,7 @@ class ScorerModule(LightningModule):
     def __init__(
         self,
         scorer: BlockCausalScorer,
-        tokenizer_ckpt: str,
+        tokenizer_ckpt: str | None = None,
         metric: QualityMetric = "lpips",
         target_mean: float = 0.1975,
         target_std: float = 0.0762,
@@ -56,10 +63,14 @@ class ScorerModule(LightningModule):
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         lpips_net: str = "vgg",
+        tokenizer_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.tokenizer: AdapTokTokenizer = load_frozen_tokenizer(tokenizer_ckpt)
+        self.tokenizer: AdapTokTokenizer
+        self.tokenizer, self.hparams["tokenizer_spec"] = frozen_tokenizer(
+            tokenizer_ckpt, tokenizer_spec
+        )
         if (scorer.num_blocks, scorer.tokens_per_block) != (
             self.tokenizer.num_blocks,
             self.tokenizer.tokens_per_block,
@@ -147,6 +158,12 @@ class ScorerModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
         }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        drop_frozen_metric_weights(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen_metric_weights(self, checkpoint)
 
     def on_train_epoch_start(self) -> None:
         self.tokenizer.eval()

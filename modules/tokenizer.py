@@ -18,6 +18,7 @@ from adaptok.metrics.frame_quality import psnr_per_video
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer
 from callbacks.media import log_video
+from modules.loading import drop_frozen_metric_weights, restore_frozen_metric_weights
 
 __all__ = ["TokenizerModule"]
 
@@ -73,6 +74,13 @@ class TokenizerModule(LightningModule):
         self.num_media_clips = num_media_clips
         # Batches trained so far; global_step counts optimizer steps (2 per batch with G + D).
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        drop_frozen_metric_weights(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen_metric_weights(self, checkpoint)
 
     # ------------------------------------------------------------------ optimisers
     def _generator_parameters(self) -> list[torch.nn.Parameter]:
