@@ -351,3 +351,34 @@ def test_verify_lists_every_malformed_sample(tmp_path: Path, capsys) -> None:
         "broken-000000.tar",
     ):
         assert expected in report, report
+
+
+# ------------------------------------------------------------------ uint8 batches
+def test_uint8_batches_convert_to_the_float_batches_on_the_device(tmp_path: Path) -> None:
+    import torch
+
+    from adaptok.data.clips import video_to_float
+
+    shard = _tar(
+        tmp_path / "v-000000.tar",
+        [
+            (f"c{i}.{e}", _meta(i) if e == "json" else _mp4(16))
+            for i in range(2)
+            for e in ("json", "mp4")
+        ],
+    )
+    batches = {}
+    for dtype in ("float32", "uint8"):
+        datamodule = VideoShardsDataModule(
+            val_urls=str(shard),
+            num_frames=8,
+            resolution=32,
+            num_workers=0,
+            video_dtype=dtype,
+            value_range=(0.0, 1.0),
+        )
+        batches[dtype] = next(iter(datamodule.val_dataloader()))["video"]
+    assert batches["uint8"].dtype == torch.uint8
+    torch.testing.assert_close(video_to_float(batches["uint8"]), batches["float32"])
+    with pytest.raises(TypeError, match="uint8 or floating"):
+        video_to_float(batches["uint8"].to(torch.int32))
