@@ -251,3 +251,21 @@ def test_real_annotations_round_trip(annotated_tokens: Path) -> None:
                 )
             seen += 1
     assert seen == len(stored) == 18
+
+
+def test_resampled_epochs_urls_and_workers(tmp_path: Path) -> None:
+    samples = random_annotations(12, K, M, V, BUDGETS)
+    _shards(tmp_path, samples, per_shard=4)  # train-000000..000002.tar
+    brace = str(tmp_path / "train-{000000..000002}.tar")
+    piped = [f"pipe:cat {p}" for p in sorted(tmp_path.glob("train-*.tar"))]
+    for urls in (brace, piped):
+        data = _datamodule(urls, epoch_length=10, num_workers=1, batch_size=3)
+        assert data.spec is not None and data.spec["num_blocks"] == K
+        loader = data.train_dataloader()
+        for _ in range(2):  # persistent worker, two epochs of ceil(10 / 3) batches
+            batches = _batches(data, loader)
+            assert len(batches) == 4
+            keys = [k for b in batches for k in b["key"]]
+            assert set(keys) <= {s["__key__"] for s in samples}
+    with pytest.raises(ValueError, match="epoch_length"):
+        TokenShardsDataModule(train_urls=brace, epoch_length=0)
