@@ -288,7 +288,13 @@ class AnnotationWriter(BasePredictionWriter):
         next_index = 0
         self.done.clear()
         for path in self._finished_shards():
-            self.done.update(read_shard_index(path)["keys"])
+            index = read_shard_index(path)
+            if not index["windows"] and not path.with_name(path.name + _SIDECAR).is_file():
+                raise ValueError(
+                    f"{path} is not a token annotation shard (no lengths.npy member): point "
+                    "the AnnotationWriter's output_dir at a folder of its own"
+                )
+            self.done.update(index["keys"])
             match = pattern.match(path.name)
             mine = (match["rank"] is None) if world_size == 1 else match["rank"] == str(rank)
             if mine:

@@ -130,7 +130,17 @@ class AnnotatorModule(LightningModule):
         }
 
     def setup(self, stage: str) -> None:
-        """Give a window datamodule the tokenizer's clip size (frames, resolution)."""
+        """Check the weights are fp32; give a window datamodule the tokenizer's clip size.
+
+        Raises:
+            ValueError: The trainer's precision turned the weights into another dtype.
+        """
+        dtype = next(self.tokenizer.parameters()).dtype
+        if dtype != torch.float32:
+            raise ValueError(
+                f"the tokenizer holds {dtype} weights: annotate in fp32 (trainer.precision: "
+                "32-true), the precision the generator's evaluation prefixes use too"
+            )
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "configure_clip"):
             datamodule.configure_clip(self.tokenizer.num_frames, self.tokenizer.image_size)

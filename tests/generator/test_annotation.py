@@ -218,3 +218,11 @@ def test_allocation_does_not_depend_on_batch_mates(scorer_ckpt: Path, allocation
     assert together.shape == (8, 4, 4)
     assert len({tuple(row) for row in together[:, 1]}) > 1  # allocations differ between clips
     np.testing.assert_array_equal(together.sum(axis=2), np.tile([8, 16, 24, 32], (8, 1)))
+
+
+def test_writer_refuses_a_folder_of_other_shards(window_shards: Path, scorer_ckpt: Path) -> None:
+    with pytest.raises(ValueError, match="not a token annotation shard"):
+        _annotate(scorer_ckpt, window_shards, window_shards, batch_size=4)
+    assert sorted(p.name for p in window_shards.glob("*.tar")) == [
+        f"train-{i:06d}.tar" for i in range(3)
+    ]
