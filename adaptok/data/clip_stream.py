@@ -9,6 +9,7 @@ skips the batches a resumed run already trained on, and refuses a pass without b
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -175,8 +176,19 @@ class ClipLoader(DataLoader):
             drop = self.resume_at[1]
         self.resume_at = None
         batches, finished = 0, False
+        # Workers are forked here. Objects the parent holds (decoded frames with FFmpeg
+        # thread pools among them) must not be garbage-collected in a child, where their
+        # threads do not exist: freezing moves them out of the collector's reach there.
+        forking = self.num_workers > 0
+        if forking:
+            gc.freeze()
         try:
-            for batch in super().__iter__():
+            batches_of_pass = super().__iter__()
+        finally:
+            if forking:
+                gc.unfreeze()
+        try:
+            for batch in batches_of_pass:
                 self.ledger.add(self.split, epoch, batch.pop(REPORT_KEY, None))
                 if batch.get(REPORT_ONLY_KEY):
                     continue

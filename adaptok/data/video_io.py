@@ -39,6 +39,10 @@ VIDEO_SUFFIXES = ("mp4", "avi", "mkv", "mov", "webm", "m4v", "mpg", "mpeg")
 """File suffixes (without the dot) read as video, in order of preference within a sample."""
 
 _INTERPOLATION = "BILINEAR"
+_SCALE_THREADS = 1
+"""swscale threads per conversion. FFmpeg's default (one slice thread per core) is not
+fork-safe: a DataLoader worker forked from a process holding such a frame hung for ever in
+``sws_freeContext`` when its garbage collector freed the inherited frame."""
 _X264_PARAMS = "mbtree=0"
 """x264's macroblock tree made identical input encode to different bytes from run to run here
 (so shards were not reproducible); without it the output is deterministic."""
@@ -235,7 +239,7 @@ def _decode(
                 decoded += 1
                 if reformat is None:
                     rotation = _normal_rotation(frame.rotation)
-                    reformat = {"format": "rgb24"}
+                    reformat = {"format": "rgb24", "threads": _SCALE_THREADS}
                     if output_size is not None:
                         height, width = output_size
                         if rotation in (90, 270):
@@ -310,7 +314,11 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack(
         [
             av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").to_ndarray(
-                format="rgb24", height=height, width=width, interpolation=_INTERPOLATION
+                format="rgb24",
+                height=height,
+                width=width,
+                interpolation=_INTERPOLATION,
+                threads=_SCALE_THREADS,
             )
             for frame in frames
         ]
@@ -346,7 +354,7 @@ def encode_video(frames: np.ndarray, fps: float, crf: int = 23, preset: str = "m
         stream.codec_context.thread_count = 1
         for index, frame in enumerate(frames[:, :height, :width]):
             rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            picture = rgb.reformat(format="yuv420p")
+            picture = rgb.reformat(format="yuv420p", threads=_SCALE_THREADS)
             picture.pts = index
             container.mux(stream.encode(picture))
         container.mux(stream.encode(None))

@@ -33,6 +33,7 @@ def _mp4(frames: int, height: int = 32, width: int = 32, rotation: int = 0) -> b
             picture = np.zeros((height, width, 3), np.uint8)
             picture[: height // 4, : width // 4] = 255  # marker in the stored top-left corner
             frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame = frame.reformat(format="yuv420p", threads=1)  # no swscale thread pool
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
