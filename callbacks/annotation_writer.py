@@ -12,7 +12,10 @@ rank its own). Sample members (the format ``datamodules.TokenShardsDataModule`` 
   codebook size and the tokenizer's provenance (checkpoint + SHA-256 of its weights).
 
 Resumable: a shard is written as a hidden ``.NAME.tmp`` and renamed when complete, next to a
-``NAME.keys.json`` sidecar (its keys and length statistics). A re-run deletes this rank's
+``NAME.keys.json`` sidecar (its keys, length statistics and the run's settings). Finished
+shards made with another tokenizer, scorer, budget list or allocation stop the run (or, with
+``on_mismatch: overwrite``, are deleted), so stale annotations are never mixed with new
+ones. Otherwise a re-run deletes this rank's
 leftover temporary files, reads which windows the finished shards hold, asks the datamodule
 not to produce them again (``exclude_keys``) and drops any that still arrive, and numbers its
 new shards after the existing ones: nothing is lost (an unfinished shard's windows are
@@ -39,12 +42,32 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
-__all__ = ["AnnotationWriter", "read_shard_index", "summarise_annotations"]
+__all__ = [
+    "AnnotationWriter",
+    "annotation_fingerprint",
+    "read_shard_index",
+    "summarise_annotations",
+]
 
 log = logging.getLogger(__name__)
 
 _SUMMARY = "annotation_summary.md"
 _SIDECAR = ".keys.json"
+_PER_WINDOW = ("source_key", "label", "class_name", "window_start")
+
+
+def annotation_fingerprint(info: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal for two annotation runs to write the same windows.
+
+    The budgets, candidate lengths, sizes, allocation mode, condition frames and the SHA-256
+    of the tokenizer's and the scorer's weights; the checkpoint path is left out (the same
+    weights may be read from another file).
+    """
+    fingerprint = {k: v for k, v in info.items() if k not in (*_PER_WINDOW, "tokenizer")}
+    provenance = info.get("tokenizer") or {}
+    fingerprint["tokenizer_sha256"] = provenance.get("sha256")
+    fingerprint["scorer_sha256"] = provenance.get("scorer_sha256")
+    return json.loads(json.dumps(fingerprint, sort_keys=True))
 
 
 def _shard_pattern(split: str) -> re.Pattern[str]:
@@ -67,8 +90,9 @@ def read_shard_index(path: Path) -> dict[str, Any]:
         path: A finished ``.tar`` shard.
 
     Returns:
-        ``{"keys": [...], "windows": n, "budgets": [...], "length_sum": (P, K) nested list,
-        "length_hist": list of P {length: count} dicts, "skipped": {...}}``.
+        ``{"info": {...} (the fields all its windows share: budgets, sizes, provenance),
+        "keys": [...], "windows": n, "budgets": [...], "length_sum": (P, K) nested list,
+        "length_hist": list of P {length: count} dicts}``.
     """
     sidecar = path.with_name(path.name + _SIDECAR)
     if sidecar.is_file():
@@ -90,15 +114,18 @@ def read_shard_index(path: Path) -> dict[str, Any]:
             if "lengths.npy" not in files:
                 continue
             lengths = np.load(io.BytesIO(files["lengths.npy"]), allow_pickle=False)
-            budgets = json.loads(files["json"]).get("budgets", []) if "json" in files else []
-            stats.add(key, lengths, budgets)
+            meta = json.loads(files["json"]) if "json" in files else {}
+            if not stats.keys:
+                stats.info = {k: v for k, v in meta.items() if k not in _PER_WINDOW}
+            stats.add(key, lengths, meta.get("budgets", []))
     return stats.as_dict()
 
 
 class _ShardStats:
     """Keys and running length statistics of the samples of one shard."""
 
-    def __init__(self) -> None:
+    def __init__(self, info: dict[str, Any] | None = None) -> None:
+        self.info = dict(info or {})
         self.keys: list[str] = []
         self.budgets: list[float] = []
         self.length_sum: np.ndarray | None = None
@@ -117,6 +144,7 @@ class _ShardStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "info": self.info,
             "keys": self.keys,
             "windows": len(self.keys),
             "budgets": self.budgets,
@@ -128,11 +156,14 @@ class _ShardStats:
 class _ShardSink:
     """One rank's current temporary shard; renamed (with its sidecar) when complete."""
 
-    def __init__(self, out_dir: Path, prefix: str, index: int, samples_per_shard: int) -> None:
+    def __init__(
+        self, out_dir: Path, prefix: str, index: int, samples_per_shard: int, info: dict
+    ) -> None:
         self.out_dir, self.prefix, self.index = out_dir, prefix, index
         self.samples_per_shard = samples_per_shard
+        self.info = info
         self.archive: tarfile.TarFile | None = None
-        self.stats = _ShardStats()
+        self.stats = _ShardStats(info)
         self.finished: list[Path] = []
 
     def name(self) -> str:
@@ -164,7 +195,7 @@ class _ShardSink:
         final.with_name(final.name + _SIDECAR).write_text(json.dumps(self.stats.as_dict()))
         self.temporary().replace(final)
         self.finished.append(final)
-        self.archive, self.stats = None, _ShardStats()
+        self.archive, self.stats = None, _ShardStats(self.info)
         self.index += 1
 
     def abandon(self) -> None:
@@ -173,7 +204,7 @@ class _ShardSink:
             self.archive.close()
             self.archive = None
         self.temporary().unlink(missing_ok=True)
-        self.stats = _ShardStats()
+        self.stats = _ShardStats(self.info)
 
 
 def summarise_annotations(
@@ -234,6 +265,9 @@ class AnnotationWriter(BasePredictionWriter):
         samples_per_shard: Windows per shard (the last shard may hold fewer).
         progress: Show a progress bar of windows written (rank 0).
         summary: Write and print ``annotation_summary.md`` at the end.
+        on_mismatch: What to do with finished shards made by another tokenizer, scorer,
+            budget list or allocation (see :func:`annotation_fingerprint`): ``error`` (stop,
+            naming the difference) or ``overwrite`` (delete them and annotate anew).
         write_interval: Kept at ``batch``: each batch is written as it comes.
     """
 
@@ -244,11 +278,14 @@ class AnnotationWriter(BasePredictionWriter):
         samples_per_shard: int = 1000,
         progress: bool = True,
         summary: bool = True,
+        on_mismatch: Literal["error", "overwrite"] = "error",
         write_interval: Literal["batch"] = "batch",
     ) -> None:
         super().__init__(write_interval)
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        if on_mismatch not in ("error", "overwrite"):
+            raise ValueError(f"on_mismatch must be 'error' or 'overwrite', got {on_mismatch!r}")
         if not re.fullmatch(r"[A-Za-z0-9_]+", split):
             raise ValueError(f"split must be letters, digits or '_', got {split!r}")
         self.output_dir = Path(output_dir)
@@ -256,6 +293,7 @@ class AnnotationWriter(BasePredictionWriter):
         self.samples_per_shard = samples_per_shard
         self.progress = progress
         self.summary = summary
+        self.on_mismatch = on_mismatch
         self.sink: _ShardSink | None = None
         self.done: set[str] = set()
         self.written = 0
@@ -284,9 +322,12 @@ class AnnotationWriter(BasePredictionWriter):
         for leftover in self.output_dir.glob(f".{prefix}-[0-9]*.tar.tmp"):
             log.info("removing unfinished shard %s of an interrupted run", leftover)
             leftover.unlink(missing_ok=True)
+        self.info = pl_module.annotation_info() if hasattr(pl_module, "annotation_info") else {}
+        wanted = annotation_fingerprint(self.info)
         pattern = _shard_pattern(self.split)
         next_index = 0
         self.done.clear()
+        stale: list[tuple[Path, list[str]]] = []
         for path in self._finished_shards():
             index = read_shard_index(path)
             if not index["windows"] and not path.with_name(path.name + _SIDECAR).is_file():
@@ -294,12 +335,34 @@ class AnnotationWriter(BasePredictionWriter):
                     f"{path} is not a token annotation shard (no lengths.npy member): point "
                     "the AnnotationWriter's output_dir at a folder of its own"
                 )
+            found = annotation_fingerprint(index.get("info") or {})
+            if found != wanted:
+                changed = sorted(
+                    k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k)
+                )
+                if self.on_mismatch == "error":
+                    raise ValueError(
+                        f"{path} was annotated with other settings ({', '.join(changed)} "
+                        f"differ): delete {self.output_dir} or set the writer's "
+                        "on_mismatch: overwrite"
+                    )
+                stale.append((path, changed))
+                continue
             self.done.update(index["keys"])
             match = pattern.match(path.name)
             mine = (match["rank"] is None) if world_size == 1 else match["rank"] == str(rank)
             if mine:
                 next_index = max(next_index, int(match["index"]) + 1)
-        self.sink = _ShardSink(self.output_dir, prefix, next_index, self.samples_per_shard)
+        trainer.strategy.barrier("annotation_resume")  # every rank has read before any change
+        if stale and trainer.is_global_zero:
+            for path, changed in stale:
+                log.warning("deleting %s: annotated with other %s", path, ", ".join(changed))
+                path.unlink(missing_ok=True)
+                path.with_name(path.name + _SIDECAR).unlink(missing_ok=True)
+        trainer.strategy.barrier("annotation_cleaned")
+        self.sink = _ShardSink(
+            self.output_dir, prefix, next_index, self.samples_per_shard, self.info
+        )
         self.written, self.duplicates = 0, 0
         self.skipped.clear()
         datamodule = getattr(trainer, "datamodule", None)
@@ -309,8 +372,6 @@ class AnnotationWriter(BasePredictionWriter):
             log.info(
                 "resuming: %d window(s) already annotated in %s", len(self.done), self.output_dir
             )
-        if hasattr(pl_module, "annotation_info"):
-            self.info = pl_module.annotation_info()
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Open the progress bar (rank 0), sized by the datamodule when it can tell."""

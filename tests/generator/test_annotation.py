@@ -96,9 +96,17 @@ class _CrashAfterFirstShard(pl.Callback):
 
 
 def _annotate(
-    scorer_ckpt: Path, shards: Path, out: Path, batch_size: int, crash: bool = False
+    scorer_ckpt: Path,
+    shards: Path,
+    out: Path,
+    batch_size: int,
+    crash: bool = False,
+    budgets: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
+    on_mismatch: str = "error",
 ) -> AnnotationWriter:
-    writer = AnnotationWriter(str(out), samples_per_shard=4, progress=False)
+    writer = AnnotationWriter(
+        str(out), samples_per_shard=4, progress=False, on_mismatch=on_mismatch
+    )  # type: ignore[arg-type]
     callbacks: list[pl.Callback] = [writer]
     if crash:
         callbacks.append(_CrashAfterFirstShard(writer))
@@ -107,7 +115,8 @@ def _annotate(
     )
     data = VideoWindowsDataModule(str(shards / "train-*.tar"), stride=4, batch_size=batch_size)
     data.num_workers = 0
-    trainer.predict(AnnotatorModule(str(scorer_ckpt)), datamodule=data, return_predictions=False)
+    module = AnnotatorModule(str(scorer_ckpt), budgets=list(budgets))
+    trainer.predict(module, datamodule=data, return_predictions=False)
     return writer
 
 
@@ -226,3 +235,22 @@ def test_writer_refuses_a_folder_of_other_shards(window_shards: Path, scorer_ckp
     assert sorted(p.name for p in window_shards.glob("*.tar")) == [
         f"train-{i:06d}.tar" for i in range(3)
     ]
+
+
+def test_shards_of_other_settings_stop_the_run_or_are_replaced(
+    tmp_path: Path, window_shards: Path, scorer_ckpt: Path, annotated_tokens: Path
+) -> None:
+    out = tmp_path / "changed"
+    _annotate(scorer_ckpt, window_shards, out, batch_size=8)
+    before = sorted(p.name for p in out.glob("*.tar"))
+    with pytest.raises(ValueError, match="budgets differ"):
+        _annotate(scorer_ckpt, window_shards, out, batch_size=8, budgets=(0.5, 1.0))
+    assert sorted(p.name for p in out.glob("*.tar")) == before  # nothing touched
+    writer = _annotate(
+        scorer_ckpt, window_shards, out, batch_size=8, budgets=(0.5, 1.0), on_mismatch="overwrite"
+    )
+    assert writer.written == 18
+    stored = read_annotations(out)
+    assert len(stored) == 18
+    assert all(files["json"]["budgets"] == [0.5, 1.0] for files in stored.values())
+    assert all(files["lengths.npy"].shape == (2, 4) for files in stored.values())
