@@ -356,13 +356,13 @@ class GenerationEvaluator(pl.Callback):
         if not self._active("test", trainer):
             return
         rows = self.evaluate(trainer, pl_module, "test")
+        # trainer.log_dir broadcasts under DDP: every rank must ask for it, not rank 0 alone
+        directory = Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.is_global_zero:
-            self._write_report(trainer, pl_module, rows)
+            self._write_report(directory, pl_module, rows)
 
     # ------------------------------------------------------------------------ report
-    def _write_report(
-        self, trainer: pl.Trainer, pl_module: Any, rows: list[dict[str, Any]]
-    ) -> None:
+    def _write_report(self, directory: Path, pl_module: Any, rows: list[dict[str, Any]]) -> None:
         generator = pl_module.generator
         max_tokens = generator.num_blocks * generator.tokens_per_block
         mode = "frame prediction" if pl_module.frame_prediction else "class-conditional"
@@ -411,7 +411,6 @@ class GenerationEvaluator(pl.Callback):
                     end = min(start + width - 1, max_tokens)
                     sections.append(f"| {start}-{end} | {clips} |")
             sections.append("")
-        directory = Path(trainer.log_dir or trainer.default_root_dir)
         markdown, _ = write_report(
             directory, self.report_stem, "Generation evaluation (test)", rows, notes, sections
         )

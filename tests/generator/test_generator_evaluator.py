@@ -1,0 +1,186 @@
+"""GenerationEvaluator on real runs: frame prediction in-process, class-conditional under DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from adaptok.nn.generator import ARGenerator
+from callbacks import GenerationEvaluator
+from datamodules.token_shards import TokenShardsDataModule
+from modules.generator import GeneratorModule
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class PooledColour(nn.Module):
+    """Tiny stand-in for I3D: (B, 3, 16, 224, 224) -> (B, 12) pooled colours."""
+
+    num_features = 12
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.adaptive_avg_pool3d(x, (4, 1, 1)).flatten(1)
+
+
+def _videos(out: Path, clips: int, shard_samples: int) -> None:
+    from adaptok.data.cli import main as shards
+
+    args = ["synthetic", "--out", str(out), "--num-clips", str(clips), "--seed", "0"]
+    args += ["--size", "32", "--num-frames", "16", "--val-fraction", "0.5"]
+    assert shards([*args, "--shard-samples", str(shard_samples), "--quiet"]) in (0, None)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_frame_prediction_evaluation_copies_condition_and_hits_exact_budgets(
+    tmp_path: Path, tiny_tokenizer_spec: dict, annotation_shard_writer
+) -> None:
+    _videos(tmp_path / "videos", clips=8, shard_samples=8)
+    rng = np.random.default_rng(0)
+    n = 8
+    lengths = np.stack([np.full((n, 4), 2), np.full((n, 4), 8)], 1)
+    annotation_shard_writer(
+        tmp_path / "tokens/test-000000.tar",
+        rng.integers(0, 64, (n, 4, 8)),
+        lengths,
+        labels=[0] * n,
+        budgets=[0.25, 1.0],
+        cond=rng.integers(0, 64, (n, 4, 8)),
+    )
+    generator = ARGenerator(
+        codebook_size=64,
+        num_blocks=4,
+        tokens_per_block=8,
+        num_classes=0,
+        num_budgets=2,
+        prefix_blocks=2,
+        width=32,
+        depth=1,
+        heads=2,
+        mlp_hidden=64,
+    )
+    module = GeneratorModule(
+        generator,
+        tokenizer_spec=tiny_tokenizer_spec,
+        budgets=[0.25, 1.0],
+        candidate_lengths=[2, 4, 6, 8],
+    )
+    evaluator = GenerationEvaluator(
+        real_urls=str(tmp_path / "videos/*.tar"),
+        num_samples=6,
+        length_rule="exact",
+        batch_size=4,
+        fvd_extractor=PooledColour(),
+        num_log_videos=2,
+    )
+    data = TokenShardsDataModule(
+        test_urls=str(tmp_path / "tokens/test-*.tar"),
+        condition="frame_prediction",
+        batch_size=4,
+        num_workers=0,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        callbacks=[evaluator],
+        default_root_dir=tmp_path,
+        logger=pl.loggers.TensorBoardLogger(tmp_path, name="eval"),
+        enable_progress_bar=False,
+    )
+    trainer.test(module, datamodule=data)
+    rows = _read_csv(next((tmp_path / "eval").rglob("generation_report.csv")))
+    assert [int(r["clips"]) for r in rows] == [6, 6]
+    # exact budgets: every clip on the level's total (block 0 is copied at full length)
+    assert [float(r["tokens_asked"]) for r in rows] == [float(r["tokens_mean"]) for r in rows]
+    assert [float(r["tokens_std"]) for r in rows] == [0.0, 0.0]
+    assert float(rows[0]["tokens_asked"]) == 8 + 2 * 3  # 0.25 x 32 snapped: block 0 keeps 8
+    assert float(rows[1]["tokens_asked"]) == 32
+    assert all(r["block_means"].startswith("8.0 /") for r in rows)
+    assert all(float(r["gfvd"]) >= 0 and r["fvd_unstable"] == "True" for r in rows)
+    assert all(0 < float(r["psnr"]) < 100 for r in rows)
+    report = next((tmp_path / "eval").rglob("generation_report.md")).read_text()
+    assert "UNSTABLE" in report and "block 0 is copied" in report
+
+
+def test_condition_codes_come_from_the_first_frames_only(tiny_tokenizer_spec: dict) -> None:
+    generator = ARGenerator(
+        codebook_size=64,
+        num_blocks=4,
+        tokens_per_block=8,
+        num_classes=0,
+        prefix_blocks=2,
+        width=32,
+        depth=1,
+        heads=2,
+        mlp_hidden=64,
+    )
+    module = GeneratorModule(generator, tokenizer_spec=tiny_tokenizer_spec, condition_frames=5)
+    video = torch.rand(2, 3, 16, 32, 32)
+    changed = video.clone()
+    changed[:, :, 5:] = torch.rand(2, 3, 11, 32, 32)  # frames after the condition differ
+    assert torch.equal(module.encode_condition(video), module.encode_condition(changed))
+    held = video.clone()
+    held[:, :, 5:] = video[:, :, 4:5]
+    expected = module.tokenizer.encode(held).codes.view(2, 4, 8)
+    assert torch.equal(module.encode_condition(video), expected)
+
+
+@pytest.mark.slow
+def test_token_statistics_are_summed_over_ddp_ranks(
+    tmp_path: Path, tiny_tokenizer_spec: dict, annotation_shard_writer
+) -> None:
+    """2 gloo ranks, 8 real windows in 2 shards: the report counts all 8, not one rank's 4."""
+    _videos(tmp_path / "data/demo/synthetic", clips=8, shard_samples=4)
+    rng = np.random.default_rng(0)
+    for shard in range(2):
+        annotation_shard_writer(
+            tmp_path / f"data/demo/tokens/train-{shard:06d}.tar",
+            rng.integers(0, 64, (4, 4, 8)),
+            np.full((4, 4, 4), 4),
+            labels=[0, 1, 2, 3],
+            budgets=[0.25, 0.5, 0.75, 1.0],
+        )
+    from modules.cli import run_cli
+    from tests.conftest import working_directory
+
+    content = yaml.safe_load((REPO / "experiments/demo/generator.yaml").read_text())
+    model = content["model"]["init_args"]
+    model.update(tokenizer_spec=tiny_tokenizer_spec, candidate_lengths=[2, 4, 6, 8])
+    model["generator"]["init_args"].update(
+        codebook_size=64, tokens_per_block=8, width=32, depth=1, heads=2, mlp_hidden=64
+    )
+    content["trainer"].update(max_steps=2, limit_val_batches=0, enable_progress_bar=False)
+    content["trainer"]["callbacks"] = content["trainer"]["callbacks"][:1]
+    content["data"]["init_args"].update(batch_size=4, num_workers=0, epoch_length=8)
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(content))
+    with working_directory(tmp_path):
+        run_cli(["fit", "--config", "fit.yaml"])
+
+    evaluation = yaml.safe_load((REPO / "experiments/demo/eval_gen.yaml").read_text())
+    callback = evaluation["trainer"]["callbacks"][0]["init_args"]
+    callback.update(num_samples=8, budget_levels=[0, 3], fvd=False, batch_size=2)
+    evaluation["trainer"].update(limit_test_batches=1, enable_progress_bar=False)
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(evaluation))
+    args = [sys.executable, "-m", "modules.cli", "test", "--config", "eval.yaml"]
+    args += ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    (tmp_path / "stderr.txt").write_text(result.stderr)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = _read_csv(next((tmp_path / "runs/demo/eval_gen").rglob("generation_report.csv")))
+    assert [int(r["clips"]) for r in rows] == [8, 8]
