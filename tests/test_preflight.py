@@ -6,11 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import EXPERIMENTS, TINY_TOKENIZER, working_directory
 
 from adaptok.data.skips import NoUsableSamplesError
 from modules.cli import run_cli
 from modules.preflight import PreflightError, check_disk_space, check_writable
+from tests.conftest import EXPERIMENTS, TINY_TOKENIZER, working_directory
 
 TOKENIZER_YAML = str(EXPERIMENTS / "demo" / "tokenizer.yaml")
 
