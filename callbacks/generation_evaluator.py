@@ -62,6 +62,10 @@ class GenerationEvaluator(pl.Callback):
         batch_size: Real windows (and generated clips) per batch.
         num_workers: Loader workers for the real windows.
         fvd: Compute gFVD (I3D weights needed; skipped with a warning when missing).
+        fvd_levels: Budget levels that get a gFVD (None: all of ``budget_levels``); I3D is by
+            far the slowest part on a CPU.
+        fvd_num_samples: Clips per level that enter gFVD and PSNR/SSIM (None: all); the token
+            statistics always use every generated clip.
         fvd_resolution: Resize real and generated frames to this size before FVD (None:
             64 for frame prediction, as in the paper's protocol; the clip size otherwise).
         num_log_videos: Generated clips per level shown in TensorBoard (0: none).
@@ -91,6 +95,8 @@ class GenerationEvaluator(pl.Callback):
         batch_size: int = 16,
         num_workers: int = 0,
         fvd: bool = True,
+        fvd_levels: list[int] | None = None,
+        fvd_num_samples: int | None = None,
         fvd_resolution: int | None = None,
         num_log_videos: int = 4,
         every_n_validations: int = 1,
@@ -122,6 +128,8 @@ class GenerationEvaluator(pl.Callback):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.fvd = fvd
+        self.fvd_levels = fvd_levels
+        self.fvd_num_samples = fvd_num_samples
         self.fvd_resolution = fvd_resolution
         self.num_log_videos = num_log_videos
         self.every_n_validations = every_n_validations
@@ -207,11 +215,15 @@ class GenerationEvaluator(pl.Callback):
                     f"{FVD_FRAMES}; the token statistics are still computed"
                 )
                 self._warned_frames = True
+        fvd_levels = levels if self.fvd_levels is None else [int(x) for x in self.fvd_levels]
+        fvd_per_rank = per_rank
+        if self.fvd_num_samples is not None:
+            fvd_per_rank = min(per_rank, math.ceil(self.fvd_num_samples / trainer.world_size))
         meters = {
             level: VideoQualityMeter(
-                fvd=fvd,
+                fvd=fvd and level in fvd_levels,
                 lpips=False,
-                max_samples=per_rank,
+                max_samples=fvd_per_rank,
                 fvd_extractor=self.fvd_extractor,
                 i3d_weights=self.i3d_weights,
             ).to(device)
@@ -333,6 +345,7 @@ class GenerationEvaluator(pl.Callback):
             if count
             else "",
             "gfvd": quality.get("fvd"),
+            "fvd_clips": int(quality.get("num_samples", 0)) if "fvd" in quality else None,
             "fvd_unstable": bool(quality.get("fvd_unstable", 0.0)) if "fvd" in quality else None,
         }
         if pl_module.frame_prediction and "psnr" in quality:
