@@ -256,6 +256,7 @@ class GenerationEvaluator(pl.Callback):
                         f"[0, {generator.num_classes}): give real_urls with the classes the "
                         "generator was trained on"
                     )
+            # conditions in full precision, as the annotations (the reference mixed fp16/fp32)
             condition = pl_module.encode_condition(real) if frame_prediction else None
             real_fvd = self._resize_for_fvd(real, frame_prediction)
             for level in levels:
@@ -263,17 +264,18 @@ class GenerationEvaluator(pl.Callback):
                     self.seed + 7919 * trainer.global_rank + 104729 * batch_index + level
                 )
                 asked = self._asked(pl_module, level, real.shape[0], device)
-                output = pl_module.sample(
-                    label,
-                    torch.full_like(label, level),
-                    condition_codes=condition,
-                    total_tokens=None if self.length_rule == "free" else asked,
-                    budget_rule="at_most" if self.length_rule == "at_most" else "exact",
-                    grid=self.grid,
-                    generator=rng,
-                    **self.sampling,
-                )
-                fake = pl_module.decode(output)
+                with trainer.precision_plugin.forward_context():  # autocast as in training
+                    output = pl_module.sample(
+                        label,
+                        torch.full_like(label, level),
+                        condition_codes=condition,
+                        total_tokens=None if self.length_rule == "free" else asked,
+                        budget_rule="at_most" if self.length_rule == "at_most" else "exact",
+                        grid=self.grid,
+                        generator=rng,
+                        **self.sampling,
+                    )
+                    fake = pl_module.decode(output)
                 meters[level].update(real_fvd, self._resize_for_fvd(fake, frame_prediction))
                 produced = output.total_tokens
                 stats[level]["histogram"] += torch.bincount(produced, minlength=max_tokens + 1).to(

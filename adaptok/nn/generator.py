@@ -81,39 +81,50 @@ class SwiGLU(nn.Module):
 
 
 class GeneratorKVCache:
-    """Preallocated keys/values of every layer for incremental decoding.
+    """Keys/values of every layer for incremental decoding, preallocated per layer.
+
+    Each layer's buffer is allocated at its first write, `(B, heads, max_length, head_dim)` in
+    the dtype of the keys written (so autocast decoding caches bf16 keys), and filled in place
+    afterwards (no concatenation per step).
 
     Attributes:
-        keys: One `(B, heads, max_length, head_dim)` tensor per layer.
-        values: Same shapes as `keys`.
+        keys: Per layer, the buffer or None before the first write.
+        values: Same as `keys`.
         length: Number of positions filled so far (the same for every row).
+        max_length: Capacity in positions.
     """
 
-    def __init__(
-        self,
-        depth: int,
-        batch_size: int,
-        heads: int,
-        max_length: int,
-        head_dim: int,
-        device: torch.device | str,
-        dtype: torch.dtype,
-    ) -> None:
-        shape = (batch_size, heads, max_length, head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)]
+    def __init__(self, depth: int, max_length: int) -> None:
+        self.keys: list[Tensor | None] = [None] * depth
+        self.values: list[Tensor | None] = [None] * depth
         self.length = 0
         self.max_length = max_length
 
-    @property
-    def batch_size(self) -> int:
-        """Rows currently held."""
-        return self.keys[0].shape[0]
+    def write(self, layer: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Stores `(B, heads, L_new, head_dim)` keys/values at `length`; returns all so far.
+
+        Raises:
+            ValueError: When the new positions do not fit.
+        """
+        start, end = self.length, self.length + keys.shape[2]
+        if end > self.max_length:
+            raise ValueError(f"KV cache of {self.max_length} positions cannot hold {end}")
+        buffer_k, buffer_v = self.keys[layer], self.values[layer]
+        if buffer_k is None or buffer_v is None:
+            shape = (keys.shape[0], keys.shape[1], self.max_length, keys.shape[3])
+            buffer_k = keys.new_zeros(shape)
+            buffer_v = values.new_zeros(shape)
+        elif buffer_k.dtype != keys.dtype:
+            buffer_k, buffer_v = buffer_k.to(keys.dtype), buffer_v.to(values.dtype)
+        buffer_k[:, :, start:end] = keys
+        buffer_v[:, :, start:end] = values
+        self.keys[layer], self.values[layer] = buffer_k, buffer_v
+        return buffer_k[:, :, :end], buffer_v[:, :, :end]
 
     def select(self, rows: Tensor) -> None:
         """Keeps only `rows` (long `(B',)`), e.g. to drop finished clips from the batch."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
+        self.keys = [None if k is None else k.index_select(0, rows) for k in self.keys]
+        self.values = [None if v is None else v.index_select(0, rows) for v in self.values]
 
 
 class _Attention(nn.Module):
@@ -138,11 +149,7 @@ class _Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         else:
             start, end = cache.length, cache.length + length
-            if end > cache.max_length:
-                raise ValueError(f"KV cache of {cache.max_length} positions cannot hold {end}")
-            cache.keys[layer][:, :, start:end] = k
-            cache.values[layer][:, :, start:end] = v
-            keys, values = cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end]
+            keys, values = cache.write(layer, k, v)
             if length == 1:
                 out = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout)
             elif start == 0:
@@ -301,13 +308,9 @@ class ARGenerator(nn.Module):
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
 
-    def new_cache(
-        self, batch_size: int, device: torch.device | str, dtype: torch.dtype
-    ) -> GeneratorKVCache:
-        """An empty KV cache for `batch_size` rows and the longest sequence."""
-        return GeneratorKVCache(
-            self.depth, batch_size, self.heads, self.max_positions, self.head_dim, device, dtype
-        )
+    def new_cache(self) -> GeneratorKVCache:
+        """An empty KV cache for the longest sequence (buffers are sized at the first write)."""
+        return GeneratorKVCache(self.depth, self.max_positions)
 
     # ------------------------------------------------------------------------ embeddings
     def _check_conditions(self, label: Tensor, budget: Tensor) -> None:

@@ -248,7 +248,6 @@ def sample(
             without classes, or invalid sampling parameters.
     """
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
     num_blocks, block_size, first = model.num_blocks, model.tokens_per_block, model.first_block
     vocab = model.vocab
     label = torch.as_tensor(label, device=device).long()
@@ -351,7 +350,7 @@ def sample(
     stream = doubled(torch.cat([prefix, torch.zeros(batch, 1, dtype=torch.long, device=device)], 1))
     stream_block = doubled(torch.cat([prefix_block.expand(batch, -1), block[:, None]], 1))
     stream_position = doubled(torch.cat([prefix_position.expand(batch, -1), position[:, None]], 1))
-    cache = model.new_cache(run_label.shape[0], device, dtype) if use_cache else None
+    cache = model.new_cache() if use_cache else None
     logits = model(stream, stream_block, stream_position, run_label, run_budget, cache)[:, -1]
     steps, row_steps = 0, 0
 

@@ -89,6 +89,7 @@ def write_annotation_shard(
     budgets: Sequence[float],
     cond: np.ndarray | None = None,
     candidate_lengths: Sequence[int] = (2, 4, 6, 8),
+    codebook_size: int = 64,
 ) -> Path:
     """Writes one annotation shard in the format of `callbacks.AnnotationWriter`.
 
@@ -100,6 +101,7 @@ def write_annotation_shard(
         budgets: The P budget fractions.
         cond: Optional `(N, K, M)` condition codes (frame-prediction shards).
         candidate_lengths: The scorer's candidates recorded in the metadata.
+        codebook_size: V recorded in the metadata.
     """
     import webdataset as wds
 
@@ -116,7 +118,7 @@ def write_annotation_shard(
                 "candidate_lengths": list(candidate_lengths),
                 "num_blocks": num_blocks,
                 "tokens_per_block": block_size,
-                "codebook_size": 64,
+                "codebook_size": codebook_size,
                 "tokenizer": {"ckpt": "test", "sha256": "0"},
             }
             sample = {

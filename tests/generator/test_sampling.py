@@ -66,7 +66,7 @@ def test_cached_forward_equals_full_forward() -> None:
     label, budget = _labels(2)
     args = (batch["tokens"], batch["block_index"], batch["block_position"], label, budget)
     full = model(*args)
-    cache = model.new_cache(2, "cpu", torch.float64)
+    cache = model.new_cache()
     prefix = 4
     head = model(*(a[:, :prefix] if a.dim() == 2 else a for a in args), cache=cache)
     assert torch.allclose(head, full[:, :prefix], atol=1e-12)
@@ -197,3 +197,25 @@ def test_frame_prediction_copies_block_zero_and_never_predicts_sep() -> None:
         sample(model, label, label)
     with pytest.raises(ValueError, match="guidance"):
         sample(model, label, label, condition_codes=cond, cfg_scale=1.5)
+
+
+def test_sampling_under_bf16_autocast_caches_bf16_keys() -> None:
+    model = _model().float()
+    label, budget = _labels(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sample(model, label, budget, candidate_lengths=CANDIDATES, generator=_gen(0))
+        cache = model.new_cache()
+        seq = collate_sequences(
+            [
+                build_sequence(
+                    torch.zeros(K, M, dtype=torch.long), torch.full((K,), 2), codebook_size=V
+                )
+            ],
+            pad_id=V,
+        )
+        model(
+            seq["tokens"], seq["block_index"], seq["block_position"], label[:1], budget[:1], cache
+        )
+    assert cache.keys[0].dtype == torch.bfloat16
+    assert out.lengths.min() >= 2 and out.lengths.max() <= M
+    assert (out.codes < V).all()
