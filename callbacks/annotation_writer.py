@@ -59,9 +59,9 @@ _PER_WINDOW = ("source_key", "label", "class_name", "window_start")
 def annotation_fingerprint(info: dict[str, Any]) -> dict[str, Any]:
     """What must be equal for two annotation runs to write the same windows.
 
-    The budgets, candidate lengths, sizes, allocation mode, condition frames and the SHA-256
-    of the tokenizer's and the scorer's weights; the checkpoint path is left out (the same
-    weights may be read from another file).
+    The budgets, candidate lengths, sizes, allocation mode, condition frames, window strides,
+    class names and the SHA-256 of the tokenizer's and the scorer's weights; the checkpoint
+    path is left out (the same weights may be read from another file).
     """
     fingerprint = {k: v for k, v in info.items() if k not in (*_PER_WINDOW, "tokenizer")}
     provenance = info.get("tokenizer") or {}
@@ -323,6 +323,9 @@ class AnnotationWriter(BasePredictionWriter):
             log.info("removing unfinished shard %s of an interrupted run", leftover)
             leftover.unlink(missing_ok=True)
         self.info = pl_module.annotation_info() if hasattr(pl_module, "annotation_info") else {}
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "window_info"):
+            self.info.update(datamodule.window_info())
         wanted = annotation_fingerprint(self.info)
         pattern = _shard_pattern(self.split)
         next_index = 0
@@ -365,7 +368,6 @@ class AnnotationWriter(BasePredictionWriter):
         )
         self.written, self.duplicates = 0, 0
         self.skipped.clear()
-        datamodule = getattr(trainer, "datamodule", None)
         if self.done and datamodule is not None and hasattr(datamodule, "exclude_keys"):
             datamodule.exclude_keys(self.done)
         if self.done and trainer.is_global_zero:

@@ -119,6 +119,8 @@ class VideoWindowsDataset(IterableDataset):
         rank: This process's rank; it reads shards ``rank::world_size``.
         world_size: Number of ranks.
         exclude: Window keys not to produce (already written by an earlier run).
+        class_names: Joint label space: a window's label becomes the index of its class name
+            here (other names are counted skips); ``None`` keeps the shards' labels.
     """
 
     def __init__(
@@ -131,8 +133,10 @@ class VideoWindowsDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         exclude: Iterable[str] = (),
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        self.class_names = None if class_names is None else [str(n) for n in class_names]
         self.shards = list(shards)
         self.num_frames, self.stride, self.frame_stride = num_frames, stride, frame_stride
         self.resolution = resolution
@@ -163,6 +167,10 @@ class VideoWindowsDataset(IterableDataset):
             label, class_name = int(meta.get("label", -1)), str(meta.get("class_name", ""))
         except (ValueError, TypeError, UnicodeDecodeError) as error:
             raise _Skip("bad metadata") from error
+        if self.class_names is not None:
+            if class_name not in self.class_names:
+                raise _Skip("unknown class")
+            label = self.class_names.index(class_name)
         source = str(sample["__key__"])
         try:
             if not {"frames", "height", "width"} <= set(meta):
@@ -307,6 +315,10 @@ class VideoWindowsDataModule(LightningDataModule):
             the annotating module from its tokenizer.
         batch_size: Windows per batch.
         num_workers: DataLoader workers (at most the number of shards of a rank).
+        class_names: One label space for shards written with different ones (e.g. the demo's
+            synthetic classes 0..3 and real sample videos 0..1): each window's label is the
+            index of its ``class_name`` in this list, and windows of other classes are
+            counted skips. ``None`` keeps the labels stored in the shards.
     """
 
     def __init__(
@@ -318,8 +330,11 @@ class VideoWindowsDataModule(LightningDataModule):
         resolution: int | None = None,
         batch_size: int = 8,
         num_workers: int = 1,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
+        if class_names is not None and len(set(class_names)) != len(class_names):
+            raise ValueError(f"class_names must be distinct, got {class_names}")
         if stride < 1 or frame_stride < 1 or batch_size < 1 or num_workers < 0:
             raise ValueError(
                 "stride, frame_stride and batch_size must be >= 1 and num_workers >= 0, got "
@@ -332,6 +347,7 @@ class VideoWindowsDataModule(LightningDataModule):
         self.resolution = resolution
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.class_names = class_names
         self.shards: list[str] = []
         self.excluded: set[str] = set()
         self.skip_counts: Counter = Counter()
@@ -351,6 +367,14 @@ class VideoWindowsDataModule(LightningDataModule):
                     f"data {name}={current} but the tokenizer's clip needs {name}={value}; "
                     f"remove {name} from the data section (it is taken from the tokenizer)"
                 )
+
+    def window_info(self) -> dict[str, Any]:
+        """Settings that define the annotated window set (stored with every annotation)."""
+        return {
+            "window_stride": self.stride,
+            "frame_stride": self.frame_stride,
+            "class_names": None if self.class_names is None else list(self.class_names),
+        }
 
     def exclude_keys(self, keys: Iterable[str]) -> None:
         """Window keys that must not be produced (written by an earlier, interrupted run)."""
@@ -413,6 +437,7 @@ class VideoWindowsDataModule(LightningDataModule):
             rank=rank,
             world_size=world_size,
             exclude=self.excluded,
+            class_names=self.class_names,
         )
         return DataLoader(
             dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=collate_windows

@@ -254,3 +254,36 @@ def test_shards_of_other_settings_stop_the_run_or_are_replaced(
     assert len(stored) == 18
     assert all(files["json"]["budgets"] == [0.5, 1.0] for files in stored.values())
     assert all(files["lengths.npy"].shape == (2, 4) for files in stored.values())
+
+
+def test_class_names_give_one_label_space(window_shards: Path) -> None:
+    names = ["hectic", "busy", "moderate", "calm"]
+    full = VideoWindowsDataModule(
+        str(window_shards / "train-*.tar"), num_frames=8, stride=4, resolution=32
+    )
+    full.num_workers = 0
+    stored = {}
+    for batch in full.predict_dataloader():
+        stored.update(zip(batch["key"], batch["class_name"], strict=True))
+    present = sorted(set(stored.values()))
+    assert len(present) >= 2, present
+    kept_names = [n for n in names if n != present[0]]
+    data = VideoWindowsDataModule(
+        str(window_shards / "train-*.tar"),
+        num_frames=8,
+        stride=4,
+        resolution=32,
+        class_names=kept_names,
+    )
+    data.num_workers = 0
+    seen = 0
+    for batch in data.predict_dataloader():
+        batch = data.on_before_batch_transfer(batch, 0)
+        for name, label in zip(batch["class_name"], batch["label"].tolist(), strict=True):
+            assert kept_names[label] == name
+            seen += 1
+    dropped = sum(1 for name in stored.values() if name == present[0])
+    assert seen == len(stored) - dropped
+    assert data.skip_counts["unknown class"] == dropped // 3  # videos, 3 windows each
+    with pytest.raises(ValueError, match="distinct"):
+        VideoWindowsDataModule("unused", class_names=["a", "a"])
