@@ -13,7 +13,8 @@ rank its own). Sample members (the format ``datamodules.TokenShardsDataModule`` 
 
 Resumable: a shard is written as a hidden ``.NAME.tmp`` and renamed when complete, next to a
 ``NAME.keys.json`` sidecar (its keys, length statistics and the run's settings). Finished
-shards made with another tokenizer, scorer, budget list or allocation stop the run (or, with
+shards made with other settings (tokenizer, scorer, budgets, allocation, strides, class
+names) stop the run (or, with
 ``on_mismatch: overwrite``, are deleted), so stale annotations are never mixed with new
 ones. Otherwise a re-run deletes this rank's
 leftover temporary files, reads which windows the finished shards hold, asks the datamodule
@@ -265,9 +266,10 @@ class AnnotationWriter(BasePredictionWriter):
         samples_per_shard: Windows per shard (the last shard may hold fewer).
         progress: Show a progress bar of windows written (rank 0).
         summary: Write and print ``annotation_summary.md`` at the end.
-        on_mismatch: What to do with finished shards made by another tokenizer, scorer,
-            budget list or allocation (see :func:`annotation_fingerprint`): ``error`` (stop,
-            naming the difference) or ``overwrite`` (delete them and annotate anew).
+        on_mismatch: What to do with finished shards made with other settings (tokenizer,
+            scorer, budgets, allocation, strides, class names: see
+            :func:`annotation_fingerprint`): ``error`` (stop, naming what differs) or
+            ``overwrite`` (delete them and annotate anew).
         write_interval: Kept at ``batch``: each batch is written as it comes.
     """
 
