@@ -13,14 +13,13 @@ rank its own). Sample members (the format ``datamodules.TokenShardsDataModule`` 
 
 Resumable: a shard is written as a hidden ``.NAME.tmp`` and renamed when complete, next to a
 ``NAME.keys.json`` sidecar (its keys, length statistics and the run's settings). Finished
-shards made with other settings (tokenizer, scorer, budgets, allocation, strides, class
-names) stop the run (or, with
-``on_mismatch: overwrite``, are deleted), so stale annotations are never mixed with new
-ones. Otherwise a re-run deletes this rank's
-leftover temporary files, reads which windows the finished shards hold, asks the datamodule
-not to produce them again (``exclude_keys``) and drops any that still arrive, and numbers its
-new shards after the existing ones: nothing is lost (an unfinished shard's windows are
-annotated again) and nothing is duplicated.
+shards made with other settings (tokenizer, scorer, budgets, allocation, strides, class names)
+stop the run, or with ``on_mismatch: overwrite`` are deleted, so stale annotations are never
+mixed with new ones. Otherwise a re-run deletes this rank's leftover temporary files, reads
+which windows the finished shards hold, asks the datamodule not to produce them again
+(``exclude_keys``) and drops any that still arrive, and numbers its new shards after the
+existing ones: nothing is lost (an unfinished shard's windows are annotated again) and nothing
+is duplicated.
 
 At the end, rank 0 writes ``annotation_summary.md`` beside the shards (windows, mean tokens
 per block at each budget, per block position, histogram of lengths) and prints it.
