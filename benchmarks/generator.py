@@ -4,7 +4,7 @@ Each case runs in its own subprocess (so the peak memory is that case's alone) a
 clips whose every block is forced to its full length (exact budget K x M), so a clip always
 costs K x (M + 1) sampled tokens. Reports medians over ``--repeats`` runs:
 
-- ``demo``: the demo generator (width 128, 4 layers, 4 blocks x 32 tokens), batch 16;
+- ``demo``: the demo generator (width 96, 3 layers, 4 blocks x 32 tokens), batch 16;
 - ``1k``: the same network over 4 blocks x 250 tokens (1,004 sampled tokens), batch 1: the
   KV-cache target (>= 10x the uncached speed at 1,000 tokens);
 - ``paper``: the 633M paper network (30 x 1280, SwiGLU 3584), batch 1, 256 tokens; on CPU
@@ -33,7 +33,7 @@ from adaptok.nn.generator import ARGenerator
 from adaptok.nn.sampling import sample
 
 NETWORKS: dict[str, dict[str, int]] = {
-    "demo": {"width": 128, "depth": 4, "heads": 4, "mlp_hidden": 352, "codebook_size": 256},
+    "demo": {"width": 96, "depth": 3, "heads": 4, "mlp_hidden": 256, "codebook_size": 256},
     "paper": {"width": 1280, "depth": 30, "heads": 20, "mlp_hidden": 3584, "codebook_size": 8192},
 }
 CASES: dict[str, dict[str, Any]] = {
