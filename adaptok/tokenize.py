@@ -1,0 +1,599 @@
+"""Tokenize a video file window by window with a trained scorer and the token allocator.
+
+This is the library behind ``adaptok tokenize`` (issue 10, item 5): a person with a trained
+tokenizer + scorer points it at any video file and gets, for every ``num_frames``-frame
+window, the codes the tokenizer keeps and how many tokens each temporal block got.
+
+Windows are cut the way the evaluation data path cuts clips: frames are taken by
+presentation time at a constant rate (``fps``, default the video's own; variable-frame-rate
+input is resampled to it, as ``adaptok-shards`` does), display rotation is applied, the short
+side is resized to the tokenizer's ``image_size`` and the centre square is kept
+(``VideoWindowsDataset``). Windows start every ``stride`` frames (default: back to back);
+frames after the last full window are not tokenized (the result says how many).
+
+Allocation (METHOD 3, IPAL) uses :class:`~adaptok.budget_planner.TokenBudgetPlanner` with the
+scorer's predicted costs:
+
+* ``per_clip``: each window gets ``K * budget * M`` tokens, solved exactly per window;
+* ``streaming``: causal, block by block, windows in temporal order, the planner's price per
+  token carried from one window to the next (each window's total is still enforced);
+* ``target``: no budget, the fewest tokens whose predicted cost reaches ``threshold``
+  (:func:`adaptok.alloc.allocate`, ``mode="target"``).
+
+Budgets here are FRACTIONS of the tokens per block ``M`` (``0.25`` = a quarter of them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from adaptok.alloc import InfeasibleBudgetError, allocate
+from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
+from adaptok.budget_planner import TokenBudgetPlanner
+from adaptok.data.video_io import (
+    VideoDecodeError,
+    decode_video_timed,
+    encode_video,
+    probe_video,
+    short_side_shape,
+)
+from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video
+from adaptok.nn.scorer import BlockCausalScorer
+from adaptok.nn.tokenizer import AdapTokTokenizer
+
+__all__ = [
+    "CODE_PAD",
+    "TOKENIZE_MODES",
+    "TokenizeMode",
+    "TokenizedVideo",
+    "VideoTooShortError",
+    "VideoWindows",
+    "budget_to_mean_tokens",
+    "load_npz",
+    "read_windows",
+    "save_npz",
+    "side_by_side_frames",
+    "tokenize_video",
+    "write_side_by_side",
+]
+
+TokenizeMode = Literal["per_clip", "streaming", "target"]
+TOKENIZE_MODES: tuple[str, ...] = ("per_clip", "streaming", "target")
+
+CODE_PAD = 65535
+"""Value stored in ``codes`` at dropped positions (beyond a block's length); never a code,
+since codebooks of more than 65535 entries are refused (codes are stored as uint16)."""
+
+
+class VideoTooShortError(ValueError):
+    """The video has fewer frames than one tokenizer window."""
+
+
+# --------------------------------------------------------------------------- windows
+@dataclass(frozen=True)
+class VideoWindows:
+    """The frames of a video as the tokenizer sees them, and where its windows start.
+
+    Attributes:
+        frames: ``(N, S, S, 3)`` uint8 RGB frames at ``fps``, upright, short side resized to
+            ``S`` and centre-cropped.
+        fps: Frame rate of ``frames`` (frames per second).
+        starts: ``(W,)`` first frame (index into ``frames``) of each window.
+        num_frames: Frames per window ``T``.
+        source_frames: Frames decoded from the file (before resampling to ``fps``).
+        source_size: Displayed ``(height, width)`` of the file.
+        rotation: Display rotation applied, degrees counter-clockwise.
+    """
+
+    frames: np.ndarray
+    fps: float
+    starts: np.ndarray
+    num_frames: int
+    source_frames: int
+    source_size: tuple[int, int]
+    rotation: int
+
+    @property
+    def uncovered_frames(self) -> int:
+        """Frames after the end of the last window (not tokenized)."""
+        return len(self.frames) - (int(self.starts[-1]) + self.num_frames)
+
+    def window(self, index: int) -> np.ndarray:
+        """``(T, S, S, 3)`` uint8 frames of window ``index``."""
+        start = int(self.starts[index])
+        return self.frames[start : start + self.num_frames]
+
+
+def _frames_at_rate(times: np.ndarray, fps: float) -> np.ndarray:
+    """Indices of the frames on screen at ``0, 1/fps, 2/fps, ...`` up to the last frame.
+
+    A frame is on screen from its presentation time until the next one; half a median frame
+    interval of slack keeps jittered constant-rate timestamps from skipping frames.
+    """
+    if len(times) < 2:
+        return np.arange(len(times))
+    targets = np.arange(0.0, times[-1] + 1e-9, 1.0 / fps)
+    slack = 0.5 * float(np.median(np.diff(times)))
+    indices = np.searchsorted(times, targets + slack, side="right") - 1
+    return np.clip(indices, 0, len(times) - 1)
+
+
+def read_windows(
+    path: str | Path,
+    num_frames: int,
+    image_size: int,
+    stride: int | None = None,
+    fps: float | None = None,
+) -> VideoWindows:
+    """Decode a video file into tokenizer windows.
+
+    Args:
+        path: The video file (any container/codec FFmpeg reads).
+        num_frames: Frames per window ``T`` (the tokenizer's clip length).
+        image_size: Side ``S`` of the square frames (the tokenizer's ``image_size``).
+        stride: Frames between window starts (>= 1); default ``num_frames`` (no overlap).
+        fps: Rate to take frames at, by presentation time; default the video's average rate.
+            Constant-rate video at its own rate keeps every frame.
+
+    Returns:
+        The frames and window starts.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        VideoDecodeError: The file cannot be opened or decoded as video.
+        VideoTooShortError: Fewer frames than ``num_frames`` (the message gives both counts).
+        ValueError: ``stride`` or ``fps`` is not positive.
+    """
+    stride = num_frames if stride is None else int(stride)
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1 frame, got {stride}")
+    if fps is not None and not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"video file not found: {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"not a file: {path}")
+    try:
+        info = probe_video(path)
+        resized = short_side_shape(info.height, info.width, image_size)
+        decoded = decode_video_timed(path, output_size=resized)
+    except (VideoDecodeError, av.FFmpegError) as error:
+        raise VideoDecodeError(f"cannot decode {path} as a video: {error}") from error
+    times = decoded.times
+    native = info.fps
+    if not native > 0:
+        native = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 25.0
+    rate = float(fps) if fps is not None else native
+    steps = np.diff(times)
+    even = len(times) < 2 or bool(np.abs(steps - 1.0 / rate).max() < 0.25 / rate)
+    indices = np.arange(len(times)) if even else _frames_at_rate(times, rate)
+    height, width = resized
+    top, left = (height - image_size) // 2, (width - image_size) // 2
+    frames = decoded.frames[indices, top : top + image_size, left : left + image_size]
+    if len(frames) < num_frames:
+        raise VideoTooShortError(
+            f"{path} is too short: it has {len(frames)} frames at {rate:.4g} fps "
+            f"({len(times)} decoded), and one tokenizer window needs {num_frames} frames"
+        )
+    starts = np.arange(0, len(frames) - num_frames + 1, stride, dtype=np.int64)
+    return VideoWindows(
+        frames=np.ascontiguousarray(frames),
+        fps=rate,
+        starts=starts,
+        num_frames=num_frames,
+        source_frames=len(times),
+        source_size=(info.height, info.width),
+        rotation=decoded.rotation,
+    )
+
+
+# --------------------------------------------------------------------------- budgets
+def budget_to_mean_tokens(
+    budget: float,
+    tokens_per_block: int,
+    candidates: Sequence[int],
+    num_blocks: int,
+    equality: bool = True,
+) -> float:
+    """Mean tokens per block of a fractional budget, refusing budgets no allocation meets.
+
+    Args:
+        budget: Fraction of the ``tokens_per_block`` tokens each block keeps on average,
+            in (0, 1].
+        tokens_per_block: ``M``.
+        candidates: The scorer's candidate lengths (ascending).
+        num_blocks: Blocks per window ``K`` (each window spends ``K * budget * M`` tokens).
+        equality: The window's total must be met exactly (else at most).
+
+    Returns:
+        ``budget * M``.
+
+    Raises:
+        InfeasibleBudgetError: ``budget`` is outside (0, 1], outside the candidates' range
+            (the message names the feasible fractions and token counts), or its per-window
+            total cannot be met.
+    """
+    candidates = sorted(int(c) for c in candidates)
+    low, high = candidates[0] / tokens_per_block, candidates[-1] / tokens_per_block
+    feasible = (
+        f"feasible budgets lie in [{low:.4g}, {high:.4g}] (the scorer's candidate lengths "
+        f"{candidates} of {tokens_per_block} tokens per block)"
+    )
+    if not (0.0 < budget <= 1.0):
+        raise InfeasibleBudgetError(
+            f"budget {budget} is not a fraction of the tokens per block in (0, 1]; {feasible}"
+        )
+    mean_tokens = budget * tokens_per_block
+    if mean_tokens < candidates[0] - 1e-9 or mean_tokens > candidates[-1] + 1e-9:
+        raise InfeasibleBudgetError(
+            f"budget {budget} ({mean_tokens:.4g} tokens per block) is infeasible: {feasible}"
+        )
+    try:
+        total = total_from_mean(mean_tokens, num_blocks, equality)
+        check_total(total, num_blocks, TokenGrid.from_lengths(np.asarray(candidates)), equality)
+    except InfeasibleBudgetError as error:
+        raise InfeasibleBudgetError(
+            f"budget {budget} ({mean_tokens:.4g} tokens per block, {num_blocks} blocks per "
+            f"window) cannot be spent exactly: {error}. Choose a budget whose window total "
+            "is a reachable whole number of tokens, or spend at most the budget "
+            "(equality=False, `--at-most`)"
+        ) from error
+    return mean_tokens
+
+
+# --------------------------------------------------------------------------- result
+@dataclass
+class TokenizedVideo:
+    """Codes and per-block token counts of every window of a video.
+
+    Attributes:
+        codes: ``(W, K, M)`` uint16 codes; positions at or beyond a block's length hold
+            :data:`CODE_PAD`.
+        lengths: ``(W, K)`` int16 tokens kept per block.
+        window_starts: ``(W,)`` int64 first frame of each window (index into the frames
+            taken at ``fps``).
+        budget: Fraction of the tokens per block spent on average (NaN in ``target`` mode).
+        mode: ``per_clip``, ``streaming`` or ``target``.
+        candidate_lengths: ``(J,)`` the scorer's candidate lengths.
+        source: Path of the video file.
+        fps: Rate the frames were taken at (frames per second).
+        checkpoint: Path of the scorer checkpoint.
+        threshold: ``target`` mode's predicted-cost threshold in the scorer metric's units
+            (NaN otherwise).
+        solver: Allocation solver (``fast`` or ``mip``).
+        psnr: ``(W,)`` PSNR of each window's reconstruction against its input, dB.
+        ssim: ``(W,)`` SSIM of the same, in [-1, 1].
+        tokens_per_block: ``M``.
+        num_frames: Frames per window ``T``.
+        image_size: Side of the square frames ``S``.
+        total_frames: Frames taken from the video at ``fps``.
+        inputs: ``(W, T, S, S, 3)`` uint8 input windows (not saved to npz).
+        reconstruction: ``(W, T, S, S, 3)`` uint8 reconstructions (not saved to npz).
+    """
+
+    codes: np.ndarray
+    lengths: np.ndarray
+    window_starts: np.ndarray
+    budget: float
+    mode: str
+    candidate_lengths: np.ndarray
+    source: str
+    fps: float
+    checkpoint: str
+    threshold: float
+    solver: str
+    psnr: np.ndarray
+    ssim: np.ndarray
+    tokens_per_block: int
+    num_frames: int
+    image_size: int
+    total_frames: int
+    inputs: np.ndarray | None = field(default=None, repr=False)
+    reconstruction: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def num_windows(self) -> int:
+        """``W``."""
+        return int(self.lengths.shape[0])
+
+    @property
+    def mean_tokens_per_block(self) -> float:
+        """Mean kept tokens per block over every window."""
+        return float(self.lengths.mean())
+
+    def flat_codes(self) -> torch.Tensor:
+        """``(W, K * M)`` long codes as ``tokenizer.decode`` takes them (pads kept)."""
+        return torch.from_numpy(self.codes.astype(np.int64)).flatten(1)
+
+
+_SAVED_ARRAYS = ("codes", "lengths", "window_starts", "candidate_lengths", "psnr", "ssim")
+_SAVED_SCALARS = (
+    "budget",
+    "mode",
+    "source",
+    "fps",
+    "checkpoint",
+    "threshold",
+    "solver",
+    "tokens_per_block",
+    "num_frames",
+    "image_size",
+    "total_frames",
+)
+
+
+def save_npz(result: TokenizedVideo, path: str | Path) -> Path:
+    """Write the codes, lengths and settings to a compressed ``.npz`` (no frames).
+
+    Keys: ``codes`` uint16 (W, K, M), ``lengths`` int16 (W, K), ``window_starts`` int64 (W,),
+    ``candidate_lengths``, ``psnr``, ``ssim`` (W,), and 0-d ``budget``, ``mode``, ``source``,
+    ``fps``, ``checkpoint``, ``threshold``, ``solver``, ``tokens_per_block``, ``num_frames``,
+    ``image_size``, ``total_frames``. Readable with ``np.load(path)`` (no pickles).
+
+    Returns:
+        The path written (numpy appends ``.npz`` when missing).
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    arrays = {name: np.asarray(getattr(result, name)) for name in _SAVED_ARRAYS}
+    arrays.update({name: np.asarray(getattr(result, name)) for name in _SAVED_SCALARS})
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def load_npz(path: str | Path) -> TokenizedVideo:
+    """Read a file written by :func:`save_npz` (``inputs``/``reconstruction`` are None).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: A key is missing (not a tokenize result).
+    """
+    with np.load(Path(path), allow_pickle=False) as data:
+        missing = [k for k in (*_SAVED_ARRAYS, *_SAVED_SCALARS) if k not in data.files]
+        if missing:
+            raise ValueError(f"{path} is not an `adaptok tokenize` result: no {missing}")
+        values = {name: data[name] for name in _SAVED_ARRAYS}
+        scalars = {name: data[name].item() for name in _SAVED_SCALARS}
+    return TokenizedVideo(**values, **scalars)
+
+
+# --------------------------------------------------------------------------- tokenize
+def _as_video(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(B, T, S, S, 3)`` uint8 -> ``(B, 3, T, S, S)`` float32 in [0, 1] on ``device``."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return video.permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+def _to_uint8(video: torch.Tensor) -> np.ndarray:
+    """``(B, 3, T, S, S)`` float in [0, 1] -> ``(B, T, S, S, 3)`` uint8."""
+    scaled = video.clamp(0, 1).mul(255.0).round().to(torch.uint8)
+    return scaled.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def tokenize_video(
+    path: str | Path,
+    tokenizer: AdapTokTokenizer,
+    scorer: BlockCausalScorer,
+    budget: float | None = 0.25,
+    mode: TokenizeMode = "per_clip",
+    *,
+    threshold: float | None = None,
+    cost_normalisation: tuple[float, float] = (0.0, 1.0),
+    solver: Literal["fast", "mip"] = "fast",
+    equality: bool = True,
+    stride: int | None = None,
+    fps: float | None = None,
+    batch_size: int = 8,
+    keep_frames: bool = True,
+    checkpoint: str = "",
+    progress: bool = False,
+) -> TokenizedVideo:
+    """Encode a video window by window and keep the tokens the scorer + allocator choose.
+
+    Args:
+        path: The video file.
+        tokenizer: The frozen tokenizer (its ``num_frames``/``image_size`` define a window).
+        scorer: The trained scorer for that tokenizer (predicted normalised costs).
+        budget: Fraction of the ``M`` tokens per block to keep on average, in (0, 1]
+            (``per_clip``/``streaming``); must be None in ``target`` mode.
+        mode: ``per_clip`` (each window its own exact budget), ``streaming`` (causal, block
+            by block, price carried over windows) or ``target``.
+        threshold: ``target`` mode: the predicted cost each block must reach, in the scorer
+            metric's units (LPIPS for the paper's scorer; ``-PSNR`` / ``-SSIM`` for those
+            metrics, see ``adaptok.losses.block_quality``).
+        cost_normalisation: ``(mean, std)`` the scorer's labels were z-normalised with
+            (``ScorerModule.target_mean/target_std``), to convert ``threshold``.
+        solver: ``fast`` (exact) or ``mip`` (python-mip CBC).
+        equality: Spend each window's budget exactly (the paper) instead of at most.
+        stride: Frames between window starts; default ``num_frames``.
+        fps: Frame rate to take frames at; default the video's.
+        batch_size: Windows encoded together (``streaming`` always takes one at a time).
+        keep_frames: Keep the uint8 input windows and reconstructions in the result.
+        checkpoint: Checkpoint path recorded in the result.
+        progress: Show a progress bar over windows.
+
+    Returns:
+        The :class:`TokenizedVideo`.
+
+    Raises:
+        ValueError: Unknown mode, a budget in ``target`` mode or a threshold in the others,
+            a scorer that does not match the tokenizer, a codebook too large for uint16.
+        InfeasibleBudgetError: A budget outside (0, 1] or outside the candidates' range (the
+            message names the feasible range).
+        FileNotFoundError / VideoDecodeError / VideoTooShortError: see :func:`read_windows`.
+    """
+    if mode not in TOKENIZE_MODES:
+        raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(TOKENIZE_MODES)}")
+    if (scorer.num_blocks, scorer.tokens_per_block) != (
+        tokenizer.num_blocks,
+        tokenizer.tokens_per_block,
+    ):
+        raise ValueError(
+            f"the scorer is built for {scorer.num_blocks} blocks x {scorer.tokens_per_block} "
+            f"tokens, the tokenizer has {tokenizer.num_blocks} x {tokenizer.tokens_per_block}"
+        )
+    if tokenizer.quantizer.codebook_size > CODE_PAD:
+        raise ValueError(f"codebooks over {CODE_PAD} codes do not fit the uint16 codes array")
+    tokens, blocks = tokenizer.tokens_per_block, tokenizer.num_blocks
+    candidates = list(scorer.candidate_lengths)
+    mean_tokens = float("nan")
+    if mode == "target":
+        if threshold is None or budget is not None:
+            raise ValueError("target mode takes a threshold (--threshold) and no budget")
+    else:
+        if threshold is not None:
+            raise ValueError(f"a threshold is only used in target mode, not {mode}")
+        if budget is None:
+            raise ValueError(f"{mode} mode needs a budget (a fraction in (0, 1])")
+        mean_tokens = budget_to_mean_tokens(budget, tokens, candidates, blocks, equality)
+    windows = read_windows(path, tokenizer.num_frames, tokenizer.image_size, stride, fps)
+
+    tokenizer.eval()
+    scorer.eval()
+    device = next(tokenizer.parameters()).device
+    planner = TokenBudgetPlanner(
+        tokenizer, scorer, mode="per_clip" if mode == "target" else mode, solver=solver,
+        equality=equality, candidates=candidates,
+    )  # fmt: skip
+    step = 1 if mode == "streaming" else max(1, int(batch_size))
+    count = len(windows.starts)
+    codes = np.empty((count, blocks, tokens), dtype=np.uint16)
+    lengths = np.empty((count, blocks), dtype=np.int16)
+    psnr, ssim = np.empty(count), np.empty(count)
+    inputs: list[np.ndarray] = []
+    recons: list[np.ndarray] = []
+    bar = tqdm(total=count, desc="windows", unit="window", disable=not progress)
+    for first in range(0, count, step):
+        rows = range(first, min(first + step, count))
+        frames = np.stack([windows.window(i) for i in rows])
+        video = _as_video(frames, device)
+        encoding = tokenizer.encode(video)
+        if mode == "target":
+            mean, std = cost_normalisation
+            costs = planner.costs("scorer", video, encoding)
+            target = allocate(
+                costs, candidates, mode="target", threshold=(float(threshold) - mean) / std
+            )
+            chosen = torch.as_tensor(target.lengths, dtype=torch.long, device=device)
+        else:
+            chosen = planner.plan(video, encoding, mean_tokens, policy="scorer", mode=mode)
+        recon = tokenizer.decode(encoding.codes, chosen).clamp(0, 1)
+        psnr[rows.start : rows.stop] = psnr_per_video(video, recon).cpu().numpy()
+        ssim[rows.start : rows.stop] = ssim_per_video(video, recon).cpu().numpy()
+        block_codes = encoding.codes.view(len(rows), blocks, tokens)
+        dropped = torch.arange(tokens, device=device)[None, None, :] >= chosen[:, :, None]
+        codes[rows.start : rows.stop] = block_codes.masked_fill(dropped, CODE_PAD).cpu().numpy()
+        lengths[rows.start : rows.stop] = chosen.cpu().numpy()
+        if keep_frames:
+            inputs.append(frames)
+            recons.append(_to_uint8(recon))
+        bar.update(len(rows))
+    bar.close()
+    return TokenizedVideo(
+        codes=codes,
+        lengths=lengths,
+        window_starts=windows.starts,
+        budget=float("nan") if mode == "target" else float(budget),
+        mode=mode,
+        candidate_lengths=np.asarray(candidates, dtype=np.int64),
+        source=str(path),
+        fps=windows.fps,
+        checkpoint=str(checkpoint),
+        threshold=float("nan") if threshold is None else float(threshold),
+        solver=solver,
+        psnr=psnr,
+        ssim=ssim,
+        tokens_per_block=tokens,
+        num_frames=tokenizer.num_frames,
+        image_size=tokenizer.image_size,
+        total_frames=len(windows.frames),
+        inputs=np.concatenate(inputs) if keep_frames else None,
+        reconstruction=np.concatenate(recons) if keep_frames else None,
+    )
+
+
+# --------------------------------------------------------------------------- video output
+def side_by_side_frames(result: TokenizedVideo, scale: int = 1) -> np.ndarray:
+    """Input | reconstruction frames in the video's time order.
+
+    Each window contributes its frames up to the next window's start (all of them for the
+    last window), so overlapping windows are not shown twice.
+
+    Args:
+        result: A result with ``inputs`` and ``reconstruction``.
+        scale: Integer nearest-neighbour enlargement (small tokenizer frames are tiny).
+
+    Returns:
+        ``(F, S * scale, 2 * S * scale, 3)`` uint8.
+
+    Raises:
+        ValueError: The result holds no frames (loaded from npz, or ``keep_frames=False``).
+    """
+    if result.inputs is None or result.reconstruction is None:
+        raise ValueError("the result holds no frames: tokenize with keep_frames=True")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    starts = result.window_starts
+    pieces = []
+    for index in range(result.num_windows):
+        shown = result.num_frames
+        if index + 1 < result.num_windows:
+            shown = min(shown, int(starts[index + 1] - starts[index]))
+        pair = np.concatenate(
+            [result.inputs[index, :shown], result.reconstruction[index, :shown]], axis=2
+        )
+        pieces.append(pair)
+    frames = np.concatenate(pieces)
+    if scale > 1:
+        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    return np.ascontiguousarray(frames)
+
+
+def _encode_mpeg4(frames: np.ndarray, fps: float) -> bytes:
+    """MPEG-4 Part 2 MP4 (FFmpeg's built-in encoder) for builds without libx264."""
+    import io
+    from fractions import Fraction
+
+    buffer = io.BytesIO()
+    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"qscale": "2"}
+        for index, frame in enumerate(frames[:, :height, :width]):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            picture = picture.reformat(format="yuv420p")
+            picture.pts = index
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def write_side_by_side(result: TokenizedVideo, path: str | Path, scale: int = 1) -> Path:
+    """Write input | reconstruction as an MP4 (libx264 at crf 12, else mpeg4) at ``result.fps``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: The result holds no frames.
+    """
+    frames = side_by_side_frames(result, scale)
+    if "libx264" in av.codecs_available:
+        data = encode_video(frames, result.fps, crf=12)
+    else:
+        data = _encode_mpeg4(frames, result.fps)
+    path = Path(path)
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,229 @@
+"""``adaptok tokenize``: tokenize your own video with a trained scorer checkpoint.
+
+Example::
+
+    adaptok tokenize my_clip.mp4 --ckpt runs/demo/scorer/checkpoints/last.ckpt \\
+        --budget 0.25 --out tokens.npz --reconstruct side_by_side.mp4
+
+The scorer checkpoint carries its tokenizer (``modules.loading``), so it is the only file
+needed. The work is done by :func:`adaptok.tokenize.tokenize_video`; this module parses the
+command line, loads the checkpoint, prints the tokens per block and the reconstruction
+quality, and writes the outputs. Errors a user can fix (missing or undecodable file, a video
+shorter than one window, an infeasible budget, a wrong checkpoint) are printed as one line
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adaptok.alloc import SOLVERS
+from adaptok.data.video_io import VideoDecodeError
+from adaptok.tokenize import (
+    TOKENIZE_MODES,
+    TokenizedVideo,
+    save_npz,
+    tokenize_video,
+    write_side_by_side,
+)
+
+__all__ = ["build_parser", "format_summary", "main"]
+
+_PROG = "adaptok tokenize"
+_MAX_WINDOW_LINES = 40
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``adaptok tokenize``."""
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description=(
+            "Encode a video window by window (the tokenizer's clip: num_frames frames at "
+            "image_size, short side resized, centre crop) and keep, per block, the tokens the "
+            "scorer + allocator choose under a budget."
+        ),
+    )
+    parser.add_argument("video", type=Path, help="the video file")
+    parser.add_argument("--ckpt", type=Path, required=True, help="a scorer stage checkpoint")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="fraction of the tokens per block kept on average, in (0, 1] (default 0.25; "
+        "not used in target mode)",
+    )
+    parser.add_argument(
+        "--mode",
+        default="per_clip",
+        help=f"allocation: {', '.join(TOKENIZE_MODES)} (default per_clip)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="target mode: predicted cost each block must reach, in the scorer metric's "
+        "units (LPIPS, e.g. 0.2)",
+    )
+    parser.add_argument("--solver", default="fast", help=f"{' or '.join(SOLVERS)} (default fast)")
+    parser.add_argument(
+        "--at-most",
+        action="store_true",
+        help="spend at most the budget per window (default: exactly, as the paper)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output .npz of codes/lengths")
+    parser.add_argument(
+        "--reconstruct", type=Path, default=None, help="write input | reconstruction as an mp4"
+    )
+    parser.add_argument(
+        "--scale", type=int, default=1, help="enlargement of the --reconstruct video (integer)"
+    )
+    parser.add_argument(
+        "--stride", type=int, default=None, help="frames between windows (default num_frames)"
+    )
+    parser.add_argument(
+        "--fps", type=float, default=None, help="take frames at this rate (default the video's)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="windows encoded together")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or window table")
+    return parser
+
+
+def format_summary(result: TokenizedVideo, uncovered: int | None = None) -> str:
+    """Tokens per block (per window and mean) and the reconstruction quality, as text."""
+    tokens = result.tokens_per_block
+    lines = [f"{'window':>6} {'start':>6}  tokens per block{'':<10} {'mean':>6} {'PSNR':>7} SSIM"]
+    shown = min(result.num_windows, _MAX_WINDOW_LINES)
+    for index in range(shown):
+        row = " ".join(f"{int(n):>3}" for n in result.lengths[index])
+        lines.append(
+            f"{index:>6} {int(result.window_starts[index]):>6}  {row:<26} "
+            f"{result.lengths[index].mean():>6.2f} {result.psnr[index]:>7.2f} "
+            f"{result.ssim[index]:.4f}"
+        )
+    if result.num_windows > shown:
+        lines.append(f"  ... {result.num_windows - shown} more windows (all in the npz)")
+    mean_tokens = result.mean_tokens_per_block
+    per_block = " ".join(f"{v:.2f}" for v in result.lengths.mean(axis=0))
+    budget = (
+        f"threshold {result.threshold:g}"
+        if result.mode == "target"
+        else f"budget {result.budget:g} = {result.budget * tokens:g} tokens"
+    )
+    lines += [
+        f"mode {result.mode} ({budget}, solver {result.solver}), "
+        f"{result.num_windows} windows of {result.num_frames} frames at {result.fps:.4g} fps",
+        f"mean tokens per block: {mean_tokens:.3f} of {tokens} ({mean_tokens / tokens:.1%}); "
+        f"by block position: {per_block}",
+        f"reconstruction: PSNR {np.mean(result.psnr):.2f} dB, SSIM {np.mean(result.ssim):.4f} "
+        "(mean over windows, against the resized and cropped input)",
+    ]
+    if uncovered:
+        lines.append(
+            f"note: the last {uncovered} frames do not fill a window and were not tokenized"
+        )
+    return "\n".join(lines)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _check_output(path: Path, what: str) -> None:
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{what} folder does not exist: {path.parent}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file name")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``adaptok tokenize``.
+
+    Args:
+        argv: Arguments after ``tokenize`` (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 2 on an error the user can fix (printed to stderr as one line).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (FileNotFoundError, IsADirectoryError, VideoDecodeError, ValueError) as error:
+        print(f"{_PROG}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.mode not in TOKENIZE_MODES:
+        raise ValueError(f"unknown mode {args.mode!r}: choose one of {', '.join(TOKENIZE_MODES)}")
+    if args.solver not in SOLVERS:
+        raise ValueError(f"unknown solver {args.solver!r}: choose one of {', '.join(SOLVERS)}")
+    budget = args.budget
+    if args.mode == "target":
+        if budget is not None:
+            raise ValueError("target mode takes --threshold, not --budget")
+        if args.threshold is None:
+            raise ValueError("target mode needs --threshold (predicted cost to reach)")
+    elif budget is None:
+        budget = 0.25
+    if not args.video.exists():
+        raise FileNotFoundError(f"video file not found: {args.video}")
+    _check_output(args.out, "--out")
+    if args.reconstruct is not None:
+        _check_output(args.reconstruct, "--reconstruct")
+        if args.scale < 1:
+            raise ValueError(f"--scale must be >= 1, got {args.scale}")
+
+    from modules.loading import load_frozen_scorer
+
+    device = _device(args.device)
+    if not args.ckpt.is_file():
+        raise FileNotFoundError(
+            f"scorer checkpoint not found: {args.ckpt}. Train one with "
+            "`adaptok fit --config experiments/demo/scorer.yaml`"
+        )
+    try:
+        module = load_frozen_scorer(args.ckpt, map_location=device)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as error:  # a file torch cannot unpickle: say which, not a traceback
+        raise ValueError(f"cannot read checkpoint {args.ckpt}: {error}") from error
+    result = tokenize_video(
+        args.video,
+        module.tokenizer,
+        module.scorer,
+        budget,
+        args.mode,
+        threshold=args.threshold,
+        cost_normalisation=(float(module.target_mean), float(module.target_std)),
+        solver=args.solver,
+        equality=not args.at_most,
+        stride=args.stride,
+        fps=args.fps,
+        batch_size=args.batch_size,
+        keep_frames=args.reconstruct is not None,
+        checkpoint=str(args.ckpt),
+        progress=not args.quiet,
+    )
+    uncovered = result.total_frames - (int(result.window_starts[-1]) + result.num_frames)
+    text = format_summary(result, uncovered)
+    if args.quiet:
+        text = "\n".join(text.splitlines()[-3 - bool(uncovered) :])
+    print(text)
+    written = save_npz(result, args.out)
+    print(f"tokens: {written}")
+    if args.reconstruct is not None:
+        video = write_side_by_side(result, args.reconstruct, scale=args.scale)
+        print(f"input | reconstruction: {video}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""``adaptok tokenize``: a user's own video, window by window, through scorer + allocator.
+
+Real, tiny: the session's tiny scorer checkpoint (8 frames, 32x32, 4 blocks x 8 tokens,
+candidates 2/4/6/8) and short clips encoded here with PyAV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adaptok.alloc import InfeasibleBudgetError
+from adaptok.data.video_io import VideoDecodeError, decode_video, encode_video
+from adaptok.tokenize import (
+    CODE_PAD,
+    VideoTooShortError,
+    load_npz,
+    tokenize_video,
+)
+from modules.loading import load_frozen_scorer
+from modules.tokenize_cli import main
+
+torch.set_num_threads(1)
+
+HEIGHT, WIDTH = 40, 48
+
+
+def moving_shapes(num_frames: int, seed: int = 0) -> np.ndarray:
+    """``(T, 40, 48, 3)`` uint8: a square sliding right, a bar sliding down, noise texture."""
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 60, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frames = np.repeat(texture[None], num_frames, axis=0)
+    for t in range(num_frames):
+        x, y = (3 * t) % (WIDTH - 10), (2 * t) % (HEIGHT - 6)
+        frames[t, 12:22, x : x + 10] = (230, 40, 40)
+        frames[t, y : y + 6, 30:44] = (40, 200, 230)
+    return frames
+
+
+def write_clip(path: Path, num_frames: int, fps: float = 10.0) -> Path:
+    """A lossless (crf 0) H.264 mp4 of :func:`moving_shapes`, so any prefix decodes the same."""
+    path.write_bytes(encode_video(moving_shapes(num_frames), fps, crf=0))
+    return path
+
+
+@pytest.fixture(scope="module")
+def scorer(scorer_ckpt: Path):
+    return load_frozen_scorer(scorer_ckpt)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("clips") / "shapes.mp4", 20)
+
+
+def run(scorer, path: Path, **kwargs):
+    return tokenize_video(
+        path,
+        scorer.tokenizer,
+        scorer.scorer,
+        cost_normalisation=(scorer.target_mean, scorer.target_std),
+        **kwargs,
+    )
+
+
+def test_cli_round_trip_per_clip_budget_and_side_by_side_video(
+    scorer, scorer_ckpt: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out, mp4 = tmp_path / "tokens.npz", tmp_path / "recon.mp4"
+    argv = [str(clip), "--ckpt", str(scorer_ckpt), "--budget", "0.5", "--stride", "4"]
+    code = main([*argv, "--out", str(out), "--reconstruct", str(mp4), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "mean tokens per block: 4.000 of 8" in printed and "PSNR" in printed
+
+    saved = load_npz(out)
+    with np.load(out, allow_pickle=False) as raw:
+        assert raw["codes"].dtype == np.uint16 and raw["codes"].shape == (4, 4, 8)
+        assert raw["lengths"].dtype == np.int16 and raw["lengths"].shape == (4, 4)
+        assert raw["window_starts"].tolist() == [0, 4, 8, 12]
+        assert str(raw["mode"]) == "per_clip" and float(raw["budget"]) == 0.5
+        assert str(raw["source"]) == str(clip) and str(raw["checkpoint"]) == str(scorer_ckpt)
+        assert float(raw["fps"]) == pytest.approx(10.0)
+        assert raw["candidate_lengths"].tolist() == [2, 4, 6, 8]
+    # per_clip: every window spends exactly K * 0.5 * M = 16 tokens, on candidate lengths
+    assert saved.lengths.sum(axis=1).tolist() == [16, 16, 16, 16]
+    assert set(saved.lengths.ravel().tolist()) <= {2, 4, 6, 8}
+    dropped = np.arange(8)[None, None, :] >= saved.lengths[:, :, None]
+    assert (saved.codes[dropped] == CODE_PAD).all() and (saved.codes[~dropped] < 64).all()
+
+    # codes + lengths from the file -> tokenizer.decode reproduces the library's reconstruction
+    library = run(scorer, clip, budget=0.5, stride=4)
+    assert np.array_equal(library.lengths, saved.lengths)
+    assert np.array_equal(library.codes, saved.codes)
+    recon = scorer.tokenizer.decode(saved.flat_codes(), torch.from_numpy(saved.lengths).long())
+    frames = recon.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+    assert np.abs(frames.astype(int) - library.reconstruction.astype(int)).max() <= 1
+    np.testing.assert_allclose(saved.psnr, library.psnr, rtol=1e-4)
+
+    video = decode_video(mp4)  # 4 + 4 + 4 + 8 frames shown: input | reconstruction
+    assert video.shape == (20, 32, 64, 3)
+    left, right = video[:4, :, :32].astype(int), video[:4, :, 32:].astype(int)
+    assert np.abs(left - library.inputs[0, :4]).mean() < 6
+    assert np.abs(right - library.reconstruction[0, :4]).mean() < 6
+
+
+def test_streaming_is_causal_over_windows_and_meets_each_window_budget(
+    scorer, tmp_path: Path
+) -> None:
+    full = write_clip(tmp_path / "full.mp4", 24)
+    prefix = write_clip(tmp_path / "prefix.mp4", 12)
+    whole = run(scorer, full, budget=0.5, mode="streaming", stride=4, keep_frames=False)
+    start = run(scorer, prefix, budget=0.5, mode="streaming", stride=4, keep_frames=False)
+    assert whole.num_windows == 5 and start.num_windows == 2
+    assert (whole.lengths.sum(axis=1) == 16).all()
+    # later frames never change earlier decisions (the price only carries forward)
+    assert np.array_equal(whole.lengths[:2], start.lengths)
+    assert np.array_equal(whole.codes[:2], start.codes)
+
+
+def test_target_mode_takes_the_fewest_tokens_that_reach_the_threshold(scorer, clip) -> None:
+    easy = run(scorer, clip, budget=None, mode="target", threshold=1e6, keep_frames=False)
+    assert (easy.lengths == 2).all() and np.isnan(easy.budget)
+    with pytest.raises(ValueError, match="target mode takes a threshold"):
+        run(scorer, clip, budget=0.25, mode="target", threshold=0.2)
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        (0.0, r"budget 0.0 is not a fraction .* in \(0, 1\]; feasible budgets lie in \[0.25, 1\]"),
+        (1.5, r"not a fraction .* feasible budgets lie in \[0.25, 1\]"),
+        (0.125, r"budget 0.125 \(1 tokens per block\) is infeasible: feasible budgets lie in"),
+        (0.3, r"cannot be spent exactly.*not a whole number"),
+    ],
+)
+def test_bad_budgets_are_refused_with_the_feasible_range(scorer, clip, budget, message) -> None:
+    with pytest.raises(InfeasibleBudgetError, match=message):
+        run(scorer, clip, budget=budget)
+
+
+def test_bad_inputs_are_refused_with_clear_errors(
+    scorer, scorer_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(FileNotFoundError, match="video file not found: .*nothing.mp4"):
+        run(scorer, tmp_path / "nothing.mp4")
+    short = write_clip(tmp_path / "short.mp4", 5)
+    with pytest.raises(VideoTooShortError, match="has 5 frames .* needs 8 frames"):
+        run(scorer, short)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all\n" * 20)
+    with pytest.raises(VideoDecodeError, match="cannot decode .*notes.mp4 as a video"):
+        run(scorer, text)
+    with pytest.raises(ValueError, match="unknown mode 'batch'"):
+        run(scorer, short, mode="batch")
+
+    out = str(tmp_path / "t.npz")
+    cases = [
+        ([str(short)], "has 5 frames at 10 fps (5 decoded), and one tokenizer window needs 8"),
+        ([str(tmp_path / "gone.mp4")], "video file not found"),
+        ([str(text)], "as a video"),
+        ([str(short), "--budget", "2"], "feasible budgets lie in [0.25, 1]"),
+        ([str(short), "--mode", "fast"], "unknown mode 'fast': choose one of per_clip"),
+        ([str(short), "--mode", "target"], "target mode needs --threshold"),
+    ]
+    for args, message in cases:
+        assert main([*args, "--ckpt", str(scorer_ckpt), "--out", out, "--quiet"]) == 2
+        assert message in capsys.readouterr().err, args
+    assert main([str(short), "--ckpt", str(tmp_path / "no.ckpt"), "--out", out]) == 2
+    assert "scorer checkpoint not found" in capsys.readouterr().err
+    assert not Path(out).exists()
