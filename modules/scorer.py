@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from scipy.stats import spearmanr
 
+from adaptok.distributed import gather_rows
 from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_block_costs
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tail_drop import TailDropSampler
@@ -189,11 +190,15 @@ class ScorerModule(LightningModule):
         self._val_labels.append(labels.detach())
 
     def _evaluation_end(self, split: str) -> None:
-        if not self._val_predictions:
-            return
         columns = self.scorer.num_candidates
-        predictions = self.all_gather(torch.cat(self._val_predictions)).reshape(-1, columns)
-        labels = self.all_gather(torch.cat(self._val_labels)).reshape(-1, columns)
+        empty = torch.zeros((0, columns), device=self.device)
+        # Ranks may hold different numbers of rows, even none (uneven shards): Lightning's
+        # all_gather needs equal shapes and would stall; gather_rows pads and trims, and every
+        # rank enters it.
+        predictions = gather_rows(torch.cat([empty, *self._val_predictions]))
+        labels = gather_rows(torch.cat([empty, *self._val_labels]))
+        if predictions.shape[0] == 0:
+            return
         accuracy = scorer_accuracy(
             self.denormalise(predictions), self.denormalise(labels), self.candidate_lengths, split
         )

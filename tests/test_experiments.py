@@ -26,6 +26,8 @@ ON_CPU = [
 
 
 def subcommand(config: Path) -> str:
+    if config.stem.startswith("annotate"):
+        return "predict"
     return "test" if config.stem.startswith("eval") else "fit"
 
 
@@ -47,7 +49,11 @@ def test_config_parses_against_the_code(config: Path, scorer_ckpt: Path) -> None
     assert exit_info.value.code in (0, None)
     resolved = yaml.safe_load(out.getvalue())
     assert resolved["model"]["class_path"].startswith("modules.")
-    assert resolved["data"]["class_path"] == "datamodules.VideoShardsDataModule"
+    assert resolved["data"]["class_path"] in {
+        "datamodules.VideoShardsDataModule",
+        "datamodules.VideoWindowsDataModule",
+        "datamodules.TokenShardsDataModule",
+    }
 
 
 def test_typo_in_a_key_is_refused_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:

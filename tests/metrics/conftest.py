@@ -13,7 +13,9 @@ from adaptok.metrics.i3d import load_i3d
 from adaptok.metrics.lpips import LPIPS
 from adaptok.metrics.weights import WeightsUnavailableError
 
-TESTDATA = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
+# Outputs of the original JAX models on fixed inputs (see reference/README.md), kept in the
+# repository so the parity tests run on any clone.
+TESTDATA = Path(__file__).resolve().parent / "reference"
 
 
 def _or_skip(load: Callable[[], nn.Module]) -> nn.Module:
@@ -41,12 +43,12 @@ def lpips_alex() -> LPIPS:
 
 @pytest.fixture(scope="session")
 def reference() -> Callable[[str], dict[str, np.ndarray]]:
-    """Loader of a reference .npz of ``../shared/testdata`` (skips when the file is absent)."""
+    """Loader of a reference .npz of ``tests/metrics/reference`` (a missing file fails)."""
 
     def load(name: str) -> dict[str, np.ndarray]:
         path = TESTDATA / name
         if not path.is_file():
-            pytest.skip(f"reference vectors not found: {path}")
+            pytest.fail(f"reference vectors missing from the repository: {path}")
         with np.load(path) as data:
             return dict(data)
 

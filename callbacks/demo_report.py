@@ -1,0 +1,220 @@
+"""``adaptok-report``: one Markdown report of a whole run set (``runs/demo/REPORT.md``).
+
+It reads what the stages wrote (the newest ``eval_recon`` allocation report, the newest
+``eval_gen`` generation report, the annotation summary and the stage timings), checks the
+adaptivity targets of the demo, and links the PNG plots beside them. Nothing is recomputed:
+every figure is the one the evaluation printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import math
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from callbacks.report import format_value, git_commit, markdown_table
+
+__all__ = ["Target", "check_targets", "main", "write_demo_report"]
+
+Target = dict[str, Any]
+
+
+def _newest(root: Path, name: str, stem: str) -> Path | None:
+    found = sorted(
+        (root / name).glob(f"version_*/{stem}"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    return found[0] if found else None
+
+
+def _rows(path: Path | None) -> list[dict[str, str]]:
+    if path is None or not path.is_file():
+        return []
+    with path.open() as handle:
+        return list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def check_targets(
+    report: Sequence[dict[str, str]],
+    summary: Sequence[dict[str, str]],
+    accuracy: Sequence[dict[str, str]],
+) -> list[Target]:
+    """The demo's adaptivity targets (issue 10) against an allocation report's CSV rows.
+
+    Args:
+        report: Rows of ``allocation_report.csv`` (mode, policy, mean tokens, psnr, ...).
+        summary: Rows of ``allocation_summary.csv`` (per mode and budget).
+        accuracy: Rows of ``allocation_scorer_accuracy.csv`` (per candidate and ``all``).
+
+    Returns:
+        One dict per target: ``target``, ``value`` (the measured figure), ``goal``, ``met``.
+    """
+    targets: list[Target] = []
+
+    def add(name: str, value: float, goal: str, met: bool) -> None:
+        targets.append({"target": name, "value": value, "goal": goal, "met": met})
+
+    uniform = sorted(
+        (_number(r["mean_tokens_per_block"]), _number(r["psnr"]))
+        for r in report
+        if r["policy"] == "uniform"
+    )
+    if len(uniform) >= 2:
+        span = uniform[-1][1] - uniform[0][1]
+        add("uniform PSNR, largest - smallest candidate (dB)", span, ">= 3", span >= 3)
+    for row in summary:
+        mode, budget = row["mode"], _number(row["budget"])
+        if math.isclose(budget, 0.25):
+            gain = _number(row["oracle_gain_db"])
+            add(f"{mode}: oracle - uniform at 25 % (dB)", gain, ">= 0.5", gain >= 0.5)
+            savings = _number(row["token_savings"])
+            add(f"{mode}: token savings at 25 %", savings, ">= 1.5", savings >= 1.5)
+        if math.isclose(budget, 0.25) or math.isclose(budget, 0.5):
+            captured = _number(row["captured_gain"])
+            add(
+                f"{mode}: captured gain at {budget:.0%}",
+                captured,
+                ">= 0.6",
+                captured >= 0.6,
+            )
+            rho = _number(row.get("complexity_spearman"))
+            add(
+                f"{mode}: Spearman(complexity, tokens) at {budget:.0%}",
+                rho,
+                ">= 0.5",
+                rho >= 0.5,
+            )
+    per_candidate = [_number(r["spearman"]) for r in accuracy if r["tokens"] != "all"]
+    if per_candidate:
+        worst = min(per_candidate)
+        add("scorer Spearman, worst candidate", worst, ">= 0.8", worst >= 0.8)
+    return targets
+
+
+def _relink(markdown: str, folder: Path, root: Path) -> list[str]:
+    """Body of a stage report (title dropped), image links made relative to ``root``."""
+    lines = markdown.splitlines()[1:]
+    prefix = os.path.relpath(folder, root)
+    out = []
+    for line in lines:
+        if line.startswith("![") and "](" in line and "://" not in line:
+            alt, target = line[2:].split("](", 1)
+            line = f"![{alt}]({prefix}/{target}"
+        elif line.startswith("#"):
+            line = "#" + line  # nest stage headings under this report's sections
+        out.append(line)
+    return out
+
+
+def write_demo_report(
+    root: str | Path, commands: Sequence[str] = (), annotations: str | Path | None = None
+) -> Path:
+    """Write ``<root>/REPORT.md`` from the stage outputs under ``root``.
+
+    Args:
+        root: The run set's folder (``runs/demo``): ``eval_recon/version_*``,
+            ``eval_gen/version_*`` and ``timings.tsv`` are read when present.
+        commands: The commands that produced the run set, listed in the report.
+        annotations: An ``annotation_summary.md`` to include (token annotations).
+
+    Returns:
+        The report's path.
+
+    Raises:
+        FileNotFoundError: No allocation report under ``root`` (run the evaluation first).
+    """
+    root = Path(root)
+    allocation = _newest(root, "eval_recon", "allocation_report.md")
+    if allocation is None:
+        raise FileNotFoundError(
+            f"no eval_recon/version_*/allocation_report.md under {root}: run "
+            "`adaptok test --config experiments/demo/eval_recon.yaml` first"
+        )
+    folder = allocation.parent
+    targets = check_targets(
+        _rows(folder / "allocation_report.csv"),
+        _rows(folder / "allocation_summary.csv"),
+        _rows(folder / "allocation_scorer_accuracy.csv"),
+    )
+    lines = [
+        "# AdapTok demo report",
+        "",
+        f"- commit: {git_commit()}; written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on "
+        f"{platform.node() or 'unknown'} ({os.cpu_count()} CPUs)",
+        "- every figure below comes from the held-out TEST split (clips and videos the demo "
+        "never trained or tuned on); the data line of each section names the shards",
+    ]
+    if commands:
+        lines += ["- produced by:", "", "```", *commands, "```"]
+    timings = _rows(root / "timings.tsv") if (root / "timings.tsv").is_file() else []
+    if timings:
+        lines += ["", "## Stage wall times", "", markdown_table(timings)]
+    lines += [
+        "",
+        "## Adaptivity targets",
+        "",
+        markdown_table(
+            [
+                {
+                    "target": t["target"],
+                    "value": format_value(t["value"]),
+                    "goal": t["goal"],
+                    "met": "yes" if t["met"] else "NO",
+                }
+                for t in targets
+            ]
+        ),
+        "",
+        f"{sum(t['met'] for t in targets)} of {len(targets)} targets met.",
+        "",
+        "## Reconstruction and allocation",
+        "",
+        f"Source: `{os.path.relpath(allocation, root)}`",
+        *_relink(allocation.read_text(), folder, root),
+    ]
+    generation = _newest(root, "eval_gen", "generation_report.md")
+    if generation is not None:
+        lines += [
+            "",
+            "## Generation",
+            "",
+            f"Source: `{os.path.relpath(generation, root)}`",
+            *_relink(generation.read_text(), generation.parent, root),
+        ]
+    if annotations is not None and Path(annotations).is_file():
+        lines += ["", "## Token annotations", "", f"Source: `{annotations}`"]
+        lines += _relink(Path(annotations).read_text(), Path(annotations).parent, root)
+    path = root / "REPORT.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of ``adaptok-report``."""
+    parser = argparse.ArgumentParser(prog="adaptok-report", description=__doc__.splitlines()[0])
+    parser.add_argument("root", nargs="?", default="runs/demo", help="run set folder")
+    parser.add_argument("--command", action="append", default=[], help="a command to list")
+    parser.add_argument("--annotations", default=None, help="annotation_summary.md to include")
+    args = parser.parse_args(argv)
+    try:
+        path = write_demo_report(args.root, args.command, args.annotations)
+    except FileNotFoundError as error:
+        parser.exit(1, f"adaptok-report: {error}\n")
+    print(f"Report written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""adaptok-report: targets checked from the CSVs the evaluation writes, one REPORT.md."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from callbacks.demo_report import check_targets, main
+
+
+def write(path: Path, rows: list[dict[str, object]], delimiter: str = ",") -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+REPORT = [
+    {"mode": "-", "policy": "uniform", "mean_tokens_per_block": 4, "psnr": 18.0},
+    {"mode": "-", "policy": "uniform", "mean_tokens_per_block": 32, "psnr": 22.5},
+]
+SUMMARY = [
+    {
+        "mode": "batch",
+        "budget": 0.25,
+        "oracle_gain_db": 0.8,
+        "token_savings": 1.2,
+        "captured_gain": 0.7,
+        "complexity_spearman": 0.6,
+    },
+    {
+        "mode": "batch",
+        "budget": 0.5,
+        "oracle_gain_db": 0.3,
+        "token_savings": 1.1,
+        "captured_gain": 0.5,
+        "complexity_spearman": 0.4,
+    },
+]
+ACCURACY = [
+    {"tokens": 4, "spearman": 0.9, "mae": 0.01},
+    {"tokens": 32, "spearman": 0.7, "mae": 0.01},
+    {"tokens": "all", "spearman": 0.95, "mae": 0.01},
+]
+
+
+def test_targets_are_judged_from_the_csv_rows() -> None:
+    as_text = [
+        [{k: str(v) for k, v in r.items()} for r in rows] for rows in (REPORT, SUMMARY, ACCURACY)
+    ]
+    met = {t["target"]: (t["value"], t["met"]) for t in check_targets(*as_text)}
+    assert met["uniform PSNR, largest - smallest candidate (dB)"] == (4.5, True)
+    assert met["batch: oracle - uniform at 25 % (dB)"] == (0.8, True)
+    assert met["batch: token savings at 25 %"] == (1.2, False)
+    assert met["batch: captured gain at 25%"] == (0.7, True)
+    assert met["batch: captured gain at 50%"] == (0.5, False)
+    assert met["batch: Spearman(complexity, tokens) at 50%"] == (0.4, False)
+    assert met["scorer Spearman, worst candidate"] == (0.7, False)  # 'all' is not a candidate
+
+
+def test_report_links_the_stage_outputs(tmp_path: Path) -> None:
+    folder = tmp_path / "eval_recon" / "version_3"
+    folder.mkdir(parents=True)
+    (folder / "allocation_report.md").write_text("# Token allocation\n\n![rd](allocation_rd.png)\n")
+    write(folder / "allocation_report.csv", REPORT)
+    write(folder / "allocation_summary.csv", SUMMARY)
+    write(folder / "allocation_scorer_accuracy.csv", ACCURACY)
+    write(
+        tmp_path / "timings.tsv", [{"stage": "tokenizer", "wall_s": 61.5, "peak_rss_kb": 1}], "\t"
+    )
+    assert main([str(tmp_path), "--command", "make demo"]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "![rd](eval_recon/version_3/allocation_rd.png)" in text
+    assert "| tokenizer | 61.5 | 1 |" in text
+    assert "4 of 8 targets met." in text
+    assert "make demo" in text
+
+
+def test_missing_evaluation_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    try:
+        main([str(tmp_path)])
+    except SystemExit as exit_info:
+        assert exit_info.code == 1
+    assert "eval_recon.yaml" in capsys.readouterr().err
