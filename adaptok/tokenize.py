@@ -102,6 +102,11 @@ class VideoWindows:
     rotation: int
 
     @property
+    def upscale(self) -> float:
+        """How much the short side was enlarged to reach ``S`` (1.0 or less: not enlarged)."""
+        return self.frames.shape[1] / max(min(self.source_size), 1)
+
+    @property
     def uncovered_frames(self) -> int:
         """Frames after the end of the last window (not tokenized)."""
         return len(self.frames) - (int(self.starts[-1]) + self.num_frames)
@@ -276,6 +281,8 @@ class TokenizedVideo:
         num_frames: Frames per window ``T``.
         image_size: Side of the square frames ``S``.
         total_frames: Frames taken from the video at ``fps``.
+        upscale: How much the video's short side was enlarged to reach ``S`` (> 1: the
+            input was smaller than the tokenizer's frames).
         inputs: ``(W, T, S, S, 3)`` uint8 input windows (not saved to npz).
         reconstruction: ``(W, T, S, S, 3)`` uint8 reconstructions (not saved to npz).
     """
@@ -297,6 +304,7 @@ class TokenizedVideo:
     num_frames: int
     image_size: int
     total_frames: int
+    upscale: float = 1.0
     inputs: np.ndarray | None = field(default=None, repr=False)
     reconstruction: np.ndarray | None = field(default=None, repr=False)
 
@@ -304,6 +312,11 @@ class TokenizedVideo:
     def num_windows(self) -> int:
         """``W``."""
         return int(self.lengths.shape[0])
+
+    @property
+    def uncovered_frames(self) -> int:
+        """Frames after the end of the last window (not tokenized)."""
+        return self.total_frames - (int(self.window_starts[-1]) + self.num_frames)
 
     @property
     def mean_tokens_per_block(self) -> float:
@@ -328,6 +341,7 @@ _SAVED_SCALARS = (
     "num_frames",
     "image_size",
     "total_frames",
+    "upscale",
 )
 
 
@@ -337,7 +351,7 @@ def save_npz(result: TokenizedVideo, path: str | Path) -> Path:
     Keys: ``codes`` uint16 (W, K, M), ``lengths`` int16 (W, K), ``window_starts`` int64 (W,),
     ``candidate_lengths``, ``psnr``, ``ssim`` (W,), and 0-d ``budget``, ``mode``, ``source``,
     ``fps``, ``checkpoint``, ``threshold``, ``solver``, ``tokens_per_block``, ``num_frames``,
-    ``image_size``, ``total_frames``. Readable with ``np.load(path)`` (no pickles).
+    ``image_size``, ``total_frames``, ``upscale``. Readable with ``np.load(path)`` (no pickles).
 
     Returns:
         The path written (numpy appends ``.npz`` when missing).
@@ -518,6 +532,7 @@ def tokenize_video(
         num_frames=tokenizer.num_frames,
         image_size=tokenizer.image_size,
         total_frames=len(windows.frames),
+        upscale=windows.upscale,
         inputs=np.concatenate(inputs) if keep_frames else None,
         reconstruction=np.concatenate(recons) if keep_frames else None,
     )

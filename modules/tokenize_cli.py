@@ -94,20 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def format_summary(result: TokenizedVideo, uncovered: int | None = None) -> str:
-    """Tokens per block (per window and mean) and the reconstruction quality, as text."""
+def format_summary(result: TokenizedVideo, table: bool = True) -> str:
+    """Tokens per block (per window and mean) and the reconstruction quality, as text.
+
+    Args:
+        result: The tokenized video.
+        table: Start with one line per window (the first 40).
+    """
     tokens = result.tokens_per_block
-    lines = [f"{'window':>6} {'start':>6}  tokens per block{'':<10} {'mean':>6} {'PSNR':>7} SSIM"]
-    shown = min(result.num_windows, _MAX_WINDOW_LINES)
-    for index in range(shown):
-        row = " ".join(f"{int(n):>3}" for n in result.lengths[index])
+    lines = []
+    if table:
         lines.append(
-            f"{index:>6} {int(result.window_starts[index]):>6}  {row:<26} "
-            f"{result.lengths[index].mean():>6.2f} {result.psnr[index]:>7.2f} "
-            f"{result.ssim[index]:.4f}"
+            f"{'window':>6} {'start':>6}  {'tokens per block':<26} {'mean':>6} {'PSNR':>7} SSIM"
         )
-    if result.num_windows > shown:
-        lines.append(f"  ... {result.num_windows - shown} more windows (all in the npz)")
+        shown = min(result.num_windows, _MAX_WINDOW_LINES)
+        for index in range(shown):
+            row = " ".join(f"{int(n):>3}" for n in result.lengths[index])
+            lines.append(
+                f"{index:>6} {int(result.window_starts[index]):>6}  {row:<26} "
+                f"{result.lengths[index].mean():>6.2f} {result.psnr[index]:>7.2f} "
+                f"{result.ssim[index]:.4f}"
+            )
+        if result.num_windows > shown:
+            lines.append(f"  ... {result.num_windows - shown} more windows (all in the npz)")
     mean_tokens = result.mean_tokens_per_block
     per_block = " ".join(f"{v:.2f}" for v in result.lengths.mean(axis=0))
     budget = (
@@ -123,9 +132,15 @@ def format_summary(result: TokenizedVideo, uncovered: int | None = None) -> str:
         f"reconstruction: PSNR {np.mean(result.psnr):.2f} dB, SSIM {np.mean(result.ssim):.4f} "
         "(mean over windows, against the resized and cropped input)",
     ]
-    if uncovered:
+    if result.uncovered_frames:
         lines.append(
-            f"note: the last {uncovered} frames do not fill a window and were not tokenized"
+            f"note: the last {result.uncovered_frames} frames do not fill a window and were "
+            "not tokenized"
+        )
+    if result.upscale > 1.0:
+        lines.append(
+            f"note: the video's short side was enlarged {result.upscale:.2f}x to "
+            f"{result.image_size} px; the quality figures are against that enlarged input"
         )
     return "\n".join(lines)
 
@@ -212,10 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         checkpoint=str(args.ckpt),
         progress=not args.quiet,
     )
-    uncovered = result.total_frames - (int(result.window_starts[-1]) + result.num_frames)
-    text = format_summary(result, uncovered)
-    if args.quiet:
-        text = "\n".join(text.splitlines()[-3 - bool(uncovered) :])
+    text = format_summary(result, table=not args.quiet)
     print(text)
     written = save_npz(result, args.out)
     print(f"tokens: {written}")

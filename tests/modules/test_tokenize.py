@@ -6,8 +6,10 @@ candidates 2/4/6/8) and short clips encoded here with PyAV.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,7 @@ from adaptok.tokenize import (
     CODE_PAD,
     VideoTooShortError,
     load_npz,
+    read_windows,
     tokenize_video,
 )
 from modules.loading import load_frozen_scorer
@@ -75,6 +78,7 @@ def test_cli_round_trip_per_clip_budget_and_side_by_side_video(
     printed = capsys.readouterr().out
     assert code == 0
     assert "mean tokens per block: 4.000 of 8" in printed and "PSNR" in printed
+    assert "not tokenized" not in printed and "enlarged" not in printed
 
     saved = load_npz(out)
     with np.load(out, allow_pickle=False) as raw:
@@ -124,6 +128,7 @@ def test_streaming_is_causal_over_windows_and_meets_each_window_budget(
 def test_target_mode_takes_the_fewest_tokens_that_reach_the_threshold(scorer, clip) -> None:
     easy = run(scorer, clip, budget=None, mode="target", threshold=1e6, keep_frames=False)
     assert (easy.lengths == 2).all() and np.isnan(easy.budget)
+    assert easy.window_starts.tolist() == [0, 8] and easy.uncovered_frames == 4
     with pytest.raises(ValueError, match="target mode takes a threshold"):
         run(scorer, clip, budget=0.25, mode="target", threshold=0.2)
 
@@ -172,3 +177,28 @@ def test_bad_inputs_are_refused_with_clear_errors(
     assert main([str(short), "--ckpt", str(tmp_path / "no.ckpt"), "--out", out]) == 2
     assert "scorer checkpoint not found" in capsys.readouterr().err
     assert not Path(out).exists()
+
+
+def test_variable_frame_rate_video_is_sampled_by_time_and_small_video_noted(
+    tmp_path: Path,
+) -> None:
+    """A 30 fps burst then 5 fps: at --fps 5 each frame is the one on screen at k / 5 s."""
+    times_ms = [33 * i for i in range(20)] + [860 + 200 * i for i in range(10)]
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 24, 20, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for index, stamp in enumerate(times_ms):
+            gray = np.full((20, 24, 3), 8 * index, np.uint8)
+            frame = av.VideoFrame.from_ndarray(gray, format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    windows = read_windows(path, num_frames=8, image_size=32, stride=2, fps=5.0)
+    on_screen = [max(i for i, t in enumerate(times_ms) if t <= 200 * k) for k in range(14)]
+    assert len(windows.frames) == 14 and windows.fps == 5.0
+    assert windows.frames.shape[1:] == (32, 32, 3) and windows.upscale == pytest.approx(1.6)
+    levels = windows.frames.reshape(14, -1).mean(axis=1)
+    np.testing.assert_allclose(levels, [8 * i for i in on_screen], atol=3)
+    assert windows.starts.tolist() == [0, 2, 4, 6] and windows.uncovered_frames == 0
