@@ -90,11 +90,6 @@ class StreamingAllocator:
         self._spent: np.ndarray | None = None
 
     @property
-    def block_index(self) -> int:
-        """Position of the next block to allocate within the current clips."""
-        return self._block
-
-    @property
     def running_mean(self) -> float:
         """Mean tokens per block over every block allocated so far (nan before any)."""
         return (

@@ -1,4 +1,4 @@
-"""Losses: reconstruction, adversarial, the combined tokenizer loss, and per-block quality costs."""
+"""Losses: adversarial, the combined tokenizer loss, and per-block quality costs."""
 
 from adaptok.losses.adversarial import (
     LeCamRegularizer,
@@ -6,7 +6,6 @@ from adaptok.losses.adversarial import (
     generator_adversarial_loss,
 )
 from adaptok.losses.block_quality import BlockQuality, measure_block_costs, select_block_frames
-from adaptok.losses.reconstruction import l1_loss
 from adaptok.losses.tokenizer_loss import NonFiniteLossError, TokenizerLoss
 
 __all__ = [
@@ -16,7 +15,6 @@ __all__ = [
     "TokenizerLoss",
     "discriminator_adversarial_loss",
     "generator_adversarial_loss",
-    "l1_loss",
     "measure_block_costs",
     "select_block_frames",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adaptok.losses.adversarial import (
@@ -18,7 +19,6 @@ from adaptok.losses.adversarial import (
     discriminator_adversarial_loss,
     generator_adversarial_loss,
 )
-from adaptok.losses.reconstruction import l1_loss
 from adaptok.nn.tokenizer import TokenizerOutput
 
 
@@ -150,7 +150,7 @@ class TokenizerLoss(nn.Module):
         Raises:
             NonFiniteLossError: When a term or the total is NaN/inf.
         """
-        terms: dict[str, Tensor] = {"l1": l1_loss(output.recon, real)}
+        terms: dict[str, Tensor] = {"l1": F.l1_loss(output.recon, real)}
         weighted = [self.l1_weight * terms["l1"]]
         if self.perceptual is not None and self.perceptual_weight > 0:
             terms["perceptual"] = self.perceptual_loss(output.recon, real)
