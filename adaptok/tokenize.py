@@ -25,8 +25,10 @@ Budgets here are FRACTIONS of the tokens per block ``M`` (``0.25`` = a quarter o
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -477,9 +479,13 @@ def tokenize_video(
     scorer.eval()
     device = next(tokenizer.parameters()).device
     planner = TokenBudgetPlanner(
-        tokenizer, scorer, mode="per_clip" if mode == "target" else mode, solver=solver,
-        equality=equality, candidates=candidates,
-    )  # fmt: skip
+        tokenizer,
+        scorer,
+        mode="per_clip" if mode == "target" else mode,
+        solver=solver,
+        equality=equality,
+        candidates=candidates,
+    )
     step = 1 if mode == "streaming" else max(1, int(batch_size))
     count = len(windows.starts)
     codes = np.empty((count, blocks, tokens), dtype=np.uint16)
@@ -576,10 +582,7 @@ def side_by_side_frames(result: TokenizedVideo, scale: int = 1) -> np.ndarray:
 
 
 def _encode_mpeg4(frames: np.ndarray, fps: float) -> bytes:
-    """MPEG-4 Part 2 MP4 (FFmpeg's built-in encoder) for builds without libx264."""
-    import io
-    from fractions import Fraction
-
+    """MPEG-4 Part 2 MP4 (FFmpeg's built-in encoder, near-lossless ``qscale`` 2)."""
     buffer = io.BytesIO()
     height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
     with av.open(buffer, mode="w", format="mp4") as container:
@@ -595,17 +598,33 @@ def _encode_mpeg4(frames: np.ndarray, fps: float) -> bytes:
     return buffer.getvalue()
 
 
-def write_side_by_side(result: TokenizedVideo, path: str | Path, scale: int = 1) -> Path:
-    """Write input | reconstruction as an MP4 (libx264 at crf 12, else mpeg4) at ``result.fps``.
+def write_side_by_side(
+    result: TokenizedVideo,
+    path: str | Path,
+    scale: int = 1,
+    codec: Literal["auto", "libx264", "mpeg4"] = "auto",
+) -> Path:
+    """Write input | reconstruction as an MP4 at ``result.fps``.
+
+    Args:
+        result: A result holding frames (``keep_frames=True``).
+        path: The ``.mp4`` to write.
+        scale: Integer enlargement (see :func:`side_by_side_frames`).
+        codec: ``libx264`` (crf 12), ``mpeg4`` (FFmpeg's own encoder, in every build) or
+            ``auto`` (libx264 when this FFmpeg has it).
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: The result holds no frames.
+        ValueError: The result holds no frames, or an unknown codec.
     """
+    if codec == "auto":
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    if codec not in ("libx264", "mpeg4"):
+        raise ValueError(f"codec must be auto, libx264 or mpeg4, got {codec!r}")
     frames = side_by_side_frames(result, scale)
-    if "libx264" in av.codecs_available:
+    if codec == "libx264":
         data = encode_video(frames, result.fps, crf=12)
     else:
         data = _encode_mpeg4(frames, result.fps)

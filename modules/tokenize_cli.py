@@ -188,6 +188,10 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("target mode needs --threshold (predicted cost to reach)")
     elif budget is None:
         budget = 0.25
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.stride is not None and args.stride < 1:
+        raise ValueError(f"--stride must be >= 1 frame, got {args.stride}")
     if not args.video.exists():
         raise FileNotFoundError(f"video file not found: {args.video}")
     _check_output(args.out, "--out")

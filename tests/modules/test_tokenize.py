@@ -22,6 +22,7 @@ from adaptok.tokenize import (
     load_npz,
     read_windows,
     tokenize_video,
+    write_side_by_side,
 )
 from modules.loading import load_frozen_scorer
 from modules.tokenize_cli import main
@@ -109,6 +110,10 @@ def test_cli_round_trip_per_clip_budget_and_side_by_side_video(
     left, right = video[:4, :, :32].astype(int), video[:4, :, 32:].astype(int)
     assert np.abs(left - library.inputs[0, :4]).mean() < 6
     assert np.abs(right - library.reconstruction[0, :4]).mean() < 6
+    # FFmpeg's own mpeg4 encoder (builds without libx264), enlarged 2x
+    scaled = decode_video(write_side_by_side(library, tmp_path / "m.mp4", 2, codec="mpeg4"))
+    assert scaled.shape == (20, 64, 128, 3)
+    assert np.abs(scaled[:4, ::2, 64::2].astype(int) - library.reconstruction[0, :4]).mean() < 10
 
 
 def test_streaming_is_causal_over_windows_and_meets_each_window_budget(
