@@ -13,7 +13,7 @@ import sys
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from modules.checkpoint_args import with_model_from_checkpoint
 from modules.preflight import check_run, check_settings
@@ -30,8 +30,29 @@ class AdapTokCLI(LightningCLI):
     unwritable output folders and too little disk) with a message naming the settings.
     """
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """``--threads``: PyTorch intra-op threads of the main process."""
+        parser.add_argument(
+            "--threads",
+            type=int | None,
+            default=None,
+            help="PyTorch intra-op threads of the main process (default: CPU cores minus "
+            "dataloader workers, at least 1; workers use 1 thread each). On a small machine "
+            "more threads than free cores make every step many times slower.",
+        )
+
     def before_instantiate_classes(self) -> None:
         torch.set_float32_matmul_precision("high")
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        threads = config.get("threads")
+        if threads is None:
+            data = config.get("data")
+            init_args = (data.get("init_args") if data is not None else None) or {}
+            workers = int(init_args.get("num_workers") or 0)
+            threads = max(1, (os.cpu_count() or 1) - workers)
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
 
     def before_fit(self) -> None:
         """Start-up checks of a training run (settings, output folders, disk)."""
@@ -70,7 +91,11 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
 
 
 def main() -> None:
-    """Console entry point of ``adaptok``."""
+    """Console entry point of ``adaptok``: a LightningCLI subcommand, or ``tokenize``."""
+    if sys.argv[1:2] == ["tokenize"]:
+        from modules.tokenize_cli import main as tokenize
+
+        raise SystemExit(tokenize(sys.argv[2:]))
     run_cli()
 
 
