@@ -23,10 +23,12 @@ Cases (eval mode without grad, except `train`):
         The lengths of a round are shared by the variants.
 
 Every round runs each variant once, in turn (after one warm-up call each); the table gives the
-median seconds per call, the ratio to the dense-fp32 median of the same case ("x ref") and,
-for the quarter cases, to the dense-fp32 median at all tokens ("x ref@all"). Peak memory: the
-rise of the process's peak RSS over one call, each variant in a fresh process (CPU; CUDA:
-`max_memory_allocated`).
+median wall and process-CPU seconds per call, their ratios to the dense-fp32 medians of the same
+case ("x ref") and, for the quarter cases, to the dense-fp32 medians at all tokens ("x ref@all",
+wall / cpu). On a machine shared with other jobs the CPU time is the steadier measure of work
+(with 2 threads it sums both threads). Peak memory: tensor memory allocated during one more
+call (CPU: replayed from the torch profiler's memory events; CUDA: `max_memory_allocated`),
+with the first thread count only.
 
 `--psnr DIR` measures the quality cost of bf16: mean PSNR of the 16-frame clips of the WebDataset
 shards in DIR (two per 32-frame video), reconstructed at all tokens and at M/4, for each variant,
@@ -42,8 +44,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import multiprocessing
-import resource
 import statistics
 import tarfile
 import time
@@ -131,8 +131,11 @@ def make_case(
 
         return train
     model.eval()
-    with torch.no_grad():
-        codes = model.encode(video).codes
+    # Random codes: the decoder's cost does not depend on them, and no encode runs before a
+    # memory measurement.
+    codes = torch.randint(
+        0, model.quantizer.codebook_size, (batch, model.num_tokens), generator=generator
+    ).to(device)
 
     @torch.no_grad()
     def infer(round_: int) -> object:
@@ -157,38 +160,57 @@ def time_case(
     variants: list[str],
     repeats: int,
     device: torch.device,
-) -> dict[str, float]:
-    """Median seconds per call of each variant, rounds interleaved."""
+    memory: bool = True,
+) -> dict[str, tuple[float, float, float]]:
+    """Median (wall, process CPU) seconds per call of each variant, rounds interleaved, and
+    the peak tensor memory of one more call (MiB; NaN without `memory`)."""
     run = make_case(model, config, case, batch, device)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for round_ in range(repeats + 1):
         for name in variants:
             model.attention, model.precision = VARIANTS[name]
             _sync(device)
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             run(round_)
             _sync(device)
             if round_ > 0:  # round 0 warms up
-                times[name].append(time.perf_counter() - start)
+                times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    results = {}
+    for name, values in times.items():
+        model.attention, model.precision = VARIANTS[name]
+        mib = peak_memory(run, device) if memory else float("nan")
+        wall, cpu = statistics.median(t[0] for t in values), statistics.median(t[1] for t in values)
+        results[name] = (wall, cpu, mib)
     model.attention, model.precision = "blockwise", "fp32"
-    return {name: statistics.median(values) for name, values in times.items()}
+    return results
 
 
-def peak_memory(config: str, case: str, batch: int, variant: str, device_name: str) -> float:
-    """MiB the peak memory rises during one call (run in a fresh process)."""
-    torch.set_num_threads(1)
-    device = torch.device(device_name)
-    model = build(config, device)
-    model.attention, model.precision = VARIANTS[variant]
-    run = make_case(model, config, case, batch, device)
+def peak_memory(run: Callable[[int], object], device: torch.device) -> float:
+    """Peak MiB of tensor memory allocated during one call of `run`, above the start.
+
+    CUDA: `max_memory_allocated`. CPU: replays the allocations and frees recorded by the torch
+    profiler (`profile_memory`), so temporaries freed inside one operator are not seen.
+    """
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         run(1)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run(1)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
+        run(1)
+    changes = []
+    for event in profiler.events():
+        if event.name == "[memory]":
+            changes.append((event.time_range.start, event.cpu_memory_usage))
+        elif event.self_cpu_memory_usage > 0:
+            changes.append((event.time_range.start, event.self_cpu_memory_usage))
+    current = peak = 0
+    for _, change in sorted(changes):
+        current += change
+        peak = max(peak, current)
+    return peak / 2**20
 
 
 def benchmark(args: argparse.Namespace) -> None:
@@ -201,39 +223,38 @@ def benchmark(args: argparse.Namespace) -> None:
             f"\n## threads={threads} device={device} batch={args.batch} "
             f"median of {args.repeats} interleaved rounds\n"
         )
-        print("| config | case | variant | s/call | x ref | x ref@all |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "| config | case | variant | wall s | cpu s | x ref wall | x ref cpu | x ref@all "
+            "| peak MiB |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         for config in args.configs:
             model = build(config, device)
-            medians: dict[str, dict[str, float]] = {}
+            medians: dict[str, dict[str, tuple[float, float, float]]] = {}
             for case in args.cases:
                 medians[case] = time_case(
-                    model, config, case, args.batch, variants, args.repeats, device
+                    model,
+                    config,
+                    case,
+                    args.batch,
+                    variants,
+                    args.repeats,
+                    device,
+                    memory=not args.no_memory and threads == args.threads[0],
                 )
+                reference = medians[case][REFERENCE]
                 all_case = case.replace("_quarter", "_all")
-                for name, seconds in medians[case].items():
-                    ratio = medians[case][REFERENCE] / seconds
+                for name, (wall, cpu, mib) in medians[case].items():
                     at_all = ""
                     if case.endswith("_quarter") and all_case in medians:
-                        at_all = f"{medians[all_case][REFERENCE] / seconds:.2f}"
+                        ref_wall, ref_cpu, _ = medians[all_case][REFERENCE]
+                        at_all = f"{ref_wall / wall:.2f} / {ref_cpu / cpu:.2f}"
                     print(
-                        f"| {config} | {case} | {name} | {seconds:.4f} | {ratio:.2f} | {at_all} |",
+                        f"| {config} | {case} | {name} | {wall:.4f} | {cpu:.4f} | "
+                        f"{reference[0] / wall:.2f} | {reference[1] / cpu:.2f} | {at_all} "
+                        f"| {mib:.0f} |",
                         flush=True,
                     )
-    if args.no_memory:
-        return
-    print(f"\n## peak memory rise during one call, MiB (batch {args.batch})\n")
-    print("| config | case | " + " | ".join(variants) + " |")
-    print("|---|---|" + "---|" * len(variants))
-    context = multiprocessing.get_context("spawn")
-    for config in args.configs:
-        for case in args.cases:
-            cells = []
-            for name in variants:
-                with context.Pool(1) as pool:
-                    mib = pool.apply(peak_memory, (config, case, args.batch, name, args.device))
-                cells.append(f"{mib:.0f}")
-            print(f"| {config} | {case} | " + " | ".join(cells) + " |", flush=True)
 
 
 # ------------------------------------------------------------------------------ bf16 quality
@@ -342,7 +363,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after a warm-up")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--dense-bf16", action="store_true", help="also time dense-bf16")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory column")
     parser.add_argument("--psnr", default=None, help="shard folder: measure the bf16 PSNR cost")
     parser.add_argument("--checkpoint", default=None, help="TokenizerModule checkpoint (demo)")
     parser.add_argument("--train-steps", type=int, default=300)
