@@ -35,12 +35,13 @@ shards in DIR (two per 32-frame video), reconstructed at all tokens and at M/4, 
 with the demo configuration; the weights come from `--checkpoint` (a TokenizerModule checkpoint)
 or, without one, from `--train-steps` steps of L1 training on those clips.
 
-Not kept (measured on this 2-core AVX-512-BF16 CPU, torch 2.14.1, tiny config, 1 thread, CPU time):
-    torch.compile of encoder and decoder: eval encode+decode 1.17x (dense) / 1.13x (blockwise)
-        after 55 s / 168 s of compilation, recompiling for every new set of lengths; the train
-        step got slower (0.78x). flex_attention with a block mask (one tiny encoder attention, 4 heads,
-        512 tokens): eager 23 ms, compiled 5.3 ms,
-        against 5.0 ms for dense masked SDPA and 3.4 ms for the per-block SDPA calls used here.
+Not kept (measured on this 2-core AVX-512-BF16 CPU, torch 2.14.1, 1 thread, CPU time):
+    torch.compile of encoder and decoder (tiny config): eval encode+decode 1.17x (dense) /
+        1.13x (blockwise) after 55 s / 168 s of compilation, recompiling for every new set of
+        lengths; the train step got slower (0.78x).
+    flex_attention with a block mask (one tiny-encoder attention: 4 heads, 512 tokens): eager
+        23 ms, compiled 5.3 ms, against 5.0 ms for dense masked SDPA and 3.4 ms for the
+        per-block SDPA calls used here.
 
 Usage:
     python benchmarks/tokenizer.py --configs demo tiny S --threads 1 2 [--batch 1] [--repeats 3]
