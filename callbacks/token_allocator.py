@@ -30,6 +30,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 from torch import Tensor
+from typing_extensions import override
 
 from adaptok.alloc import allocate
 from adaptok.budget_planner import AllocationPolicy, PlannerMode, TokenBudgetPlanner
@@ -464,12 +465,15 @@ class TokenAllocator(pl.Callback):
         log.info("TokenAllocator report written to %s", md)
 
     # ------------------------------------------------------------------ hooks
+    @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start(trainer, pl_module, "val")
 
+    @override
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start(trainer, pl_module, "test")
 
+    @override
     def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
@@ -481,6 +485,7 @@ class TokenAllocator(pl.Callback):
     ) -> None:
         self._batch(pl_module, batch)
 
+    @override
     def on_test_batch_end(
         self,
         trainer: pl.Trainer,
@@ -492,9 +497,11 @@ class TokenAllocator(pl.Callback):
     ) -> None:
         self._batch(pl_module, batch)
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end(trainer, pl_module, "val")
 
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end(trainer, pl_module, "test")
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from typing_extensions import override
 
 from adaptok.metrics import VideoQualityMeter
 from callbacks.media import log_video, side_by_side
@@ -169,12 +170,15 @@ class VideoEvaluator(pl.Callback):
         )
         rank_zero_info(f"VideoEvaluator: test report written to {markdown}")
 
+    @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start("val", trainer, pl_module)
 
+    @override
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start("test", trainer, pl_module)
 
+    @override
     def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
@@ -186,6 +190,7 @@ class VideoEvaluator(pl.Callback):
     ) -> None:
         self._batch_end("val", trainer, pl_module, outputs)
 
+    @override
     def on_test_batch_end(
         self,
         trainer: pl.Trainer,
@@ -197,8 +202,10 @@ class VideoEvaluator(pl.Callback):
     ) -> None:
         self._batch_end("test", trainer, pl_module, outputs)
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_end("val", trainer, pl_module)
 
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_end("test", trainer, pl_module)

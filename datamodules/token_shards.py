@@ -121,6 +121,7 @@ class TokenSampleDecoder:
         self.counts = counts
 
     def __call__(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Decode ``samples`` into sequences, counting the bad ones as skips."""
         epoch = self.epoch
         if self.advance:
             self.epoch += 1

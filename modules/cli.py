@@ -14,6 +14,7 @@ import sys
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
 
 from modules.checkpoint_args import with_model_from_checkpoint
 from modules.preflight import check_run, check_settings
@@ -41,6 +42,7 @@ class AdapTokCLI(LightningCLI):
             "more threads than free cores make every step many times slower.",
         )
 
+    @override
     def before_instantiate_classes(self) -> None:
         torch.set_float32_matmul_precision("high")
         config = self.config[self.subcommand] if self.subcommand else self.config

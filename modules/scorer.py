@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from scipy.stats import spearmanr
+from typing_extensions import override
 
 from adaptok.distributed import gather_rows
 from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_block_costs
@@ -103,12 +104,15 @@ class ScorerModule(LightningModule):
     # ------------------------------------------------------------------ helpers
     @property
     def candidate_lengths(self) -> list[int]:
+        """The scorer's candidate lengths (tokens per block), ascending."""
         return self.scorer.candidate_lengths
 
     def normalise(self, cost: torch.Tensor) -> torch.Tensor:
+        """Cost in the metric's units -> the z-normalised label the scorer predicts."""
         return (cost - self.target_mean) / self.target_std
 
     def denormalise(self, score: torch.Tensor) -> torch.Tensor:
+        """Scorer output -> cost in the metric's units (inverse of :meth:`normalise`)."""
         return score * self.target_std + self.target_mean
 
     @torch.no_grad()
@@ -147,6 +151,7 @@ class ScorerModule(LightningModule):
         return predictions, labels
 
     # ------------------------------------------------------------------ Lightning hooks
+    @override
     def configure_optimizers(self) -> Any:
         params = [p for p in self.scorer.parameters() if p.requires_grad]
         factory = self.optimizer_factory or (
@@ -160,16 +165,20 @@ class ScorerModule(LightningModule):
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
         }
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drop_frozen_metric_weights(self, checkpoint)
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_frozen_metric_weights(self, checkpoint)
 
+    @override
     def on_train_epoch_start(self) -> None:
         self.tokenizer.eval()
         self.quality.eval()
 
+    @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         predictions, labels = self._step(batch)
         loss = F.mse_loss(predictions, labels)
@@ -204,21 +213,27 @@ class ScorerModule(LightningModule):
         )
         self.log_dict(accuracy, sync_dist=False, rank_zero_only=True)
 
+    @override
     def on_validation_epoch_start(self) -> None:
         self._evaluation_start()
 
+    @override
     def on_test_epoch_start(self) -> None:
         self._evaluation_start()
 
+    @override
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluation_step(batch, batch_idx, "val")
 
+    @override
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluation_step(batch, batch_idx, "test")
 
+    @override
     def on_validation_epoch_end(self) -> None:
         self._evaluation_end("val")
 
+    @override
     def on_test_epoch_end(self) -> None:
         self._evaluation_end("test")
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from typing_extensions import override
 
 from adaptok.losses.tokenizer_loss import TokenizerLoss
 from adaptok.metrics.frame_quality import psnr_per_video
@@ -76,9 +77,11 @@ class TokenizerModule(LightningModule):
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ checkpoints
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drop_frozen_metric_weights(self, checkpoint)
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_frozen_metric_weights(self, checkpoint)
 
@@ -88,6 +91,7 @@ class TokenizerModule(LightningModule):
         disc_ids = {id(p) for p in disc.parameters()} if disc is not None else set()
         return [p for p in self.parameters() if p.requires_grad and id(p) not in disc_ids]
 
+    @override
     def configure_optimizers(self) -> Any:
         def default(params: Any, lr: float) -> torch.optim.Optimizer:
             return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
@@ -127,6 +131,7 @@ class TokenizerModule(LightningModule):
             (batch_size, self.tokenizer.num_blocks), count, dtype=torch.long, device=device
         )
 
+    @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         video = batch["video"]
         step = int(self.train_batches.item())
@@ -205,9 +210,11 @@ class TokenizerModule(LightningModule):
             self.global_step,
         )
 
+    @override
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluation_step(batch, batch_idx, "val")
 
+    @override
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluation_step(batch, batch_idx, "test")
 
