@@ -163,11 +163,11 @@ def main() -> None:
     print(header)
     print("|" + "---|" * 9)
     for r in rows:
-        ratio = r["tokens_per_s"] / uncached[r["case"]] if r["case"] in uncached else float("nan")
+        ratio = f"{r['tokens_per_s'] / uncached[r['case']]:.1f}x" if r["case"] in uncached else "-"
         print(
             f"| {r['case']} | {r['params_M']} | {r['batch']} | {r['mode']} | "
             f"{r['tokens_per_clip']} | {r['median_s']} | {r['tokens_per_s']} | "
-            f"{ratio:.1f}x | {r['peak_MiB']} |"
+            f"{ratio} | {r['peak_MiB']} |"
         )
 
 
