@@ -135,10 +135,15 @@ class VideoEvaluator(pl.Callback):
         for key, name in self.log_names.items():
             if key in results:
                 pl_module.log(f"{split}/{name}", results[key], sync_dist=True)
-        if split == "test" and trainer.is_global_zero:
-            self._write_report(trainer, results)
+        if split == "test":
+            # trainer.log_dir broadcasts from rank 0: every rank must ask for it
+            directory = Path(trainer.log_dir or trainer.default_root_dir)
+            if trainer.is_global_zero:
+                self._write_report(trainer, directory, results)
 
-    def _write_report(self, trainer: pl.Trainer, results: dict[str, float]) -> None:
+    def _write_report(
+        self, trainer: pl.Trainer, directory: Path, results: dict[str, float]
+    ) -> None:
         row: dict[str, object] = {
             "split": "test",
             "epoch": trainer.current_epoch,
@@ -164,7 +169,6 @@ class VideoEvaluator(pl.Callback):
                 notes.append(f"FVD from {row['clips']} clips (< {dims} feature dims) is UNSTABLE.")
         elif self.fvd:
             notes.append("FVD skipped: I3D weights missing (run `make weights`).")
-        directory = Path(trainer.log_dir or trainer.default_root_dir)
         markdown, _ = write_report(
             directory, self.report_stem, "Video evaluation (test)", [row], notes
         )
