@@ -7,7 +7,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["WarmupCosineLR", "warmup_cosine_factor"]
+__all__ = ["WarmupCosineLR", "fill_total_steps", "warmup_cosine_factor"]
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -30,6 +30,9 @@ class WarmupCosineLR(LambdaLR):
         optimizer: The wrapped optimizer.
         warmup_steps: Steps of linear warm-up.
         total_steps: Step at which the cosine reaches ``min_lr_ratio`` of the base rate.
+            ``None``: set by the LightningModule that builds the schedule to the trainer's
+            estimated optimizer steps (``Trainer.estimated_stepping_batches``), so the YAML
+            states the run's length once (``trainer.max_steps`` / ``max_epochs``).
         min_lr_ratio: Final learning rate as a fraction of the base rate
             (the paper: 1e-6 / 1e-4 = 0.01).
     """
@@ -38,10 +41,10 @@ class WarmupCosineLR(LambdaLR):
         self,
         optimizer: torch.optim.Optimizer,
         warmup_steps: int = 0,
-        total_steps: int = 100_000,
+        total_steps: int | None = None,
         min_lr_ratio: float = 0.01,
     ) -> None:
-        if total_steps <= 0 or warmup_steps < 0:
+        if (total_steps is not None and total_steps <= 0) or warmup_steps < 0:
             raise ValueError(
                 f"need total_steps > 0 and warmup_steps >= 0, got {total_steps}, {warmup_steps}"
             )
@@ -51,4 +54,25 @@ class WarmupCosineLR(LambdaLR):
         super().__init__(optimizer, self._factor)
 
     def _factor(self, step: int) -> float:
+        if self.total_steps is None:
+            if step > 0:
+                raise RuntimeError(
+                    "WarmupCosineLR.total_steps is unset: give it in the YAML or let the "
+                    "LightningModule fill it from the trainer (see fill_total_steps)"
+                )
+            return warmup_cosine_factor(0, self.warmup_steps, 1, self.min_lr_ratio)
         return warmup_cosine_factor(step, self.warmup_steps, self.total_steps, self.min_lr_ratio)
+
+
+def fill_total_steps(scheduler: object, total_steps: float) -> None:
+    """Give a schedule with ``total_steps=None`` its length (e.g. the trainer's estimate).
+
+    Schedules that already know their length, or have none, are left alone.
+    """
+    if hasattr(scheduler, "total_steps") and scheduler.total_steps is None:
+        if not math.isfinite(total_steps) or total_steps < 1:
+            raise ValueError(
+                f"cannot size the schedule: the trainer estimates {total_steps} steps; set "
+                "trainer.max_steps or the schedule's total_steps"
+            )
+        scheduler.total_steps = int(total_steps)

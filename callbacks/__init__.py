@@ -2,7 +2,14 @@
 
 from callbacks.annotation_writer import AnnotationWriter
 from callbacks.generation_evaluator import GenerationEvaluator
+from callbacks.reconstruction_media import ReconstructionMedia
 from callbacks.token_allocator import TokenAllocator
 from callbacks.video_evaluator import VideoEvaluator
 
-__all__ = ["AnnotationWriter", "GenerationEvaluator", "TokenAllocator", "VideoEvaluator"]
+__all__ = [
+    "AnnotationWriter",
+    "GenerationEvaluator",
+    "ReconstructionMedia",
+    "TokenAllocator",
+    "VideoEvaluator",
+]

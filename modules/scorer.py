@@ -17,6 +17,7 @@ from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_bl
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
+from adaptok.schedules import fill_total_steps
 from modules.loading import (
     drop_frozen_metric_weights,
     frozen_tokenizer,
@@ -160,9 +161,11 @@ class ScorerModule(LightningModule):
         optimizer = factory(params)
         if self.scheduler_factory is None:
             return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        fill_total_steps(scheduler, self.trainer.estimated_stepping_batches)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
     @override

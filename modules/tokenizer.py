@@ -6,7 +6,6 @@ tail-drop sampler) are injected from YAML; this class owns the manual G/D optimi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from adaptok.losses.tokenizer_loss import TokenizerLoss
 from adaptok.metrics.frame_quality import psnr_per_video
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer
-from callbacks.media import log_video
+from adaptok.schedules import fill_total_steps
 from modules.loading import drop_frozen_metric_weights, restore_frozen_metric_weights
 
 __all__ = ["TokenizerModule"]
@@ -38,9 +37,6 @@ class TokenizerModule(LightningModule):
         grad_clip_norm: Gradient-norm clip applied inside the step (Lightning refuses
             ``gradient_clip_val`` with manual optimisation); ``None`` disables it.
         val_tokens_per_block: Kept tokens per block at validation (``None``: all).
-        media_tokens_per_block: Token counts at which reconstructions of the first validation
-            batch are logged to TensorBoard.
-        num_media_clips: Clips per logged reconstruction video.
     """
 
     def __init__(
@@ -54,8 +50,6 @@ class TokenizerModule(LightningModule):
         disc_scheduler: LRSchedulerCallable | None = None,
         grad_clip_norm: float | None = 1.0,
         val_tokens_per_block: int | None = None,
-        media_tokens_per_block: Sequence[int] = (),
-        num_media_clips: int = 2,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -68,11 +62,10 @@ class TokenizerModule(LightningModule):
         self.scheduler_factory = scheduler
         self.disc_scheduler_factory = disc_scheduler
         self.grad_clip_norm = grad_clip_norm
-        for count in [val_tokens_per_block, *media_tokens_per_block]:
-            tokenizer.check_lengths(self._full_lengths(1, "cpu", count), 1, tokenizer.num_blocks)
+        tokenizer.check_lengths(
+            self._full_lengths(1, "cpu", val_tokens_per_block), 1, tokenizer.num_blocks
+        )
         self.val_tokens_per_block = val_tokens_per_block
-        self.media_tokens_per_block = list(media_tokens_per_block)
-        self.num_media_clips = num_media_clips
         # Batches trained so far; global_step counts optimizer steps (2 per batch with G + D).
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
 
@@ -101,15 +94,18 @@ class TokenizerModule(LightningModule):
         optimizers = [opt_g]
         schedulers = []
         if self.scheduler_factory is not None:
-            schedulers.append({"scheduler": self.scheduler_factory(opt_g), "interval": "step"})
+            # stepped once per batch (generator steps): the trainer's estimate counts them
+            scheduler = self.scheduler_factory(opt_g)
+            fill_total_steps(scheduler, self.trainer.estimated_stepping_batches)
+            schedulers.append({"scheduler": scheduler, "interval": "step"})
         if self.loss.discriminator is not None:
             make_d = self.disc_optimizer_factory or (lambda p: default(p, 3e-5))
             opt_d = make_d(list(self.loss.discriminator.parameters()))
             optimizers.append(opt_d)
             if self.disc_scheduler_factory is not None:
-                schedulers.append(
-                    {"scheduler": self.disc_scheduler_factory(opt_d), "interval": "step"}
-                )
+                disc_scheduler = self.disc_scheduler_factory(opt_d)
+                fill_total_steps(disc_scheduler, self.trainer.estimated_stepping_batches)
+                schedulers.append({"scheduler": disc_scheduler, "interval": "step"})
         return optimizers, schedulers
 
     def _as_list(self, value: Any) -> list[Any]:
@@ -190,25 +186,7 @@ class TokenizerModule(LightningModule):
         self.log(
             f"{split}/l1", (recon - video).abs().mean(), sync_dist=True, batch_size=video.shape[0]
         )
-        if batch_idx == 0 and self.media_tokens_per_block:
-            self._log_reconstructions(video, encoding.codes, split)
         return {"real": video, "fake": recon}
-
-    def _log_reconstructions(self, video: torch.Tensor, codes: torch.Tensor, split: str) -> None:
-        """Log ``[real | recon@l1 | recon@l2 | ...]`` side by side along the width."""
-        clips = video[: self.num_media_clips]
-        panels = [clips]
-        for count in self.media_tokens_per_block:
-            lengths = self._full_lengths(clips.shape[0], clips.device, count)
-            panels.append(self.tokenizer.decode(codes[: clips.shape[0]], lengths).clamp(0, 1))
-        grid = torch.cat(panels, dim=-1)
-        counts = ",".join(str(c) for c in self.media_tokens_per_block)
-        log_video(
-            self.trainer,
-            f"{split}/reconstructions_real_then_{counts}_tokens",
-            grid,
-            self.global_step,
-        )
 
     @override
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:

@@ -48,8 +48,6 @@ TINY_TOKENIZER = [
     "--model.init_args.loss.init_args.disc_every=2",
     "--model.init_args.loss.init_args.perceptual_frames=2",
     "--model.init_args.scheduler.init_args.warmup_steps=2",
-    "--model.init_args.scheduler.init_args.total_steps=8",
-    "--model.init_args.media_tokens_per_block=[2, 8]",
     "--data.init_args.train_urls=data/demo/synthetic/train-*.tar",
     "--data.init_args.val_urls=data/demo/synthetic/val-*.tar",
     "--data.init_args.test_urls=data/demo/synthetic/val-*.tar",
@@ -76,7 +74,6 @@ TINY_SCORER = [
     "--model.init_args.scorer.init_args.depth=1",
     "--model.init_args.scorer.init_args.heads=2",
     "--model.init_args.scheduler.init_args.warmup_steps=2",
-    "--model.init_args.scheduler.init_args.total_steps=6",
     *TINY_DATA,
 ]
 

@@ -34,3 +34,14 @@ def test_core_package_never_imports_lightning() -> None:
 def test_every_package_folder_is_importable() -> None:
     for name in ("adaptok", "modules", "datamodules", "callbacks"):
         assert (ROOT / name / "__init__.py").is_file(), name
+
+
+def test_modules_and_datamodules_never_import_callbacks() -> None:
+    """Media and reports live in callbacks; the layers below never reach up into them."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in ("modules", "datamodules")
+        for path in (ROOT / package).rglob("*.py")
+        if "callbacks" in _imported_roots(path)
+    ]
+    assert offenders == [], f"modules/ and datamodules/ must not import callbacks/: {offenders}"
