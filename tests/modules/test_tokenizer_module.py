@@ -57,3 +57,17 @@ def test_checkpoint_reload_through_cli_reproduces_outputs(
         assert torch.equal(
             reloaded.tokenizer.decode(codes_a, lengths), via_cli.tokenizer.decode(codes_b, lengths)
         )
+
+
+def test_reconstruction_media_callback_logs_every_token_count(
+    tokenizer_ckpt: Path, workspace: Path
+) -> None:
+    """experiments/demo/tokenizer.yaml asks for 1/8, 1/2 and all of the tiny M = 8 tokens."""
+    tags = set()
+    for events in sorted(
+        (workspace / "runs" / "demo" / "tokenizer").rglob("events.out.tfevents.*")
+    ):
+        accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+        accumulator.Reload()
+        tags.update(accumulator.Tags()["images"])
+    assert "val/reconstructions_real_then_1,4,8_tokens" in tags, sorted(tags)
