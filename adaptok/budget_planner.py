@@ -89,8 +89,11 @@ class TokenBudgetPlanner:
     def _streaming_allocator(
         self, mean_tokens: float, policy: AllocationPolicy
     ) -> StreamingAllocator:
-        """One allocator per (budget, policy), kept across batches so its price per token
-        carries over time instead of restarting from an estimate on every batch."""
+        """One streaming allocator per (budget, policy), kept across batches.
+
+        Its price per token carries over time instead of restarting from an estimate on every
+        batch.
+        """
         key = (float(mean_tokens), policy)
         if key not in self._streaming:
             self._streaming[key] = StreamingAllocator(

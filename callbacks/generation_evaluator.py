@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
+from typing_extensions import override
 
 from adaptok.metrics import VideoQualityMeter
 from adaptok.metrics.fvd import FVD_FRAMES
@@ -363,10 +364,12 @@ class GenerationEvaluator(pl.Callback):
         self._validations += 1
         return self.every_n_validations > 0 and self._validations % self.every_n_validations == 0
 
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._active("val", trainer):
             self.evaluate(trainer, pl_module, "val")
 
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._active("test", trainer):
             return

@@ -259,8 +259,10 @@ class VideoWindowsDataset(IterableDataset):
 
 
 def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch window dicts: ``video`` (B, C, T, H, W) float32 in [0, 1], ``label`` (B,) long,
-    ``window_start`` (B,) long, ``key``/``source_key``/``class_name`` lists, summed ``skipped``.
+    """Batch window dicts.
+
+    Gives ``video`` (B, C, T, H, W) float32 in [0, 1], ``label`` (B,) long, ``window_start``
+    (B,) long, ``key``/``source_key``/``class_name`` lists and the summed ``skipped``.
 
     Marker samples that only carry skip counts (a worker that produced no window) add their
     counts and nothing else; a batch of markers only has ``video`` of shape (0,).

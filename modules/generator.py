@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
+from typing_extensions import override
 
 from adaptok.nn.generator import ARGenerator
 from adaptok.nn.sampling import BudgetRule, SampleOutput, sample
@@ -198,6 +199,7 @@ class GeneratorModule(LightningModule):
         accuracy = (chosen.argmax(-1) == wanted).float().mean()
         return loss, accuracy
 
+    @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss, accuracy = self.loss(batch)
         size = batch["tokens"].shape[0]
@@ -205,21 +207,25 @@ class GeneratorModule(LightningModule):
         self.log("train/accuracy", accuracy, batch_size=size)
         return loss
 
+    @override
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, accuracy = self.loss(batch)
         size = batch["tokens"].shape[0]
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
         self.log("val/accuracy", accuracy, sync_dist=True, batch_size=size)
 
+    @override
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, accuracy = self.loss(batch)
         size = batch["tokens"].shape[0]
         self.log("test/loss", loss, sync_dist=True, batch_size=size)
         self.log("test/accuracy", accuracy, sync_dist=True, batch_size=size)
 
+    @override
     def on_train_epoch_start(self) -> None:
         self.tokenizer.eval()
 
+    @override
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
         linear_weights = {

@@ -1,5 +1,7 @@
-"""Start-up checks of ``adaptok``: settings that contradict each other, unwritable output
-folders and too little disk fail before the first step, naming the settings involved.
+"""Start-up checks of ``adaptok``.
+
+Settings that contradict each other, unwritable output folders and too little disk fail
+before the first step, naming the settings involved.
 
 Called by :class:`modules.cli.AdapTokCLI` after the classes are built and before the trainer
 runs. Only attributes are read (models and datamodules are not changed), and a check is

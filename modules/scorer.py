@@ -250,6 +250,7 @@ def scorer_accuracy(
         predicted: ``(N, J)`` predicted costs in the metric's units.
         true: ``(N, J)`` measured costs.
         candidates: The ``J`` candidate lengths (for the log keys).
+        prefix: Log-key prefix (``val`` or ``test``).
 
     Returns:
         ``{prefix}/scorer_mae``, ``{prefix}/scorer_spearman`` and per-candidate ``.../at_{l}``.

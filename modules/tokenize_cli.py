@@ -1,4 +1,4 @@
-"""``adaptok tokenize``: tokenize your own video with a trained scorer checkpoint.
+r"""``adaptok tokenize``: tokenize your own video with a trained scorer checkpoint.
 
 Example::
 

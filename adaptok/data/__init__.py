@@ -1,1 +1,1 @@
-
+"""Data preparation: shard writing, dataset layouts, decoding and the clip stream."""

@@ -97,8 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _layout_tasks(layout: Layout, root: Path, keys_from_path: bool) -> list[ClipTask]:
-    """Writer tasks for a layout; keys are file stems or (folders) relative paths, made safe
-    and unique by :func:`sanitize_key`; the relative path itself goes into the metadata."""
+    """Writer tasks for a layout.
+
+    Keys are file stems or (folders) relative paths, made safe and unique by
+    :func:`sanitize_key`; the relative path itself goes into the metadata.
+    """
     tasks = []
     for entry in layout.entries:
         try:

@@ -69,8 +69,10 @@ def validate_values(
 
 
 def validate_video_pair(real: Tensor, fake: Tensor, data_range: float = 1.0) -> None:
-    """Check two videos for the metrics: floating dtype, equal (B, C, T, H, W) shapes, finite
-    values in [0, data_range].
+    """Check two videos for the metrics.
+
+    Both need a floating dtype, equal ``(B, C, T, H, W)`` shapes and finite values in
+    ``[0, data_range]``.
 
     Raises:
         TypeError: A video is not a floating tensor.

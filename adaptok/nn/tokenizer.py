@@ -407,9 +407,12 @@ class AdapTokTokenizer(nn.Module):
         return self._unpatchify(out.float(), num_blocks) * 0.5 + 0.5
 
     def _use_blockwise_decoder(self, lengths: Tensor) -> bool:
-        """Blockwise decoder unless "dense" is asked for, or stochastic depth is on in
-        training and the samples' lengths differ: the packed sequence then mixes samples in
-        one row and `DropPath` would drop them together."""
+        """Whether to run the blockwise decoder.
+
+        Not when "dense" is asked for, nor when stochastic depth is on in training and the
+        samples' lengths differ: the packed sequence then mixes samples in one row and
+        `DropPath` would drop them together.
+        """
         if self.attention == "dense":
             return False
         if self.training and self.drop_path > 0:
@@ -436,10 +439,12 @@ class AdapTokTokenizer(nn.Module):
         return self.output(self.decoder(tokens, mask)[:, num_latents:])
 
     def _decode_blockwise(self, quantized: Tensor, lengths: Tensor, num_blocks: int) -> Tensor:
-        """Fast decoder: only kept latents enter, each with the embedding of its ABSOLUTE
-        index (METHOD section 1); block-sparse attention; the last layer computes the patch
-        queries only. Samples with equal lengths share one batched layout; otherwise the
-        samples are packed into one sequence with per-sample groups.
+        """Fast decoder: only the kept latents enter.
+
+        Each kept latent carries the embedding of its ABSOLUTE index (METHOD section 1);
+        block-sparse attention; the last layer computes the patch queries only. Samples with
+        equal lengths share one batched layout; otherwise the samples are packed into one
+        sequence with per-sample groups.
 
         Returns:
             `(B, K' * P, C * pt * ph * pw)`.
