@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+__all__ = ["LeCamRegularizer", "discriminator_adversarial_loss", "generator_adversarial_loss"]
+
 
 def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
     """Non-saturating generator loss `-log sigmoid(D(fake))`.

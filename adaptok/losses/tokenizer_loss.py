@@ -21,6 +21,8 @@ from adaptok.losses.adversarial import (
 )
 from adaptok.nn.tokenizer import TokenizerOutput
 
+__all__ = ["NonFiniteLossError", "TokenizerLoss"]
+
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term is NaN or infinite.

@@ -9,6 +9,8 @@ from torch import Tensor, nn
 from adaptok.nn.pos_embed import sincos_3d
 from adaptok.nn.transformer import TransformerStack, init_weights
 
+__all__ = ["Discriminator"]
+
 
 class Discriminator(nn.Module):
     """ViT over 3D patches with full attention; the CLS output gives the logit.

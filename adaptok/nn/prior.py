@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from adaptok.nn.masks import causal_mask
 from adaptok.nn.transformer import TransformerStack, init_weights
 
+__all__ = ["Prior"]
+
 
 class Prior(nn.Module):
     """Causal transformer predicting the next code of the kept-token sequence.

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+__all__ = ["TailDropSampler", "keep_mask"]
+
 Distribution = Literal["truncnorm", "uniform", "fixed"]
 
 
