@@ -1,5 +1,7 @@
-"""Tokenizer speed: fast paths (blockwise attention, packed decoder, bf16) against the dense
-masked reference, in the same process, interleaved; plus peak memory and the bf16 PSNR cost.
+"""Tokenizer speed of the fast paths against the dense masked reference, and the bf16 PSNR cost.
+
+Fast paths (blockwise attention, packed decoder, bf16) and the reference run in the same
+process, interleaved; peak memory is reported too.
 
 Configurations:
     demo: experiments/demo/tokenizer.yaml (16 x 64 x 64, patch 4x8x8, 4 x 32 tokens, width 128,
@@ -170,8 +172,11 @@ def time_case(
     device: torch.device,
     memory: bool = True,
 ) -> dict[str, tuple[float, float, float]]:
-    """Median (wall, process CPU) seconds per call of each variant, rounds interleaved, and
-    the peak tensor memory of one more call (MiB; NaN without `memory`)."""
+    """Median (wall, process CPU) seconds per call of each variant, and peak memory.
+
+    Rounds are interleaved; the peak tensor memory comes from one more call (MiB; NaN
+    without `memory`).
+    """
     run = make_case(model, config, case, batch, device)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for round_ in range(repeats + 1):
