@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 
 from adaptok.data.clip_stream import ClipLoader, ClipStream
-from adaptok.data.clips import ClipDecoder, collate_clips
+from adaptok.data.clips import ClipDecoder, collate_clips, video_to_float
 from adaptok.data.shards import resolve_shards
 from adaptok.data.skips import (
     REPORT_KEY,
@@ -89,7 +89,7 @@ class VideoShardsDataModule(LightningDataModule):
         max_upscale: Clips whose short side must be enlarged more than this factor to reach
             ``resolution`` are counted and reported as a warning per pass.
         video_dtype: ``float32`` (in ``value_range``) or ``uint8`` (0..255, a quarter of the
-            bytes; convert on the device with ``adaptok.data.clips.video_to_float``).
+            bytes between processes; converted to float on the device after transfer).
         eval_shuffle: Read val/test shards in a seeded shuffled order through the shuffle
             buffer, so evaluation batches mix sources (batch-mode allocation shares a budget
             among batch-mates); off: shards in order, as listed.
@@ -289,6 +289,15 @@ class VideoShardsDataModule(LightningDataModule):
         if epoch is not None and self.trainer.training:
             last_epoch, consumed = self._train_position
             self._train_position = (epoch, consumed + 1 if last_epoch == epoch else 1)
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 batches (``video_dtype: uint8``) become float on the device, in one place.
+
+        Steps and callbacks then always see float video in ``value_range``.
+        """
+        if isinstance(batch, dict) and "video" in batch:
+            batch["video"] = video_to_float(batch["video"], self.value_range)
         return batch
 
     def teardown(self, stage: str) -> None:

@@ -71,3 +71,22 @@ def test_reconstruction_media_callback_logs_every_token_count(
         accumulator.Reload()
         tags.update(accumulator.Tags()["images"])
     assert "val/reconstructions_real_then_1,4,8_tokens" in tags, sorted(tags)
+
+
+def test_uint8_batches_train_and_validate(workspace: Path, tmp_path: Path) -> None:
+    """video_dtype: uint8 ships bytes; the datamodule converts after transfer, once for all."""
+    (tmp_path / "data").symlink_to(workspace / "data")
+    with working_directory(tmp_path):
+        cli = run_cli(
+            [
+                "fit",
+                "--config",
+                str(EXPERIMENTS / "demo" / "tokenizer.yaml"),
+                *TINY_TOKENIZER,
+                "--data.init_args.video_dtype=uint8",
+                "--trainer.max_steps=2",
+                "--trainer.val_check_interval=2",
+            ]
+        )
+    assert cli.trainer.global_step >= 2
+    assert (tmp_path / "runs" / "demo" / "tokenizer" / "checkpoints" / "last.ckpt").is_file()
