@@ -64,12 +64,16 @@ def test_report_has_every_mode_budget_and_policy(eval_run: Path) -> None:
 
 def test_budget_is_met_exactly(eval_run: Path) -> None:
     for row in read_csv(eval_run / "allocation_report.csv"):
-        assert float(row["tokens_per_clip"]) == pytest.approx(4 * float(row["mean_tokens_per_block"]))
+        assert float(row["tokens_per_clip"]) == pytest.approx(
+            4 * float(row["mean_tokens_per_block"])
+        )
 
 
 def test_summary_derives_from_the_table(eval_run: Path) -> None:
     rows = read_csv(eval_run / "allocation_report.csv")
-    psnr = {(r["mode"], r["policy"], float(r["mean_tokens_per_block"])): float(r["psnr"]) for r in rows}
+    psnr = {
+        (r["mode"], r["policy"], float(r["mean_tokens_per_block"])): float(r["psnr"]) for r in rows
+    }
     for row in read_csv(eval_run / "allocation_summary.csv"):
         mean = float(row["mean_tokens_per_block"])
         scorer, oracle = psnr[(row["mode"], "scorer", mean)], psnr[(row["mode"], "oracle", mean)]

@@ -28,7 +28,9 @@ def tiny_scorer(**overrides: int) -> BlockCausalScorer:
 
 
 def test_missing_tokenizer_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*nope.ckpt. Train one first"):
+    with pytest.raises(
+        FileNotFoundError, match="checkpoint not found: .*nope.ckpt. Train one first"
+    ):
         ScorerModule(tiny_scorer(), tokenizer_ckpt=str(tmp_path / "nope.ckpt"), metric="mse")
 
 
