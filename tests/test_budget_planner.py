@@ -64,3 +64,15 @@ def test_oracle_beats_or_ties_uniform_on_the_measured_cost(parts: tuple) -> None
     uniform = planner.plan(video, encoding, 4, "uniform")
     # per-block costs are measured with earlier blocks at full length, so allow a small slack
     assert cost(oracle) <= cost(uniform) * 1.05
+
+
+def test_oracle_needs_no_scorer(parts: tuple) -> None:
+    """Without a scorer the oracle allocates over the paper's grid of 8 candidates (M/8 ... M)."""
+    tokenizer, _, video, encoding = parts
+    planner = TokenBudgetPlanner(tokenizer, None, BlockQuality("mse"), mode="per_clip")
+    assert planner.candidates == [1, 2, 3, 4, 5, 6, 7, 8]
+    lengths = planner.plan(video, encoding, mean_tokens=3, policy="oracle")
+    assert lengths.sum(1).tolist() == [12, 12, 12]
+    assert len(set(lengths.flatten().tolist())) > 1  # not every block kept in full
+    with pytest.raises(ValueError, match="candidate lengths"):
+        TokenBudgetPlanner(tokenizer, None, candidates=[0, 9])
