@@ -42,9 +42,10 @@ def rate_distortion_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
         label = policy if mode == "-" else f"{policy} ({mode})"
         style = {"uniform": "k--", "oracle": ":"}.get(policy, "-")
         for axis, (key, name) in zip(axes, metrics, strict=True):
+            shown = [(p, r[key]) for p, r in points if np.isfinite(r.get(key, np.nan))]
             axis.plot(
-                [p for p, _ in points],
-                [r.get(key, np.nan) for _, r in points],
+                [p for p, _ in shown],
+                [v for _, v in shown],
                 style,
                 marker="o",
                 markersize=3,

@@ -146,15 +146,20 @@ class TokenAllocator(pl.Callback):
                     self._keys.append(("uniform", "-", float(round(mean))))
                 else:
                     self._keys += [(policy, mode, mean) for mode in self.modes]
+        budget_keys = set(self._keys)
         if self.uniform_curve and "uniform" in self.policies:
             self._keys += [("uniform", "-", float(c)) for c in self._planner.candidates]
         self._keys = list(dict.fromkeys(self._keys))
         lpips_net = getattr(getattr(pl_module, "hparams", {}), "lpips_net", None) or "vgg"
         self._lpips_net = lpips_net
+        # The extra points of the uniform curve only feed token savings (PSNR): no LPIPS/FVD,
+        # which dominate the evaluation's cost on a CPU.
         self._meters = {
-            key: VideoQualityMeter(fvd=self.fvd, lpips=self.lpips, lpips_net=lpips_net).to(
-                pl_module.device
-            )
+            key: VideoQualityMeter(
+                fvd=self.fvd and key in budget_keys,
+                lpips=self.lpips and key in budget_keys,
+                lpips_net=lpips_net,
+            ).to(pl_module.device)
             for key in self._keys
         }
         self._lengths: dict[RowKey, list[Tensor]] = {key: [] for key in self._keys}

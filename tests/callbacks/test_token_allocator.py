@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from modules.cli import run_cli
 from tests.conftest import EXPERIMENTS, REPO, TINY_DATA, working_directory
@@ -19,7 +20,9 @@ EVAL_DATA = [
     "--data.init_args.test_urls=data/demo/synthetic/val-*.tar",
     "--trainer.enable_progress_bar=false",
 ]
-MODES = ("batch", "per_clip", "streaming")
+MODES = yaml.safe_load((EXPERIMENTS / "demo" / "eval_recon.yaml").read_text())["trainer"][
+    "callbacks"
+][0]["init_args"]["modes"]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
