@@ -259,8 +259,8 @@ def test_samples_cli_real_footage(tmp_path: Path) -> None:
     )
     samples = {key: files for pairs in read_shards(out).values() for key, files in pairs}
     splits = {name.split("-")[0] for name in keys_by_shard(out)}
-    assert splits == {"train", "val"} and len(samples) == 10
+    assert splits == {"train", "val", "test"} and len(samples) == 17
     metas = [json.loads(files["json"]) for files in samples.values()]
-    assert {m["class_name"] for m in metas} == {"carphone_pristine", "bikes"}
+    assert {m["class_name"] for m in metas} == {"carphone_pristine", "bikes", "bigbuckbunny"}
     frames = decode_video(samples["bikes_00032"]["mp4"])
     assert frames.shape[:3] == (32, 32, 76) and float(np.std(frames)) > 10.0
