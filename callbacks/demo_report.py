@@ -153,8 +153,9 @@ def write_demo_report(
         "",
         f"- commit: {git_commit()}; written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on "
         f"{platform.node() or 'unknown'} ({os.cpu_count()} CPUs)",
-        "- every figure below comes from the held-out TEST split (clips and videos the demo "
-        "never trained or tuned on); the data line of each section names the shards",
+        "- reconstruction and allocation figures come from the held-out TEST split (clips and "
+        "videos the demo never trained or tuned on; the data lines name the shards); the "
+        "generation section compares samples with training windows, the paper's protocol",
     ]
     if commands:
         lines += ["- produced by:", "", "```", *commands, "```"]
