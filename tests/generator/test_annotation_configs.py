@@ -39,7 +39,9 @@ def test_paper_annotate_config_runs_shrunk(
     name: str, tmp_path: Path, window_shards: Path, scorer_ckpt: Path
 ) -> None:
     config = yaml.safe_load((REPO / "experiments" / name / "annotate.yaml").read_text())
-    config["trainer"].update(accelerator="cpu", devices=1, strategy="auto")
+    config["trainer"].update(
+        accelerator="cpu", devices=1, strategy="auto", default_root_dir=str(tmp_path)
+    )
     out = tmp_path / "tokens"
     config["trainer"]["callbacks"][0]["init_args"].update(output_dir=str(out))
     config["model"]["init_args"]["scorer_ckpt"] = str(scorer_ckpt)
