@@ -87,7 +87,12 @@ def test_summary_derives_from_the_table(eval_run: Path) -> None:
 
 def test_oracle_lpips_is_not_worse_than_uniform(eval_run: Path) -> None:
     rows = read_csv(eval_run / "allocation_report.csv")
-    lpips = {(r["mode"], r["policy"], r["mean_tokens_per_block"]): float(r["lpips"]) for r in rows}
+    # the extra points of the uniform curve measure PSNR/SSIM only (empty LPIPS cells)
+    lpips = {
+        (r["mode"], r["policy"], r["mean_tokens_per_block"]): float(r["lpips"])
+        for r in rows
+        if r["lpips"]
+    }
     for (mode, policy, mean), value in lpips.items():
         if policy == "oracle" and mode != "streaming":
             # The oracle minimises the same LPIPS backbone the report measures (with earlier
@@ -137,4 +142,6 @@ def test_report_is_the_same_on_two_ranks_with_uneven_shards(
     for one, two in zip(single, double, strict=True):
         assert two["num_samples"] == one["num_samples"]
         for name in ("mean_tokens_per_block", "tokens_per_clip", "psnr", "ssim", "lpips"):
-            assert float(two[name]) == pytest.approx(float(one[name]), rel=1e-4), name
+            assert (one[name] == "") == (two[name] == ""), name
+            if one[name]:
+                assert float(two[name]) == pytest.approx(float(one[name]), rel=1e-4), name
