@@ -146,7 +146,7 @@ class TokenAllocator(pl.Callback):
                     self._keys.append(("uniform", "-", float(round(mean))))
                 else:
                     self._keys += [(policy, mode, mean) for mode in self.modes]
-        budget_keys = set(self._keys)
+        self._budget_keys = budget_keys = set(self._keys)  # rows at the asked budgets
         if self.uniform_curve and "uniform" in self.policies:
             self._keys += [("uniform", "-", float(c)) for c in self._planner.candidates]
         self._keys = list(dict.fromkeys(self._keys))
@@ -201,24 +201,15 @@ class TokenAllocator(pl.Callback):
                 recon = tokenizer.decode(encoding.codes, lengths).clamp(0, 1)
                 self._meters[key].update(video, recon)
                 self._lengths[key].append(lengths.cpu())
-                if (
-                    first_batch
-                    and policy in ("scorer", "uniform")
-                    and mean in self._budget_means(tokenizer)
-                ):
-                    label = f"{policy} {mean:g} ({lengths[0].tolist()})"
-                    if policy == "uniform" or mode == self.modes[0]:
-                        self._frames[label] = recon[0].cpu()
+                shown = policy == "uniform" or (policy == "scorer" and mode == self.modes[0])
+                if first_batch and shown and key in self._budget_keys:
+                    self._frames[f"{policy} {mean:g} ({lengths[0].tolist()})"] = recon[0].cpu()
             if first_batch:
                 self._frames = {"input": video[0].cpu(), **self._frames}
         complexity = batch.get("complexity")
         if complexity is None:
             complexity = torch.full((video.shape[0], video.shape[2]), float("nan"))
         self._complexity.append(complexity[: video.shape[0]].float().cpu())
-
-    def _budget_means(self, tokenizer: Any) -> set[float]:
-        tokens = tokenizer.tokens_per_block
-        return {b * tokens for b in self.budgets} | {float(round(b * tokens)) for b in self.budgets}
 
     def _check_solvers(self, costs: Tensor, tokens_per_block: int) -> None:
         """The other exact solver must reach the same objective on the same costs."""
