@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptok.alloc.feasibility import TokenGrid, total_from_mean
+from adaptok.alloc.feasibility import TokenGrid, check_budget_values, total_from_mean
 from adaptok.alloc.inputs import as_costs, as_lengths, to_numpy
 from adaptok.alloc.knapsack import solve_knapsacks
 from adaptok.alloc.streaming import StreamingAllocator
@@ -111,6 +111,8 @@ def allocate(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if (mode == "target") != (threshold is not None) or (mode == "target") == (budget is not None):
         raise ValueError("target mode takes a threshold and no budget; other modes a budget")
+    if budget is not None:
+        check_budget_values(to_numpy(budget), grid.lengths)
     notes: list[str] = []
     if mode == "target":
         choice, notes = allocate_to_target(cost_array, grid, float(threshold), scope)

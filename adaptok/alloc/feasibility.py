@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "InfeasibleBudgetError",
     "TokenGrid",
+    "check_budget_values",
     "check_total",
     "is_reachable",
     "min_parts",
@@ -126,12 +127,37 @@ def is_reachable(totals: np.ndarray, num_blocks: np.ndarray | int, grid: TokenGr
     return result & (min_parts(units, parts) <= count)
 
 
+def check_budget_values(budget: object, lengths: np.ndarray | None = None) -> None:
+    """Refuse a NaN or infinite budget (scalar or per-clip / per-block vector) in one line.
+
+    Args:
+        budget: Mean tokens per block (a number, or an array-like of them).
+        lengths: Candidate lengths, to state the valid range in the message.
+
+    Raises:
+        InfeasibleBudgetError: Some value is NaN or infinite (or not a number).
+    """
+    try:
+        values = np.asarray(budget, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InfeasibleBudgetError(f"budget {budget!r} is not a number") from error
+    if np.all(np.isfinite(values)):
+        return
+    bad = values[~np.isfinite(values)].ravel()[0] if values.ndim else float(values)
+    valid = "a finite number of tokens per block"
+    if lengths is not None and len(lengths):
+        valid = f"a mean in [{int(np.min(lengths))}, {int(np.max(lengths))}] tokens per block"
+    raise InfeasibleBudgetError(f"budget {bad} is not a valid budget: give {valid}")
+
+
 def total_from_mean(mean_tokens: float, num_blocks: int, equality: bool) -> int:
     """Total token budget of ``num_blocks`` blocks at ``mean_tokens`` per block.
 
     Raises:
-        InfeasibleBudgetError: an equality budget whose total is not a whole number of tokens.
+        InfeasibleBudgetError: a NaN or infinite mean, or an equality budget whose total is
+            not a whole number of tokens.
     """
+    check_budget_values(mean_tokens)
     exact = mean_tokens * num_blocks
     nearest = round(exact)
     if abs(exact - nearest) <= 1e-9 * max(1.0, abs(exact)):

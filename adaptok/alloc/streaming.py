@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from adaptok.alloc.feasibility import TokenGrid, check_total, is_reachable, total_from_mean
+from adaptok.alloc.feasibility import (
+    TokenGrid,
+    check_budget_values,
+    check_total,
+    is_reachable,
+    total_from_mean,
+)
 from adaptok.alloc.inputs import as_costs, as_lengths
 from adaptok.alloc.knapsack import solve_knapsacks
 from adaptok.alloc.lagrangian import lp_price
@@ -70,6 +76,9 @@ class StreamingAllocator:
         if (mean_tokens is None) == (block_budgets is None):
             raise ValueError("give exactly one of mean_tokens and block_budgets")
         self.grid = TokenGrid.from_lengths(as_lengths(lengths))
+        check_budget_values(
+            mean_tokens if block_budgets is None else block_budgets, self.grid.lengths
+        )
         self.mean_tokens = mean_tokens
         self.block_budgets = None if block_budgets is None else [float(b) for b in block_budgets]
         if self.block_budgets is not None:
