@@ -43,6 +43,7 @@ __all__ = [
     "encoder_layout",
     "merge_spans",
     "scorer_layout",
+    "scorer_token_spans",
     "take_spans",
 ]
 
@@ -252,6 +253,34 @@ def decoder_layout(
     return BlockLayout(offset, offset, tuple(groups))
 
 
+def scorer_token_spans(
+    context_lengths: Sequence[int], num_blocks: int, tokens_per_block: int
+) -> tuple[Span, ...]:
+    """Spans of one sample's `K * M` scorer tokens that make up its `scorer_layout` sequence.
+
+    The sequence is every block at full length (`[0, K * M)`), followed by a kept-prefix copy
+    of each earlier block that the context truncates: block `j < K - 1` with
+    `0 < context_lengths[j] < M` contributes `[j * M, j * M + context_lengths[j])`. A block kept
+    whole needs no copy (its full tokens are its context), an empty one has none, and the
+    last block is the context of no block.
+
+    Args:
+        context_lengths: K kept lengths of one sample.
+        num_blocks: K.
+        tokens_per_block: M.
+
+    Returns:
+        Spans into the sample's `K * M` tokens, in sequence order (gather with `take_spans`).
+    """
+    m = tokens_per_block
+    copies = [
+        (j * m, j * m + length)
+        for j, length in enumerate(context_lengths[: num_blocks - 1])
+        if 0 < length < m
+    ]
+    return ((0, num_blocks * m), *copies)
+
+
 @lru_cache(maxsize=64)
 def scorer_layout(
     context_lengths: tuple[tuple[int, ...], ...] | None,
@@ -261,32 +290,61 @@ def scorer_layout(
 ) -> BlockLayout:
     """Block-causal layout of the scorer's latent sequence (METHOD section 3).
 
-    Block b attends all of its own M tokens and the first `context_lengths[s][j]` tokens of
-    every earlier block j. With per-sample context lengths the samples' sequences are
-    concatenated (each has `K * M` tokens).
+    Block b is scored with all of its own M tokens and with every earlier block j kept at
+    `context_lengths[s][j]` tokens, the dropped tail removed from both the rows and the
+    columns of the attention (the official code's `decode_scorer` mask): a kept token of an
+    earlier block never attends to its own block's dropped tail, so that tail cannot reach
+    a later block through any number of layers.
+
+    An earlier block then plays two parts, which one pass cannot share: scored, it attends to
+    all of its tokens; as context, only to its kept prefix. Each sample's sequence is
+    therefore the K full blocks followed by a kept-prefix copy of every truncated earlier
+    block (`scorer_token_spans`). Full block b attends the contexts of blocks < b and itself;
+    the copy of block j attends the contexts of blocks < j and itself. The context of block
+    j is its copy, or the full block when it is kept whole (the two compute the same rows).
+    This equals K masked passes of the official procedure, one per scored block.
+
+    With per-sample context lengths the samples' sequences are concatenated.
 
     Args:
         context_lengths: One tuple of K kept lengths per sample, or None for all tokens (one
             sample's layout, shared by the whole batch).
         num_blocks: K.
         tokens_per_block: M.
-        readout_slots: Keep only these positions of every block (the scorer's last layer).
+        readout_slots: Keep only these positions of every full block (the scorer's last
+            layer); the context copies are then not computed.
 
     Returns:
         A cached `BlockLayout` (do not modify).
     """
     m = tokens_per_block
-    rows = [[m] * num_blocks] if context_lengths is None else context_lengths
+    rows = [(m,) * num_blocks] if context_lengths is None else context_lengths
     groups = []
-    for sample, row in enumerate(rows):
-        offset = sample * num_blocks * m
+    offset = 0
+    for row in rows:
+        spans = scorer_token_spans(row, num_blocks, m)
+        context: list[Span] = []  # the span of each block's context, by block
+        copy_start = offset + num_blocks * m
         for block in range(num_blocks):
-            keys = [(offset + j * m, offset + j * m + row[j]) for j in range(block)]
-            keys.append((offset + block * m, offset + (block + 1) * m))
+            length = row[block]
+            if 0 < length < m and block < num_blocks - 1:
+                context.append((copy_start, copy_start + length))
+                copy_start += length
+            else:
+                full = offset + block * m
+                context.append((full, full + min(length, m)))
+        copy_groups = []
+        for block in range(num_blocks):
             start = offset + block * m
             if readout_slots is None:
                 queries = ((start, start + m),)
             else:
                 queries = merge_spans([(start + slot, start + slot + 1) for slot in readout_slots])
-            groups.append(AttentionGroup(queries, merge_spans(keys)))
-    return BlockLayout(len(rows) * num_blocks * m, len(rows) * num_blocks * m, tuple(groups))
+            keys = merge_spans([*context[:block], (start, start + m)])
+            groups.append(AttentionGroup(queries, keys))
+            copy = context[block]
+            if readout_slots is None and copy[0] >= offset + num_blocks * m:
+                copy_groups.append(AttentionGroup((copy,), merge_spans(context[: block + 1])))
+        groups += copy_groups
+        offset += sum(stop - start for start, stop in spans)
+    return BlockLayout(offset, offset, tuple(groups))

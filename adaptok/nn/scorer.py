@@ -8,13 +8,19 @@ from ONE forward pass (attention inside a block is full, so each read-out slot s
 block and is trained to predict the cost of one prefix length).
 
 Context: the score of block ``b`` must describe block ``b`` *given the lengths already chosen
-for blocks < b*. ``context_lengths`` therefore hides, from every later block, the tail tokens
-that earlier blocks will not keep; a block always sees all of its own tokens.
+for blocks < b*. With ``context_lengths`` block ``b`` keeps all of its own tokens and each
+earlier block ``j`` only its first ``context_lengths[j]``; the dropped tail is removed from
+the rows and the columns of the attention, as in the official code (``decode_scorer``): a
+kept token of block ``j`` never attends to block ``j``'s dropped tail, so no trace of it
+reaches a later block through any number of layers. Every block's scores equal those of the
+official procedure's pass for that block (lengths ``context[:b]``, ``M``, then nothing).
 
-Implementations (``attention``): "blockwise" (default) runs one unmasked attention call per
-block (``adaptok.nn.block_layout.scorer_layout``; per-sample groups when the samples'
-context lengths differ) and computes only the read-out slots in the last layer; "dense" is
-the masked reference. Both give the same scores within float rounding.
+Implementations (``attention``): "blockwise" (default) computes all K blocks in ONE pass over
+an extended sequence, the K full blocks plus a kept-prefix copy of every truncated earlier
+block (``adaptok.nn.block_layout.scorer_layout``; per-sample groups when the samples' context
+lengths differ), and computes only the read-out slots in the last layer; "dense" is the
+reference, literally the official procedure: K masked passes, one per scored block. Both give
+the same scores within float rounding.
 """
 
 from __future__ import annotations
@@ -22,7 +28,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from adaptok.nn.block_layout import AttentionImpl, check_attention, scorer_layout
+from adaptok.nn.block_layout import (
+    AttentionImpl,
+    check_attention,
+    scorer_layout,
+    scorer_token_spans,
+    take_spans,
+)
 from adaptok.nn.masks import encoder_mask
 from adaptok.nn.precision import Precision, autocast_for, check_precision
 from adaptok.nn.transformer import TransformerStack, init_weights
@@ -97,21 +109,23 @@ class BlockCausalScorer(nn.Module):
         """Token counts the scores refer to, ascending: ``[M/J, 2M/J, ..., M]``."""
         return [int(slot) + 1 for slot in self.readout_slots.tolist()]
 
-    def attention_mask(self, context_lengths: Tensor | None) -> Tensor:
-        """Block-causal mask, hiding earlier blocks' dropped tail tokens.
+    def attention_mask(self, kept_lengths: Tensor) -> Tensor:
+        """Block-causal mask of one pass with tokens beyond ``kept_lengths`` removed.
+
+        A dropped token is removed from the rows and the columns (it attends only to itself
+        and nothing attends to it), as the official ``decoder_attn_mask_with_latent_mask``
+        with ``fill_diag=True``.
 
         Args:
-            context_lengths: ``(B, K)`` tokens kept per block, or None for all tokens.
+            kept_lengths: ``(B, K)`` tokens kept per block.
 
         Returns:
-            ``(N, N)`` or ``(B, 1, N, N)`` boolean mask, True where a query may attend.
+            ``(B, 1, N, N)`` boolean mask, True where a query may attend.
         """
-        if context_lengths is None:
-            return self.causal_mask
-        kept_key = self.slot_in_block[None, :] < context_lengths[:, self.block_of_token]  # (B, N)
-        same_block = self.block_of_token[:, None] == self.block_of_token[None, :]  # (N, N)
-        visible = same_block[None] | kept_key[:, None, :]
-        return (self.causal_mask[None] & visible)[:, None]
+        kept = self.slot_in_block[None, :] < kept_lengths[:, self.block_of_token]  # (B, N)
+        mask = self.causal_mask[None] & kept[:, :, None] & kept[:, None, :]
+        eye = torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device)
+        return (mask | eye)[:, None]
 
     def forward(
         self, latents: Tensor, quantized: Tensor, context_lengths: Tensor | None = None
@@ -122,10 +136,16 @@ class BlockCausalScorer(nn.Module):
             latents: ``(B, N, token_width)`` continuous encoder outputs.
             quantized: ``(B, N, token_width)`` quantized latents (after the post-quant projection).
             context_lengths: ``(B, K)`` lengths of the blocks as they will be kept; block ``b``'s
-                scores are conditioned on blocks ``< b`` at these lengths. None = all tokens.
+                scores are conditioned on blocks ``< b`` at these lengths (their dropped
+                tails removed from the attention), whatever ``context_lengths[:, b:]`` say.
+                None = all tokens.
 
         Returns:
             ``(B, K, J)`` predicted (normalised) cost of block ``k`` kept at candidate ``j``.
+
+        Raises:
+            ValueError: Inputs of the wrong shape, or context lengths that are not integers
+                in ``[0, M]`` of shape ``(B, K)``.
         """
         expected = self.num_blocks * self.tokens_per_block
         if latents.shape != quantized.shape or latents.shape[1] != expected:
@@ -139,9 +159,7 @@ class BlockCausalScorer(nn.Module):
         with autocast_for(latents.device, self.precision):
             tokens = self.input_proj(torch.cat([latents, quantized], dim=-1)) + self.pos_embed
             if self.attention == "dense":
-                hidden = self.transformer(tokens, self.attention_mask(context_lengths))
-                hidden = hidden.view(batch, self.num_blocks, self.tokens_per_block, -1)
-                hidden = hidden[:, :, self.readout_slots]
+                hidden = self._dense(tokens, context_lengths)
             else:
                 hidden = self._blockwise(tokens, context_lengths)
             return self.head(hidden).squeeze(-1).float()
@@ -157,15 +175,39 @@ class BlockCausalScorer(nn.Module):
         if bool((context_lengths < 0).any() | (context_lengths > self.tokens_per_block).any()):
             raise ValueError(f"context_lengths must lie in [0, {self.tokens_per_block}]")
 
+    def _dense(self, tokens: Tensor, context_lengths: Tensor | None) -> Tensor:
+        """Masked reference; returns the read-out rows ``(B, K, J, width)``.
+
+        Without context one causal pass; with context the official procedure: pass ``b``
+        keeps ``context[:, :b]``, all of block ``b`` and nothing after, and gives block b.
+        """
+        batch, k, m = tokens.shape[0], self.num_blocks, self.tokens_per_block
+        if context_lengths is None:
+            hidden = self.transformer(tokens, self.causal_mask)
+            return hidden.view(batch, k, m, -1)[:, :, self.readout_slots]
+        rows = []
+        for block in range(k):
+            kept = context_lengths.clone()
+            kept[:, block] = m
+            kept[:, block + 1 :] = 0
+            hidden = self.transformer(tokens, self.attention_mask(kept))
+            rows.append(hidden.view(batch, k, m, -1)[:, block, self.readout_slots])
+        return torch.stack(rows, dim=1)
+
     def _blockwise(self, tokens: Tensor, context_lengths: Tensor | None) -> Tensor:
         """Block-sparse transformer; returns the read-out rows ``(B, K, J, width)``."""
         batch = tokens.shape[0]
         k, m = self.num_blocks, self.tokens_per_block
         rows = None if context_lengths is None else tuple(map(tuple, context_lengths.tolist()))
-        if rows is not None and len(set(rows)) > 1:
-            tokens = tokens.reshape(1, batch * k * m, -1)  # per-sample groups
+        if rows is not None and len(set(rows)) > 1:  # per-sample groups in one sequence
+            sequences = [
+                take_spans(tokens[s], scorer_token_spans(row, k, m), 0)
+                for s, row in enumerate(rows)
+            ]
+            tokens = torch.cat(sequences, dim=0)[None]
         elif rows is not None:
             rows = rows[:1]
+            tokens = take_spans(tokens, scorer_token_spans(rows[0], k, m), 1)
         hidden = self.transformer(
             tokens,
             layout=scorer_layout(rows, k, m),

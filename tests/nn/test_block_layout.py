@@ -14,6 +14,7 @@ from adaptok.nn.block_layout import (
     encoder_layout,
     merge_spans,
     scorer_layout,
+    scorer_token_spans,
     take_spans,
 )
 from adaptok.nn.masks import decoder_key_keep, decoder_mask, encoder_mask, with_key_padding
@@ -87,18 +88,29 @@ def test_decoder_layout_equals_masked_decoder(lengths: list[list[int]]) -> None:
 
 
 def test_scorer_layout_hides_dropped_context() -> None:
-    layout = scorer_layout(((1, 4, 0),), K, M)
-    mask = layout.dense_mask()
-    block = torch.arange(K * M) // M
-    slot = torch.arange(K * M) % M
-    context = torch.tensor([1, 4, 0])
-    expected = (block[:, None] == block[None]) | (
-        (block[None] < block[:, None]) & (slot[None] < context[block][None])
-    )
-    assert torch.equal(mask, expected)
-    readout = scorer_layout(((1, 4, 0),), K, M, (1, 3))
+    """Context (1, 2, 0), K=3, M=4: the sequence is 12 full tokens, a 1-token copy of block 0
+    (row 12) and a 2-token copy of block 1 (rows 13-14); the copies see only kept tokens."""
+    assert scorer_token_spans((1, 2, 0), K, M) == ((0, 12), (0, 1), (4, 6))
+    assert scorer_token_spans((4, 0, 3), K, M) == ((0, 12),)  # whole, empty, last: no copy
+    layout = scorer_layout(((1, 2, 0),), K, M)
+    keys = {  # row -> keys it attends
+        **{r: [0, 1, 2, 3] for r in range(0, 4)},
+        **{r: [12, 4, 5, 6, 7] for r in range(4, 8)},
+        **{r: [12, 13, 14, 8, 9, 10, 11] for r in range(8, 12)},
+        12: [12],
+        13: [12, 13, 14],
+        14: [12, 13, 14],
+    }
+    expected = torch.zeros(15, 15, dtype=torch.bool)
+    for row, columns in keys.items():
+        expected[row, columns] = True
+    assert layout.is_full and torch.equal(layout.dense_mask(), expected)
+    readout = scorer_layout(((1, 2, 0),), K, M, (1, 3))
     rows = torch.tensor([b * M + s for b in range(K) for s in (1, 3)])
     assert torch.equal(readout.dense_mask(), expected[rows])
+    whole = scorer_layout(None, K, M)
+    assert whole == scorer_layout(((4, 4, 4),), K, M)
+    assert torch.equal(whole.dense_mask(), encoder_mask(K, 0, M, CPU))
 
 
 def test_invalid_layouts_are_refused() -> None:
