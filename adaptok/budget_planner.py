@@ -6,29 +6,43 @@ the budgeted choice. The same planner serves the ``TokenAllocator`` callback, an
 writers and benchmarks.
 
 Conditioning. A block's cost depends on the lengths kept by earlier blocks (the decoder is
-block-causal). In ``streaming`` mode the planner scores block ``b`` after fixing blocks
-``< b`` (causal: each decision uses only the past, as a streaming encoder must). In ``batch``
-and ``per_clip`` modes all blocks are scored at once with every earlier block at full length,
-then solved jointly.
+block-causal). In ``streaming`` and ``causal_table`` modes the planner scores block ``b``
+after fixing blocks ``< b`` (causal: each decision uses only the past, as a streaming encoder
+must). In ``batch`` and ``per_clip`` modes all blocks are scored at once with every earlier
+block at full length, then solved jointly.
+
+``causal_table`` is the official code's IPAL (``models/adaptok.py::encode_eval``): for
+``b = 0..K-1``, score block ``b`` given the chosen lengths of blocks ``< b``, then solve one
+ILP over the batch whose total for block ``b`` is ``B x target[b]`` (rounded down onto the
+candidate grid), the targets read from a per-block table
+(:data:`adaptok.alloc.REFERENCE_BLOCK_TABLE` by default). K scorer passes and K ILPs per
+batch; a clip's lengths depend on its batch-mates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from adaptok.alloc import StreamingAllocator, allocate
+from adaptok.alloc import StreamingAllocator, allocate, block_targets
 from adaptok.losses.block_quality import BlockQuality, measure_block_costs
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 
-__all__ = ["AllocationPolicy", "PlannerMode", "TokenBudgetPlanner", "default_candidates"]
+__all__ = [
+    "PLANNER_MODES",
+    "AllocationPolicy",
+    "PlannerMode",
+    "TokenBudgetPlanner",
+    "default_candidates",
+]
 
 AllocationPolicy = Literal["scorer", "uniform", "oracle"]
-PlannerMode = Literal["batch", "per_clip", "streaming"]
+PlannerMode = Literal["batch", "per_clip", "streaming", "causal_table"]
+PLANNER_MODES: tuple[str, ...] = ("batch", "per_clip", "streaming", "causal_table")
 
 
 def default_candidates(tokens_per_block: int, count: int = 8) -> list[int]:
@@ -47,12 +61,21 @@ class TokenBudgetPlanner:
         tokenizer: The frozen tokenizer.
         scorer: The trained block-causal scorer (for ``policy='scorer'``).
         quality: Cost of a reconstructed block (for ``policy='oracle'``).
-        mode: Default allocation mode: ``streaming`` (causal, block by block), ``batch`` (the
-            paper's ILP over the mini-batch) or ``per_clip`` (each clip its own budget).
+        mode: Default allocation mode: ``streaming`` (causal, block by block, a price per
+            token), ``causal_table`` (the official code: causal, one batch ILP per block with
+            a per-block target), ``batch`` (the paper's ILP over the mini-batch) or
+            ``per_clip`` (each clip its own budget).
+        solver: ``fast`` (exact, vectorised) or ``mip`` (python-mip CBC).
+        equality: Spend the budget exactly (the paper) instead of at most. ``causal_table``
+            always spends its rounded block totals exactly, as the official code.
         candidates: Candidate lengths; default the scorer's, or without a scorer the paper's
             grid of 8 (``M/8, 2M/8, ..., M``; METHOD 3), so the oracle runs on its own.
-        solver: ``fast`` (exact, vectorised) or ``mip`` (python-mip CBC).
-        equality: Spend the budget exactly (the paper) instead of at most.
+        block_table: ``causal_table``'s targets: budget fraction -> one target fraction (of
+            the tokens per block) per block; None = the official table
+            (:data:`adaptok.alloc.REFERENCE_BLOCK_TABLE`, 4 blocks).
+
+    Raises:
+        ValueError: An unknown mode, or candidate lengths outside ``[1, M]``.
     """
 
     def __init__(
@@ -64,8 +87,12 @@ class TokenBudgetPlanner:
         solver: Literal["fast", "mip"] = "fast",
         equality: bool = True,
         candidates: Sequence[int] | None = None,
+        block_table: Mapping[float, Sequence[float]] | None = None,
     ) -> None:
+        if mode not in PLANNER_MODES:
+            raise ValueError(f"mode must be one of {PLANNER_MODES}, got {mode!r}")
         self.tokenizer = tokenizer
+        self.block_table = block_table
         self.scorer = scorer
         self.quality = quality
         self.mode = mode
@@ -104,6 +131,28 @@ class TokenBudgetPlanner:
                 solver=self.solver,
             )
         return self._streaming[key]
+
+    def block_targets(self, mean_tokens: float) -> list[float]:
+        """``causal_table``'s target mean tokens of each block position at this budget.
+
+        Raises:
+            ValueError: The table has no row for ``mean_tokens / M`` or not K entries.
+        """
+        tokens = self.tokenizer.tokens_per_block
+        targets = block_targets(
+            mean_tokens / tokens, tokens, self.tokenizer.num_blocks, self.block_table
+        )
+        return targets.tolist()
+
+    def table_allocator(self, mean_tokens: float) -> StreamingAllocator:
+        """A fresh ``causal_table`` allocator: one batch ILP per block, totals rounded down."""
+        return StreamingAllocator(
+            self.candidates,
+            block_budgets=self.block_targets(mean_tokens),
+            equality=True,
+            solver=self.solver,
+            round_budgets=True,
+        )
 
     def full_lengths(self, batch_size: int, device: torch.device) -> Tensor:
         """``(B, K)`` lengths keeping every token."""
@@ -166,7 +215,8 @@ class TokenBudgetPlanner:
                 ``oracle`` (IPAL on measured instead of predicted costs).
             mode: Overrides the planner's mode for this call.
             costs: ``(B, K, J)`` from :meth:`costs` for this ``policy``, to reuse across
-                budgets (``batch``/``per_clip`` only: streaming re-scores block by block).
+                budgets (``batch``/``per_clip`` only: the causal modes re-score block by
+                block).
 
         Returns:
             ``(B, K)`` long lengths.
@@ -181,9 +231,15 @@ class TokenBudgetPlanner:
                 )
             return torch.full((batch, num_blocks), count, dtype=torch.long, device=device)
         mode = mode or self.mode
+        if mode not in PLANNER_MODES:
+            raise ValueError(f"mode must be one of {PLANNER_MODES}, got {mode!r}")
         chosen = self.full_lengths(batch, device)
-        if mode == "streaming":
-            allocator = self._streaming_allocator(mean_tokens, policy)
+        if mode in ("streaming", "causal_table"):
+            allocator = (
+                self._streaming_allocator(mean_tokens, policy)
+                if mode == "streaming"
+                else self.table_allocator(mean_tokens)
+            )
             for block in range(num_blocks):
                 costs = self._block_costs(policy, video, encoding, chosen, block)
                 chosen[:, block] = torch.as_tensor(allocator.step(costs), device=device)

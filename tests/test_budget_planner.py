@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,48 @@ def test_oracle_needs_no_scorer(parts: tuple) -> None:
     assert len(set(lengths.flatten().tolist())) > 1  # not every block kept in full
     with pytest.raises(ValueError, match="candidate lengths"):
         TokenBudgetPlanner(tokenizer, None, candidates=[0, 9])
+
+
+def _brute_force_block(costs: torch.Tensor, candidates: list[int], total: int) -> float:
+    """Least summed cost of one block position over the clips with lengths summing to total."""
+    best = float("inf")
+    for choice in itertools.product(range(len(candidates)), repeat=costs.shape[0]):
+        if sum(candidates[j] for j in choice) == total:
+            best = min(best, float(sum(costs[i, j] for i, j in enumerate(choice))))
+    return best
+
+
+@pytest.mark.parametrize("policy", ["scorer", "oracle"])
+def test_causal_table_is_the_official_procedure(parts: tuple, policy: str) -> None:
+    """Block b is scored with the lengths chosen for blocks < b, then one ILP over the batch
+    spends block b's table target x B, rounded down onto the grid (issue 16.2)."""
+    tokenizer, scorer, video, encoding = parts
+    quality = BlockQuality("mse")
+    table = {0.5: [0.9, 0.45, 0.35, 0.3]}  # x 8 tokens: 7.2, 3.6, 2.8, 2.4
+    planner = TokenBudgetPlanner(tokenizer, scorer, quality, mode="causal_table", block_table=table)
+    lengths = planner.plan(video, encoding, mean_tokens=4, policy=policy)
+    # 3 clips: floor(3 x 7.2) = 21 -> 20 on the grid of 2; 10.8 -> 10; 8.4 -> 8; 7.2 -> 6
+    assert lengths.sum(0).tolist() == [20, 10, 8, 6]
+    context = planner.full_lengths(3, video.device)
+    for block in range(4):
+        with torch.no_grad():
+            costs = planner._block_costs(policy, video, encoding, context, block)
+        chosen = costs[
+            torch.arange(3), [planner.candidates.index(int(x)) for x in lengths[:, block]]
+        ]
+        best = _brute_force_block(costs, planner.candidates, int(lengths[:, block].sum()))
+        assert float(chosen.sum()) == pytest.approx(best, abs=1e-6)
+        context[:, block] = lengths[:, block]
+
+
+def test_causal_table_default_is_the_official_table(parts: tuple) -> None:
+    tokenizer, scorer, video, encoding = parts
+    planner = TokenBudgetPlanner(tokenizer, scorer, mode="causal_table")
+    # official t1024_b4 row 64 of 256 = [142, 40, 36, 36] -> x 8 / 256 tokens per block
+    assert planner.block_targets(2) == [142 / 32, 40 / 32, 36 / 32, 36 / 32]
+    lengths = planner.plan(video, encoding, mean_tokens=2)
+    assert lengths.sum(0).tolist() == [12, 6, 6, 6]  # floor(3 x 4.4375) = 13 -> 12; 3.75 -> 6
+    with pytest.raises(ValueError, match="no row"):
+        planner.plan(video, encoding, mean_tokens=2.5)  # 0.3125 x M: not a row
+    with pytest.raises(ValueError, match="mode must be"):
+        TokenBudgetPlanner(tokenizer, scorer, mode="paper")  # type: ignore[arg-type]

@@ -6,9 +6,11 @@ Public API:
     Allocation: the result (choices, lengths, objective, solver used, notes).
     StreamingAllocator: causal block-by-block allocation with a learned price per token.
     InfeasibleBudgetError: a budget no allocation can meet (states the feasible range).
+    REFERENCE_BLOCK_TABLE, block_targets: the official code's per-block targets.
 """
 
 from adaptok.alloc.allocation import MODES, Allocation, allocate
+from adaptok.alloc.block_table import REFERENCE_BLOCK_TABLE, block_targets
 from adaptok.alloc.feasibility import InfeasibleBudgetError
 from adaptok.alloc.knapsack import SOLVERS
 from adaptok.alloc.streaming import StreamingAllocator
@@ -16,10 +18,12 @@ from adaptok.alloc.target import SCOPES
 
 __all__ = [
     "MODES",
+    "REFERENCE_BLOCK_TABLE",
     "SCOPES",
     "SOLVERS",
     "Allocation",
     "InfeasibleBudgetError",
     "StreamingAllocator",
     "allocate",
+    "block_targets",
 ]

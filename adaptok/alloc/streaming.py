@@ -5,7 +5,9 @@ Two ways to set the per-block budget:
 * explicit ``block_budgets`` (mean tokens per block position, like the reference code's
   table ``[456, 242, 172, 150]``): step b solves the batch knapsack over the B clips' block b
   with ``B * block_budgets[b]`` tokens - identical to ``allocate(mode="batch")`` with the
-  same (K,) budget array.
+  same (K,) budget array. With ``round_budgets`` a total that is not a whole reachable number
+  of tokens is rounded down onto the candidate grid, as the official code does (the
+  ``causal_table`` mode of ``adaptok.budget_planner``).
 * data-driven (``mean_tokens``): a price per token ``lam`` (the Lagrange multiplier of the
   token budget) is carried over time. Each clip independently takes
   ``argmin_j cost[j] + lam * lengths[j]`` - so a clip's lengths do not depend on the other
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptok.alloc.block_table import floor_block_total
 from adaptok.alloc.feasibility import (
     TokenGrid,
     check_budget_values,
@@ -53,6 +56,9 @@ class StreamingAllocator:
         adapt_rate: price step per block, relative to a typical cost slope per token.
         solver: knapsack solver in explicit mode (``fast`` or ``mip``).
         time_limit: seconds for the MIP solver.
+        round_budgets: explicit mode: round each block's total ``B * block_budgets[b]`` down
+            to the largest total the B blocks can meet exactly (the official code's rounding)
+            instead of refusing an equality total that is not a whole number.
 
     Example:
         >>> allocator = StreamingAllocator([64, 128, 192, 256], mean_tokens=128, num_blocks=4)
@@ -72,6 +78,7 @@ class StreamingAllocator:
         adapt_rate: float = 0.1,
         solver: str = "fast",
         time_limit: float = 60.0,
+        round_budgets: bool = False,
     ) -> None:
         if (mean_tokens is None) == (block_budgets is None):
             raise ValueError("give exactly one of mean_tokens and block_budgets")
@@ -91,6 +98,7 @@ class StreamingAllocator:
         self.adapt_rate = adapt_rate
         self.solver = solver
         self.time_limit = time_limit
+        self.round_budgets = round_budgets
         self.notes: list[str] = []
         self.tokens_allocated = 0
         self.blocks_allocated = 0
@@ -147,7 +155,11 @@ class StreamingAllocator:
 
     def _step_budgeted(self, costs: np.ndarray) -> np.ndarray:
         """Batch knapsack over this block of every clip with the block position's budget."""
-        total = total_from_mean(self.block_budgets[self._block], costs.shape[0], self.equality)
+        mean = self.block_budgets[self._block]
+        if self.round_budgets:
+            total = floor_block_total(mean, costs.shape[0], self.grid)
+        else:
+            total = total_from_mean(mean, costs.shape[0], self.equality)
         solution = solve_knapsacks(
             costs[None], self.grid, np.array([total]), self.equality, self.solver, self.time_limit
         )
