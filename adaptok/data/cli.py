@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
+from adaptok.data.colour import parse_background
 from adaptok.data.layouts import Layout, folder_layout, kinetics_layout, ucf101_layout
 from adaptok.data.samples import SAMPLE_CLIPS, sample_window_tasks
 from adaptok.data.synthetic import COMPLEXITY_CLASSES, synthetic_tasks
@@ -25,7 +25,7 @@ from adaptok.data.verify import verify_shards
 from adaptok.data.writer import (
     ClipTask,
     ShardOptions,
-    read_video_file,
+    VideoFileReader,
     sanitize_key,
     write_shards,
 )
@@ -54,6 +54,19 @@ def _writer_options(parser: argparse.ArgumentParser, originals: bool) -> None:
     if originals:
         parser.add_argument(
             "--keep-original", action="store_true", help="store source files without re-encoding"
+        )
+        parser.add_argument(
+            "--stream",
+            type=int,
+            default=None,
+            help="video stream to read from files with several (0 = first video stream; "
+            "default: the largest, default-flagged one, as ffmpeg picks it)",
+        )
+        parser.add_argument(
+            "--background",
+            default="black",
+            help="colour transparent pixels of alpha sources are composited over: black, "
+            "white, gray, #RRGGBB or R,G,B (default black)",
         )
 
 
@@ -122,7 +135,7 @@ def _layout_tasks(layout: Layout, root: Path, keys_from_path: bool) -> list[Clip
                 label=entry.label,
                 class_name=entry.class_name,
                 source=str(entry.path),
-                read=partial(read_video_file, entry.path),
+                read=VideoFileReader(entry.path),
                 path=entry.path,
                 relative_path=relative,
             )
@@ -141,6 +154,8 @@ def _write(args: argparse.Namespace) -> int:
         crf=args.crf,
         workers=args.workers,
         min_side=args.min_side,
+        stream=getattr(args, "stream", None),
+        background=parse_background(getattr(args, "background", "black")),
     )
     skipped: list[tuple[str, str]] = []
     if args.command == "synthetic":
@@ -169,6 +184,13 @@ def _write(args: argparse.Namespace) -> int:
     )
     print(f"shards in {args.out}")
     print(summary.format())
+    if not sum(summary.written.values()) and not sum(summary.already_present.values()):
+        print(
+            f"adaptok-shards {args.command}: error: no clips written to {args.out} "
+            f"({len(tasks)} source(s) found, {len(summary.skipped)} skipped; see the list above)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
@@ -180,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports = verify_shards(args.target)
             return 1 if any(report.corrupt for report in reports.values()) else 0
         return _write(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         print(f"adaptok-shards {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,29 +1,65 @@
 """PyAV video decoding, encoding and resizing.
 
-Frames are ``uint8`` numpy arrays of shape ``(T, H, W, 3)`` (RGB), upright: the display
-matrix of phone recordings (``VideoFrame.rotation``) is applied on decode, and sizes reported
-by :func:`probe_video` are display sizes. Every codec context runs
-single-threaded: data-loading parallelism comes from DataLoader workers or writer processes,
-and FFmpeg's own threads on top of those made throughput swing widely on small machines.
+Frames are ``uint8`` numpy arrays of shape ``(T, H, W, 3)`` (RGB, 8-bit SDR, BT.709
+primaries), upright. Every source is read through :class:`VideoReader`, which makes the
+properties of a real-world file explicit instead of losing them silently:
+
+* **stream**: the video stream FFmpeg's command line would pick (largest picture, the
+  default-disposition stream first, cover art never), or the one asked for;
+* **alpha**: RGBA / YUVA pictures (VP9 alpha is decoded with libvpx) are composited over a
+  stated background (:func:`~adaptok.data.colour.composite_alpha`);
+* **HDR and wide gamut**: PQ / HLG and BT.2020 sources are tone- and gamut-mapped to SDR
+  BT.709 (:func:`~adaptok.data.colour.hdr_to_sdr`); full-range sources are read as such;
+* **field order**: interlaced pictures are deinterlaced with FFmpeg's ``bwdif``;
+* **rotation**: the display matrix of phone recordings (``VideoFrame.rotation``) is applied;
+* **timestamps**: presentation times that jump backwards or repeat (concatenated MPEG
+  streams) or are missing are rebased so time keeps running, and counted.
+
+:attr:`VideoReader.adjustments` lists what was done, for the writer's metadata and counts.
+Frames are produced one at a time (:meth:`VideoReader.frames`), so memory does not grow with
+a video's length, and resizing happens in swscale while converting, so it does not grow with
+the source resolution either. Every codec context runs single-threaded: data-loading
+parallelism comes from DataLoader workers or writer processes, and FFmpeg's own threads on
+top of those made throughput swing widely on small machines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
+from adaptok.data.colour import (
+    HDR_TRANSFERS,
+    TONE_MAPPING,
+    composite_alpha,
+    hdr_to_sdr,
+    matrix_name,
+    primaries_name,
+    range_name,
+    transfer_name,
+)
+
 __all__ = [
+    "DEINTERLACER",
+    "LARGE_FRAME_PIXELS",
     "VIDEO_SUFFIXES",
-    "VideoDecodeError",
-    "VideoInfo",
-    "VideoSource",
     "DecodedVideo",
+    "SourceProperties",
+    "VideoDecodeError",
+    "VideoEncoder",
+    "VideoInfo",
+    "VideoReader",
+    "VideoSource",
+    "VideoTruncatedError",
+    "count_frames",
     "decode_video",
     "decode_video_timed",
     "encode_video",
@@ -38,6 +74,12 @@ VideoSource = bytes | str | Path
 VIDEO_SUFFIXES = ("mp4", "avi", "mkv", "mov", "webm", "m4v", "mpg", "mpeg")
 """File suffixes (without the dot) read as video, in order of preference within a sample."""
 
+DEINTERLACER = "bwdif(send_frame,interlaced frames only)"
+"""FFmpeg filter (and settings) that deinterlaces interlaced sources."""
+
+LARGE_FRAME_PIXELS = 1920 * 1080
+"""Frames above this many pixels are stored only with a warning (use a resize)."""
+
 _INTERPOLATION = "BILINEAR"
 _SCALE_THREADS = 1
 """swscale threads per conversion. FFmpeg's default (one slice thread per core) is not
@@ -46,10 +88,71 @@ fork-safe: a DataLoader worker forked from a process holding such a frame hung f
 _X264_PARAMS = "mbtree=0"
 """x264's macroblock tree made identical input encode to different bytes from run to run here
 (so shards were not reproducible); without it the output is deterministic."""
+_FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+_DEFAULT_SCORE = 5_000_000
+"""ffmpeg's stream-selection weight of the default disposition (added to width * height)."""
 
 
 class VideoDecodeError(RuntimeError):
     """Raised when a video cannot be opened or decoded (corrupt, truncated, no video stream)."""
+
+
+class VideoTruncatedError(VideoDecodeError):
+    """The video ends before a requested frame.
+
+    Attributes:
+        decoded: Frames the video actually has.
+    """
+
+    def __init__(self, message: str, decoded: int) -> None:
+        super().__init__(message)
+        self.decoded = decoded
+
+
+@dataclass(frozen=True)
+class SourceProperties:
+    """What a source file is, as far as it changes the stored frames.
+
+    Attributes:
+        stream: Ordinal of the chosen stream among the video streams (``v:N``).
+        video_streams: Number of video streams in the file.
+        stream_rule: Why this stream: ``only``, ``asked`` or ``best`` (ffmpeg's rule).
+        codec: Decoder name.
+        pix_fmt: Decoded pixel format.
+        bit_depth: Bits per sample of the luma / first component.
+        alpha: Whether the pictures carry an alpha channel.
+        color_primaries: FFmpeg name of the primaries.
+        color_transfer: FFmpeg name of the transfer characteristic.
+        color_matrix: FFmpeg name of the YUV matrix.
+        color_range: ``tv`` (limited), ``pc`` (full) or ``unspecified``.
+        field_order: ``progressive``, ``tt``, ``bb``, ``tb``, ``bt`` or ``unknown``.
+        interlaced: Whether the first picture is flagged interlaced.
+        rotation: Display rotation in degrees counter-clockwise (0, 90, 180 or 270).
+    """
+
+    stream: int = 0
+    video_streams: int = 1
+    stream_rule: str = "only"
+    codec: str = ""
+    pix_fmt: str = ""
+    bit_depth: int = 8
+    alpha: bool = False
+    color_primaries: str = "unspecified"
+    color_transfer: str = "unspecified"
+    color_matrix: str = "unspecified"
+    color_range: str = "unspecified"
+    field_order: str = "unknown"
+    interlaced: bool = False
+    rotation: int = 0
+
+    @property
+    def hdr(self) -> bool:
+        """PQ or HLG transfer."""
+        return self.color_transfer in HDR_TRANSFERS.values()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True)
@@ -57,12 +160,14 @@ class VideoInfo:
     """Container-level facts about a video.
 
     Attributes:
-        frames: Number of frames (counted from packets when the container does not say).
+        frames: Number of frames (the container's count; counted from packets when it has
+            none; :func:`count_frames` decodes to be sure).
         fps: Average frame rate.
         height: Displayed frame height in pixels (after rotation).
         width: Displayed frame width in pixels (after rotation).
         rotation: Display rotation in degrees counter-clockwise (0, 90, 180 or 270) that
             decoding applies.
+        properties: The chosen stream's :class:`SourceProperties`.
     """
 
     frames: int
@@ -70,6 +175,7 @@ class VideoInfo:
     height: int
     width: int
     rotation: int = 0
+    properties: SourceProperties = field(default_factory=SourceProperties)
 
 
 @dataclass(frozen=True)
@@ -78,44 +184,330 @@ class DecodedVideo:
 
     Attributes:
         frames: ``uint8`` array ``(T, H, W, 3)``, upright.
-        times: ``(T,)`` float64 presentation times in seconds from the first frame.
+        times: ``(T,)`` float64 presentation times in seconds from the first frame (rebased
+            where the source's jump backwards, see ``adjustments``).
         rotation: Display rotation that was applied (degrees counter-clockwise).
+        properties: The source's :class:`SourceProperties`.
+        adjustments: What decoding changed (see :attr:`VideoReader.adjustments`).
     """
 
     frames: np.ndarray
     times: np.ndarray
     rotation: int
+    properties: SourceProperties = field(default_factory=SourceProperties)
+    adjustments: dict[str, Any] = field(default_factory=dict)
 
 
 def _describe(source: VideoSource) -> str:
     return f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source)
 
 
-def _open(source: VideoSource) -> av.container.InputContainer:
-    if isinstance(source, bytes):
-        handle: str | io.BytesIO = io.BytesIO(source)
-    else:
-        if not Path(source).is_file():
-            raise FileNotFoundError(f"video file not found: {source}")
-        handle = str(source)
-    try:
-        container = av.open(handle, mode="r")
-    except av.FFmpegError as error:
-        raise VideoDecodeError(f"cannot open video {_describe(source)}: {error}") from error
-    if not container.streams.video:
-        container.close()
-        raise VideoDecodeError(f"no video stream in {_describe(source)}")
-    stream = container.streams.video[0]
-    stream.thread_type = "NONE"
-    stream.codec_context.thread_count = 1
-    return container
+def _choose_stream(
+    streams: Sequence[av.video.stream.VideoStream], asked: int | None, source: VideoSource
+) -> tuple[int, str]:
+    """Ordinal of the video stream to read and the rule that chose it.
+
+    ffmpeg's rule for a command line without ``-map``: the stream with the largest picture,
+    the default disposition adding 5,000,000 pixels; attached pictures (cover art) and
+    still images only when nothing else exists; ties go to the lower index.
+    """
+    if asked is not None:
+        if not 0 <= asked < len(streams):
+            raise VideoDecodeError(
+                f"{_describe(source)} has {len(streams)} video stream(s); stream {asked} "
+                f"does not exist (choose 0..{len(streams) - 1})"
+            )
+        return asked, "asked"
+    if len(streams) == 1:
+        return 0, "only"
+    still = int(av.stream.Disposition.attached_pic) | int(av.stream.Disposition.still_image)
+    moving = [i for i, s in enumerate(streams) if not int(s.disposition) & still] or list(
+        range(len(streams))
+    )
+
+    def score(i: int) -> tuple[int, int]:
+        s = streams[i]
+        default = int(s.disposition) & int(av.stream.Disposition.default)
+        area = (s.codec_context.width or 0) * (s.codec_context.height or 0)
+        return area + (_DEFAULT_SCORE if default else 0), -i
+
+    return max(moving, key=score), "best"
 
 
-def probe_video(source: VideoSource) -> VideoInfo:
-    """Read frame count, frame rate and size without decoding pictures.
+class VideoReader:
+    """One video source, opened: its properties and its frames, converted one at a time.
+
+    Use as a context manager. :meth:`frames` decodes the chosen stream in presentation order
+    and yields ``(time, frame)``; :meth:`to_rgb` turns one of those frames into upright
+    8-bit SDR RGB at a requested size. Both may be used on one pass only; open a new reader
+    for another pass.
 
     Args:
         source: Encoded bytes or a file path.
+        stream: Ordinal of the video stream to read (``None``: ffmpeg's best-stream rule).
+        background: RGB colour transparent pixels are composited over.
+
+    Raises:
+        FileNotFoundError: ``source`` is a path that does not exist.
+        VideoDecodeError: The container cannot be opened, holds no video stream, or has no
+            stream ``stream``.
+    """
+
+    def __init__(
+        self,
+        source: VideoSource,
+        stream: int | None = None,
+        background: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
+        self.source, self.background = source, tuple(int(v) for v in background)
+        if isinstance(source, bytes):
+            handle: str | io.BytesIO = io.BytesIO(source)
+        else:
+            if not Path(source).is_file():
+                raise FileNotFoundError(f"video file not found: {source}")
+            handle = str(source)
+        try:
+            self.container = av.open(handle, mode="r")
+        except av.FFmpegError as error:
+            raise VideoDecodeError(f"cannot open video {_describe(source)}: {error}") from error
+        try:
+            videos = list(self.container.streams.video)
+            if not videos:
+                raise VideoDecodeError(f"no video stream in {_describe(source)}")
+            self.ordinal, self.rule = _choose_stream(videos, stream, source)
+        except BaseException:
+            self.container.close()
+            raise
+        self.video_streams = len(videos)
+        self.stream = videos[self.ordinal]
+        self.stream.thread_type = "NONE"
+        self.stream.codec_context.thread_count = 1
+        self.time_base = self.stream.time_base or Fraction(1, 90000)
+        self.rate = float(self.stream.average_rate or self.stream.guessed_rate or 0)
+        self._alpha_codec = (
+            self.stream.codec_context.name == "vp9"
+            and str(self.stream.metadata.get("alpha_mode", "0")) == "1"
+            and "libvpx-vp9" in av.codecs_available
+        )
+        self.properties: SourceProperties | None = None
+        self.adjustments: dict[str, Any] = {}
+        self._graph: av.filter.Graph | None = None
+        self._rotation = 0
+        self._transparent_frames = 0
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the container."""
+        self.container.close()
+
+    # ------------------------------------------------------------------ decoding
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        """Decoded pictures of the chosen stream (libvpx for VP9 with alpha)."""
+        if not self._alpha_codec:
+            yield from self.container.decode(self.stream)
+            return
+        codec = av.CodecContext.create("libvpx-vp9", "r")
+        codec.thread_count = 1
+        for packet in self.container.demux(self.stream):
+            yield from codec.decode(packet if packet.size else None)
+
+    def _describe_first(self, frame: av.VideoFrame) -> None:
+        context = self.stream.codec_context
+        components = frame.format.components
+        field_code = getattr(context, "field_order", 0) or 0
+        interlaced = bool(frame.interlaced_frame) or field_code >= 2
+        self._rotation = int(round((frame.rotation or 0) / 90.0)) % 4 * 90
+        self.properties = SourceProperties(
+            stream=self.ordinal,
+            video_streams=self.video_streams,
+            stream_rule=self.rule,
+            codec=str(context.name),
+            pix_fmt=str(frame.format.name),
+            bit_depth=int(components[0].bits) if components else 8,
+            alpha=any(c.is_alpha for c in components),
+            color_primaries=primaries_name(frame.color_primaries),
+            color_transfer=transfer_name(frame.color_trc),
+            color_matrix=matrix_name(frame.colorspace),
+            color_range=range_name(frame.color_range),
+            field_order=_FIELD_ORDERS.get(int(field_code), "unknown"),
+            interlaced=interlaced,
+            rotation=self._rotation,
+        )
+        if self.video_streams > 1:
+            self.adjustments["stream"] = {
+                "chosen": self.ordinal,
+                "of": self.video_streams,
+                "rule": self.rule,
+            }
+        if interlaced:
+            graph = av.filter.Graph()
+            buffer = graph.add_buffer(
+                width=frame.width,
+                height=frame.height,
+                format=frame.format,
+                time_base=self.time_base,
+            )
+            deinterlace = graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+            sink = graph.add("buffersink")
+            buffer.link_to(deinterlace)
+            deinterlace.link_to(sink)
+            graph.configure()
+            self._graph = graph
+            self.adjustments["deinterlaced"] = {
+                "filter": DEINTERLACER,
+                "field_order": self.properties.field_order,
+            }
+        if self._rotation:
+            self.adjustments["rotation"] = self._rotation
+
+    def _pictures(self) -> Iterator[av.VideoFrame]:
+        """Decoded pictures, deinterlaced when the source is interlaced."""
+        for frame in self._decoded():
+            if self.properties is None:
+                self._describe_first(frame)
+            if self._graph is None:
+                yield frame
+                continue
+            self._graph.push(frame)
+            yield from self._drain_graph()
+        if self._graph is not None:
+            self._graph.push(None)
+            yield from self._drain_graph()
+
+    def _drain_graph(self) -> Iterator[av.VideoFrame]:
+        while True:
+            try:
+                yield self._graph.pull()
+            except (av.BlockingIOError, av.EOFError):
+                return
+
+    def frames(self) -> Iterator[tuple[float, av.VideoFrame]]:
+        """Pictures in presentation order with their time in seconds from the first one.
+
+        Times that jump backwards or repeat are rebased to continue one frame interval after
+        the previous picture, and missing times are filled in the same way; both are counted
+        in :attr:`adjustments` (``timestamps``).
+
+        Raises:
+            VideoDecodeError: The stream is corrupt (message names the source and position).
+        """
+        first: float | None = None
+        previous: float | None = None
+        offset = 0.0
+        step = 1.0 / self.rate if self.rate > 0 else 0.04
+        jumps = missing = decoded = 0
+        try:
+            for frame in self._pictures():
+                decoded += 1
+                base = frame.time_base or self.time_base
+                raw = None if frame.pts is None else float(frame.pts * base)
+                if raw is None:
+                    missing += 1
+                    time = (previous + step) if previous is not None else 0.0
+                else:
+                    if first is None:
+                        first = raw
+                    time = raw - first + offset
+                    if previous is not None and time <= previous + 1e-6:
+                        jumps += 1
+                        offset += previous + step - time
+                        time = previous + step
+                    elif previous is not None and self.rate <= 0:
+                        step = max(time - previous, 1e-4)
+                yield time, frame
+                previous = time
+        except av.FFmpegError as error:
+            raise VideoDecodeError(
+                f"corrupt video {_describe(self.source)} after {decoded} frames: {error}"
+            ) from error
+        if jumps or missing:
+            self.adjustments["timestamps"] = {
+                "backward_jumps": jumps,
+                "missing": missing,
+                "rule": "rebased: time continues one frame interval after the previous frame",
+            }
+
+    # ------------------------------------------------------------------ conversion
+    def decoded_size(self, output_size: tuple[int, int] | None) -> tuple[int, int] | None:
+        """Stored (pre-rotation) size that yields the displayed ``output_size``."""
+        if output_size is None:
+            return None
+        height, width = output_size
+        return (width, height) if self._rotation in (90, 270) else (height, width)
+
+    def to_rgb(
+        self, frame: av.VideoFrame, output_size: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """One picture as upright 8-bit SDR BT.709 RGB, resized in swscale.
+
+        Args:
+            frame: A picture from :meth:`frames`.
+            output_size: Displayed ``(height, width)``; ``None`` keeps the size.
+
+        Returns:
+            ``(H, W, 3)`` uint8.
+        """
+        assert self.properties is not None, "to_rgb needs a frame from frames()"
+        options: dict[str, Any] = {"threads": _SCALE_THREADS}
+        size = self.decoded_size(output_size)
+        if size is not None:
+            options.update(height=size[0], width=size[1], interpolation=_INTERPOLATION)
+        if int(frame.color_range) == 2:
+            options["src_color_range"] = "JPEG"
+        props = self.properties
+        if props.hdr or props.color_primaries == "bt2020":
+            rgb = hdr_to_sdr(
+                frame.to_ndarray(format="rgb48le", **options),
+                int(frame.color_trc),
+                int(frame.color_primaries),
+            )
+            key = "tone_mapped" if props.hdr else "gamut_mapped"
+            self.adjustments.setdefault(
+                key,
+                {
+                    "method": TONE_MAPPING if props.hdr else "bt2020->bt709 linear, clipped",
+                    "transfer": props.color_transfer,
+                    "primaries": props.color_primaries,
+                },
+            )
+        elif props.alpha:
+            rgb, transparent = composite_alpha(
+                frame.to_ndarray(format="rgba", **options), self.background
+            )
+            self._transparent_frames += int(transparent)
+            self.adjustments["alpha"] = {
+                "background": list(self.background),
+                "transparent_frames": self._transparent_frames,
+            }
+        else:
+            rgb = frame.to_ndarray(format="rgb24", **options)
+        if self._rotation:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=self._rotation // 90))
+        return rgb
+
+    def describe(self) -> SourceProperties:
+        """The source's properties (decodes the first picture when none was decoded yet)."""
+        if self.properties is None:
+            for _ in self._pictures():
+                break
+            if self.properties is None:
+                raise VideoDecodeError(f"no decodable frames in {_describe(self.source)}")
+        return self.properties
+
+
+def probe_video(source: VideoSource, stream: int | None = None) -> VideoInfo:
+    """Read frame count, frame rate, size and source properties without decoding the video.
+
+    Only the first picture is decoded (for rotation, pixel format and colour properties).
+
+    Args:
+        source: Encoded bytes or a file path.
+        stream: Video stream ordinal (``None``: the best stream, as ffmpeg picks it).
 
     Returns:
         The video's :class:`VideoInfo`.
@@ -124,53 +516,63 @@ def probe_video(source: VideoSource) -> VideoInfo:
         VideoDecodeError: The container cannot be opened or holds no video stream.
         FileNotFoundError: ``source`` is a path that does not exist.
     """
-    with _open(source) as container:
-        stream = container.streams.video[0]
-        frames = stream.frames
+    with VideoReader(source, stream) as reader:
+        chosen = reader.stream
+        frames = chosen.frames
         try:
             if frames <= 0:
-                frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+                frames = sum(1 for packet in reader.container.demux(chosen) if packet.size > 0)
         except av.FFmpegError as error:
             raise VideoDecodeError(f"cannot demux {_describe(source)}: {error}") from error
-        rate = stream.average_rate or stream.guessed_rate or 0
-        height, width = stream.codec_context.height, stream.codec_context.width
-    rotation = _first_frame_rotation(source)
+        height, width = chosen.codec_context.height, chosen.codec_context.width
+    with VideoReader(source, stream) as reader:
+        try:
+            properties = reader.describe()
+        except (VideoDecodeError, av.FFmpegError):
+            properties = SourceProperties(
+                stream=reader.ordinal, video_streams=reader.video_streams, stream_rule=reader.rule
+            )
+    rotation = properties.rotation
     if rotation in (90, 270):
         height, width = width, height
     return VideoInfo(
-        frames=int(frames), fps=float(rate), height=height, width=width, rotation=rotation
+        frames=int(frames),
+        fps=float(reader.rate),
+        height=height,
+        width=width,
+        rotation=rotation,
+        properties=properties,
     )
 
 
-def _normal_rotation(degrees: float | None) -> int:
-    """Display rotation rounded to a quarter turn, in [0, 360)."""
-    return int(round((degrees or 0) / 90.0)) % 4 * 90
+def count_frames(source: VideoSource, stream: int | None = None) -> tuple[int, float]:
+    """Decode every picture (without converting it) and count them; memory stays flat.
 
+    Returns:
+        ``(frames, seconds from the first to the last frame)``.
 
-def _first_frame_rotation(source: VideoSource) -> int:
-    """Display rotation of the first frame (0 when the video has no decodable frame)."""
-    with _open(source) as container:
-        try:
-            for frame in container.decode(container.streams.video[0]):
-                return _normal_rotation(frame.rotation)
-        except av.FFmpegError:
-            return 0
-    return 0
-
-
-def _upright(array: np.ndarray, rotation: int) -> np.ndarray:
-    """Apply a display rotation (degrees counter-clockwise) to an ``(H, W, 3)`` frame."""
-    return np.ascontiguousarray(np.rot90(array, k=rotation // 90)) if rotation else array
+    Raises:
+        VideoDecodeError: The video is corrupt or has no decodable frame.
+    """
+    count, last = 0, 0.0
+    with VideoReader(source, stream) as reader:
+        for time, _ in reader.frames():
+            count, last = count + 1, time
+    if count == 0:
+        raise VideoDecodeError(f"no decodable frames in {_describe(source)}")
+    return count, last
 
 
 def decode_video(
     source: VideoSource,
     frame_indices: Sequence[int] | None = None,
     output_size: tuple[int, int] | None = None,
+    stream: int | None = None,
 ) -> np.ndarray:
     """Decode frames of a video to RGB.
 
-    Decoding stops after the last requested frame, so reading the start of a long clip is cheap.
+    Decoding stops after the last requested frame, so reading the start of a long clip is
+    cheap, and only the requested frames are converted and kept.
 
     Args:
         source: Encoded bytes or a file path.
@@ -178,99 +580,97 @@ def decode_video(
             every frame.
         output_size: Displayed ``(height, width)`` to resize each frame to (bilinear, in
             FFmpeg's swscale); ``None`` keeps the size.
+        stream: Video stream ordinal (``None``: the best stream).
 
     Returns:
         ``uint8`` array of shape ``(T, H, W, 3)``, upright (display rotation applied);
         ``T == len(frame_indices)`` when given.
 
     Raises:
-        VideoDecodeError: The video is corrupt, truncated before a requested frame, or empty.
+        VideoDecodeError: The video is corrupt or empty; :class:`VideoTruncatedError` when it
+            ends before a requested frame.
         ValueError: ``frame_indices`` is empty, negative or decreasing.
         FileNotFoundError: ``source`` is a path that does not exist.
     """
-    frames, _, _ = _decode(source, frame_indices, output_size)
-    return frames
+    return _decode(source, frame_indices, output_size, stream).frames
 
 
 def decode_video_timed(
-    source: VideoSource, output_size: tuple[int, int] | None = None
+    source: VideoSource,
+    output_size: tuple[int, int] | None = None,
+    stream: int | None = None,
+    background: tuple[int, int, int] = (0, 0, 0),
 ) -> DecodedVideo:
     """Decode every frame with its presentation time (for selection by time, e.g. VFR input).
 
     Args:
         source: Encoded bytes or a file path.
         output_size: Displayed ``(height, width)`` to resize to; ``None`` keeps the size.
+        stream: Video stream ordinal (``None``: the best stream).
+        background: Colour transparent pixels are composited over.
 
     Returns:
-        The upright frames, their times in seconds from the first frame, and the rotation.
+        The upright frames, their (rebased) times in seconds from the first frame, the
+        rotation, the source properties and the adjustments made.
 
     Raises:
         VideoDecodeError: The video is corrupt, truncated or empty.
         FileNotFoundError: ``source`` is a path that does not exist.
     """
-    frames, times, rotation = _decode(source, None, output_size)
-    return DecodedVideo(frames=frames, times=times, rotation=rotation)
+    return _decode(source, None, output_size, stream, background)
 
 
 def _decode(
     source: VideoSource,
     frame_indices: Sequence[int] | None,
     output_size: tuple[int, int] | None,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Frames (upright), presentation times (s, from the first frame) and rotation."""
+    stream: int | None = None,
+    background: tuple[int, int, int] = (0, 0, 0),
+) -> DecodedVideo:
+    """Frames (upright), presentation times (s, from the first frame) and properties."""
     wanted: list[int] | None = None
     if frame_indices is not None:
         wanted = [int(i) for i in frame_indices]
         if not wanted or wanted[0] < 0 or any(b < a for a, b in zip(wanted, wanted[1:])):
             raise ValueError(f"frame_indices must be non-empty, >= 0 and sorted: {wanted[:8]}")
-
     frames: list[np.ndarray] = []
     times: list[float] = []
     decoded = 0
-    rotation = 0
-    reformat: dict | None = None
-    with _open(source) as container:
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
-        try:
-            position = 0
-            for frame in container.decode(stream):
-                index = decoded
-                decoded += 1
-                if reformat is None:
-                    rotation = _normal_rotation(frame.rotation)
-                    reformat = {"format": "rgb24", "threads": _SCALE_THREADS}
-                    if output_size is not None:
-                        height, width = output_size
-                        if rotation in (90, 270):
-                            height, width = width, height
-                        reformat.update(height=height, width=width, interpolation=_INTERPOLATION)
-                if wanted is not None and wanted[position] != index:
-                    continue
-                array = _upright(frame.to_ndarray(**reformat), rotation)
-                time = frame.time if frame.time is not None else index / rate
-                if wanted is None:
-                    frames.append(array)
-                    times.append(time)
-                    continue
-                while position < len(wanted) and wanted[position] == index:
-                    frames.append(array)
-                    times.append(time)
-                    position += 1
-                if position == len(wanted):
-                    break
-        except av.FFmpegError as error:
-            raise VideoDecodeError(
-                f"corrupt video {_describe(source)} after {decoded} frames: {error}"
-            ) from error
-    if decoded == 0:
+    with VideoReader(source, stream, background) as reader:
+        position = 0
+        for time, frame in reader.frames():
+            index = decoded
+            decoded += 1
+            if wanted is not None and wanted[position] != index:
+                continue
+            array = reader.to_rgb(frame, output_size)
+            if wanted is None:
+                frames.append(array)
+                times.append(time)
+                continue
+            while position < len(wanted) and wanted[position] == index:
+                frames.append(array)
+                times.append(time)
+                position += 1
+            if position == len(wanted):
+                break
+        properties = reader.properties
+        adjustments = dict(reader.adjustments)
+    if decoded == 0 or properties is None:
         raise VideoDecodeError(f"no decodable frames in {_describe(source)}")
     if wanted is not None and len(frames) < len(wanted):
-        raise VideoDecodeError(
-            f"video {_describe(source)} ends after {decoded} frames; frame {wanted[-1]} requested"
+        raise VideoTruncatedError(
+            f"video {_describe(source)} ends after {decoded} frames; frame {wanted[-1]} requested",
+            decoded,
         )
     stamps = np.asarray(times, dtype=np.float64)
-    return np.stack(frames), stamps - stamps[0], rotation
+    return DecodedVideo(
+        frames=np.stack(frames),
+        times=stamps - stamps[0],
+        rotation=properties.rotation,
+        properties=properties,
+        adjustments=adjustments,
+    )
 
 
 def short_side_shape(
@@ -325,6 +725,78 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     )
 
 
+class VideoEncoder:
+    """Encode frames one at a time into an H.264 (libx264, yuv420p) MP4 in memory.
+
+    The size is fixed by the first frame; yuv420p needs even sizes, so an odd last row or
+    column is cropped away. Output is deterministic (single thread, macroblock tree off).
+    Only the compressed bytes and the encoder's look-ahead are held, so memory does not
+    grow with the number of frames.
+
+    Args:
+        fps: Frame rate stored in the container.
+        crf: x264 constant rate factor (lower is better quality and larger files).
+        preset: x264 speed/compression preset.
+    """
+
+    def __init__(self, fps: float, crf: int = 23, preset: str = "medium") -> None:
+        self.fps, self.crf, self.preset = fps, crf, preset
+        self.buffer = io.BytesIO()
+        self.container: Any = None
+        self.stream: Any = None
+        self.frames = 0
+        self.size: tuple[int, int] | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        """Encode one ``(H, W, 3)`` uint8 RGB frame (same size as the first one).
+
+        Raises:
+            ValueError: Not uint8 RGB, smaller than 2x2, or another size than the first.
+        """
+        if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
+        height, width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
+        if height == 0 or width == 0:
+            raise ValueError(f"frames too small to encode: {frame.shape}")
+        if self.container is None:
+            self.size = (height, width)
+            self.container = av.open(self.buffer, mode="w", format="mp4")
+            rate = Fraction(self.fps).limit_denominator(1001)
+            options = {"crf": str(self.crf), "preset": self.preset, "x264-params": _X264_PARAMS}
+            self.stream = self.container.add_stream("libx264", rate=rate, options=options)
+            self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+            self.stream.codec_context.thread_count = 1
+        elif (height, width) != self.size:
+            raise ValueError(f"frame {self.frames} is {frame.shape[:2]}, earlier ones {self.size}")
+        rgb = av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(frame[:height, :width]), format="rgb24"
+        )
+        picture = rgb.reformat(format="yuv420p", threads=_SCALE_THREADS)
+        picture.pts = self.frames
+        self.container.mux(self.stream.encode(picture))
+        self.frames += 1
+
+    def finish(self) -> bytes:
+        """Flush the encoder and return the MP4 bytes.
+
+        Raises:
+            ValueError: No frame was added.
+        """
+        if self.container is None:
+            raise ValueError("no frames to encode")
+        self.container.mux(self.stream.encode(None))
+        self.container.close()
+        self.container = None
+        return self.buffer.getvalue()
+
+    def close(self) -> None:
+        """Drop an unfinished encoding (after an error)."""
+        if self.container is not None:
+            with contextlib.suppress(av.FFmpegError):
+                self.container.close()
+            self.container = None
+
+
 def encode_video(frames: np.ndarray, fps: float, crf: int = 23, preset: str = "medium") -> bytes:
     """Encode frames as an H.264 (libx264, yuv420p) MP4 in memory.
 
@@ -342,20 +814,10 @@ def encode_video(frames: np.ndarray, fps: float, crf: int = 23, preset: str = "m
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    if height == 0 or width == 0:
-        raise ValueError(f"frames too small to encode: {frames.shape}")
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        rate = Fraction(fps).limit_denominator(1001)
-        options = {"crf": str(crf), "preset": preset, "x264-params": _X264_PARAMS}
-        stream = container.add_stream("libx264", rate=rate, options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.thread_count = 1
-        for index, frame in enumerate(frames[:, :height, :width]):
-            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            picture = rgb.reformat(format="yuv420p", threads=_SCALE_THREADS)
-            picture.pts = index
-            container.mux(stream.encode(picture))
-        container.mux(stream.encode(None))
-    return buffer.getvalue()
+    encoder = VideoEncoder(fps, crf, preset)
+    try:
+        for frame in frames:
+            encoder.add(frame)
+        return encoder.finish()
+    finally:
+        encoder.close()

@@ -13,12 +13,16 @@ folder records the options, every shard with its counts, and every skipped sourc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import multiprocessing
+import os
 import re
+import sys
 import tarfile
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +32,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from adaptok.cache import write_atomic
 from adaptok.data.video_io import (
+    LARGE_FRAME_PIXELS,
+    VideoEncoder,
+    VideoReader,
+    count_frames,
     decode_video_timed,
     encode_video,
     probe_video,
@@ -43,6 +50,8 @@ __all__ = [
     "ClipTask",
     "RawClip",
     "ShardOptions",
+    "ShardWriteError",
+    "VideoFileReader",
     "WriteSummary",
     "read_video_file",
     "sanitize_key",
@@ -73,6 +82,11 @@ class RawClip:
         source_size: ``(height, width)`` of the source before any resize (checked against
             ``ShardOptions.min_side``); ``None``: the size of ``frames``.
         rotation: Display rotation (degrees counter-clockwise) applied to the source frames.
+        properties: The source file's properties
+            (:meth:`~adaptok.data.video_io.SourceProperties.as_dict`), stored as
+            ``source_video``; ``None`` for generated clips.
+        adjustments: What decoding changed (stream choice, alpha, tone mapping,
+            deinterlacing, rotation, timestamps), stored as ``adjustments`` and counted.
     """
 
     frames: np.ndarray
@@ -81,6 +95,8 @@ class RawClip:
     times: np.ndarray | None = None
     source_size: tuple[int, int] | None = None
     rotation: int = 0
+    properties: dict | None = None
+    adjustments: dict = field(default_factory=dict)
 
 
 ClipReader = Callable[[int | None], RawClip]
@@ -133,6 +149,9 @@ class ShardOptions:
         workers: Processes that decode and encode (0 = in this process).
         min_side: Sources whose shorter side is below this many pixels are skipped and
             listed (they would be blown up by the loader).
+        stream: Video stream to read from files with several (ordinal among the video
+            streams); ``None``: the best one, as ffmpeg picks it. Recorded per clip.
+        background: RGB colour transparent pixels of alpha sources are composited over.
     """
 
     fps: float | None = None
@@ -145,6 +164,8 @@ class ShardOptions:
     preset: str = "medium"
     workers: int = 0
     min_side: int = 16
+    stream: int | None = None
+    background: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self) -> None:
         if self.fps is not None and self.frame_stride != 1:
@@ -159,7 +180,12 @@ class ShardOptions:
     def encoding_options(self) -> dict:
         """The options that change sample content (must match when resuming a folder)."""
         names = ("fps", "frame_stride", "size", "keep_original", "crf", "preset")
-        return {name: getattr(self, name) for name in names}
+        chosen = {name: getattr(self, name) for name in names}
+        if self.stream is not None:
+            chosen["stream"] = self.stream
+        if tuple(self.background) != (0, 0, 0):
+            chosen["background"] = list(self.background)
+        return chosen
 
 
 @dataclass
@@ -171,12 +197,19 @@ class WriteSummary:
         already_present: Samples per split found in finished shards of an earlier run.
         shards: Shard count per split after the run.
         skipped: ``(source, reason)`` of every task that could not be written.
+        adjusted: Written samples per kind of source adjustment (``stream``, ``alpha``,
+            ``tone_mapped``, ``gamut_mapped``, ``deinterlaced``, ``rotation``,
+            ``timestamps``, ``header_frames``, ``large_frames``), so a data set can be
+            audited; each sample's JSON says what was done under ``adjustments``.
+        warnings: ``(source, text)`` of every warning, one per source and kind.
     """
 
     written: Counter = field(default_factory=Counter)
     already_present: Counter = field(default_factory=Counter)
     shards: Counter = field(default_factory=Counter)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    adjusted: Counter = field(default_factory=Counter)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     def format(self) -> str:
         """Human-readable report."""
@@ -186,9 +219,42 @@ class WriteSummary:
                 f"{split:<10} {self.written[split]:>7}  {self.already_present[split]:>7}"
                 f"  {self.shards[split]:>6}"
             )
+        adjusted = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.adjusted.items()))
+        lines.append(f"source adjustments (samples): {adjusted or 'none'}")
         lines.append(f"skipped: {len(self.skipped)}")
         lines.extend(f"  {source}: {reason}" for source, reason in self.skipped)
         return "\n".join(lines)
+
+
+class ShardWriteError(RuntimeError):
+    """Writing a shard failed (disk full, file-size limit...); finished shards are kept."""
+
+
+_ADJUSTMENT_WARNINGS = {
+    "stream": "{of} video streams; stored stream {chosen} ({rule})",
+    "alpha": "alpha channel composited over background {background}",
+    "tone_mapped": "HDR ({transfer}, {primaries}) tone-mapped to SDR BT.709 with {method}",
+    "gamut_mapped": "{primaries} primaries mapped to BT.709 ({method})",
+    "deinterlaced": "interlaced (field order {field_order}) deinterlaced with {filter}",
+    "timestamps": "timestamps jump backwards {backward_jumps} time(s) / {missing} missing: {rule}",
+    "header_frames": "header says {header} frames, decoding gives {decoded}: stored the "
+    "decoded count",
+    "large_frames": "stored at {height}x{width} (above {limit} pixels per frame); --size "
+    "resizes while decoding",
+}
+
+
+def adjustment_warnings(adjustments: dict) -> list[str]:
+    """One warning line per kind of adjustment (rotation is routine and not warned about)."""
+    lines = []
+    for kind, template in _ADJUSTMENT_WARNINGS.items():
+        value = adjustments.get(kind)
+        if isinstance(value, dict):
+            try:
+                lines.append(template.format(**value))
+            except (KeyError, IndexError):
+                lines.append(f"{kind}: {value}")
+    return lines
 
 
 def sanitize_key(text: str) -> str:
@@ -209,26 +275,54 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
 
 
-def read_video_file(path: Path, size: int | None) -> RawClip:
-    """Reader for a video file: every frame, short side resized to ``size`` when given.
+def read_video_file(
+    path: Path,
+    size: int | None,
+    stream: int | None = None,
+    background: tuple[int, int, int] = (0, 0, 0),
+) -> RawClip:
+    """Decode a whole video file into memory (short clips; the writer streams files instead).
 
     Args:
         path: The video file.
         size: Short side after resizing (even sizes), or ``None``.
+        stream: Video stream ordinal (``None``: the best stream).
+        background: Colour transparent pixels are composited over.
 
     Returns:
-        The decoded :class:`RawClip`.
+        The decoded :class:`RawClip` with the source properties and adjustments.
     """
-    info = probe_video(path)
+    info = probe_video(path, stream)
     shape = short_side_shape(info.height, info.width, size, even=True) if size else None
-    decoded = decode_video_timed(path, output_size=shape)
+    decoded = decode_video_timed(path, output_size=shape, stream=stream, background=background)
     return RawClip(
         frames=decoded.frames,
         fps=info.fps,
         times=decoded.times,
         source_size=(info.height, info.width),
         rotation=decoded.rotation,
+        properties=decoded.properties.as_dict(),
+        adjustments=decoded.adjustments,
     )
+
+
+@dataclass(frozen=True)
+class VideoFileReader:
+    """Picklable reader of a video file for :class:`ClipTask`.
+
+    :func:`write_shards` streams such a file (frame by frame: decode, select, resize while
+    converting, encode), so memory stays flat whatever its resolution and length; called
+    directly it decodes the whole file like :func:`read_video_file`.
+
+    Attributes:
+        path: The video file.
+    """
+
+    path: Path
+
+    def __call__(self, size: int | None) -> RawClip:
+        """The whole file in memory (see :func:`read_video_file`)."""
+        return read_video_file(self.path, size)
 
 
 def _is_even(times: np.ndarray, fps: float) -> bool:
@@ -239,25 +333,33 @@ def _is_even(times: np.ndarray, fps: float) -> bool:
 
 
 def _select_frames(raw: RawClip, options: ShardOptions) -> tuple[np.ndarray, float]:
+    """Indices of the source frames to keep and the resulting frame rate."""
+    return _select_indices(len(raw.frames), raw.times, raw.fps, options)
+
+
+def _select_indices(
+    count: int, times: np.ndarray | None, rate: float, options: ShardOptions
+) -> tuple[np.ndarray, float]:
     """Indices of the source frames to keep and the resulting frame rate.
 
     With ``options.fps``, output frame ``k`` is the source frame on screen at time ``k / fps``
     (the last frame whose presentation time is at or before it, half a source frame of
     slack), for every ``k / fps`` up to the last frame's time.
     """
-    count = len(raw.frames)
-    times = raw.times if raw.times is not None and len(raw.times) == count else None
+    times = times if times is not None and len(times) == count else None
+    if not rate > 0:
+        rate = (count - 1) / float(times[-1]) if times is not None and times[-1] > 0 else 25.0
     if options.fps is not None:
-        even = times is None or _is_even(times, raw.fps)
-        if not even or raw.fps > options.fps:
+        even = times is None or _is_even(times, rate)
+        if not even or rate > options.fps:
             if times is None:
-                times = np.arange(count) / raw.fps
+                times = np.arange(count) / rate
             targets = np.arange(0.0, times[-1] + 1e-9, 1.0 / options.fps)
             slack = 0.5 * float(np.median(np.diff(times))) if count > 1 else 0.0
             indices = np.searchsorted(times, targets + slack, side="right") - 1
             return np.clip(indices, 0, count - 1), options.fps
     stride = options.frame_stride
-    return np.arange(0, count, stride), raw.fps / stride
+    return np.arange(0, count, stride), rate / stride
 
 
 @dataclass(frozen=True)
@@ -265,12 +367,173 @@ class _Prepared:
     key: str
     split: str
     files: dict[str, bytes]
+    source: str = ""
+    adjustments: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class _Skipped:
     source: str
     reason: str
+
+
+def _check_min_side(height: int, width: int, options: ShardOptions) -> None:
+    if min(height, width) < options.min_side:
+        raise ValueError(
+            f"frames of {height}x{width} are below min_side={options.min_side} "
+            "(the loader would blow them up)"
+        )
+
+
+def _large(adjustments: dict, height: int, width: int) -> None:
+    if height * width > LARGE_FRAME_PIXELS:
+        adjustments["large_frames"] = {
+            "height": height,
+            "width": width,
+            "limit": LARGE_FRAME_PIXELS,
+        }
+
+
+def _prepare_original(task: ClipTask, options: ShardOptions, meta: dict) -> dict[str, bytes]:
+    """The source file as is; frame count and duration measured by decoding it."""
+    if task.path is None:
+        raise ValueError("keep_original needs a file source")
+    data = Path(task.path).read_bytes()
+    info = probe_video(data, options.stream)
+    _check_min_side(info.height, info.width, options)
+    decoded, duration = count_frames(data, options.stream)
+    with VideoReader(data, options.stream, options.background) as reader:
+        for _, frame in reader.frames():
+            reader.to_rgb(frame, (2, 2))  # what the loader will do to it (first frame)
+            break
+        adjustments = dict(reader.adjustments)
+    adjustments.pop("timestamps", None)  # only seen on a full pass: counted below
+    if decoded != info.frames:
+        adjustments["header_frames"] = {"header": info.frames, "decoded": decoded}
+    _large(adjustments, info.height, info.width)
+    meta.update(
+        fps=info.fps,
+        frames=decoded,
+        height=info.height,
+        width=info.width,
+        duration=round(duration, 6),
+        source_video=info.properties.as_dict(),
+    )
+    if info.properties.video_streams > 1:
+        meta["stream"] = info.properties.stream
+    if info.rotation:
+        meta["source_rotation"] = info.rotation
+    if adjustments:
+        meta["adjustments"] = adjustments
+    extension = Path(task.path).suffix.lower().lstrip(".") or "mp4"
+    return {extension: data}
+
+
+def _prepare_streamed(task: ClipTask, options: ShardOptions, meta: dict) -> dict[str, bytes]:
+    """Decode, select, resize and encode a video file one frame at a time (flat memory)."""
+    path = task.read.path
+    info = probe_video(path, options.stream)
+    _check_min_side(info.height, info.width, options)
+    shape = (
+        short_side_shape(info.height, info.width, options.size, even=True) if options.size else None
+    )
+    times: np.ndarray | None = None
+    if options.fps is not None:  # selection by time needs the whole timeline first
+        with VideoReader(path, options.stream, options.background) as reader:
+            times = np.array([time for time, _ in reader.frames()], dtype=np.float64)
+        count = len(times)
+        if count == 0:
+            raise ValueError(f"no decodable frames in {path}")
+        indices, fps = _select_indices(count, times, info.fps, options)
+        repeats = np.bincount(indices, minlength=count)
+    else:
+        fps = (info.fps if info.fps > 0 else 25.0) / options.frame_stride
+    encoder = VideoEncoder(fps, crf=options.crf, preset=options.preset)
+    kept_indices: list[int] = []
+    kept_times: list[float] = []
+    decoded = 0
+    try:
+        with VideoReader(path, options.stream, options.background) as reader:
+            for index, (time, frame) in enumerate(reader.frames()):
+                decoded += 1
+                if times is not None:
+                    copies = int(repeats[index]) if index < len(repeats) else 0
+                else:
+                    copies = int(index % options.frame_stride == 0)
+                if not copies:
+                    continue
+                rgb = reader.to_rgb(frame, shape)
+                for _ in range(copies):
+                    encoder.add(rgb)
+                    kept_indices.append(index)
+                    kept_times.append(time)
+            properties = reader.properties
+            adjustments = dict(reader.adjustments)
+        if properties is None or not kept_indices:
+            raise ValueError(f"no decodable frames in {path}")
+        data = encoder.finish()
+    finally:
+        encoder.close()
+    height, width = encoder.size
+    _large(adjustments, height, width)
+    if kept_indices != list(range(decoded)):
+        meta["source_frame_indices"] = kept_indices
+        meta["source_frame_times"] = [round(float(t), 6) for t in kept_times]
+    meta.update(
+        fps=fps,
+        frames=len(kept_indices),
+        height=height,
+        width=width,
+        source_fps=info.fps,
+        source_frames=decoded,
+        source_video=properties.as_dict(),
+    )
+    if properties.video_streams > 1:
+        meta["source_stream"] = properties.stream
+    if properties.rotation:
+        meta["source_rotation"] = properties.rotation
+    if adjustments:
+        meta["adjustments"] = adjustments
+    return {"mp4": data}
+
+
+def _prepare_in_memory(task: ClipTask, options: ShardOptions, meta: dict) -> dict[str, bytes]:
+    """Frames a reader produced in memory (generated clips, sample windows)."""
+    raw = task.read(options.size)
+    height, width = raw.source_size or raw.frames.shape[1:3]
+    _check_min_side(height, width, options)
+    indices, fps = _select_frames(raw, options)
+    frames = raw.frames[indices]
+    if options.size:
+        height, width = short_side_shape(*frames.shape[1:3], options.size, even=True)
+        frames = resize_frames(frames, height, width)
+    extra = dict(raw.metadata)
+    for name in PER_FRAME_KEYS:
+        if name in extra:
+            extra[name] = [extra[name][i] for i in indices]
+    if len(indices) != len(raw.frames) or np.any(indices != np.arange(len(indices))):
+        extra["source_frame_indices"] = indices.tolist()
+        if raw.times is not None:
+            extra["source_frame_times"] = [round(float(raw.times[i]), 6) for i in indices]
+    if raw.rotation:
+        extra["source_rotation"] = raw.rotation
+    if raw.properties is not None:
+        extra["source_video"] = raw.properties
+    adjustments = dict(raw.adjustments)
+    _large(adjustments, frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2)
+    if adjustments:
+        extra["adjustments"] = adjustments
+    meta.update(extra)
+    data = encode_video(frames, fps, crf=options.crf, preset=options.preset)
+    meta.update(
+        fps=fps,
+        frames=len(frames),
+        height=frames.shape[1] // 2 * 2,
+        width=frames.shape[2] // 2 * 2,
+        source_fps=raw.fps,
+        source_frames=len(raw.frames),
+    )
+    return {"mp4": data}
 
 
 def _prepare(task: ClipTask, options: ShardOptions) -> _Prepared | _Skipped:
@@ -280,55 +543,15 @@ def _prepare(task: ClipTask, options: ShardOptions) -> _Prepared | _Skipped:
         if task.relative_path is not None:
             meta["relative_path"] = task.relative_path
         if options.keep_original:
-            if task.path is None:
-                raise ValueError("keep_original needs a file source")
-            data = Path(task.path).read_bytes()
-            info = probe_video(data)
-            if min(info.height, info.width) < options.min_side:
-                raise ValueError(
-                    f"frames of {info.height}x{info.width} are below min_side={options.min_side}"
-                )
-            meta.update(fps=info.fps, frames=info.frames, height=info.height, width=info.width)
-            if info.rotation:
-                meta["source_rotation"] = info.rotation
-            extension = Path(task.path).suffix.lower().lstrip(".") or "mp4"
-            video = {extension: data}
+            video = _prepare_original(task, options, meta)
+        elif isinstance(task.read, VideoFileReader):
+            video = _prepare_streamed(task, options, meta)
         else:
-            raw = task.read(options.size)
-            height, width = raw.source_size or raw.frames.shape[1:3]
-            if min(height, width) < options.min_side:
-                raise ValueError(
-                    f"frames of {height}x{width} are below min_side={options.min_side} "
-                    "(the loader would blow them up)"
-                )
-            indices, fps = _select_frames(raw, options)
-            frames = raw.frames[indices]
-            if options.size:
-                height, width = short_side_shape(*frames.shape[1:3], options.size, even=True)
-                frames = resize_frames(frames, height, width)
-            extra = dict(raw.metadata)
-            for name in PER_FRAME_KEYS:
-                if name in extra:
-                    extra[name] = [extra[name][i] for i in indices]
-            if len(indices) != len(raw.frames) or np.any(indices != np.arange(len(indices))):
-                extra["source_frame_indices"] = indices.tolist()
-                if raw.times is not None:
-                    extra["source_frame_times"] = [round(float(raw.times[i]), 6) for i in indices]
-            if raw.rotation:
-                extra["source_rotation"] = raw.rotation
-            meta.update(extra)
-            data = encode_video(frames, fps, crf=options.crf, preset=options.preset)
-            meta.update(
-                fps=fps,
-                frames=len(frames),
-                height=frames.shape[1] // 2 * 2,
-                width=frames.shape[2] // 2 * 2,
-                source_fps=raw.fps,
-                source_frames=len(raw.frames),
-            )
-            video = {"mp4": data}
+            video = _prepare_in_memory(task, options, meta)
         files = {"json": json.dumps(meta, sort_keys=True).encode(), **video}
-        return _Prepared(task.key, task.split, files)
+        return _Prepared(
+            task.key, task.split, files, task.source, dict(meta.get("adjustments", {}))
+        )
     except Exception as error:  # any failure of one source is reported, never fatal
         return _Skipped(task.source, f"{type(error).__name__}: {error}")
 
@@ -391,11 +614,19 @@ class _ShardSink:
         self.index += 1
 
     def abandon(self) -> None:
-        """Drop an unfinished shard (its samples are written again by the next run)."""
+        """Drop an unfinished shard (its samples are written again by the next run).
+
+        Never raises: after a failed write (disk full) closing the archive fails too, and
+        the temporary file must still go.
+        """
         if self.archive is not None:
-            self.archive.close()
-            self._temporary().unlink(missing_ok=True)
-            self.archive = None
+            archive, self.archive = self.archive, None
+            with contextlib.suppress(OSError):
+                archive.close()
+            with contextlib.suppress(OSError):
+                archive.fileobj.close()
+            with contextlib.suppress(OSError):
+                self._temporary().unlink(missing_ok=True)
 
 
 def _results(tasks: Sequence[ClipTask], options: ShardOptions) -> Iterator[_Prepared | _Skipped]:
@@ -429,12 +660,27 @@ def _shard_stats(path: Path) -> dict:
     }
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder, then rename; no debris on failure."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 def _write_manifest(
     out_dir: Path,
     options: ShardOptions,
     class_names: Sequence[str] | None,
     skipped: list[tuple[str, str]],
     complete: bool,
+    adjusted: Counter | None = None,
+    error: str | None = None,
 ) -> None:
     splits = {}
     for split, paths in _existing_shards(out_dir).items():
@@ -452,8 +698,11 @@ def _write_manifest(
         "class_names": list(class_names or []),
         "splits": splits,
         "skipped": [{"source": source, "reason": reason} for source, reason in skipped],
+        "adjusted": dict(sorted((adjusted or Counter()).items())),
     }
-    write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+    if error is not None:
+        manifest["error"] = error
+    _write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def _check_resumable(out_dir: Path, options: ShardOptions) -> None:
@@ -512,7 +761,7 @@ def write_shards(
             collisions.append((task.source, f"duplicate sample key {task.key!r} (as {other})"))
     tasks = unique
     _check_resumable(out_dir, options)
-    for stale in out_dir.glob(".*.tar.tmp"):
+    for stale in [*out_dir.glob(".*.tar.tmp"), *out_dir.glob(f".{MANIFEST_NAME}.*")]:
         stale.unlink()
 
     summary = WriteSummary(skipped=[*layout_skipped, *collisions])
@@ -530,22 +779,77 @@ def write_shards(
     _write_manifest(out_dir, options, class_names, [], complete=False)
 
     results = _results(pending, options)
+    failure: OSError | None = None
+    current: Path | None = None
     try:
-        for result in tqdm(results, total=len(pending), disable=not progress, desc="shards"):
+        bar = tqdm(results, total=len(pending), disable=not progress, desc="shards")
+        for result in bar:
             if isinstance(result, _Skipped):
                 summary.skipped.append((result.source, result.reason))
                 continue
+            for line in adjustment_warnings(result.adjustments):
+                summary.warnings.append((result.source, line))
+                tqdm.write(f"warning: {result.source}: {line}", file=sys.stderr)
             if result.split not in sinks:
                 sinks[result.split] = _ShardSink(out_dir, result.split, 0, options)
-            sinks[result.split].add(result)
+            sink = sinks[result.split]
+            current = sink._temporary()
+            try:
+                sink.add(result)
+            except OSError as error:
+                failure = error
+                break
             summary.written[result.split] += 1
-        for sink in sinks.values():
-            sink.close()
+            summary.adjusted.update(result.adjustments.keys())
+        if failure is None:
+            for sink in sinks.values():
+                current = sink._temporary()
+                try:
+                    sink.close()
+                except OSError as error:
+                    failure = error
+                    break
     finally:
         results.close()
         for sink in sinks.values():
             sink.abandon()
+    if failure is not None:
+        raise _write_failed(failure, current, out_dir, options, class_names, summary)
     for split, paths in _existing_shards(out_dir).items():
         summary.shards[split] = len(paths)
-    _write_manifest(out_dir, options, class_names, summary.skipped, complete=True)
+    _write_manifest(
+        out_dir, options, class_names, summary.skipped, complete=True, adjusted=summary.adjusted
+    )
     return summary
+
+
+def _write_failed(
+    error: OSError,
+    path: Path | None,
+    out_dir: Path,
+    options: ShardOptions,
+    class_names: Sequence[str] | None,
+    summary: WriteSummary,
+) -> ShardWriteError:
+    """The one-line error of a failed shard write; the manifest lists what is complete."""
+    finished = sum(len(paths) for paths in _existing_shards(out_dir).values())
+    reason = error.strerror or str(error)
+    message = (
+        f"cannot write {path or out_dir}: {reason} (errno {error.errno}); the unfinished "
+        f"shard was removed, {finished} finished shard(s) are kept and listed in "
+        f"{out_dir / MANIFEST_NAME}; free space (or raise the file-size limit) and re-run "
+        "the same command to resume"
+    )
+    try:
+        _write_manifest(
+            out_dir,
+            options,
+            class_names,
+            summary.skipped,
+            complete=False,
+            adjusted=summary.adjusted,
+            error=message,
+        )
+    except OSError:
+        message += " (the manifest could not be updated either)"
+    return ShardWriteError(message)
