@@ -34,10 +34,12 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from adaptok.data.shards import resolve_shards
+from adaptok.data.clips import stored_stream
+from adaptok.data.shards import check_url_setting, resolve_shards
 from adaptok.data.video_io import (
     VIDEO_SUFFIXES,
     VideoDecodeError,
+    VideoTruncatedError,
     decode_video,
     probe_video,
     short_side_shape,
@@ -172,24 +174,25 @@ class VideoWindowsDataset(IterableDataset):
                 raise _Skip("unknown class")
             label = self.class_names.index(class_name)
         source = str(sample["__key__"])
+        stream = stored_stream(meta)
         try:
             if not {"frames", "height", "width"} <= set(meta):
-                info = probe_video(video)
+                info = probe_video(video, stream)
                 meta = {"frames": info.frames, "height": info.height, "width": info.width, **meta}
-            starts = window_starts(
-                int(meta["frames"]), self.num_frames, self.stride, self.frame_stride
-            )
-            if not starts:
-                raise _Skip("too short")
-            starts = [s for s in starts if window_key(source, s) not in self.exclude]
-            if not starts:
-                return None
-            offsets = self.frame_stride * np.arange(self.num_frames)
-            needed = sorted({int(s + o) for s in starts for o in offsets})
             stored = (int(meta["height"]), int(meta["width"]))
             height, width = short_side_shape(*stored, self.resolution)
             resize = (height, width) if (height, width) != stored else None
-            frames = decode_video(video, needed, output_size=resize)
+            try:
+                starts, needed = self._plan(source, int(meta["frames"]))
+                if not starts:
+                    return None
+                frames = decode_video(video, needed, output_size=resize, stream=stream)
+            except VideoTruncatedError as error:  # a header count the video contradicts
+                self._count("metadata frame count above the decoded frames (windows re-planned)")
+                starts, needed = self._plan(source, error.decoded)
+                if not starts:
+                    return None
+                frames = decode_video(video, needed, output_size=resize, stream=stream)
         except VideoDecodeError as error:
             raise _Skip("corrupt video") from error
         top, left = (height - self.resolution) // 2, (width - self.resolution) // 2
@@ -202,6 +205,19 @@ class VideoWindowsDataset(IterableDataset):
             label=label,
             class_name=class_name,
         )
+
+    def _plan(self, source: str, total: int) -> tuple[list[int], list[int]]:
+        """Window starts still to produce and the frames they need.
+
+        Raises:
+            _Skip: ``too short`` for one window.
+        """
+        starts = window_starts(total, self.num_frames, self.stride, self.frame_stride)
+        if not starts:
+            raise _Skip("too short")
+        starts = [s for s in starts if window_key(source, s) not in self.exclude]
+        offsets = self.frame_stride * np.arange(self.num_frames)
+        return starts, sorted({int(s + o) for s in starts for o in offsets})
 
     def _window(self, decoded: _DecodedVideo, start: int) -> dict[str, Any]:
         """The window at ``start``, cut from the decoded frames (a fresh uint8 copy)."""
@@ -342,6 +358,7 @@ class VideoWindowsDataModule(LightningDataModule):
                 "stride, frame_stride and batch_size must be >= 1 and num_workers >= 0, got "
                 f"{stride}, {frame_stride}, {batch_size}, {num_workers}"
             )
+        check_url_setting(predict_urls, "predict_urls")
         self.predict_urls = predict_urls
         self.num_frames = num_frames
         self.stride = stride
@@ -385,7 +402,7 @@ class VideoWindowsDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Resolve and check the shards (errors name the pattern or file)."""
         if not self.shards:
-            self.shards = resolve_shards(self.predict_urls)
+            self.shards = resolve_shards(self.predict_urls, "predict_urls")
 
     def _rank_and_world_size(self) -> tuple[int, int]:
         if self.trainer is not None:

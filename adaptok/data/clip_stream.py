@@ -124,6 +124,8 @@ class ClipStream(IterableDataset):
             tracker.success()
             if clip.pop("upscale") > self.max_upscale:
                 tracker.note(f"upscaled more than {self.max_upscale:g}x")
+            for note in clip.pop("notes", ()):
+                tracker.note(note)
             clip[REPORT_KEY] = tracker.drain()
             yield clip
             produced += 1

@@ -18,17 +18,30 @@ from adaptok.data.tar_samples import PROBLEM_KEY
 from adaptok.data.video_io import (
     VIDEO_SUFFIXES,
     VideoDecodeError,
-    decode_video,
+    VideoTruncatedError,
+    decode_clip,
     probe_video,
     short_side_shape,
 )
 
 __all__ = [
+    "NOTED_ADJUSTMENTS",
     "ClipDecoder",
     "SkipSample",
     "collate_clips",
     "video_to_float",
 ]
+
+
+NOTED_ADJUSTMENTS = ("stream", "alpha", "tone_mapped", "gamut_mapped", "deinterlaced")
+"""Conversions made while decoding a stored video that are counted as notes (a shard written
+by ``adaptok-shards`` re-encoded never needs them; original files kept as they are may)."""
+
+
+def stored_stream(meta: dict[str, Any]) -> int | None:
+    """The video stream a sample's metadata names (``stream``), or ``None`` for the best."""
+    value = meta.get("stream")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class SkipSample(Exception):
@@ -40,7 +53,8 @@ class ClipDecoder:
 
     Output: ``video`` ``(C, T, H, W)`` uint8 numpy; ``label`` int (-1 when unknown); ``key``
     str; ``complexity`` ``(T,)`` float (NaN when the shard has none); ``upscale`` float (how
-    much the short side was enlarged, 1.0 when not).
+    much the short side was enlarged, 1.0 when not); ``notes`` list of str (conversions
+    decoding made, and a metadata frame count the video contradicts), counted by the stream.
 
     Args:
         num_frames: Frames per clip ``T``.
@@ -106,9 +120,11 @@ class ClipDecoder:
                 f"missing video (members: {sorted(k for k in sample if not k.startswith('__'))})"
             )
         meta = self._metadata(sample)
+        stream = stored_stream(meta)
+        notes: list[str] = []
         try:
             if not {"frames", "height", "width"} <= set(meta):
-                info = probe_video(video)
+                info = probe_video(video, stream)
                 meta = {"frames": info.frames, "height": info.height, "width": info.width, **meta}
             try:
                 total, stored = int(meta["frames"]), (int(meta["height"]), int(meta["width"]))
@@ -117,9 +133,20 @@ class ClipDecoder:
             indices = self.indices(total, rng)
             height, width = short_side_shape(*stored, self.resolution)
             resize = (height, width) if (height, width) != stored else None
-            frames = decode_video(video, indices, output_size=resize)
+            try:
+                decoded = decode_clip(video, indices, output_size=resize, stream=stream)
+            except VideoTruncatedError as error:  # a header count the video contradicts
+                notes.append("metadata frame count above the decoded frames")
+                indices = self.indices(error.decoded, rng)
+                decoded = decode_clip(video, indices, output_size=resize, stream=stream)
+            frames = decoded.frames
         except VideoDecodeError as error:
             raise SkipSample("corrupt video") from error
+        notes.extend(
+            f"{kind} conversion while decoding"
+            for kind in NOTED_ADJUSTMENTS
+            if kind in decoded.adjustments
+        )
         top, left = (height - self.resolution) // 2, (width - self.resolution) // 2
         if self.crop == "random":
             top = int(rng.integers(0, height - self.resolution + 1))
@@ -138,6 +165,7 @@ class ClipDecoder:
             "key": str(sample["__key__"]),
             "complexity": complexity,
             "upscale": self.resolution / max(min(stored), 1),
+            "notes": notes,
         }
 
 

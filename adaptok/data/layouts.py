@@ -11,6 +11,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adaptok.data.files import walk_files
 from adaptok.data.video_io import VIDEO_SUFFIXES
 
 __all__ = [
@@ -101,12 +102,13 @@ def ucf101_layout(root: str | Path, splits_dir: str | Path, split: int = 1) -> L
             number, name = line.split()
             class_index[name.lower()] = int(number) - 1
             names_by_label[int(number) - 1] = name
+    walk = walk_files(root)
     on_disk = {
         path.relative_to(root).as_posix().lower(): path
-        for path in root.rglob("*")
-        if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
+        for path in walk.files
+        if path.suffix.lower() in VIDEO_EXTENSIONS
     }
-    layout = Layout()
+    layout = Layout(skipped=list(walk.skipped))
     for split_name, list_name in (("train", "trainlist"), ("test", "testlist")):
         list_file = _require_file(splits_dir / f"{list_name}{split:02d}.txt", f"{list_name} file")
         for line in list_file.read_text().splitlines():
@@ -148,10 +150,11 @@ def kinetics_layout(root: str | Path, csv_path: str | Path) -> Layout:
     required = {"label", "youtube_id", "time_start", "time_end", "split"}
     if rows and not required <= set(rows[0]):
         raise ValueError(f"{csv_path}: header must contain {sorted(required)}, got {list(rows[0])}")
-    on_disk = {path.name: path for path in root.rglob("*") if path.is_file()}
+    walk = walk_files(root)
+    on_disk = {path.name: path for path in walk.files}
     class_names = sorted({row["label"] for row in rows if row["label"]})
     label_of = {name: label for label, name in enumerate(class_names)}
-    layout = Layout(class_names=class_names)
+    layout = Layout(class_names=class_names, skipped=list(walk.skipped))
     for row in rows:
         start, end = int(float(row["time_start"])), int(float(row["time_end"]))
         name = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
@@ -170,7 +173,8 @@ def folder_layout(root: str | Path) -> Layout:
 
     The class is the video's parent folder; when the first folder under ``root`` is a split
     name (``train``, ``val``, ``validation``, ``test``...) it sets the split, otherwise the
-    split is ``train``. Non-video files are listed in ``skipped``.
+    split is ``train``. Linked folders (a class or split folder that is a symlink) are
+    followed; link cycles, broken links and non-video files are listed in ``skipped``.
 
     Args:
         root: The folder.
@@ -179,9 +183,10 @@ def folder_layout(root: str | Path) -> Layout:
         Entries with labels indexing the sorted class names.
     """
     root = _require_dir(Path(root), "video")
-    layout = Layout()
+    walk = walk_files(root)
+    layout = Layout(skipped=list(walk.skipped))
     found: list[tuple[Path, str, str]] = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in walk.files:
         if path.suffix.lower() not in VIDEO_EXTENSIONS:
             layout.skipped.append((str(path), "not a video file (by suffix)"))
             continue

@@ -15,7 +15,9 @@ from typing import Literal
 
 import webdataset as wds
 
-__all__ = ["ShardOrder", "resolve_shards", "shards_for_pass"]
+from adaptok.data.files import walk_files
+
+__all__ = ["ShardOrder", "check_url_setting", "resolve_shards", "shards_for_pass"]
 
 ShardOrder = Literal["ordered", "shuffled", "resampled"]
 _REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "gcs://", "ais://")
@@ -29,12 +31,17 @@ def _local_matches(pattern: str, origin: str) -> list[str]:
     """Local tar files for one expanded pattern; raises a clear error when there are none."""
     path = Path(pattern.removeprefix("file://")).expanduser()
     if path.is_dir():
-        found = sorted(str(p) for p in path.rglob("*.tar"))
+        found = [str(p) for p in walk_files(path, ".tar").files]
         if not found:
             raise FileNotFoundError(f"no .tar shards under folder {str(path)!r} (from {origin!r})")
         return found
     if glob.has_magic(str(path)):
-        found = sorted(glob.glob(str(path), recursive=True))
+        found = []
+        for match in sorted(glob.glob(str(path), recursive=True)):
+            if Path(match).is_dir():  # a folder matched by the pattern: its shards
+                found.extend(str(p) for p in walk_files(match, ".tar").files)
+            else:
+                found.append(match)
         if not found:
             folder = next((p for p in path.parents if not glob.has_magic(str(p))), Path("."))
             where = "" if folder.is_dir() else f"; folder {str(folder)!r} does not exist"
@@ -46,26 +53,57 @@ def _local_matches(pattern: str, origin: str) -> list[str]:
     return [str(path)]
 
 
-def resolve_shards(urls: str | Sequence[str]) -> list[str]:
+def check_url_setting(urls: object, setting: str = "shard URLs") -> list[str]:
+    """The specifications of a URL setting as a list, refusing empty or null ones in one line.
+
+    An empty string would otherwise resolve to the working directory and read every tar
+    under it (training shards included).
+
+    Args:
+        urls: A string or a list of strings.
+        setting: The setting's name for the message (``data.init_args.test_urls``).
+
+    Returns:
+        The specifications.
+
+    Raises:
+        ValueError: ``urls`` is empty, null, blank, or a list holding such an entry.
+    """
+    if urls is None:
+        raise ValueError(f"{setting} is null: give a shard pattern, folder or URL")
+    specs = [urls] if isinstance(urls, str | Path) else list(urls)  # type: ignore[call-overload]
+    if not specs:
+        raise ValueError(f"{setting} is an empty list: give a shard pattern, folder or URL")
+    for index, spec in enumerate(specs):
+        where = setting if len(specs) == 1 else f"{setting}[{index}]"
+        if spec is None or not isinstance(spec, str | Path) or not str(spec).strip():
+            raise ValueError(
+                f"{where} is {spec!r}: an empty shard URL would read every tar under the "
+                "working directory; give a shard pattern, folder or URL"
+            )
+    return [str(spec) for spec in specs]
+
+
+def resolve_shards(urls: str | Sequence[str], setting: str = "shard URLs") -> list[str]:
     """Expand shard specifications into a list of shard URLs, checking local files now.
 
     Brace patterns (``train-{000000..000009}.tar``) are expanded everywhere; local globs and
-    folders (searched recursively for ``*.tar``) are expanded and every local file must be a
-    tar archive. Remote URLs (``pipe:``, ``http(s)://``, ...) are passed through unchecked.
+    folders (searched recursively for ``*.tar``, following folder links) are expanded, a
+    folder matched by a glob gives its shards, and every local file must be a tar archive.
+    Remote URLs (``pipe:``, ``http(s)://``, ...) are passed through unchecked.
 
     Args:
         urls: One specification or a list of them.
+        setting: Name of the setting the URLs come from, for messages.
 
     Returns:
         Shard URLs, each pattern's matches sorted, in the given pattern order.
 
     Raises:
         FileNotFoundError: A pattern matches nothing, or its folder does not exist.
-        ValueError: A local file is not a tar archive.
+        ValueError: An empty, blank or null URL, or a local file that is not a tar archive.
     """
-    specs = [urls] if isinstance(urls, str) else list(urls)
-    if not specs:
-        raise ValueError("empty list of shard URLs")
+    specs = check_url_setting(urls, setting)
     shards: list[str] = []
     for spec in specs:
         for url in wds.shardlists.expand_urls(spec):

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from adaptok.data.clips import stored_stream
+from adaptok.data.files import walk_files
 from adaptok.data.tar_samples import PROBLEM_KEY, group_members, read_tar_members
-from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, decode_video
+from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, VideoReader
 
 __all__ = ["SplitReport", "find_shards", "verify_shards"]
 
@@ -43,14 +45,24 @@ class SplitReport:
 def find_shards(target: str | Path) -> list[Path]:
     """Every ``*.tar`` under a folder (recursively), or the matches of a glob, sorted.
 
+    Folder links are followed, and a folder matched by the glob gives its shards.
+
     Raises:
         FileNotFoundError: Nothing matches.
+        ValueError: ``target`` is empty (it would search the working directory).
     """
+    if not str(target).strip():
+        raise ValueError(f"shard target {str(target)!r} is empty: give a folder or a glob")
     path = Path(target)
     if path.is_dir():
-        found = sorted(path.rglob("*.tar"))
+        found = walk_files(path, ".tar").files
     else:
-        found = sorted(Path(p) for p in glob.glob(str(target), recursive=True))
+        found = []
+        for match in sorted(glob.glob(str(target), recursive=True)):
+            if Path(match).is_dir():
+                found.extend(walk_files(match, ".tar").files)
+            else:
+                found.append(Path(match))
     if not found:
         raise FileNotFoundError(f"no .tar shards found at {target!r}")
     return found
@@ -87,19 +99,28 @@ def _check_sample(files: dict[str, bytes | str]) -> tuple[dict, int, str]:
     video = next((files[s] for s in VIDEO_SUFFIXES if s in files), None)
     if video is None:
         raise ValueError(f"no video member (members: {sorted(files)})")
-    try:
-        frames = decode_video(video)
+    count, height, width = 0, 0, 0
+    try:  # one picture at a time: memory stays flat whatever the clip's size and length
+        with VideoReader(video, stored_stream(meta)) as reader:
+            for _, picture in reader.frames():
+                if count == 0:
+                    height, width = picture.height, picture.width
+                    if (reader.properties.rotation if reader.properties else 0) in (90, 270):
+                        height, width = width, height
+                count += 1
     except VideoDecodeError as error:
         raise ValueError(str(error)) from error
+    if count == 0:
+        raise ValueError("no decodable frames")
     expected = meta.get("frames")
     if expected is not None:
         try:
-            count = int(expected)
+            listed = int(expected)
         except (TypeError, ValueError) as error:
             raise ValueError(f"metadata 'frames' is not an integer: {expected!r}") from error
-        if count != len(frames):
-            raise ValueError(f"decoded {len(frames)} frames, metadata says {expected}")
-    return meta, len(frames), f"{frames.shape[1]}x{frames.shape[2]}"
+        if listed != count:
+            raise ValueError(f"decoded {count} frames, metadata says {expected}")
+    return meta, count, f"{height}x{width}"
 
 
 def verify_shards(target: str | Path, out: TextIO | None = None) -> dict[str, SplitReport]:

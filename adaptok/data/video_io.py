@@ -60,6 +60,7 @@ __all__ = [
     "VideoSource",
     "VideoTruncatedError",
     "count_frames",
+    "decode_clip",
     "decode_video",
     "decode_video_timed",
     "encode_video",
@@ -618,6 +619,21 @@ def decode_video_timed(
         FileNotFoundError: ``source`` is a path that does not exist.
     """
     return _decode(source, None, output_size, stream, background)
+
+
+def decode_clip(
+    source: VideoSource,
+    frame_indices: Sequence[int] | None,
+    output_size: tuple[int, int] | None = None,
+    stream: int | None = None,
+    background: tuple[int, int, int] = (0, 0, 0),
+) -> DecodedVideo:
+    """:func:`decode_video` that also returns times, source properties and adjustments.
+
+    Raises:
+        VideoDecodeError: As :func:`decode_video`.
+    """
+    return _decode(source, frame_indices, output_size, stream, background)
 
 
 def _decode(
