@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from adaptok.metrics import VideoQualityMeter
+from adaptok.metrics.frame_quality import PSNR_CAP_DB, PsnrDefinition, describe_psnr
 from callbacks.media import log_video, side_by_side
 from callbacks.report import write_report
 
@@ -31,8 +32,10 @@ class VideoEvaluator(pl.Callback):
     """Evaluate reconstructions or samples against real clips at the end of val / test epochs.
 
     Metrics accumulate as torchmetrics sums, so they sync across DDP processes and memory
-    does not grow with the number of clips. PSNR / SSIM / LPIPS are per-frame values averaged
-    per video, then over videos.
+    does not grow with the number of clips. PSNR is by default the official evaluator's (from
+    each video's MSE over all its frames, capped at ``psnr_max_db``); SSIM / LPIPS are
+    per-frame values averaged per video. Means over videos are logged; the test report has
+    the medians beside them and names the PSNR definition.
 
     Args:
         num_samples: Clips evaluated per split and epoch (over all processes); later batches
@@ -48,6 +51,9 @@ class VideoEvaluator(pl.Callback):
         report_stem: File name (without extension) of the test report.
         i3d_weights: I3D weight file (state dict or TorchScript) instead of the cached one.
         fvd_extractor: Feature network replacing I3D (tests, custom detectors).
+        psnr_definition: ``"video_mse"`` (default, the paper's) or ``"frame_mean"``
+            (per-frame PSNR averaged; named in the report where used).
+        psnr_max_db: PSNR cap in dB for exact reconstructions (None: uncapped).
     """
 
     def __init__(
@@ -63,6 +69,8 @@ class VideoEvaluator(pl.Callback):
         report_stem: str = "evaluation",
         i3d_weights: str | None = None,
         fvd_extractor: nn.Module | None = None,
+        psnr_definition: PsnrDefinition = "video_mse",
+        psnr_max_db: float | None = PSNR_CAP_DB,
     ) -> None:
         super().__init__()
         if num_samples < 1 or log_every_n_epochs < 1:
@@ -78,6 +86,8 @@ class VideoEvaluator(pl.Callback):
         self.report_stem = report_stem
         self.i3d_weights = i3d_weights
         self.fvd_extractor = fvd_extractor
+        self.psnr_definition = psnr_definition
+        self.psnr_max_db = psnr_max_db
         self.log_names = {"fvd": fvd_name, "psnr": "psnr", "ssim": "ssim", "lpips": "lpips"}
         self.meters: dict[str, VideoQualityMeter] = {}
         self.results: dict[str, dict[str, float]] = {}
@@ -93,6 +103,8 @@ class VideoEvaluator(pl.Callback):
                 max_samples=math.ceil(self.num_samples / trainer.world_size),
                 fvd_extractor=self.fvd_extractor,
                 i3d_weights=self.i3d_weights,
+                psnr_definition=self.psnr_definition,
+                psnr_max_db=self.psnr_max_db,
             )
         return self.meters[split]
 
@@ -149,12 +161,21 @@ class VideoEvaluator(pl.Callback):
             "epoch": trainer.current_epoch,
             "clips": int(results["num_samples"]),
         }
-        row.update({name: results[key] for key, name in self.log_names.items() if key in results})
+        for key, name in self.log_names.items():
+            if key in results:
+                row[name] = results[key]
+            if f"{key}_median" in results:
+                row[f"{name}_median"] = results[f"{key}_median"]
         meter = self.meters["test"]
-        notes = ["PSNR and SSIM: per frame, averaged per video, then over videos (data range 1)."]
+        notes = [
+            describe_psnr(meter.psnr_definition, meter.psnr_max_db),
+            "SSIM: per frame (Gaussian window 11), averaged per video; mean and median over "
+            "videos.",
+        ]
         if meter.lpips_model is not None:
             notes.append(
-                f"LPIPS v0.1 ({self.lpips_net}): per frame, averaged per video and over videos."
+                f"LPIPS v0.1 ({self.lpips_net}): per frame, averaged per video; mean and median "
+                "over videos."
             )
         elif self.lpips:
             notes.append("LPIPS skipped: LPIPS weights missing (run `make weights`).")

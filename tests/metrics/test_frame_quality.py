@@ -1,4 +1,4 @@
-"""Per-video PSNR and SSIM against values computed by hand."""
+"""Per-video PSNR (official and per-frame definitions, cap) and SSIM against values by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video
+from adaptok.metrics.frame_quality import (
+    PSNR_CAP_DB,
+    PSNR_DEFINITIONS,
+    describe_psnr,
+    psnr_per_video,
+    ssim_per_video,
+)
 
 
 def _constant_video(values: list[float], size: int = 16) -> torch.Tensor:
@@ -16,24 +22,59 @@ def _constant_video(values: list[float], size: int = 16) -> torch.Tensor:
     return frames.expand(1, 3, len(values), size, size).clone()
 
 
-def test_psnr_is_averaged_over_frames_not_pooled() -> None:
+def test_psnr_default_is_the_official_per_video_mse() -> None:
+    # Official evaluator: MSE over all frames of the video, then 10 log10(1 / MSE).
     real = _constant_video([0.0, 0.0])
     fake = _constant_video([0.1, 0.01])  # per-frame MSE 1e-2 and 1e-4 -> 20 dB and 40 dB
-    assert psnr_per_video(real, fake).item() == pytest.approx(30.0, abs=1e-4)
-    pooled = 10 * math.log10(1 / ((1e-2 + 1e-4) / 2))  # what a batch-pooled PSNR would give
-    assert abs(psnr_per_video(real, fake).item() - pooled) > 5
+    official = 10 * math.log10(1 / ((1e-2 + 1e-4) / 2))  # 22.97 dB
+    assert psnr_per_video(real, fake).item() == pytest.approx(official, abs=1e-4)
+    # The per-frame mean is the other definition, and never lower (here +7 dB).
+    frame_mean = psnr_per_video(real, fake, definition="frame_mean").item()
+    assert frame_mean == pytest.approx(30.0, abs=1e-4)
+
+
+def test_psnr_definitions_on_random_videos_order_and_match_by_hand() -> None:
+    generator = torch.Generator().manual_seed(0)
+    real = torch.rand(4, 3, 6, 16, 16, generator=generator)
+    scale = torch.linspace(0.01, 0.3, 6).view(1, 1, 6, 1, 1)  # error varies along time
+    fake = (real + scale * torch.randn(real.shape, generator=generator)).clamp(0, 1)
+    by_hand = -10 * torch.log10((fake - real).square().mean(dim=(1, 2, 3, 4)))
+    video = psnr_per_video(real, fake)
+    frames = psnr_per_video(real, fake, definition="frame_mean")
+    assert torch.allclose(video, by_hand, atol=1e-4)
+    assert torch.all(frames > video + 1.0)
+
+
+def test_psnr_of_identical_videos_is_capped_and_finite() -> None:
+    real = torch.cat([_constant_video([0.5, 0.5]), _constant_video([0.2, 0.2])])
+    fake = torch.cat([_constant_video([0.6, 0.6]), _constant_video([0.2, 0.2])])
+    for definition in PSNR_DEFINITIONS:
+        values = psnr_per_video(real, fake, definition=definition)
+        assert values[0].item() == pytest.approx(20.0, abs=1e-4)
+        assert values[1].item() == PSNR_CAP_DB == 100.0  # identical video: the stated cap
+        assert math.isfinite(values.mean().item())
+    uncapped = psnr_per_video(real, fake, max_db=None)
+    assert uncapped[1].item() == math.inf
+    assert psnr_per_video(real, fake, max_db=60.0)[1].item() == pytest.approx(60.0)
 
 
 def test_psnr_per_video_and_data_range() -> None:
     real = torch.cat([_constant_video([0.5, 0.5]), _constant_video([0.2, 0.2])])
-    fake = torch.cat([_constant_video([0.6, 0.6]), _constant_video([0.2, 0.2])])
+    fake = torch.cat([_constant_video([0.6, 0.6]), _constant_video([0.2, 0.5])])
     values = psnr_per_video(real, fake)
     assert values.shape == (2,)
-    assert values[0].item() == pytest.approx(20.0, abs=1e-4)
-    assert values[1].item() == math.inf  # identical video
-    assert psnr_per_video(real * 255, fake * 255, data_range=255.0)[0].item() == pytest.approx(
-        20.0, abs=1e-3
-    )
+    assert values[1].item() == pytest.approx(10 * math.log10(1 / (0.09 / 2)), abs=1e-4)
+    scaled = psnr_per_video(real * 255, fake * 255, data_range=255.0)
+    assert torch.allclose(scaled, values, atol=1e-3)
+    with pytest.raises(ValueError, match="definition must be one of"):
+        psnr_per_video(real, fake, definition="pooled")  # type: ignore[arg-type]
+
+
+def test_describe_psnr_names_the_definition_and_cap() -> None:
+    assert "each video's MSE over all its frames" in describe_psnr()
+    assert "100 dB" in describe_psnr()
+    assert "NOT the paper's definition" in describe_psnr("frame_mean")
+    assert "uncapped" in describe_psnr(max_db=None)
 
 
 def test_ssim_of_constant_frames_matches_the_formula() -> None:

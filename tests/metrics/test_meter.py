@@ -109,3 +109,25 @@ def test_ddp_processes_sync_to_the_single_process_result(tmp_path: Path) -> None
         expected = single.compute()
     for rank in range(2):
         assert torch.load(f"{out}.{rank}") == pytest.approx(expected, rel=1e-6)
+
+
+def test_psnr_is_the_official_definition_with_median_and_a_finite_cap() -> None:
+    real, fake = _pair(5, n=3)
+    exact = real.clone()  # a perfect reconstruction would make the mean +inf without a cap
+    meter = VideoQualityMeter(fvd=False, lpips=False)
+    meter.update(torch.cat([real, real[:1]]), torch.cat([fake, exact[:1]]))
+    results = meter.compute()
+    per_video = -10 * torch.log10((fake - real).square().mean(dim=(1, 2, 3, 4)))
+    values = torch.cat([per_video, torch.tensor([100.0])])
+    assert results["psnr"] == pytest.approx(values.mean().item(), rel=1e-5)
+    ordered = sorted(values.tolist())
+    assert results["psnr_median"] == pytest.approx((ordered[1] + ordered[2]) / 2, rel=1e-5)
+    assert results["ssim_median"] <= 1.0 and "lpips_median" not in results
+
+    other = VideoQualityMeter(fvd=False, lpips=False, psnr_definition="frame_mean")
+    other.update(real, fake)
+    frame_mean = psnr_per_video(real, fake, definition="frame_mean").mean().item()
+    assert other.compute()["psnr"] == pytest.approx(frame_mean, rel=1e-5)
+    assert frame_mean > per_video.mean().item()
+    with pytest.raises(ValueError, match="psnr_definition"):
+        VideoQualityMeter(fvd=False, lpips=False, psnr_definition="pooled")  # type: ignore[arg-type]

@@ -96,11 +96,14 @@ def test_trainer_run_logs_metrics_videos_and_report(tmp_path: Path, lpips_alex: 
     assert "test/rfvd" in trainer.callback_metrics
     report = Path(logger.log_dir) / "evaluation.md"
     text = report.read_text()
-    assert "| split | epoch | clips | rfvd | psnr | ssim | lpips |" in text
+    header = "| split | epoch | clips | rfvd | psnr | psnr_median | ssim | ssim_median | lpips |"
+    assert header in text
+    assert "PSNR: from each video's MSE over all its frames" in text  # the definition is named
     assert "UNSTABLE" in text
     with (Path(logger.log_dir) / "evaluation.csv").open() as handle:
         (row,) = list(csv.DictReader(handle))
     assert float(row["psnr"]) == pytest.approx(evaluator.results["test"]["psnr"])
+    assert float(row["psnr_median"]) == pytest.approx(evaluator.results["test"]["psnr_median"])
 
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
     events.Reload()
