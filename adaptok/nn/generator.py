@@ -211,6 +211,11 @@ class ARGenerator(nn.Module):
             (paper 0.1; enables classifier-free guidance).
         norm_eps: RMSNorm epsilon (paper 1e-5).
         init_std: Std of linear and embedding initialisation (paper 0.02).
+        budget_slot: Input position 1 carries the budget embedding (ours). False, as in the
+            official model: no budget position (``budget`` is then ignored), token ``t_j``
+            sits at position ``j + 1`` and the class position predicts ``t_0``.
+        block_embeddings: Add the block-index and within-block-position embeddings of the
+            predicted token (ours); False, as in the official model: none.
 
     Raises:
         ValueError: On non-positive sizes or a width not divisible by `heads`.
@@ -233,6 +238,8 @@ class ARGenerator(nn.Module):
         label_dropout: float = 0.1,
         norm_eps: float = 1e-5,
         init_std: float = 0.02,
+        budget_slot: bool = True,
+        block_embeddings: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -265,18 +272,24 @@ class ARGenerator(nn.Module):
         self.heads = heads
         self.label_dropout = label_dropout
         self.init_std = init_std
+        self.budget_slot = budget_slot
+        self.block_embeddings = block_embeddings
+        #: input position of the first stream token t_0 (after the class and budget slots).
+        self.slot_offset = 2 if budget_slot else 1
         self.first_block = 1 if prefix_blocks > 0 else 0
         self.prefix_length = prefix_blocks * tokens_per_block + 1 if prefix_blocks > 0 else 0
         modelled = num_blocks - self.first_block
         #: longest target stream S and the number of input positions S + 1 it needs.
         self.max_stream_length = self.prefix_length + modelled * (tokens_per_block + 1)
-        self.max_positions = self.max_stream_length + 1
+        self.max_positions = self.max_stream_length + (1 if budget_slot else 0)
 
         self.class_embed = nn.Embedding(num_classes + 1, width)
-        self.budget_embed = nn.Embedding(num_budgets, width)
+        if budget_slot:
+            self.budget_embed = nn.Embedding(num_budgets, width)
         self.token_embed = nn.Embedding(self.vocab.size, width)
-        self.block_embed = nn.Embedding(2 * num_blocks, width)
-        self.block_position_embed = nn.Embedding(tokens_per_block + 1, width)
+        if block_embeddings:
+            self.block_embed = nn.Embedding(2 * num_blocks, width)
+            self.block_position_embed = nn.Embedding(tokens_per_block + 1, width)
         self.position_embed = nn.Parameter(torch.zeros(self.max_positions, width))
         self.embed_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
@@ -322,6 +335,8 @@ class ARGenerator(nn.Module):
             raise ValueError(
                 f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null class)"
             )
+        if not self.budget_slot:
+            return
         if budget.numel() and (int(budget.min()) < 0 or int(budget.max()) >= self.num_budgets):
             raise ValueError(f"budget levels must lie in [0, {self.num_budgets})")
 
@@ -418,17 +433,18 @@ class ARGenerator(nn.Module):
         batch, length = tokens.shape
         label = self._drop_labels(label)
         stream_index = torch.arange(length, device=tokens.device)
-        targets = self.target_embedding(block_index, block_position, stream_index)
-        x = torch.cat(
-            [
-                self.class_embed(label)[:, None],
-                (self.budget_embed(budget)[:, None] + targets[:, :1]),
-                self.token_embed(tokens[:, :-1]) + targets[:, 1:],
-            ],
-            dim=1,
-        )
-        x = x + self.position_embed[: length + 1]
-        return self._run(x, cache)[:, 1:]
+        classes = self.class_embed(label)[:, None]
+        # Row j of `predicting` is the input whose output predicts tokens[:, j].
+        first = self.budget_embed(budget)[:, None] if self.budget_slot else classes
+        predicting = torch.cat([first, self.token_embed(tokens[:, :-1])], dim=1)
+        if self.block_embeddings:
+            predicting = predicting + self.target_embedding(
+                block_index, block_position, stream_index
+            )
+        x = torch.cat([classes, predicting], dim=1) if self.budget_slot else predicting
+        x = x + self.position_embed[: x.shape[1]]
+        out = self._run(x, cache)
+        return out[:, 1:] if self.budget_slot else out
 
     def step(
         self,
@@ -452,11 +468,13 @@ class ARGenerator(nn.Module):
             ValueError: When the cache is empty or full.
         """
         position = cache.length
-        if position < 2:
+        if position < self.slot_offset:
             raise ValueError("prefill the cache with forward() before step()")
         if position >= self.max_positions:
             raise ValueError(f"the sequence is full ({self.max_positions} positions)")
-        stream_index = torch.full_like(next_block, position - 1)
-        x = self.token_embed(token) + self.target_embedding(next_block, next_position, stream_index)
+        x = self.token_embed(token)
+        if self.block_embeddings:
+            stream_index = torch.full_like(next_block, position - self.slot_offset + 1)
+            x = x + self.target_embedding(next_block, next_position, stream_index)
         x = x + self.position_embed[position]
         return self._run(x[:, None], cache)[:, 0]

@@ -25,6 +25,8 @@ the same scores within float rounding.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
@@ -58,6 +60,13 @@ class BlockCausalScorer(nn.Module):
         mlp_ratio: MLP width multiple in the transformer.
         attention: "blockwise" (fast) or "dense" (masked reference); an attribute too.
         precision: "fp32" or "bf16" (autocast of the forward; scores are float32).
+        qkv_bias: Bias on the attention's query/key/value projections (official: none).
+        context_attention: "block_causal" (ours: a token sees its own block and earlier
+            ones) or "full" (the official ``scorer_attn_type: none``: every kept token sees
+            every kept token, so context tokens also see the scored block). "full" always
+            runs the "dense" passes (one per scored block), as the official inference does;
+            without ``context_lengths`` the earlier blocks are kept whole and the later
+            ones dropped, so a block's scores still never depend on later blocks.
     """
 
     def __init__(
@@ -72,12 +81,19 @@ class BlockCausalScorer(nn.Module):
         mlp_ratio: float = 4.0,
         attention: AttentionImpl = "blockwise",
         precision: Precision = "fp32",
+        qkv_bias: bool = True,
+        context_attention: Literal["block_causal", "full"] = "block_causal",
     ) -> None:
         super().__init__()
         check_attention(attention)
         check_precision(precision)
         self.attention = attention
         self.precision = precision
+        if context_attention not in ("block_causal", "full"):
+            raise ValueError(
+                f"context_attention must be 'block_causal' or 'full', got {context_attention!r}"
+            )
+        self.context_attention = context_attention
         if tokens_per_block % num_candidates != 0:
             raise ValueError(
                 f"num_candidates ({num_candidates}) must divide tokens_per_block ({tokens_per_block})"
@@ -88,7 +104,7 @@ class BlockCausalScorer(nn.Module):
         num_tokens = num_blocks * tokens_per_block
         self.input_proj = nn.Linear(2 * token_width, width)
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, width))
-        self.transformer = TransformerStack(width, depth, heads, mlp_ratio)
+        self.transformer = TransformerStack(width, depth, heads, mlp_ratio, qkv_bias=qkv_bias)
         self.head = nn.Sequential(nn.Linear(width, 2 * width), nn.Tanh(), nn.Linear(2 * width, 1))
         step = tokens_per_block // num_candidates
         block_of_token = torch.arange(num_tokens) // tokens_per_block
@@ -97,6 +113,8 @@ class BlockCausalScorer(nn.Module):
         self.register_buffer("slot_in_block", slot_in_block, persistent=False)
         # Latents only: the encoder's block-causal mask with no patch tokens.
         causal = encoder_mask(num_blocks, 0, tokens_per_block, torch.device("cpu"))
+        if context_attention == "full":
+            causal = torch.ones_like(causal)
         self.register_buffer("causal_mask", causal.clone(), persistent=False)
         readout = torch.arange(1, num_candidates + 1) * step - 1
         self.register_buffer("readout_slots", readout, persistent=False)
@@ -158,7 +176,7 @@ class BlockCausalScorer(nn.Module):
             self._check_context(context_lengths, batch)
         with autocast_for(latents.device, self.precision):
             tokens = self.input_proj(torch.cat([latents, quantized], dim=-1)) + self.pos_embed
-            if self.attention == "dense":
+            if self.attention == "dense" or self.context_attention == "full":
                 hidden = self._dense(tokens, context_lengths)
             else:
                 hidden = self._blockwise(tokens, context_lengths)
@@ -182,9 +200,11 @@ class BlockCausalScorer(nn.Module):
         keeps ``context[:, :b]``, all of block ``b`` and nothing after, and gives block b.
         """
         batch, k, m = tokens.shape[0], self.num_blocks, self.tokens_per_block
-        if context_lengths is None:
+        if context_lengths is None and self.context_attention == "block_causal":
             hidden = self.transformer(tokens, self.causal_mask)
             return hidden.view(batch, k, m, -1)[:, :, self.readout_slots]
+        if context_lengths is None:  # "full": earlier blocks whole, later blocks dropped
+            context_lengths = torch.full((batch, k), m, dtype=torch.long, device=tokens.device)
         rows = []
         for block in range(k):
             kept = context_lengths.clone()

@@ -125,6 +125,15 @@ class AdapTokTokenizer(nn.Module):
         attention: "blockwise" (fast) or "dense" (reference); same weights, same results.
             May be changed on a built model (attribute of the same name).
         precision: "fp32" or "bf16" (autocast of encoder and decoder); an attribute too.
+        qkv_bias: Bias on the attention's query/key/value projections (official: none).
+        encoder_norm: Final LayerNorm on the encoder's outputs (official: none).
+        decoder_norm_eps: Epsilon of the decoder's final LayerNorm (official: 1e-6).
+        unit_pixels: The network reads and writes pixels on the [0, 1] scale, as the
+            official code does, instead of [-1, 1] (inputs and outputs of the public
+            methods are on [0, 1] either way).
+        stored_positions: The position tables (encoder patches, decoder patch queries,
+            decoder latents) are persistent buffers that a checkpoint fills (the official
+            tables, whose sin-cos layout differs from ours), instead of computed ones.
     """
 
     def __init__(
@@ -151,6 +160,11 @@ class AdapTokTokenizer(nn.Module):
         query_init_std: float = 0.02,
         attention: AttentionImpl = "blockwise",
         precision: Precision = "fp32",
+        qkv_bias: bool = True,
+        encoder_norm: bool = True,
+        decoder_norm_eps: float = 1e-5,
+        unit_pixels: bool = False,
+        stored_positions: bool = False,
     ) -> None:
         super().__init__()
         check_attention(attention)
@@ -173,21 +187,42 @@ class AdapTokTokenizer(nn.Module):
         self.frames_per_block = frames_per_block
         self.commit_weight = commit_weight
         self.query_init_std = query_init_std
+        self.unit_pixels = unit_pixels
+        self.stored_positions = stored_positions
         self._tokens_per_block = tokens_per_block
         self.grid = (num_frames // pt, image_size // ph, image_size // pw)
         self.patches_per_block = (frames_per_block // pt) * self.grid[1] * self.grid[2]
 
         self.patch_embed = nn.Conv3d(in_channels, width, kernel_size=patch_size, stride=patch_size)
-        self.register_buffer("patch_pos", sincos_3d(self.grid, width), persistent=False)
+        patch_pos = sincos_3d(self.grid, width)
+        self.register_buffer("patch_pos", patch_pos, persistent=stored_positions)
+        if stored_positions:  # the official decoder has its own patch-query table
+            self.register_buffer("decoder_patch_pos", patch_pos.clone())
         self.latent_queries = nn.Parameter(torch.zeros(self.num_blocks, tokens_per_block, width))
-        self.encoder = TransformerStack(width, depth, heads, mlp_ratio, drop_path)
+        self.encoder = TransformerStack(
+            width,
+            depth,
+            heads,
+            mlp_ratio,
+            drop_path,
+            qkv_bias=qkv_bias,
+            final_norm_eps=1e-5 if encoder_norm else None,
+        )
         self.quantizer = StochasticQuantizer(width, codebook_size, code_dim, temperature)
         self.register_buffer(
-            "latent_pos", sincos_1d(torch.arange(self.num_tokens), width), persistent=False
+            "latent_pos",
+            sincos_1d(torch.arange(self.num_tokens), width),
+            persistent=stored_positions,
         )
         self.patch_query = nn.Parameter(torch.zeros(width))
         self.decoder = TransformerStack(
-            width, depth if decoder_depth is None else decoder_depth, heads, mlp_ratio, drop_path
+            width,
+            depth if decoder_depth is None else decoder_depth,
+            heads,
+            mlp_ratio,
+            drop_path,
+            qkv_bias=qkv_bias,
+            final_norm_eps=decoder_norm_eps,
         )
         self.output = nn.Linear(width, in_channels * pt * ph * pw)
         self.prior = (
@@ -311,7 +346,8 @@ class AdapTokTokenizer(nn.Module):
     # ---------------------------------------------------------------------------- encoder
     def _patch_tokens(self, video: Tensor, first_patch: int = 0) -> Tensor:
         """Embeds `(B, C, T', H, W)` in [0, 1] -> `(B, P', D)`, positions from `first_patch`."""
-        tokens = self.patch_embed(video * 2 - 1).flatten(2).transpose(1, 2)
+        pixels = video if self.unit_pixels else video * 2 - 1
+        tokens = self.patch_embed(pixels).flatten(2).transpose(1, 2)
         return tokens + self.patch_pos[first_patch : first_patch + tokens.shape[1]]
 
     def _quantize(self, latents: Tensor, keep: Tensor | None) -> TokenizerEncoding:
@@ -404,7 +440,8 @@ class AdapTokTokenizer(nn.Module):
                 out = self._decode_blockwise(quantized, lengths, num_blocks)
             else:
                 out = self._decode_dense(quantized, lengths, num_blocks)
-        return self._unpatchify(out.float(), num_blocks) * 0.5 + 0.5
+        video = self._unpatchify(out.float(), num_blocks)
+        return video if self.unit_pixels else video * 0.5 + 0.5
 
     def _use_blockwise_decoder(self, lengths: Tensor) -> bool:
         """Whether to run the blockwise decoder.
@@ -421,7 +458,8 @@ class AdapTokTokenizer(nn.Module):
 
     def _patch_queries(self, num_patches: int) -> Tensor:
         """`(K' * P, D)` decoder patch queries: the learned query plus the 3D position."""
-        return self.patch_query + self.patch_pos[:num_patches]
+        table = self.decoder_patch_pos if self.stored_positions else self.patch_pos
+        return self.patch_query + table[:num_patches]
 
     def _decode_dense(self, quantized: Tensor, lengths: Tensor, num_blocks: int) -> Tensor:
         """Reference decoder: dropped latents zeroed and masked. Returns `(B, K' * P, C*pt*ph*pw)`."""

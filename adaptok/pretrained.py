@@ -1,0 +1,439 @@
+"""``load_pretrained``: a ready model from any suite checkpoint or export, without Lightning.
+
+Example (``README.md``, "Python API")::
+
+    import torch
+    from adaptok import load_pretrained
+
+    model = load_pretrained("runs/demo/scorer/checkpoints/last.ckpt")  # or an export folder
+    video = torch.rand(1, 3, model.num_frames, model.image_size, model.image_size)
+    tokens = model.tokenize(video, budget=0.25, mode="per_clip")
+    tokens.codes.shape, tokens.lengths  # (1, K, M) with -1 past each length, (1, K)
+    recon = model.detokenize(tokens.codes, tokens.lengths)  # (1, 3, T, H, W) in [0, 1]
+
+Sources:
+
+- a folder written by ``adaptok export`` (``spec.json`` + ``model.safetensors``): read with
+  ``json`` and ``safetensors``, so loading executes no pickled code at all;
+- a suite checkpoint (``.ckpt``) of any stage (tokenizer, scorer, generator, or one written
+  by ``adaptok convert-official``): read with ``torch.load(weights_only=True)``, which refuses
+  anything but tensors and plain containers.
+
+Networks are rebuilt from their specs (``{"class_path", "init_args"}``), but only the suite's
+own network classes are accepted (:data:`NETWORK_CLASSES`): a spec cannot name arbitrary code.
+The loaded tensors are the stored ones, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from adaptok.nn.generator import ARGenerator
+from adaptok.nn.scorer import BlockCausalScorer
+from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "NETWORK_CLASSES",
+    "PretrainedAdapTok",
+    "Tokens",
+    "build_safe_network",
+    "load_pretrained",
+    "read_checkpoint_safely",
+]
+
+EXPORT_FORMAT = "adaptok-export/1"
+"""``format`` field of an export's ``spec.json``."""
+
+NETWORK_CLASSES: dict[str, type[nn.Module]] = {
+    "adaptok.nn.tokenizer.AdapTokTokenizer": AdapTokTokenizer,
+    "adaptok.nn.scorer.BlockCausalScorer": BlockCausalScorer,
+    "adaptok.nn.generator.ARGenerator": ARGenerator,
+}
+"""The only classes a spec may name when loading."""
+
+TokenizeModeName = Literal["per_clip", "streaming", "target", "uniform"]
+
+_STAGE_NETWORKS = {
+    "modules.tokenizer.TokenizerModule": ("tokenizer",),
+    "modules.scorer.ScorerModule": ("tokenizer", "scorer"),
+    "modules.generator.GeneratorModule": ("tokenizer", "generator"),
+}
+
+
+@dataclass
+class Tokens:
+    """Codes kept per block and the per-block lengths.
+
+    Attributes:
+        codes: Long ``(B, K, M)``; positions at or beyond a block's length hold -1.
+        lengths: Long ``(B, K)`` kept tokens per block.
+    """
+
+    codes: Tensor
+    lengths: Tensor
+
+    @property
+    def num_tokens(self) -> Tensor:
+        """Long ``(B,)`` tokens kept per clip."""
+        return self.lengths.sum(dim=1)
+
+
+def build_safe_network(spec: Mapping[str, Any]) -> nn.Module:
+    """Builds a network from ``{"class_path", "init_args"}``, for the suite's classes only.
+
+    Raises:
+        ValueError: The spec names another class or has nested class specs.
+    """
+    class_path = spec.get("class_path") if isinstance(spec, Mapping) else None
+    if class_path not in NETWORK_CLASSES:
+        raise ValueError(
+            f"refusing to build {class_path!r}: pretrained models may only name "
+            f"{', '.join(sorted(NETWORK_CLASSES))}"
+        )
+    init_args = dict(spec.get("init_args") or {})
+    for key, value in init_args.items():
+        if isinstance(value, Mapping) and "class_path" in value:
+            raise ValueError(f"refusing nested class spec in init argument {key!r}")
+    return NETWORK_CLASSES[class_path](**init_args)
+
+
+def read_checkpoint_safely(path: str | Path) -> dict[str, Any]:
+    """A suite checkpoint read with ``torch.load(weights_only=True)`` (no code unpickled).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a suite checkpoint, or it holds objects beyond tensors and plain
+            containers.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (torch raises several types on refusal)
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"{path} cannot be read as tensors and plain containers ({first}); export it with "
+            "`adaptok export` from an environment that trusts it"
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a suite checkpoint (no 'state_dict')")
+    return checkpoint
+
+
+def _sub_state(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class PretrainedAdapTok(nn.Module):
+    """A tokenizer with its scorer (and generator, when the source has one), ready to use.
+
+    Args:
+        tokenizer: The tokenizer.
+        scorer: Its scorer; None for a tokenizer-only source (then only ``mode="uniform"``).
+        generator: Its AR generator, when the source is a generator stage.
+        specs: The networks' specs by name (``tokenizer``, ``scorer``, ``generator``).
+        info: Everything else the source records (label normalisation, budgets, ...).
+    """
+
+    def __init__(
+        self,
+        tokenizer: AdapTokTokenizer,
+        scorer: BlockCausalScorer | None = None,
+        generator: ARGenerator | None = None,
+        specs: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.scorer = scorer
+        self.generator = generator
+        self.specs = dict(specs or {})
+        self.info = dict(info or {})
+        self.eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------- properties
+    @property
+    def num_frames(self) -> int:
+        """Frames ``T`` of one clip."""
+        return self.tokenizer.num_frames
+
+    @property
+    def image_size(self) -> int:
+        """Side ``S`` of the square frames."""
+        return self.tokenizer.image_size
+
+    @property
+    def num_blocks(self) -> int:
+        """Temporal blocks ``K`` of a clip."""
+        return self.tokenizer.num_blocks
+
+    @property
+    def tokens_per_block(self) -> int:
+        """Maximum tokens ``M`` per block."""
+        return self.tokenizer.tokens_per_block
+
+    @property
+    def candidate_lengths(self) -> list[int]:
+        """Lengths the scorer scores (all of ``1..M`` without a scorer)."""
+        if self.scorer is None:
+            return list(range(1, self.tokens_per_block + 1))
+        return list(self.scorer.candidate_lengths)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.tokenizer.parameters()).device
+
+    # ------------------------------------------------------------------- tokenizing
+    def _as_batch(self, video: Tensor) -> Tensor:
+        video = torch.as_tensor(video)
+        if video.dim() == 4:
+            video = video[None]
+        if video.dtype == torch.uint8:
+            video = video.float() / 255.0
+        return video.to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def encode(self, video: Tensor) -> TokenizerEncoding:
+        """Encodes every token (argmax codes), see ``AdapTokTokenizer.encode``.
+
+        Args:
+            video: ``(B, C, T, H, W)`` or ``(C, T, H, W)``, float in [0, 1] or uint8.
+        """
+        return self.tokenizer.encode(self._as_batch(video))
+
+    @torch.no_grad()
+    def tokenize(
+        self,
+        video: Tensor,
+        budget: float | None = 0.25,
+        mode: TokenizeModeName = "per_clip",
+        *,
+        threshold: float | None = None,
+        solver: Literal["fast", "mip"] = "fast",
+        equality: bool = True,
+    ) -> Tokens:
+        """Encodes clips and keeps, per block, the tokens the scorer + allocator choose.
+
+        Args:
+            video: ``(B, C, T, H, W)`` or ``(C, T, H, W)`` clips, float in [0, 1] or uint8,
+                ``T = num_frames`` and ``H = W = image_size``.
+            budget: Mean fraction of the ``M`` tokens per block to keep, in (0, 1]
+                (``per_clip``, ``streaming``, ``uniform``); None in ``target`` mode.
+            mode: ``per_clip`` (each clip spends ``K * budget * M`` tokens, exact IPAL),
+                ``streaming`` (causal block by block, a price per token carried across
+                calls), ``target`` (the fewest tokens whose predicted cost reaches
+                ``threshold``) or ``uniform`` (``round(budget * M)`` per block, no scorer).
+            threshold: ``target`` mode: predicted cost per block in the scorer metric's
+                units (e.g. LPIPS 0.2).
+            solver: ``fast`` (exact) or ``mip`` (python-mip CBC).
+            equality: Spend the budget exactly (the paper) instead of at most.
+
+        Returns:
+            :class:`Tokens`: codes ``(B, K, M)`` (-1 past each length) and lengths ``(B, K)``.
+
+        Raises:
+            ValueError: An unknown mode, a scorer-based mode without a scorer, a budget in
+                ``target`` mode (or none in the others), a wrong video shape.
+            adaptok.alloc.InfeasibleBudgetError: A budget the candidate lengths cannot meet.
+        """
+        from adaptok.alloc import allocate
+        from adaptok.tokenize import budget_to_mean_tokens
+
+        modes = ("per_clip", "streaming", "target", "uniform")
+        if mode not in modes:
+            raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(modes)}")
+        if mode != "uniform" and self.scorer is None:
+            raise ValueError(
+                f"mode {mode!r} needs a scorer; this model has none (load a scorer checkpoint, "
+                "or use mode='uniform')"
+            )
+        if (mode == "target") != (threshold is not None) or (mode == "target") == (
+            budget is not None
+        ):
+            raise ValueError("target mode takes a threshold and no budget; the others a budget")
+        video = self._as_batch(video)
+        encoding = self.tokenizer.encode(video)
+        m, k = self.tokens_per_block, self.num_blocks
+        if mode == "uniform":
+            count = int(round(float(budget) * m))  # type: ignore[arg-type]
+            if not (0.0 < float(budget) <= 1.0) or count < 1:  # type: ignore[arg-type]
+                raise ValueError(f"budget {budget} keeps no token of {m} per block")
+            lengths = torch.full((video.shape[0], k), count, dtype=torch.long, device=self.device)
+        elif mode == "target":
+            assert self.scorer is not None
+            mean, std = self.info.get("cost_normalisation", (0.0, 1.0))
+            costs = self.scorer(encoding.latents, encoding.quantized)
+            result = allocate(
+                costs,
+                self.candidate_lengths,
+                mode="target",
+                threshold=(float(threshold) - mean) / std,  # type: ignore[arg-type]
+            )
+            lengths = torch.as_tensor(result.lengths, dtype=torch.long, device=self.device)
+        else:
+            mean_tokens = budget_to_mean_tokens(
+                float(budget),  # type: ignore[arg-type]
+                m,
+                self.candidate_lengths,
+                k,
+                equality,
+            )
+            planner = self._planner(mode, solver, equality)
+            lengths = planner.plan(video, encoding, mean_tokens, policy="scorer", mode=mode)
+        codes = encoding.codes.view(-1, k, m)
+        dropped = torch.arange(m, device=codes.device)[None, None, :] >= lengths[:, :, None]
+        return Tokens(codes=codes.masked_fill(dropped, -1), lengths=lengths.long())
+
+    def _planner(self, mode: str, solver: str, equality: bool) -> Any:
+        """A planner kept across calls (streaming carries its price from call to call)."""
+        from adaptok.budget_planner import TokenBudgetPlanner
+
+        key = (mode, solver, equality)
+        planners = self.__dict__.setdefault("_planners", {})
+        if key not in planners:
+            planners[key] = TokenBudgetPlanner(
+                self.tokenizer,
+                self.scorer,
+                mode=mode,  # type: ignore[arg-type]
+                solver=solver,  # type: ignore[arg-type]
+                equality=equality,
+                candidates=self.candidate_lengths,
+            )
+        return planners[key]
+
+    @torch.no_grad()
+    def detokenize(self, codes: Tensor, lengths: Tensor) -> Tensor:
+        """Decodes kept codes back to video.
+
+        Args:
+            codes: Long ``(B, K, M)`` or ``(B, K * M)``; values past each length are ignored.
+            lengths: Long ``(B, K)`` kept tokens per block, in ``[1, M]``.
+
+        Returns:
+            ``(B, C, T, H, W)`` float video clamped to [0, 1].
+        """
+        codes = torch.as_tensor(codes, device=self.device).long()
+        lengths = torch.as_tensor(lengths, device=self.device).long()
+        flat = codes.flatten(1) if codes.dim() == 3 else codes
+        return self.tokenizer.decode(flat.clamp_min(0), lengths).clamp(0, 1)
+
+    # ------------------------------------------------------------------- export
+    def export_state(self) -> dict[str, Tensor]:
+        """Every network's tensors, prefixed by its name (the export's safetensors content)."""
+        state: dict[str, Tensor] = {}
+        for name in ("tokenizer", "scorer", "generator"):
+            network = getattr(self, name)
+            if network is not None:
+                state.update({f"{name}.{k}": v for k, v in network.state_dict().items()})
+        return state
+
+
+def _from_export(folder: Path) -> PretrainedAdapTok:
+    from safetensors.torch import load_file
+
+    spec_path, weights_path = folder / "spec.json", folder / "model.safetensors"
+    if not spec_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not an adaptok export (needs spec.json and model.safetensors; "
+            "write one with `adaptok export CKPT --out DIR`)"
+        )
+    spec = json.loads(spec_path.read_text())
+    if spec.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{spec_path}: unknown format {spec.get('format')!r}")
+    return _assemble(spec["networks"], load_file(str(weights_path)), spec.get("info", {}), folder)
+
+
+def _assemble(
+    specs: Mapping[str, Any], state: Mapping[str, Tensor], info: Mapping[str, Any], source: Any
+) -> PretrainedAdapTok:
+    networks: dict[str, nn.Module] = {}
+    for name, spec in specs.items():
+        network = build_safe_network(spec)
+        weights = _sub_state(state, f"{name}.")
+        if not weights:
+            raise ValueError(f"{source} holds no {name} weights (no '{name}.' tensors)")
+        network.load_state_dict(weights)
+        networks[name] = network
+    if "tokenizer" not in networks:
+        raise ValueError(f"{source} holds no tokenizer")
+    return PretrainedAdapTok(
+        networks["tokenizer"],  # type: ignore[arg-type]
+        networks.get("scorer"),  # type: ignore[arg-type]
+        networks.get("generator"),  # type: ignore[arg-type]
+        specs=specs,
+        info=info,
+    )
+
+
+def checkpoint_contents(checkpoint: Mapping[str, Any], source: Any) -> tuple[dict, dict]:
+    """The network specs and the extra info of a suite checkpoint.
+
+    Returns:
+        ``(specs, info)``: specs by network name; info with ``stage`` (the LightningModule
+        class path, if any), ``cost_normalisation`` and ``metric`` (scorers), ``budgets``
+        (generators).
+
+    Raises:
+        ValueError: No tokenizer spec in the checkpoint.
+    """
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    stage = hparams.get("_class_path")
+    specs: dict[str, Any] = {}
+    tokenizer = hparams.get("tokenizer_spec") or hparams.get("tokenizer")
+    if not (isinstance(tokenizer, Mapping) and "class_path" in tokenizer):
+        raise ValueError(
+            f"{source} holds no tokenizer spec (hyper_parameters 'tokenizer' or "
+            "'tokenizer_spec'); it was not written by `adaptok fit` or `adaptok convert-official`"
+        )
+    specs["tokenizer"] = dict(tokenizer)
+    for name in _STAGE_NETWORKS.get(stage, ())[1:]:
+        spec = hparams.get(name)
+        if isinstance(spec, Mapping) and "class_path" in spec:
+            specs[name] = dict(spec)
+    info: dict[str, Any] = {"stage": stage}
+    if "scorer" in specs:
+        info["cost_normalisation"] = [
+            float(hparams.get("target_mean", 0.0)),
+            float(hparams.get("target_std", 1.0)),
+        ]
+        info["metric"] = hparams.get("metric", "lpips")
+    if "generator" in specs:
+        info["budgets"] = hparams.get("budgets")
+        info["candidate_lengths"] = hparams.get("candidate_lengths")
+    if "official" in hparams:
+        info["official"] = hparams["official"]
+    return specs, info
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> PretrainedAdapTok:
+    """A ready (eval mode, frozen) model from a suite checkpoint or an export folder.
+
+    Args:
+        path: A ``.ckpt`` of any stage, or a folder written by ``adaptok export``.
+        device: Where to put the weights.
+
+    Returns:
+        The :class:`PretrainedAdapTok`.
+
+    Raises:
+        FileNotFoundError: Nothing at ``path``.
+        ValueError: Not a suite checkpoint/export, or a spec naming a foreign class.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        model = _from_export(path)
+    else:
+        checkpoint = read_checkpoint_safely(path)
+        specs, info = checkpoint_contents(checkpoint, path)
+        model = _assemble(specs, checkpoint["state_dict"], info, path)
+    return model.to(device)
