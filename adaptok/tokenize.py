@@ -26,11 +26,14 @@ Budgets here are FRACTIONS of the tokens per block ``M`` (``0.25`` = a quarter o
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import av
 import numpy as np
@@ -93,6 +96,10 @@ class VideoWindows:
         source_frames: Frames decoded from the file (before resampling to ``fps``).
         source_size: Displayed ``(height, width)`` of the file.
         rotation: Display rotation applied, degrees counter-clockwise.
+        properties: The file's source properties (stream, pixel format, colour, field
+            order), see :class:`~adaptok.data.video_io.SourceProperties`.
+        adjustments: What decoding changed (stream choice, alpha, tone mapping,
+            deinterlacing, rotation, rebased timestamps).
     """
 
     frames: np.ndarray
@@ -102,6 +109,8 @@ class VideoWindows:
     source_frames: int
     source_size: tuple[int, int]
     rotation: int
+    properties: dict = field(default_factory=dict)
+    adjustments: dict = field(default_factory=dict)
 
     @property
     def upscale(self) -> float:
@@ -139,6 +148,8 @@ def read_windows(
     image_size: int,
     stride: int | None = None,
     fps: float | None = None,
+    stream: int | None = None,
+    background: tuple[int, int, int] = (0, 0, 0),
 ) -> VideoWindows:
     """Decode a video file into tokenizer windows.
 
@@ -149,9 +160,12 @@ def read_windows(
         stride: Frames between window starts (>= 1); default ``num_frames`` (no overlap).
         fps: Rate to take frames at, by presentation time; default the video's average rate.
             Constant-rate video at its own rate keeps every frame.
+        stream: Video stream ordinal for files with several (``None``: the best one, as
+            ffmpeg picks it).
+        background: Colour transparent pixels of alpha sources are composited over.
 
     Returns:
-        The frames and window starts.
+        The frames and window starts, with what decoding changed (``adjustments``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -170,9 +184,11 @@ def read_windows(
     if not path.is_file():
         raise FileNotFoundError(f"not a file: {path}")
     try:
-        info = probe_video(path)
+        info = probe_video(path, stream)
         resized = short_side_shape(info.height, info.width, image_size)
-        decoded = decode_video_timed(path, output_size=resized)
+        decoded = decode_video_timed(
+            path, output_size=resized, stream=stream, background=background
+        )
     except (VideoDecodeError, av.FFmpegError) as error:
         raise VideoDecodeError(f"cannot decode {path} as a video: {error}") from error
     times = decoded.times
@@ -200,6 +216,8 @@ def read_windows(
         source_frames=len(times),
         source_size=(info.height, info.width),
         rotation=decoded.rotation,
+        properties=decoded.properties.as_dict(),
+        adjustments=dict(decoded.adjustments),
     )
 
 
@@ -285,6 +303,9 @@ class TokenizedVideo:
         total_frames: Frames taken from the video at ``fps``.
         upscale: How much the video's short side was enlarged to reach ``S`` (> 1: the
             input was smaller than the tokenizer's frames).
+        source_video: JSON of the file's source properties (stream, colour, field order).
+        adjustments: JSON of what decoding changed (``{}`` when nothing): stream choice,
+            alpha compositing, tone mapping, deinterlacing, rotation, rebased timestamps.
         inputs: ``(W, T, S, S, 3)`` uint8 input windows (not saved to npz).
         reconstruction: ``(W, T, S, S, 3)`` uint8 reconstructions (not saved to npz).
     """
@@ -307,6 +328,8 @@ class TokenizedVideo:
     image_size: int
     total_frames: int
     upscale: float = 1.0
+    source_video: str = "{}"
+    adjustments: str = "{}"
     inputs: np.ndarray | None = field(default=None, repr=False)
     reconstruction: np.ndarray | None = field(default=None, repr=False)
 
@@ -344,7 +367,11 @@ _SAVED_SCALARS = (
     "image_size",
     "total_frames",
     "upscale",
+    "source_video",
+    "adjustments",
 )
+_OPTIONAL_SCALARS = ("source_video", "adjustments")
+"""Added later: files written before them still load (as ``"{}"``)."""
 
 
 def save_npz(result: TokenizedVideo, path: str | Path) -> Path:
@@ -363,8 +390,30 @@ def save_npz(result: TokenizedVideo, path: str | Path) -> Path:
         path = path.with_name(path.name + ".npz")
     arrays = {name: np.asarray(getattr(result, name)) for name in _SAVED_ARRAYS}
     arrays.update({name: np.asarray(getattr(result, name)) for name in _SAVED_SCALARS})
-    np.savez_compressed(path, **arrays)
+    _write_atomic(path, lambda handle: np.savez_compressed(handle, **arrays))
     return path
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through a temporary file next to ``path`` and rename it; no debris on failure.
+
+    Raises:
+        OSError: The write failed (disk full, file-size limit, permissions): the message
+            names the file; the temporary file is removed.
+    """
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise OSError(
+            error.errno, f"cannot write {path}: {error.strerror or error}; nothing was written"
+        ) from error
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def load_npz(path: str | Path) -> TokenizedVideo:
@@ -375,11 +424,12 @@ def load_npz(path: str | Path) -> TokenizedVideo:
         ValueError: A key is missing (not a tokenize result).
     """
     with np.load(Path(path), allow_pickle=False) as data:
-        missing = [k for k in (*_SAVED_ARRAYS, *_SAVED_SCALARS) if k not in data.files]
+        required = [k for k in (*_SAVED_ARRAYS, *_SAVED_SCALARS) if k not in _OPTIONAL_SCALARS]
+        missing = [k for k in required if k not in data.files]
         if missing:
             raise ValueError(f"{path} is not an `adaptok tokenize` result: no {missing}")
         values = {name: data[name] for name in _SAVED_ARRAYS}
-        scalars = {name: data[name].item() for name in _SAVED_SCALARS}
+        scalars = {name: data[name].item() for name in _SAVED_SCALARS if name in data.files}
     return TokenizedVideo(**values, **scalars)
 
 
@@ -414,6 +464,8 @@ def tokenize_video(
     keep_frames: bool = True,
     checkpoint: str = "",
     progress: bool = False,
+    stream: int | None = None,
+    background: tuple[int, int, int] = (0, 0, 0),
 ) -> TokenizedVideo:
     """Encode a video window by window and keep the tokens the scorer + allocator choose.
 
@@ -438,6 +490,8 @@ def tokenize_video(
         keep_frames: Keep the uint8 input windows and reconstructions in the result.
         checkpoint: Checkpoint path recorded in the result.
         progress: Show a progress bar over windows.
+        stream: Video stream ordinal for files with several (``None``: the best one).
+        background: Colour transparent pixels of alpha sources are composited over.
 
     Returns:
         The :class:`TokenizedVideo`.
@@ -473,7 +527,9 @@ def tokenize_video(
         if budget is None:
             raise ValueError(f"{mode} mode needs a budget (a fraction in (0, 1])")
         mean_tokens = budget_to_mean_tokens(budget, tokens, candidates, blocks, equality)
-    windows = read_windows(path, tokenizer.num_frames, tokenizer.image_size, stride, fps)
+    windows = read_windows(
+        path, tokenizer.num_frames, tokenizer.image_size, stride, fps, stream, background
+    )
 
     tokenizer.eval()
     scorer.eval()
@@ -539,6 +595,8 @@ def tokenize_video(
         image_size=tokenizer.image_size,
         total_frames=len(windows.frames),
         upscale=windows.upscale,
+        source_video=json.dumps(windows.properties, sort_keys=True),
+        adjustments=json.dumps(windows.adjustments, sort_keys=True),
         inputs=np.concatenate(inputs) if keep_frames else None,
         reconstruction=np.concatenate(recons) if keep_frames else None,
     )
@@ -629,5 +687,5 @@ def write_side_by_side(
     else:
         data = _encode_mpeg4(frames, result.fps)
     path = Path(path)
-    path.write_bytes(data)
+    _write_atomic(path, lambda handle: handle.write(data))
     return path

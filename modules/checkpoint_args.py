@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
+
+from modules.loading import read_checkpoint_safely
 
 __all__ = ["with_model_from_checkpoint"]
 
@@ -49,10 +50,16 @@ def with_model_from_checkpoint(args: Sequence[str]) -> list[str]:
         The arguments, with the checkpoint's ``{"class_path", "init_args"}`` inserted after
         the subcommand (so later ``--model.init_args.*`` overrides still apply) when a
         checkpoint is named, exists, records its class, and no model is given.
+
+    Raises:
+        modules.loading.CheckpointError: The named checkpoint (any subcommand, ``fit``
+            resuming included) cannot be restored: unreadable, a hyperparameter that is not
+            a plain value, or a network spec that disagrees with its stored weights. The
+            message names the file and the field.
     """
     args = list(args)
     positions = [i for i, a in enumerate(args) if a in _SUBCOMMANDS]
-    if not positions or args[positions[0]] == "fit":
+    if not positions:
         return args
     start = positions[0] + 1
     ckpt_path: str | None = None
@@ -69,9 +76,11 @@ def with_model_from_checkpoint(args: Sequence[str]) -> list[str]:
         given = _option(args, index, "--ckpt_path")
         if given is not None:
             ckpt_path = given
-    if has_model or not ckpt_path or not Path(ckpt_path).is_file():
+    if not ckpt_path or not Path(ckpt_path).is_file():
         return args
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint_safely(ckpt_path)  # one-line CheckpointError when unusable
+    if has_model or args[positions[0]] == "fit":
+        return args
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     class_path = hparams.pop("_class_path", None)

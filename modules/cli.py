@@ -10,16 +10,86 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
+from adaptok.data.shards import ShardURLError
 from modules.checkpoint_args import with_model_from_checkpoint
-from modules.preflight import check_run, check_settings
+from modules.loading import CheckpointError
+from modules.preflight import PreflightError, check_run, check_settings
 
-__all__ = ["AdapTokCLI", "main", "run_cli"]
+__all__ = ["USER_ERRORS", "AdapTokCLI", "ConfigFileError", "check_config_files", "main", "run_cli"]
+
+
+class ConfigFileError(ValueError):
+    """A ``--config`` file that cannot be read as settings; names the file (and line)."""
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigFileError,
+    CheckpointError,
+    PreflightError,
+    ShardURLError,
+)
+"""Errors a user fixes in their command or files: ``adaptok`` prints them in one line."""
+
+
+def _config_paths(args: Sequence[str]) -> list[str]:
+    paths = []
+    for index, arg in enumerate(args):
+        for flag in ("-c", "--config"):
+            if arg == flag and index + 1 < len(args):
+                paths.append(args[index + 1])
+            elif arg.startswith(flag + "="):
+                paths.append(arg.split("=", 1)[1])
+    return paths
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Refuse a ``--config`` file that is missing, empty, not YAML or not a mapping.
+
+    LightningCLI reports an empty file as a bare "Unexpected config:" and a YAML syntax
+    error without the file name; this names the file, the line and the column.
+
+    Raises:
+        ConfigFileError: In one line.
+    """
+    for name in _config_paths(args):
+        path = Path(name)
+        if not path.is_file():
+            if name.lstrip().startswith(("{", "[")) or "\n" in name or ": " in name:
+                continue  # an inline YAML/JSON string, which LightningCLI also accepts
+            raise ConfigFileError(f"config file {name} not found")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigFileError(f"config file {name} cannot be read: {error}") from error
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            tab = "\t" in problem or "\\t" in problem
+            hint = " (YAML indents with spaces, not tabs)" if tab else ""
+            problem = problem.replace("\t", "\\t")
+            raise ConfigFileError(f"config file {name}{where}: {problem}{hint}") from error
+        if content is None:
+            raise ConfigFileError(
+                f"config file {name} is empty (no settings): remove it from the command or "
+                "add settings"
+            )
+        if not isinstance(content, dict):
+            raise ConfigFileError(
+                f"config file {name} holds a YAML {type(content).__name__}, not a mapping of "
+                "settings (e.g. `trainer:`, `model:`, `data:`)"
+            )
 
 
 class AdapTokCLI(LightningCLI):
@@ -62,20 +132,21 @@ class AdapTokCLI(LightningCLI):
 
     def before_validate(self) -> None:
         """Settings checks of an evaluation run."""
-        check_settings(self.model, self.datamodule)
+        check_settings(self.model, self.datamodule, "validate")
 
     def before_test(self) -> None:
         """Settings checks of an evaluation run."""
-        check_settings(self.model, self.datamodule)
+        check_settings(self.model, self.datamodule, "test")
 
     def before_predict(self) -> None:
         """Settings checks of a prediction run."""
-        check_settings(self.model, self.datamodule)
+        check_settings(self.model, self.datamodule, "predict")
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
     """Build (and by default run) the CLI on ``args`` (default ``sys.argv[1:]``); returns it."""
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    check_config_files(sys.argv[1:] if args is None else args)
     if args is None:  # LightningCLI reads sys.argv itself (passing it would warn)
         sys.argv[1:] = with_model_from_checkpoint(sys.argv[1:])
     else:
@@ -93,24 +164,20 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
 
 
 def main() -> None:
-    """Console entry point of ``adaptok``: a LightningCLI subcommand, or another command.
-
-    The others: ``tokenize``, ``export`` (``adaptok.export``) and ``convert-official``
-    (``modules.convert_official``).
-    """
+    """Console entry point of ``adaptok``: a LightningCLI subcommand, or ``tokenize``."""
     if sys.argv[1:2] == ["tokenize"]:
         from modules.tokenize_cli import main as tokenize
 
         raise SystemExit(tokenize(sys.argv[2:]))
-    if sys.argv[1:2] == ["export"]:
-        from adaptok.export import main as export
-
-        raise SystemExit(export(sys.argv[2:]))
-    if sys.argv[1:2] == ["convert-official"]:
-        from modules.convert_official import main as convert
-
-        raise SystemExit(convert(sys.argv[2:]))
-    run_cli()
+    try:
+        run_cli()
+    except USER_ERRORS as error:
+        if os.environ.get("JSONARGPARSE_DEBUG"):
+            raise
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        message = " ".join(str(error).split())
+        print(f"adaptok {command}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ Any stage checkpoint (tokenizer, scorer, generator, annotator) can be restored w
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import pickle
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,6 +33,8 @@ from adaptok.nn.tokenizer import AdapTokTokenizer
 
 __all__ = [
     "FROZEN_METRIC_TYPES",
+    "CheckpointError",
+    "check_checkpoint",
     "NetworkSpec",
     "build_network",
     "drop_frozen_metric_weights",
@@ -40,6 +44,7 @@ __all__ = [
     "load_stage",
     "load_frozen_tokenizer",
     "read_checkpoint",
+    "read_checkpoint_safely",
     "restore_frozen_metric_weights",
     "tokenizer_spec_of",
 ]
@@ -54,6 +59,136 @@ _HOW_TO_TRAIN = (
     "Train one first, e.g. `adaptok fit --config experiments/demo/tokenizer.yaml`, and point "
     "the setting at a file under its checkpoints/ folder."
 )
+
+
+class CheckpointError(ValueError):
+    """A checkpoint this version cannot use as it is; the message names the file and field."""
+
+
+_SPEC_PREFIXES = {"tokenizer_spec": "tokenizer.", "tokenizer": "tokenizer.", "scorer": "scorer."}
+"""Hyperparameters holding a network spec, and where that network's weights are stored."""
+_DATA_GEOMETRY = {"image_size": "resolution", "num_frames": "num_frames"}
+"""Tokenizer init argument -> the data setting it was trained with (must be equal)."""
+
+
+def _foreign_values(value: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """``(field, value)`` of every numpy / torch object inside a hyperparameter tree."""
+    if isinstance(value, np.generic | np.ndarray | torch.Tensor):
+        yield where, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _foreign_values(item, f"{where}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _foreign_values(item, f"{where}[{index}]")
+
+
+def _spec_problem(spec: Mapping[str, Any], state: Mapping[str, Any], prefix: str) -> str | None:
+    """How a network spec disagrees with the stored weights' names and shapes (None: agrees)."""
+    weights = _sub_state(state, prefix)
+    if not weights:
+        return None
+    try:
+        try:  # no memory for the weights; some initialisations need real tensors
+            with torch.device("meta"):
+                network = build_network(spec)
+        except (NotImplementedError, RuntimeError):
+            network = build_network(spec)
+    except Exception as error:  # a spec that cannot be built is itself the problem
+        return f"cannot be built ({type(error).__name__}: {error})"
+    expected = network.state_dict()
+    for key, tensor in weights.items():
+        if key not in expected:
+            return f"has no parameter {prefix}{key} that the stored weights hold"
+        if tuple(expected[key].shape) != tuple(tensor.shape):
+            return (
+                f"gives {prefix}{key} the shape {tuple(expected[key].shape)} but the stored "
+                f"weights have {tuple(tensor.shape)}"
+            )
+    missing = [key for key in expected if key not in weights]
+    if missing:
+        return f"needs {prefix}{missing[0]}, which the stored weights lack"
+    return None
+
+
+def check_checkpoint(checkpoint: Mapping[str, Any], source: str | Path) -> None:
+    """Refuse a checkpoint whose hyperparameters this version cannot restore, in one line.
+
+    Checks that hyperparameters hold plain Python values (a numpy scalar cannot be loaded
+    with ``weights_only``), that every stored network spec (``tokenizer_spec``,
+    ``tokenizer``, ``scorer``) agrees with the names and shapes of the stored weights, and
+    that the tokenizer's ``image_size`` / ``num_frames`` equal the data ``resolution`` /
+    ``num_frames`` the checkpoint was trained with (a spec edited to another size loads
+    without a shape error, since position embeddings are computed, not stored).
+
+    Raises:
+        CheckpointError: Naming the checkpoint, the field and both values.
+    """
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not isinstance(hparams, Mapping):
+        raise CheckpointError(f"checkpoint {source}: hyper_parameters is not a mapping")
+    for where, value in _foreign_values(dict(hparams), "hyper_parameters"):
+        kind = f"{type(value).__module__}.{type(value).__name__}"
+        raise CheckpointError(
+            f"checkpoint {source}: {where} is a {kind} ({value!r}), not a plain Python value; "
+            "this version stores plain numbers and lists (re-save it with float()/int()/"
+            ".tolist() applied to that field)"
+        )
+    state = checkpoint.get("state_dict") or {}
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    for name, prefix in _SPEC_PREFIXES.items():
+        spec = hparams.get(name)
+        if not (isinstance(spec, Mapping) and "class_path" in spec):
+            continue
+        problem = _spec_problem(spec, state, prefix)
+        if problem is not None:
+            raise CheckpointError(
+                f"checkpoint {source}: hyper_parameters[{name!r}] ({spec['class_path']}) "
+                f"{problem}; the spec was edited or comes from another version"
+            )
+        if prefix != "tokenizer.":
+            continue
+        init_args = spec.get("init_args") or {}
+        for argument, setting in _DATA_GEOMETRY.items():
+            built, trained = init_args.get(argument), data.get(setting)
+            if isinstance(built, int) and isinstance(trained, int) and built != trained:
+                raise CheckpointError(
+                    f"checkpoint {source}: hyper_parameters[{name!r}] has {argument}={built} "
+                    f"but the network was trained on data with {setting}={trained} "
+                    f"(datamodule_hyper_parameters); the stored weights belong to "
+                    f"{argument}={trained}"
+                )
+
+
+def read_checkpoint_safely(ckpt_path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only`` first, and say in one line why it fails.
+
+    A checkpoint holding objects ``weights_only`` refuses (numpy scalars in the
+    hyperparameters, from another version) is read once more in full to name the field.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        CheckpointError: The file is not a checkpoint, or a field cannot be restored.
+    """
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}. {_HOW_TO_TRAIN}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        try:
+            checkpoint = read_checkpoint(path)
+        except Exception as second:
+            raise CheckpointError(f"cannot read checkpoint {path}: {second}") from second
+        check_checkpoint(checkpoint, path)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise CheckpointError(f"cannot read checkpoint {path} safely: {first_line}") from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+    check_checkpoint(checkpoint, path)
+    return checkpoint
 
 
 def _import(class_path: str) -> Any:
@@ -104,9 +239,12 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}. {_HOW_TO_TRAIN}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     return checkpoint
 
 
@@ -139,6 +277,7 @@ def _sub_state(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str,
 
 def _load_tokenizer(ckpt_path: str | Path) -> tuple[AdapTokTokenizer, NetworkSpec]:
     checkpoint = read_checkpoint(ckpt_path)
+    check_checkpoint(checkpoint, ckpt_path)
     spec = tokenizer_spec_of(checkpoint, str(ckpt_path))
     tokenizer = build_network(spec)
     state = _sub_state(checkpoint["state_dict"], "tokenizer.")
@@ -232,6 +371,7 @@ def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
         ValueError: The checkpoint does not name its LightningModule class.
     """
     checkpoint = read_checkpoint(ckpt_path)
+    check_checkpoint(checkpoint, ckpt_path)
     class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
     if not class_path:
         raise ValueError(

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 __all__ = [
     "MODEL_VALUE_RANGE",
     "PreflightError",
+    "check_data_urls",
     "check_disk_space",
     "check_run",
     "check_settings",
@@ -50,17 +51,58 @@ def _model_setting(model: LightningModule, *names: str) -> Any | None:
     return None
 
 
-def check_settings(model: LightningModule, datamodule: LightningDataModule | None) -> None:
+_STAGE_SPLITS = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
+
+
+def check_data_urls(datamodule: LightningDataModule | None, stage: str | None) -> None:
+    """Refuse a stage whose shard URL setting is null, empty or blank, in one line.
+
+    Reads the datamodule's ``urls`` mapping (``VideoShardsDataModule``,
+    ``TokenShardsDataModule``) or its ``{split}_urls`` attribute (``VideoWindowsDataModule``).
+
+    Raises:
+        PreflightError: Naming the setting and the stage that needs it.
+    """
+    split = _STAGE_SPLITS.get(stage or "")
+    if datamodule is None or split is None:
+        return
+    urls = getattr(datamodule, "urls", None)
+    if isinstance(urls, dict) and split in urls:
+        value, known = urls[split], True
+    else:
+        value, known = (
+            getattr(datamodule, f"{split}_urls", None),
+            hasattr(datamodule, f"{split}_urls"),
+        )
+    if not known:
+        return
+    setting = f"data.init_args.{split}_urls"
+    blank = isinstance(value, str) and not value.strip()
+    empty_list = isinstance(value, list | tuple) and (
+        not value or any(v is None or not str(v).strip() for v in value)
+    )
+    if value is None or blank or empty_list:
+        raise PreflightError(
+            f"{setting} is {value!r}: `adaptok {stage}` needs {split} shards; give a shard "
+            "pattern, folder or URL (e.g. data/demo/synthetic/train-*.tar)"
+        )
+
+
+def check_settings(
+    model: LightningModule, datamodule: LightningDataModule | None, stage: str | None = None
+) -> None:
     """Refuse data settings the model cannot accept.
 
-    Checks the datamodule's ``value_range`` against the model's input range, and its
-    ``num_frames`` / ``resolution`` against the tokenizer's ``num_frames`` / ``image_size``.
+    Checks that the stage's shard URL setting names shards, the datamodule's ``value_range``
+    against the model's input range, and its ``num_frames`` / ``resolution`` against the
+    tokenizer's ``num_frames`` / ``image_size``.
 
     Raises:
         PreflightError: Naming both settings and their values.
     """
     if datamodule is None:
         return
+    check_data_urls(datamodule, stage)
     data_range = getattr(datamodule, "value_range", None)
     expected = tuple(float(v) for v in getattr(model, "input_value_range", MODEL_VALUE_RANGE))
     if data_range is not None and tuple(float(v) for v in data_range) != expected:
@@ -141,7 +183,7 @@ def check_run(
     Raises:
         PreflightError: The first problem found.
     """
-    check_settings(model, datamodule)
+    check_settings(model, datamodule, "fit")
     folders: list[tuple[Path, str]] = [(Path(trainer.default_root_dir), "trainer.default_root_dir")]
     for logger in trainer.loggers:
         save_dir = getattr(logger, "save_dir", None)

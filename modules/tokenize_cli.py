@@ -16,6 +16,7 @@ and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from adaptok.alloc import SOLVERS
+from adaptok.data.colour import parse_background
 from adaptok.data.video_io import VideoDecodeError
 from adaptok.tokenize import (
     TOKENIZE_MODES,
@@ -88,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fps", type=float, default=None, help="take frames at this rate (default the video's)"
     )
+    parser.add_argument(
+        "--stream",
+        type=int,
+        default=None,
+        help="video stream of a file with several (0 = first video stream; default: the "
+        "largest, default-flagged one, as ffmpeg picks it)",
+    )
+    parser.add_argument(
+        "--background",
+        default="black",
+        help="colour transparent pixels are composited over: black, white, gray, #RRGGBB or "
+        "R,G,B (default black)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="windows encoded together")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or window table")
@@ -137,12 +152,25 @@ def format_summary(result: TokenizedVideo, table: bool = True) -> str:
             f"note: the last {result.uncovered_frames} frames do not fill a window and were "
             "not tokenized"
         )
+    for line in _adjustment_notes(result):
+        lines.append(f"note: {line}")
     if result.upscale > 1.0:
         lines.append(
             f"note: the video's short side was enlarged {result.upscale:.2f}x to "
             f"{result.image_size} px; the quality figures are against that enlarged input"
         )
     return "\n".join(lines)
+
+
+def _adjustment_notes(result: TokenizedVideo) -> list[str]:
+    """What decoding changed, one line per kind (stream, alpha, HDR, interlace, time)."""
+    from adaptok.data.writer import adjustment_warnings
+
+    try:
+        adjustments = json.loads(result.adjustments or "{}")
+    except ValueError:
+        return []
+    return adjustment_warnings(adjustments) if isinstance(adjustments, dict) else []
 
 
 def _device(name: str) -> torch.device:
@@ -170,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except (FileNotFoundError, IsADirectoryError, VideoDecodeError, ValueError) as error:
+    except (OSError, VideoDecodeError, ValueError) as error:
         print(f"{_PROG}: error: {error}", file=sys.stderr)
         return 2
 
@@ -192,6 +220,9 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.stride is not None and args.stride < 1:
         raise ValueError(f"--stride must be >= 1 frame, got {args.stride}")
+    if args.stream is not None and args.stream < 0:
+        raise ValueError(f"--stream must be >= 0, got {args.stream}")
+    background = parse_background(args.background)
     if not args.video.exists():
         raise FileNotFoundError(f"video file not found: {args.video}")
     _check_output(args.out, "--out")
@@ -230,6 +261,8 @@ def _run(args: argparse.Namespace) -> int:
         keep_frames=args.reconstruct is not None,
         checkpoint=str(args.ckpt),
         progress=not args.quiet,
+        stream=args.stream,
+        background=background,
     )
     text = format_summary(result, table=not args.quiet)
     print(text)

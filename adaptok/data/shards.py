@@ -17,7 +17,7 @@ import webdataset as wds
 
 from adaptok.data.files import walk_files
 
-__all__ = ["ShardOrder", "check_url_setting", "resolve_shards", "shards_for_pass"]
+__all__ = ["ShardOrder", "ShardURLError", "check_url_setting", "resolve_shards", "shards_for_pass"]
 
 ShardOrder = Literal["ordered", "shuffled", "resampled"]
 _REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "gcs://", "ais://")
@@ -53,6 +53,10 @@ def _local_matches(pattern: str, origin: str) -> list[str]:
     return [str(path)]
 
 
+class ShardURLError(ValueError):
+    """A shard URL setting that cannot name shards (empty, blank or null)."""
+
+
 def check_url_setting(urls: object, setting: str = "shard URLs") -> list[str]:
     """The specifications of a URL setting as a list, refusing empty or null ones in one line.
 
@@ -67,17 +71,17 @@ def check_url_setting(urls: object, setting: str = "shard URLs") -> list[str]:
         The specifications.
 
     Raises:
-        ValueError: ``urls`` is empty, null, blank, or a list holding such an entry.
+        ShardURLError: ``urls`` is empty, null, blank, or a list holding such an entry.
     """
     if urls is None:
-        raise ValueError(f"{setting} is null: give a shard pattern, folder or URL")
+        raise ShardURLError(f"{setting} is null: give a shard pattern, folder or URL")
     specs = [urls] if isinstance(urls, str | Path) else list(urls)  # type: ignore[call-overload]
     if not specs:
-        raise ValueError(f"{setting} is an empty list: give a shard pattern, folder or URL")
+        raise ShardURLError(f"{setting} is an empty list: give a shard pattern, folder or URL")
     for index, spec in enumerate(specs):
         where = setting if len(specs) == 1 else f"{setting}[{index}]"
         if spec is None or not isinstance(spec, str | Path) or not str(spec).strip():
-            raise ValueError(
+            raise ShardURLError(
                 f"{where} is {spec!r}: an empty shard URL would read every tar under the "
                 "working directory; give a shard pattern, folder or URL"
             )
