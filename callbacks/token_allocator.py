@@ -33,7 +33,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from adaptok.alloc import allocate
-from adaptok.budget_planner import AllocationPolicy, PlannerMode, TokenBudgetPlanner
+from adaptok.budget_planner import PLANNER_MODES, AllocationPolicy, PlannerMode, TokenBudgetPlanner
 from adaptok.distributed import gather_rows
 from adaptok.metrics.allocation_gain import captured_gain, uniform_tokens_to_match
 from adaptok.metrics.meter import VideoQualityMeter
@@ -67,9 +67,12 @@ class TokenAllocator(pl.Callback):
     Args:
         budgets: Mean tokens per block as fractions of the tokens per block (0.25 = a quarter).
         policies: Which of ``scorer``, ``uniform``, ``oracle`` to run.
-        modes: Allocation modes for ``scorer`` and ``oracle``: ``batch`` (the paper's ILP over
-            the mini-batch), ``per_clip`` (each clip its own budget) and/or ``streaming``
-            (causal, a price per token carried over time).
+        modes: Allocation modes for ``scorer`` and ``oracle``, each named in every report row:
+            ``causal_table`` (the official code's IPAL: block by block, each block scored
+            given the earlier blocks' chosen lengths, one ILP over the mini-batch per block
+            with the block's target from ``block_table``), ``batch`` (the paper's ILP over
+            the mini-batch, all blocks scored at once), ``per_clip`` (each clip its own
+            budget) and/or ``streaming`` (causal, a price per token carried over time).
         solver: ``mip`` (python-mip CBC, the paper's ILP) or ``fast`` (exact, vectorised). The
             report checks on the first batch that the other solver reaches the same objective.
         equality: Spend each budget exactly (the paper) rather than at most.
@@ -79,6 +82,12 @@ class TokenAllocator(pl.Callback):
         uniform_curve: Also run uniform allocation at every candidate length.
         every_n_epochs: Run on validation every n epochs (test always runs).
         heatmap_clips: Clips shown in the tokens-per-block heatmap.
+        block_table: ``causal_table``'s per-block targets: budget fraction -> one fraction of
+            the tokens per block for each block; None = the official table
+            (``adaptok.alloc.REFERENCE_BLOCK_TABLE``: 0.25, 0.5 and 0.75 among its rows).
+
+    Raises:
+        ValueError: Budgets outside (0, 1], unknown policies or modes.
     """
 
     def __init__(
@@ -94,6 +103,7 @@ class TokenAllocator(pl.Callback):
         uniform_curve: bool = True,
         every_n_epochs: int = 1,
         heatmap_clips: int = 32,
+        block_table: dict[float, list[float]] | None = None,
     ) -> None:
         super().__init__()
         if not budgets or any(not 0 < b <= 1 for b in budgets):
@@ -101,9 +111,9 @@ class TokenAllocator(pl.Callback):
         unknown = set(policies) - set(POLICIES)
         if unknown:
             raise ValueError(f"unknown policies {sorted(unknown)}; choose from {POLICIES}")
-        bad_modes = set(modes) - {"batch", "per_clip", "streaming"}
+        bad_modes = set(modes) - set(PLANNER_MODES)
         if not modes or bad_modes:
-            raise ValueError(f"modes must be among batch, per_clip, streaming; got {list(modes)}")
+            raise ValueError(f"modes must be among {', '.join(PLANNER_MODES)}; got {list(modes)}")
         self.budgets = sorted(budgets)
         self.policies = list(policies)
         self.modes = list(dict.fromkeys(modes))
@@ -115,6 +125,7 @@ class TokenAllocator(pl.Callback):
         self.uniform_curve = uniform_curve
         self.every_n_epochs = every_n_epochs
         self.heatmap_clips = heatmap_clips
+        self.block_table = block_table
         self._active = False
 
     # ------------------------------------------------------------------ bookkeeping
@@ -137,7 +148,14 @@ class TokenAllocator(pl.Callback):
             pl_module.quality,
             solver=self.solver,
             equality=self.equality,
+            block_table=self.block_table,
         )
+        # causal_table's per-block targets, checked before any work (a budget without a row)
+        self._block_targets = {
+            budget: self._planner.block_targets(budget * tokens)
+            for budget in self.budgets
+            if "causal_table" in self.modes
+        }
         self._keys: list[RowKey] = []
         for budget in self.budgets:
             mean = budget * tokens
@@ -196,7 +214,7 @@ class TokenAllocator(pl.Callback):
                 if policy == "uniform":
                     lengths = planner.plan(video, encoding, mean, "uniform")
                 else:
-                    reuse = costs.get(policy) if mode != "streaming" else None
+                    reuse = costs.get(policy) if mode in ("batch", "per_clip") else None
                     lengths = planner.plan(video, encoding, mean, policy, mode=mode, costs=reuse)
                 recon = tokenizer.decode(encoding.codes, lengths).clamp(0, 1)
                 self._meters[key].update(video, recon)
@@ -257,6 +275,7 @@ class TokenAllocator(pl.Callback):
             row = {
                 "mode": mode,
                 "policy": policy,
+                "budget": key[2] / tokens,  # asked, as a fraction of the tokens per block
                 "mean_tokens_per_block": float(chosen.mean()) if chosen.numel() else math.nan,
                 "tokens_per_clip": float(chosen.sum(1).mean()) if chosen.numel() else math.nan,
                 **{k: v for k, v in results.items() if k in _QUALITY},
@@ -311,14 +330,18 @@ class TokenAllocator(pl.Callback):
             for budget in self.budgets:
                 mean = budget * tokens
 
-                def psnr(policy: str, mode: str = mode, mean: float = mean) -> float:
+                def row_of(policy: str, mode: str = mode, mean: float = mean) -> dict[str, Any]:
+                    # Matched on the ASKED budget: causal_table spends a little less (its
+                    # block totals are rounded down onto the candidate grid).
                     for r in rows:
-                        same = math.isclose(r["mean_tokens_per_block"], mean, abs_tol=0.5)
+                        same = math.isclose(r["budget"] * tokens, mean, abs_tol=0.5)
                         if r["policy"] == policy and r["mode"] in (mode, "-") and same:
-                            return r["psnr"]
-                    return math.nan
+                            return r
+                    return {"psnr": math.nan, "mean_tokens_per_block": math.nan}
 
-                scorer, flat, oracle = psnr("scorer"), psnr("uniform"), psnr("oracle")
+                scorer_row = row_of("scorer")
+                spent = scorer_row["mean_tokens_per_block"]
+                scorer, flat, oracle = (row_of(p)["psnr"] for p in ("scorer", "uniform", "oracle"))
                 captured, regret = captured_gain(scorer, flat, oracle)
                 needed = (
                     uniform_tokens_to_match(
@@ -332,6 +355,7 @@ class TokenAllocator(pl.Callback):
                         "mode": mode,
                         "budget": budget,
                         "mean_tokens_per_block": mean,
+                        "scorer_tokens_per_block": spent,
                         "psnr_scorer": scorer,
                         "psnr_uniform": flat,
                         "psnr_oracle": oracle,
@@ -340,7 +364,7 @@ class TokenAllocator(pl.Callback):
                         "captured_gain": captured,
                         "regret_db": regret,
                         "uniform_tokens_to_match": needed,
-                        "token_savings": needed / mean if math.isfinite(needed) else needed,
+                        "token_savings": needed / spent if math.isfinite(needed) else needed,
                     }
                 )
         return out
@@ -366,6 +390,13 @@ class TokenAllocator(pl.Callback):
         notes = [
             f"solver: {self.solver} (python-mip CBC)" if self.solver == "mip" else "solver: fast",
             f"equality budget: {self.equality}; LPIPS backbone: {self._lpips_net}",
+            *(
+                f"causal_table at {budget:g}: block targets "
+                f"{[round(t, 3) for t in targets]} tokens per block, "
+                f"{'the official table' if self.block_table is None else 'block_table'}; each "
+                "block's total over a batch rounded down onto the candidate grid"
+                for budget, targets in self._block_targets.items()
+            ),
             *(f"solver check, first batch: {line}" for line in self._solver_check),
         ]
         curve = sorted(

@@ -145,3 +145,53 @@ def test_report_is_the_same_on_two_ranks_with_uneven_shards(
             assert (one[name] == "") == (two[name] == ""), name
             if one[name]:
                 assert float(two[name]) == pytest.approx(float(one[name]), rel=1e-4), name
+
+
+def test_causal_table_mode_runs_the_official_procedure(workspace: Path, scorer_ckpt: Path) -> None:
+    """causal_table rows (issue 16.2): each block's total over the batch is the table target x
+    B rounded down onto the grid; every row names its mode and asked budget; the summary pairs
+    rows by the asked budget although causal_table spends a different amount."""
+    import numpy as np
+
+    from adaptok.alloc import block_targets
+    from adaptok.alloc.block_table import floor_block_total
+    from adaptok.alloc.feasibility import TokenGrid
+
+    callbacks = (
+        '[{"class_path": "callbacks.TokenAllocator", "init_args": {"modes": ["causal_table", '
+        '"per_clip"], "budgets": [0.25, 0.5], "fvd": false, "lpips": false, '
+        '"uniform_curve": false}}]'
+    )
+    with working_directory(workspace):
+        cli = run_cli(
+            [
+                "test",
+                "--config",
+                str(EXPERIMENTS / "demo" / "eval_recon.yaml"),
+                *EVAL_DATA,
+                "--data.init_args.batch_size=64",  # all 4 val clips in one batch
+                f"--trainer.callbacks={callbacks}",
+                "--trainer.logger.init_args.name=eval_table",
+                f"--ckpt_path={scorer_ckpt}",
+            ]
+        )
+        folder = Path(cli.trainer.log_dir).resolve()
+    rows = read_csv(folder / "allocation_report.csv")
+    grid = TokenGrid.from_lengths(np.array([2, 4, 6, 8]))
+    table_rows = [r for r in rows if r["mode"] == "causal_table"]
+    assert {(r["policy"], float(r["budget"])) for r in table_rows} == {
+        (p, b) for p in ("scorer", "oracle") for b in (0.25, 0.5)
+    }
+    for row in rows:
+        assert row["mode"] in ("causal_table", "per_clip", "-") and row["budget"]
+    for row in table_rows:
+        clips = int(float(row["num_samples"]))
+        targets = block_targets(float(row["budget"]), 8, 4)
+        expected = sum(floor_block_total(t, clips, grid) for t in targets) / clips
+        assert float(row["tokens_per_clip"]) == pytest.approx(expected)
+    summary = read_csv(folder / "allocation_summary.csv")
+    assert {r["mode"] for r in summary} == {"causal_table", "per_clip"}
+    for row in summary:
+        assert np.isfinite(float(row["psnr_scorer"])) and np.isfinite(float(row["psnr_oracle"]))
+    notes = (folder / "allocation_report.md").read_text()
+    assert "causal_table at 0.5: block targets [7.125, 3.781, 2.688, 2.344]" in notes
