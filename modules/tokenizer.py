@@ -1,11 +1,13 @@
 """TokenizerModule: trains an AdapTok tokenizer with block-wise tail dropping.
 
 Wiring only: the networks (tokenizer, loss with its discriminator and optional prior, and the
-tail-drop sampler) are injected from YAML; this class owns the manual G/D optimisation loop.
+tail-drop sampler) are injected from YAML; this class owns the manual G/D optimisation loop,
+the prior's learning-rate group and the prior's scheduled-sampling progress.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -35,8 +37,15 @@ class TokenizerModule(LightningModule):
         scheduler: Generator LR schedule, stepped every batch (e.g. ``adaptok.schedules.WarmupCosineLR``).
         disc_scheduler: Discriminator LR schedule, stepped with each discriminator update.
         grad_clip_norm: Gradient-norm clip applied inside the step (Lightning refuses
-            ``gradient_clip_val`` with manual optimisation); ``None`` disables it.
+            ``gradient_clip_val`` with manual optimisation); ``None`` disables it (the
+            official code does not clip: ``clip_grad_max_norm: 0.0``).
         val_tokens_per_block: Kept tokens per block at validation (``None``: all).
+        prior_lr_mult: The prior's parameters form their own parameter group of the generator
+            optimizer with ``lr = prior_lr_mult x`` the optimizer's lr (schedules scale both
+            groups alike). The official training script passes ``optimizer.prior_lr_mult 50``.
+
+    Raises:
+        ValueError: ``prior_lr_mult`` not positive.
     """
 
     def __init__(
@@ -50,8 +59,11 @@ class TokenizerModule(LightningModule):
         disc_scheduler: LRSchedulerCallable | None = None,
         grad_clip_norm: float | None = 1.0,
         val_tokens_per_block: int | None = None,
+        prior_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
+        if not prior_lr_mult > 0:
+            raise ValueError(f"prior_lr_mult must be > 0, got {prior_lr_mult}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.tokenizer = tokenizer
@@ -66,6 +78,7 @@ class TokenizerModule(LightningModule):
             self._full_lengths(1, "cpu", val_tokens_per_block), 1, tokenizer.num_blocks
         )
         self.val_tokens_per_block = val_tokens_per_block
+        self.prior_lr_mult = prior_lr_mult
         # Batches trained so far; global_step counts optimizer steps (2 per batch with G + D).
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
 
@@ -84,13 +97,28 @@ class TokenizerModule(LightningModule):
         disc_ids = {id(p) for p in disc.parameters()} if disc is not None else set()
         return [p for p in self.parameters() if p.requires_grad and id(p) not in disc_ids]
 
+    def _generator_groups(self) -> list[dict[str, Any]]:
+        """Generator parameter groups: ``main`` and, with a prior, ``prior`` (its own lr)."""
+        parameters = self._generator_parameters()
+        prior = self.tokenizer.prior
+        if prior is None:
+            return [{"params": parameters, "name": "main"}]
+        prior_ids = {id(p) for p in prior.parameters()}
+        return [
+            {"params": [p for p in parameters if id(p) not in prior_ids], "name": "main"},
+            {"params": [p for p in parameters if id(p) in prior_ids], "name": "prior"},
+        ]
+
     @override
     def configure_optimizers(self) -> Any:
         def default(params: Any, lr: float) -> torch.optim.Optimizer:
             return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
 
         make_g = self.optimizer_factory or (lambda p: default(p, 1e-4))
-        opt_g = make_g(self._generator_parameters())
+        opt_g = make_g(self._generator_groups())
+        for group in opt_g.param_groups:  # before the schedules record their initial lr
+            if group.get("name") == "prior":
+                group["lr"] = opt_g.defaults["lr"] * self.prior_lr_mult
         optimizers = [opt_g]
         schedulers = []
         if self.scheduler_factory is not None:
@@ -136,6 +164,10 @@ class TokenizerModule(LightningModule):
         lengths = self.tail_drop.sample(
             video.shape[0], self.tokenizer.num_blocks, device=video.device
         )
+        prior = self.tokenizer.prior
+        if prior is not None:  # scheduled sampling ramps with the share of training done
+            total = self.trainer.estimated_stepping_batches
+            prior.progress = step / total if math.isfinite(total) and total > 0 else 1.0
         output = self.tokenizer(video, lengths)
 
         gen_loss, gen_terms = self.loss.generator_loss(video, output, step)
