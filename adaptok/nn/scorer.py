@@ -59,7 +59,8 @@ class BlockCausalScorer(nn.Module):
         heads: Attention heads.
         mlp_ratio: MLP width multiple in the transformer.
         attention: "blockwise" (fast) or "dense" (masked reference); an attribute too.
-        precision: "fp32" or "bf16" (autocast of the forward; scores are float32).
+        precision: "auto" (follow the caller's autocast, e.g. the trainer's), "fp32" or
+            "bf16" (forced for the forward); scores are float32.
         qkv_bias: Bias on the attention's query/key/value projections (official: none).
         context_attention: "block_causal" (ours: a token sees its own block and earlier
             ones) or "full" (the official ``scorer_attn_type: none``: every kept token sees
@@ -80,7 +81,7 @@ class BlockCausalScorer(nn.Module):
         heads: int = 12,
         mlp_ratio: float = 4.0,
         attention: AttentionImpl = "blockwise",
-        precision: Precision = "fp32",
+        precision: Precision = "auto",
         qkv_bias: bool = True,
         context_attention: Literal["block_causal", "full"] = "block_causal",
     ) -> None:

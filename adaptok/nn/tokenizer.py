@@ -17,8 +17,10 @@ Two implementations of the same network (`attention`), equal within float roundi
 - "dense": the reference. Dense masked attention over every token, dropped latents zeroed
   and masked from the keys. Kept as the test oracle and the benchmark's baseline.
 
-`precision="bf16"` runs encoder and decoder under CPU/CUDA bfloat16 autocast (the quantizer
-stays in float32 so that code choices do not flip on rounding); outputs are float32.
+`precision="auto"` (default) runs encoder and decoder in the caller's autocast state (the
+trainer's `16-mixed` / `bf16-mixed`); "fp32" switches autocast off inside them and "bf16" forces
+CPU/CUDA bfloat16 autocast (`adaptok.nn.precision`). The quantizer always stays in float32 so
+that code choices do not flip on rounding; outputs are float32.
 
 Parameters: `AdapTokTokenizer.parameter_count()` (or `sum(p.numel() for p in
 m.parameters())`); the paper configuration (defaults) has about 173M without the prior.
@@ -124,7 +126,8 @@ class AdapTokTokenizer(nn.Module):
             start with near-identical latents and a collapsed codebook; ~1.0 avoids that.
         attention: "blockwise" (fast) or "dense" (reference); same weights, same results.
             May be changed on a built model (attribute of the same name).
-        precision: "fp32" or "bf16" (autocast of encoder and decoder); an attribute too.
+        precision: "auto" (follow the caller's autocast, e.g. the trainer's), "fp32" or
+            "bf16" (forced inside encoder and decoder); an attribute too.
         qkv_bias: Bias on the attention's query/key/value projections (official: none).
         encoder_norm: Final LayerNorm on the encoder's outputs (official: none).
         decoder_norm_eps: Epsilon of the decoder's final LayerNorm (official: 1e-6).
@@ -159,7 +162,7 @@ class AdapTokTokenizer(nn.Module):
         prior_heads: int = 6,
         query_init_std: float = 0.02,
         attention: AttentionImpl = "blockwise",
-        precision: Precision = "fp32",
+        precision: Precision = "auto",
         qkv_bias: bool = True,
         encoder_norm: bool = True,
         decoder_norm_eps: float = 1e-5,
