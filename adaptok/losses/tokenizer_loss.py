@@ -3,6 +3,12 @@
 Generator: `l1_weight * L1 + perceptual_weight * LPIPS + gan_weight * GAN + vq_weight * VQ
 + prior_weight * prior`. Discriminator: noisy-label BCE + `lecam_weight * LeCam`, every
 `disc_every` steps from `disc_start` on. Paper weights: 1.0, 1.0, 0.3, 0.1, 0.06.
+
+The official GAN settings (VisionXLab/AdapTok ``cfgs/adaptok.yaml``, ``models/loss.py``):
+`disc_start` 0, `disc_every` 5, two-sided noisy labels (``label_smoothing="two_sided"``,
+``label_noise=0.15``), LeCam on the batch-mean logits (``lecam_on="batch_mean"``) with
+``lecam_weight: 0.001`` applied twice (``lecam_reg`` is multiplied by it and the sum again),
+i.e. an effective ``lecam_weight=1e-6`` here. `experiments/ucf101/tokenizer.yaml` sets them.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adaptok.losses.adversarial import (
+    LabelSmoothing,
+    LeCamOn,
     LeCamRegularizer,
     discriminator_adversarial_loss,
     generator_adversarial_loss,
@@ -55,7 +63,17 @@ class TokenizerLoss(nn.Module):
         disc_every: The discriminator is updated when `(step - disc_start) % disc_every == 0`.
         lecam_weight: Weight of the LeCam regulariser in the discriminator loss.
         lecam_decay: EMA decay of LeCam's logit averages.
-        label_noise: Real labels are drawn from `[1 - label_noise, 1]`.
+        label_noise: Label noise: width of the real labels' range (one-sided) or standard
+            deviation of both labels' noise (two-sided, official 0.15).
+        label_smoothing: ``"one_sided"`` (real labels uniform in `[1 - label_noise, 1]`,
+            fake 0, mean of the two BCEs) or ``"two_sided"`` (official ``ns_smooth``; see
+            ``discriminator_adversarial_loss``).
+        lecam_on: ``"per_sample"`` logits or ``"batch_mean"`` logits (official); see
+            ``LeCamRegularizer``.
+
+    Raises:
+        ValueError: ``disc_every < 1``, ``perceptual_frames < 1``, or an unknown
+            ``label_smoothing`` / ``lecam_on``.
         perceptual_frames: LPIPS on this many randomly chosen frames per clip (the same
             frames for the whole batch); None = every frame.
     """
@@ -75,6 +93,8 @@ class TokenizerLoss(nn.Module):
         lecam_decay: float = 0.999,
         label_noise: float = 0.1,
         perceptual_frames: int | None = None,
+        label_smoothing: LabelSmoothing = "one_sided",
+        lecam_on: LeCamOn = "per_sample",
     ) -> None:
         super().__init__()
         if disc_every < 1:
@@ -85,7 +105,12 @@ class TokenizerLoss(nn.Module):
         if perceptual is not None:
             perceptual.requires_grad_(False).eval()
         self.discriminator = discriminator
-        self.lecam = LeCamRegularizer(lecam_decay)
+        if label_smoothing not in ("one_sided", "two_sided"):
+            raise ValueError(
+                f"label_smoothing must be 'one_sided' or 'two_sided', got {label_smoothing!r}"
+            )
+        self.lecam = LeCamRegularizer(lecam_decay, on=lecam_on)
+        self.label_smoothing = label_smoothing
         self.l1_weight = l1_weight
         self.perceptual_weight = perceptual_weight
         self.gan_weight = gan_weight
@@ -195,7 +220,7 @@ class TokenizerLoss(nn.Module):
         fake_logits = self.discriminator(recon.detach())
         terms = {
             "adversarial": discriminator_adversarial_loss(
-                real_logits, fake_logits, self.label_noise
+                real_logits, fake_logits, self.label_noise, self.label_smoothing
             ),
             "lecam": self.lecam(real_logits, fake_logits),
         }

@@ -1,12 +1,14 @@
-"""TokenizerLoss: terms, GAN schedule, gradient routing, frame subsampling, NaN reporting."""
+"""TokenizerLoss: terms, GAN schedule and official GAN details, gradient routing, NaN reporting."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from adaptok.losses.adversarial import LeCamRegularizer
+from adaptok.losses.adversarial import LeCamRegularizer, discriminator_adversarial_loss
 from adaptok.losses.tokenizer_loss import NonFiniteLossError, TokenizerLoss
 from adaptok.nn import AdapTokTokenizer, Discriminator, TokenizerOutput
 
@@ -141,3 +143,55 @@ def test_with_the_real_lpips() -> None:
     assert torch.isfinite(terms["perceptual"]) and terms["perceptual"] > 0
     total.backward()
     assert not any(p.requires_grad for p in perceptual.parameters())
+
+
+def test_lecam_on_batch_mean_logits_as_the_official_code() -> None:
+    """Official lecam_reg: relu(mean(real) - ema_fake)^2 + relu(ema_real - mean(fake))^2 with
+    the averages of the previous steps (updated afterwards)."""
+    real, fake = torch.tensor([3.0, -1.0]), torch.tensor([-3.0, 1.0])  # means 1 and -1
+    official = LeCamRegularizer(decay=0.5, on="batch_mean")
+    official.ema_real.fill_(2.0)
+    official.ema_fake.fill_(-2.0)
+    value = official(real, fake)
+    assert value.item() == pytest.approx((1 - -2) ** 2 + (2 - -1) ** 2)  # 18, old EMAs
+    assert (official.ema_real.item(), official.ema_fake.item()) == (1.5, -1.5)
+    # per sample (the suite's default), with the EMAs updated first: a different, larger value
+    per_sample = LeCamRegularizer(decay=0.5)
+    per_sample.ema_real.fill_(2.0)
+    per_sample.ema_fake.fill_(-2.0)
+    expected = ((3 + 1.5) ** 2 + (-1 + 1.5) ** 2) / 2 + ((1.5 + 3) ** 2 + (1.5 - 1) ** 2) / 2
+    assert per_sample(real, fake).item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="batch_mean"):
+        LeCamRegularizer(on="per_batch")  # type: ignore[arg-type]
+
+
+def test_two_sided_noisy_labels_as_the_official_ns_smooth() -> None:
+    """Official targets: real 1 - |n| 0.15 (>= 0.7), fake |n| 0.15 (<= 0.3); BCEs summed."""
+    logits = torch.zeros(100_000)  # BCE(0, t) = log 2 whatever t: check the targets via grad
+    real = logits.clone().requires_grad_(True)
+    fake = logits.clone().requires_grad_(True)
+    torch.manual_seed(0)
+    loss = discriminator_adversarial_loss(real, fake, label_noise=0.15, labels="two_sided")
+    assert loss.item() == pytest.approx(2 * math.log(2), rel=1e-5)  # a sum, not a mean
+    loss.backward()
+    n = logits.numel()
+    real_targets = 0.5 - real.grad * n  # d BCE / d logit = (sigmoid(0) - t) / n
+    fake_targets = 0.5 - fake.grad * n
+    assert real_targets.min() >= 0.7 - 1e-4 and real_targets.max() <= 1.0 + 1e-4
+    assert fake_targets.min() >= -1e-4 and fake_targets.max() <= 0.3 + 1e-4
+    half_normal_mean = 0.15 * math.sqrt(2 / math.pi)  # E|n| 0.15 (the clamp trims ~5 %)
+    assert fake_targets.mean().item() == pytest.approx(half_normal_mean, rel=0.03)
+    assert (1 - real_targets).mean().item() == pytest.approx(half_normal_mean, rel=0.03)
+    with pytest.raises(ValueError, match="two_sided"):
+        discriminator_adversarial_loss(real, fake, labels="both")  # type: ignore[arg-type]
+
+
+def test_official_gan_settings_reach_the_discriminator_loss() -> None:
+    _, loss, real, output = _setup(
+        disc_start=0, label_smoothing="two_sided", label_noise=0.15, lecam_on="batch_mean"
+    )
+    assert loss.lecam.on == "batch_mean" and loss.discriminator_due(0) and loss.gan_active(0)
+    total, terms = loss.discriminator_loss(real, output.recon, step=0)
+    assert torch.isclose(total, terms["adversarial"] + loss.lecam_weight * terms["lecam"])
+    with pytest.raises(ValueError, match="label_smoothing"):
+        _setup(label_smoothing="none")
