@@ -214,9 +214,9 @@ def export(
     """
     source = Path(checkpoint_path).expanduser()
     out = Path(out)
+    checkpoint = read_checkpoint_safely(source)
     if (out / "spec.json").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds an export (pass --force to replace it)")
-    checkpoint = read_checkpoint_safely(source)
     specs, info = checkpoint_contents(checkpoint, source)
     model = load_pretrained(source)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,260 @@
+"""`load_pretrained`, `adaptok export` and the converter's refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from adaptok import load_pretrained
+from adaptok.export import export
+from adaptok.pretrained import PretrainedAdapTok, build_safe_network
+from modules.convert_official import OfficialCheckpointError, main, write_suite_checkpoints
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def model(converted) -> PretrainedAdapTok:
+    return load_pretrained(converted["scorer"])
+
+
+@pytest.fixture(scope="module")
+def exported(converted, tmp_path_factory) -> Path:
+    return export(converted["scorer"], tmp_path_factory.mktemp("export") / "scorer")
+
+
+def _video(model: PretrainedAdapTok, batch: int = 3) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    size = model.image_size
+    return torch.rand(batch, 3, model.num_frames, size, size, generator=generator)
+
+
+# ----------------------------------------------------------------------------- API
+def test_tokenize_per_clip_spends_each_clips_budget(model):
+    video = _video(model)
+    tokens = model.tokenize(video, budget=0.5, mode="per_clip")
+    k, m = model.num_blocks, model.tokens_per_block
+    assert tokens.codes.shape == (3, k, m) and tokens.lengths.shape == (3, k)
+    assert tokens.num_tokens.tolist() == [k * m // 2] * 3
+    assert set(tokens.lengths.flatten().tolist()) <= set(model.candidate_lengths)
+    codes = model.encode(video).codes.view(3, k, m)
+    kept = torch.arange(m)[None, None, :] < tokens.lengths[:, :, None]
+    assert torch.equal(tokens.codes[kept], codes[kept])
+    assert bool((tokens.codes[~kept] == -1).all())
+
+
+def test_detokenize_matches_the_tokenizer(model):
+    video = _video(model, 2)
+    tokens = model.tokenize(video, budget=0.75, mode="per_clip")
+    recon = model.detokenize(tokens.codes, tokens.lengths)
+    assert recon.shape == video.shape
+    assert float(recon.min()) >= 0.0 and float(recon.max()) <= 1.0
+    flat = model.encode(video).codes
+    expected = model.tokenizer.decode(flat, tokens.lengths).clamp(0, 1)
+    assert torch.equal(recon, expected)
+    assert torch.equal(model.detokenize(tokens.codes.flatten(1), tokens.lengths), recon)
+
+
+def test_tokenize_other_modes_and_inputs(model):
+    video = _video(model, 2)
+    streaming = model.tokenize(video, budget=0.5, mode="streaming")
+    assert streaming.lengths.shape == (2, model.num_blocks)
+    uniform = model.tokenize(video, budget=0.25, mode="uniform")
+    assert bool((uniform.lengths == 2).all())
+    target = model.tokenize(video, budget=None, mode="target", threshold=0.3)
+    assert bool((target.lengths >= 1).all())
+    single = (video[0] * 255).round().to(torch.uint8)  # (C, T, H, W) uint8
+    assert model.tokenize(single, budget=0.5).codes.shape[0] == 1
+
+
+def test_tokenize_refuses_bad_requests(model, converted):
+    video = _video(model, 1)
+    with pytest.raises(ValueError, match="unknown mode"):
+        model.tokenize(video, mode="batch")
+    with pytest.raises(ValueError, match="threshold"):
+        model.tokenize(video, budget=0.5, mode="target", threshold=0.2)
+    tokenizer_only = load_pretrained(converted["tokenizer"])
+    assert tokenizer_only.scorer is None
+    with pytest.raises(ValueError, match="needs a scorer"):
+        tokenizer_only.tokenize(video, budget=0.5)
+    assert tokenizer_only.tokenize(video, budget=0.5, mode="uniform").num_tokens.item() == 16
+
+
+def test_generator_checkpoint_loads_all_networks(converted):
+    model = load_pretrained(converted["generator"])
+    assert model.generator is not None and model.scorer is None
+    assert model.info["budgets"] == [0.5]
+
+
+# ----------------------------------------------------------------------------- export
+def test_export_reads_back_bit_exactly(converted, exported):
+    from_ckpt = load_pretrained(converted["scorer"]).export_state()
+    from_export = load_pretrained(exported).export_state()
+    assert from_ckpt.keys() == from_export.keys()
+    for key, value in from_ckpt.items():
+        assert value.dtype == from_export[key].dtype, key
+        assert torch.equal(value, from_export[key]), key
+    spec = json.loads((exported / "spec.json").read_text())
+    assert spec["format"] == "adaptok-export/1"
+    assert set(spec["networks"]) == {"tokenizer", "scorer"}
+    assert spec["info"]["metric"] == "lpips"
+    card = (exported / "README.md").read_text()
+    for section in ("## Architecture", "## Training recipe and data", "## Results", "## Licence"):
+        assert section in card
+    assert "MIT" in card and "BlockCausalScorer" in card
+
+
+def test_export_refuses_to_overwrite(converted, exported):
+    with pytest.raises(FileExistsError):
+        export(converted["scorer"], exported)
+    export(converted["scorer"], exported, overwrite=True)
+
+
+def test_export_model_card_takes_the_report_table(converted, tmp_path):
+    report = tmp_path / "REPORT.md"
+    report.write_text("# Demo\n\n## Reconstruction\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\ntext\n")
+    folder = export(converted["tokenizer"], tmp_path / "tok", report=report)
+    card = (folder / "README.md").read_text()
+    assert "| 1 | 2 |" in card and "**Reconstruction**" in card
+
+
+def test_export_loads_without_lightning_and_without_unpickling(exported, tmp_path):
+    script = f"""
+import pickle, sys
+import torch
+for name in ("lightning", "pytorch_lightning", "modules"):
+    sys.modules[name] = None  # importing them now fails
+def refuse(*args, **kwargs):
+    raise AssertionError("unpickling attempted")
+torch.load = refuse
+pickle.load = pickle.loads = refuse
+from adaptok import load_pretrained
+model = load_pretrained({str(exported)!r})
+video = torch.rand(1, 3, model.num_frames, model.image_size, model.image_size)
+tokens = model.tokenize(video, budget=0.5)
+assert model.detokenize(tokens.codes, tokens.lengths).shape == video.shape
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_cli_export_subcommand(converted, tmp_path, monkeypatch, capsys):
+    from modules.cli import main as adaptok_main
+
+    out = tmp_path / "cli_export"
+    monkeypatch.setattr(
+        sys, "argv", ["adaptok", "export", str(converted["tokenizer"]), "--out", str(out)]
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        adaptok_main()
+    assert exit_info.value.code == 0
+    assert (out / "model.safetensors").is_file()
+    monkeypatch.setattr(
+        sys, "argv", ["adaptok", "export", str(tmp_path / "nope.ckpt"), "--out", str(out)]
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        adaptok_main()
+    assert exit_info.value.code == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- safety
+def test_specs_may_only_name_suite_networks():
+    with pytest.raises(ValueError, match="refusing to build 'os.system'"):
+        build_safe_network({"class_path": "os.system", "init_args": {"command": "true"}})
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_checkpoints_with_code_are_refused(converted, tmp_path):
+    checkpoint = torch.load(converted["tokenizer"], weights_only=True)
+    checkpoint["hyper_parameters"]["payload"] = _Payload()
+    path = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match="cannot be read as tensors"):
+        load_pretrained(path)
+
+
+# ----------------------------------------------------------------------------- converter
+def _convert_tokenizer(reference, tmp_path, state) -> str:
+    path = tmp_path / "bad.pt"
+    torch.save(
+        {"model": {"name": "adaptok", "args": reference.tokenizer_config, "sd": state}}, path
+    )
+    with pytest.raises(OfficialCheckpointError) as error:
+        write_suite_checkpoints(tmp_path / "out", tokenizer=path)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_official_tensor_is_named(reference, tmp_path):
+    state = dict(reference.tokenizer_state)
+    del state["encoder.blocks.1.attn.proj.bias"]
+    message = _convert_tokenizer(reference, tmp_path, state)
+    assert "'encoder.blocks.1.attn.proj.bias' is missing" in message
+
+
+def test_mismatching_shape_is_named(reference, tmp_path):
+    state = dict(reference.tokenizer_state)
+    state["decoder.blocks.0.mlp.fc1.weight"] = state["decoder.blocks.0.mlp.fc1.weight"][:-1]
+    message = _convert_tokenizer(reference, tmp_path, state)
+    assert "'decoder.blocks.0.mlp.fc1.weight'" in message and "shape" in message
+
+
+def test_unknown_official_tensor_is_named(reference, tmp_path):
+    state = dict(reference.tokenizer_state)
+    state["decoder.extra_norm.weight"] = torch.ones(3)
+    message = _convert_tokenizer(reference, tmp_path, state)
+    assert "'decoder.extra_norm.weight'" in message and "no counterpart" in message
+
+
+def test_frame_prediction_generator_is_refused(reference, official_files, tmp_path):
+    config = json.loads(json.dumps(reference.generator_config))
+    config["args"]["frame_prediction"] = True
+    path = tmp_path / "fp.pt"
+    torch.save({"model": {**config, "sd": reference.generator_state}}, path)
+    with pytest.raises(OfficialCheckpointError, match="frame-prediction"):
+        write_suite_checkpoints(
+            tmp_path / "out", tokenizer=official_files["tokenizer"], generator=path
+        )
+
+
+def test_converter_cli_prints_one_line(tmp_path, capsys):
+    assert main(["--tokenizer", str(tmp_path / "missing.pt"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not found" in err
+
+
+def test_converted_scorer_names_its_lightning_module(converted):
+    from modules.checkpoint_args import with_model_from_checkpoint
+
+    args = with_model_from_checkpoint(["test", "--ckpt_path", str(converted["scorer"])])
+    model = json.loads(next(a for a in args if a.startswith("--model=")).split("=", 1)[1])
+    assert model["class_path"] == "modules.scorer.ScorerModule"
+    assert model["init_args"]["scorer"]["init_args"]["context_attention"] == "full"
+
+
+def test_converted_scorer_restores_as_a_lightning_stage(converted):
+    from adaptok.metrics.weights import WeightsUnavailableError
+    from modules.loading import load_stage
+
+    try:
+        module = load_stage(converted["scorer"])
+    except WeightsUnavailableError as error:
+        pytest.skip(f"LPIPS weights unavailable (run `make weights`): {error}")
+    direct = load_pretrained(converted["scorer"])
+    for key, value in direct.scorer.state_dict().items():
+        assert torch.equal(module.scorer.state_dict()[key], value)
