@@ -780,7 +780,7 @@ def write_shards(
 
     results = _results(pending, options)
     failure: OSError | None = None
-    current: Path | None = None
+    current: _ShardSink | None = None
     try:
         bar = tqdm(results, total=len(pending), disable=not progress, desc="shards")
         for result in bar:
@@ -793,7 +793,7 @@ def write_shards(
             if result.split not in sinks:
                 sinks[result.split] = _ShardSink(out_dir, result.split, 0, options)
             sink = sinks[result.split]
-            current = sink._temporary()
+            current = sink
             try:
                 sink.add(result)
             except OSError as error:
@@ -803,7 +803,7 @@ def write_shards(
             summary.adjusted.update(result.adjustments.keys())
         if failure is None:
             for sink in sinks.values():
-                current = sink._temporary()
+                current = sink
                 try:
                     sink.close()
                 except OSError as error:
@@ -825,7 +825,7 @@ def write_shards(
 
 def _write_failed(
     error: OSError,
-    path: Path | None,
+    sink: _ShardSink | None,
     out_dir: Path,
     options: ShardOptions,
     class_names: Sequence[str] | None,
@@ -834,8 +834,11 @@ def _write_failed(
     """The one-line error of a failed shard write; the manifest lists what is complete."""
     finished = sum(len(paths) for paths in _existing_shards(out_dir).values())
     reason = error.strerror or str(error)
+    where = str(out_dir)
+    if sink is not None:
+        where = f"{sink._temporary()} after {sink.bytes} bytes ({sink.count} samples) of it"
     message = (
-        f"cannot write {path or out_dir}: {reason} (errno {error.errno}); the unfinished "
+        f"cannot write {where}: {reason} (errno {error.errno}); the unfinished "
         f"shard was removed, {finished} finished shard(s) are kept and listed in "
         f"{out_dir / MANIFEST_NAME}; free space (or raise the file-size limit) and re-run "
         "the same command to resume"
