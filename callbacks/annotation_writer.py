@@ -92,7 +92,9 @@ def read_shard_index(path: Path) -> dict[str, Any]:
     Returns:
         ``{"info": {...} (the fields all its windows share: budgets, sizes, provenance),
         "keys": [...], "windows": n, "budgets": [...], "length_sum": (P, K) nested list,
-        "length_hist": list of P {length: count} dicts}``.
+        "length_hist": list of P {length: count} dicts, "clip_total_hist": list of P
+        {tokens per clip: count} dicts}`` (sidecars written before the last key existed
+        lack it).
     """
     sidecar = path.with_name(path.name + _SIDECAR)
     if sidecar.is_file():
@@ -130,6 +132,7 @@ class _ShardStats:
         self.budgets: list[float] = []
         self.length_sum: np.ndarray | None = None
         self.hist: list[Counter] = []
+        self.clip_totals: list[Counter] = []
 
     def add(self, key: str, lengths: np.ndarray, budgets: list[float]) -> None:
         self.keys.append(key)
@@ -137,10 +140,12 @@ class _ShardStats:
         if self.length_sum is None:
             self.length_sum = np.zeros_like(lengths)
             self.hist = [Counter() for _ in range(lengths.shape[0])]
+            self.clip_totals = [Counter() for _ in range(lengths.shape[0])]
             self.budgets = [float(b) for b in budgets]
         self.length_sum += lengths
         for level, row in enumerate(lengths):
             self.hist[level].update(int(x) for x in row)
+            self.clip_totals[level][int(row.sum())] += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +155,9 @@ class _ShardStats:
             "budgets": self.budgets,
             "length_sum": [] if self.length_sum is None else self.length_sum.tolist(),
             "length_hist": [{str(k): v for k, v in sorted(h.items())} for h in self.hist],
+            "clip_total_hist": [
+                {str(k): v for k, v in sorted(h.items())} for h in self.clip_totals
+            ],
         }
 
 
@@ -219,7 +227,8 @@ def summarise_annotations(
 
     Returns:
         Markdown: total windows; per budget the asked and obtained mean tokens per block and
-        per block position; the histogram of per-block lengths per budget.
+        per block position; the spread of tokens per clip (constant under ``per_clip``,
+        varying with content under ``causal_table``); the histogram of per-block lengths.
     """
     windows = sum(int(i["windows"]) for i in indexes)
     used = [i for i in indexes if i["windows"] and i["length_sum"]]
@@ -245,6 +254,7 @@ def summarise_annotations(
         asked = f"{fraction * tokens_per_block:.2f}" if tokens_per_block else "-"
         cells = " | ".join(f"{x:.2f}" for x in mean[level])
         lines.append(f"| {fraction:.3g} | {asked} | {mean[level].mean():.2f} | {cells} |")
+    lines += _clip_total_lines(used, budgets, blocks, tokens_per_block)
     values = sorted(set().union(*hist))
     lines += ["", "## Histogram of per-block lengths (blocks)", ""]
     lines += ["| budget | " + " | ".join(str(v) for v in values) + " |"]
@@ -254,6 +264,38 @@ def summarise_annotations(
             f"| {fraction:.3g} | " + " | ".join(str(hist[level][v]) for v in values) + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _clip_total_lines(
+    used: list[dict[str, Any]], budgets: list[float], blocks: int, tokens_per_block: int | None
+) -> list[str]:
+    """Markdown table of the spread of tokens per clip at each budget (empty if unknown)."""
+    if any("clip_total_hist" not in index for index in used):
+        return []  # shards indexed before the clip totals were recorded
+    lines = ["", "## Tokens per clip (spread over windows)", ""]
+    lines += ["| budget | asked | mean | std | min | 5 % | median | 95 % | max |"]
+    lines += ["|" + "---|" * 9]
+    for level, fraction in enumerate(budgets):
+        counts: Counter = Counter()
+        for index in used:
+            counts.update({int(k): int(v) for k, v in index["clip_total_hist"][level].items()})
+        totals = np.array(sorted(counts), dtype=np.float64)
+        weights = np.array([counts[int(t)] for t in totals], dtype=np.float64)
+        mean = float((totals * weights).sum() / weights.sum())
+        std = float(np.sqrt((weights * (totals - mean) ** 2).sum() / weights.sum()))
+        cumulative = np.cumsum(weights) / weights.sum()
+
+        def quantile(q: float, totals: np.ndarray = totals, cdf: np.ndarray = cumulative) -> float:
+            return float(totals[min(int(np.searchsorted(cdf, q - 1e-12)), totals.size - 1)])
+
+        asked = f"{fraction * tokens_per_block * blocks:.0f}" if tokens_per_block else "-"
+        cells = [quantile(0.05), quantile(0.5), quantile(0.95)]
+        lines.append(
+            f"| {fraction:.3g} | {asked} | {mean:.1f} | {std:.1f} | {totals[0]:.0f} | "
+            + " | ".join(f"{c:.0f}" for c in cells)
+            + f" | {totals[-1]:.0f} |"
+        )
+    return lines
 
 
 class AnnotationWriter(BasePredictionWriter):

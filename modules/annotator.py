@@ -6,12 +6,24 @@ videos (``datamodules.VideoWindowsDataModule``) through this module; the
 
 Per window (METHOD.md section 5, GENERATOR.md "Annotations"): deterministic (argmax) codes of
 all K blocks x M tokens, the scorer's predicted cost table (K x J, in the metric's units, for the
-full-length context), and the per-block lengths chosen by IPAL at each of P budgets. The
-allocation is per clip (or a per-clip streaming price), so a window's lengths do not depend on
-which other windows share its batch, nor on the number of devices: the reference shares one ILP
-budget among a batch of neighbouring windows, and its annotations change with the hardware.
-Everything runs in fp32 whatever the trainer's precision (the reference annotated in fp16 and
-evaluated prefixes in fp32).
+full-length context), and the per-block lengths chosen by IPAL at each of P budgets.
+
+Allocation modes (``allocation``):
+
+- ``causal_table``: the official code's annotation (``scripts/prepare_annotations_for_ar.sh``,
+  ``encode_eval``): block by block, each block scored given the lengths chosen for the earlier
+  blocks, one ILP over the batch per block whose total is B x the block's target from the
+  per-block table (``adaptok.alloc.REFERENCE_BLOCK_TABLE``; 50 % -> about 1020 of 1024 tokens
+  per clip at paper scale). Clips share each block's budget, so clip totals vary with content
+  (sample-wise adaptivity, the paper's), and a window's lengths depend on its batch-mates, the
+  batch size and the number of devices (the reference: 128 windows per GPU).
+- ``per_clip``: every window exactly ``K x budget`` tokens, only the split between its blocks
+  adapts; independent of batch-mates and hardware.
+- ``streaming``: a causal price per token, run on each clip alone (independent too).
+
+``annotation_summary.md`` reports the spread of the clip totals. Everything runs in fp32
+whatever the trainer's precision (the reference annotated in fp16 and evaluated prefixes in
+fp32).
 """
 
 from __future__ import annotations
@@ -23,9 +35,9 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 
-from adaptok.alloc import allocate
+from adaptok.alloc import StreamingAllocator, allocate, block_targets
 from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
-from adaptok.nn.tokenizer import AdapTokTokenizer
+from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 from modules.loading import load_frozen_scorer
 
 __all__ = ["AnnotatorModule", "state_sha256"]
@@ -53,17 +65,24 @@ class AnnotatorModule(LightningModule):
             carries the frozen tokenizer and the scorer.
         budgets: Budgets as fractions of the tokens per block M (mean tokens per block =
             fraction x M), each in (0, 1]; e.g. ``[0.25, 0.5, 0.75, 1.0]``.
-        allocation: ``per_clip`` (exact knapsack per clip, METHOD 4 with a per-clip budget) or
-            ``streaming`` (causal block-by-block price, run on each clip alone).
+        allocation: ``causal_table`` (the official procedure over each batch: clip totals
+            vary with content, lengths depend on the batch), ``per_clip`` (exact knapsack per
+            clip, METHOD 4 with a per-clip budget) or ``streaming`` (causal block-by-block
+            price, run on each clip alone).
         solver: ``fast`` (exact numpy) or ``mip`` (python-mip CBC).
-        equality: Spend each clip's budget exactly (IPAL, the paper) rather than at most.
+        equality: Spend each clip's budget exactly (IPAL, the paper) rather than at most
+            (``per_clip``, ``streaming``; ``causal_table`` spends its rounded block totals
+            exactly, as the official code).
         condition_frames: Frame prediction (Kinetics-600: 5): also encode the condition clip,
             its first ``condition_frames`` frames with the last repeated to the clip length,
             with no dropping. ``None``: class-conditional annotations (UCF-101).
+        block_table: ``causal_table``'s targets: budget fraction -> one target fraction (of
+            M) per block; None = the official table.
 
     Raises:
         ValueError: A budget outside (0, 1], an unknown mode, a condition length outside
-            [1, clip length], or a codebook too large for uint16 codes.
+            [1, clip length], a codebook too large for uint16 codes, or (``causal_table``) a
+            budget without a row in the block table.
         InfeasibleBudgetError: A budget the scorer's candidate lengths cannot meet per clip.
     """
 
@@ -71,17 +90,18 @@ class AnnotatorModule(LightningModule):
         self,
         scorer_ckpt: str,
         budgets: list[float] = [0.25, 0.5, 0.75, 1.0],  # noqa: B006 (jsonargparse reads it)
-        allocation: Literal["per_clip", "streaming"] = "per_clip",
+        allocation: Literal["causal_table", "per_clip", "streaming"] = "per_clip",
         solver: Literal["fast", "mip"] = "fast",
         equality: bool = True,
         condition_frames: int | None = None,
+        block_table: dict[float, list[float]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if allocation not in ("per_clip", "streaming"):
+        if allocation not in ("causal_table", "per_clip", "streaming"):
             raise ValueError(
-                f"allocation must be 'per_clip' or 'streaming' (independent of batch-mates), "
-                f"got {allocation!r}"
+                "allocation must be 'causal_table' (the official procedure over the batch), "
+                f"'per_clip' or 'streaming' (independent of batch-mates), got {allocation!r}"
             )
         if not budgets or any(not 0 < float(b) <= 1 for b in budgets):
             raise ValueError(f"budgets must be fractions in (0, 1], got {budgets}")
@@ -105,8 +125,16 @@ class AnnotatorModule(LightningModule):
         if condition_frames is not None and not 1 <= condition_frames <= clip:
             raise ValueError(f"condition_frames must lie in [1, {clip}], got {condition_frames}")
         self.condition_frames = condition_frames
+        self.block_table = block_table
         grid = TokenGrid.from_lengths(np.asarray(self.candidate_lengths, dtype=np.int64))
+        self.block_targets: dict[float, list[float]] = {}
         for fraction in self.budgets:
+            if allocation == "causal_table":
+                targets = block_targets(
+                    fraction, self.tokens_per_block, self.num_blocks, block_table
+                )
+                self.block_targets[fraction] = targets.tolist()
+                continue
             total = total_from_mean(fraction * self.tokens_per_block, self.num_blocks, equality)
             check_total(total, self.num_blocks, grid, equality)
         self.provenance = {
@@ -127,6 +155,8 @@ class AnnotatorModule(LightningModule):
             "tokenizer": dict(self.provenance),
             "allocation": self.allocation,
             "condition_frames": self.condition_frames,
+            # only for causal_table: earlier annotation sets keep their fingerprint
+            **({"block_targets": dict(self.block_targets)} if self.block_targets else {}),
         }
 
     def setup(self, stage: str) -> None:
@@ -153,20 +183,64 @@ class AnnotatorModule(LightningModule):
         Args:
             video: ``(B, C, T, H, W)`` float in [0, 1] at the tokenizer's clip size.
         """
+        codes, costs, _ = self._encode(video)
+        return codes, costs
+
+    @torch.no_grad()
+    def _encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, TokenizerEncoding]:
+        """:meth:`encode_codes` plus the encoding itself (fp32)."""
         self.tokenizer.eval()
         self.scorer.eval()
         with torch.autocast(video.device.type, enabled=False):
             encoding = self.tokenizer.encode(video.float())
             costs = self.scorer(encoding.latents, encoding.quantized, None).float()
         codes = encoding.codes.view(video.shape[0], self.num_blocks, self.tokens_per_block)
-        return codes, costs * self.cost_scale + self.cost_offset
+        return codes, costs * self.cost_scale + self.cost_offset, encoding
+
+    @torch.no_grad()
+    def causal_table_lengths(self, encoding: TokenizerEncoding) -> np.ndarray:
+        """Per-block lengths ``(B, P, K)`` by the official procedure over this batch.
+
+        For each budget and block ``b = 0..K-1``: score block ``b`` given the lengths chosen
+        for blocks ``< b``, then one ILP over the batch spends ``B x target[b]`` tokens
+        (rounded down onto the candidate grid). The normalised scores are used: the ILP's
+        optimum does not change under the positive affine map to metric units.
+
+        Args:
+            encoding: ``tokenizer.encode`` of the batch (fp32).
+        """
+        size = encoding.latents.shape[0]
+        device = encoding.latents.device
+        lengths = np.zeros((size, len(self.budgets), self.num_blocks), dtype=np.int64)
+        for level, fraction in enumerate(self.budgets):
+            allocator = StreamingAllocator(
+                self.candidate_lengths,
+                block_budgets=self.block_targets[fraction],
+                solver=self.solver,
+                round_budgets=True,
+            )
+            chosen = torch.full(
+                (size, self.num_blocks), self.tokens_per_block, dtype=torch.long, device=device
+            )
+            for block in range(self.num_blocks):
+                with torch.autocast(device.type, enabled=False):
+                    scores = self.scorer(encoding.latents, encoding.quantized, chosen)[:, block]
+                step = allocator.step(scores.float().cpu().numpy().astype(np.float64))
+                chosen[:, block] = torch.as_tensor(step, device=device)
+            lengths[:, level] = chosen.cpu().numpy()
+        return lengths
 
     def allocate_lengths(self, costs: np.ndarray) -> np.ndarray:
         """Per-block lengths ``(B, P, K)`` at each budget, each clip allocated on its own.
 
         Args:
             costs: ``(B, K, J)`` predicted costs (lower is better).
+
+        Raises:
+            ValueError: In ``causal_table`` mode (it re-scores: :meth:`causal_table_lengths`).
         """
+        if self.allocation == "causal_table":
+            raise ValueError("causal_table re-scores block by block: use causal_table_lengths")
         size = costs.shape[0]
         lengths = np.zeros((size, len(self.budgets), self.num_blocks), dtype=np.int64)
         for level, fraction in enumerate(self.budgets):
@@ -214,11 +288,15 @@ class AnnotatorModule(LightningModule):
         if video.numel() == 0:
             out["key"] = []
             return out
-        codes, costs = self.encode_codes(video)
+        codes, costs, encoding = self._encode(video)
         cost_array = costs.cpu().numpy().astype(np.float32)
         out["codes"] = codes.cpu().numpy().astype(np.uint16)
         out["costs"] = cost_array
-        out["lengths"] = self.allocate_lengths(cost_array.astype(np.float64)).astype(np.int16)
+        if self.allocation == "causal_table":
+            lengths = self.causal_table_lengths(encoding)
+        else:
+            lengths = self.allocate_lengths(cost_array.astype(np.float64))
+        out["lengths"] = lengths.astype(np.int16)
         if self.condition_frames is not None:
             cond_codes, _ = self.encode_codes(self.condition_clip(video))
             out["cond"] = cond_codes.cpu().numpy().astype(np.uint16)

@@ -82,6 +82,8 @@ def test_annotations_identical_for_batch_sizes_1_and_8(
     assert lengths_vary, "every 50 % allocation is uniform: the test shows nothing"
     summary = (annotated_tokens / "annotation_summary.md").read_text()
     assert "- windows: 18" in summary and "Histogram" in summary
+    # per_clip: every window spends exactly K x budget (no spread of clip totals)
+    assert "| 0.5 | 16 | 16.0 | 0.0 | 16 | 16 | 16 | 16 | 16 |" in summary
 
 
 class _CrashAfterFirstShard(pl.Callback):

@@ -31,7 +31,10 @@ def test_annotate_config_parses(config: Path) -> None:
     assert resolved["data"]["class_path"] == "datamodules.VideoWindowsDataModule"
     writers = [c for c in resolved["trainer"]["callbacks"] if "AnnotationWriter" in c["class_path"]]
     assert len(writers) == 1
-    assert resolved["model"]["init_args"]["allocation"] in ("per_clip", "streaming")
+    # The paper-scale sets annotate as the official code (clip totals vary with content, issue
+    # 16.3); the demo stays batch-independent (its tests compare batch sizes and rank counts).
+    expected = "per_clip" if config.parent.name == "demo" else "causal_table"
+    assert resolved["model"]["init_args"]["allocation"] == expected
 
 
 @pytest.mark.parametrize("name", ["ucf101", "k600"])
@@ -54,6 +57,8 @@ def test_paper_annotate_config_runs_shrunk(
     stored = read_annotations(out)
     frame_prediction = config["model"]["init_args"].get("condition_frames") is not None
     assert len(stored) > 0
+    totals = {int(files["lengths.npy"][1].sum()) for files in stored.values()}
+    assert len(totals) > 1  # causal_table: tokens per clip vary between windows at 50 %
     for files in stored.values():
         assert ("cond.npy" in files) == frame_prediction
         assert files["json"]["condition_frames"] == config["model"]["init_args"].get(
