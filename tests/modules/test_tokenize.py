@@ -6,6 +6,9 @@ candidates 2/4/6/8) and short clips encoded here with PyAV.
 
 from __future__ import annotations
 
+import errno
+import json
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,7 +27,8 @@ from adaptok.tokenize import (
     tokenize_video,
     write_side_by_side,
 )
-from modules.loading import load_frozen_scorer
+from modules.checkpoint_args import with_model_from_checkpoint
+from modules.loading import CheckpointError, load_frozen_scorer
 from modules.tokenize_cli import main
 
 torch.set_num_threads(1)
@@ -207,3 +211,89 @@ def test_variable_frame_rate_video_is_sampled_by_time_and_small_video_noted(
     levels = windows.frames.reshape(14, -1).mean(axis=1)
     np.testing.assert_allclose(levels, [8 * i for i in on_screen], atol=3)
     assert windows.starts.tolist() == [0, 2, 4, 6] and windows.uncovered_frames == 0
+
+
+# --------------------------------------------------------------------------- issue 17
+def test_checkpoints_of_another_version_or_an_edited_spec_are_refused_in_one_line(
+    scorer_ckpt: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    checkpoint = torch.load(scorer_ckpt, map_location="cpu", weights_only=False)
+    hparams = checkpoint["hyper_parameters"]
+    hparams["target_mean"] = np.float64(float(hparams["target_mean"]))
+    torch.save(checkpoint, tmp_path / "numpy.ckpt")
+    hparams["target_mean"] = float(hparams["target_mean"])
+    init_args = hparams["tokenizer_spec"]["init_args"]
+    size, width = init_args["image_size"], init_args["width"]
+    init_args["image_size"] = 2 * size
+    torch.save(checkpoint, tmp_path / "size.ckpt")
+    init_args["image_size"], init_args["width"] = size, width + 16
+    torch.save(checkpoint, tmp_path / "width.ckpt")
+    expected = {
+        "numpy": r"hyper_parameters\['target_mean'\] is a numpy.float64",
+        "size": rf"image_size={2 * size} but the network was trained on data with resolution={size}",
+        "width": r"gives tokenizer\.\S+ the shape .* but the stored weights have",
+    }
+    out = str(tmp_path / "t.npz")
+    for name, message in expected.items():
+        path = tmp_path / f"{name}.ckpt"
+        assert main([str(clip), "--ckpt", str(path), "--out", out, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.search(message, err), err
+        assert str(path) in err
+        with pytest.raises(CheckpointError, match=message):  # adaptok test|fit --ckpt_path
+            with_model_from_checkpoint(["test", "--ckpt_path", str(path)])
+    assert not Path(out).exists()
+
+
+def test_a_two_stream_file_is_tokenized_from_its_main_stream_and_noted(
+    scorer_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "two.mkv"
+    with av.open(str(path), "w") as out:
+        streams = [out.add_stream("libx264", rate=10) for _ in range(2)]
+        for stream, (height, width) in zip(streams, ((16, 16), (HEIGHT, WIDTH))):
+            stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+        streams[1].disposition = av.stream.Disposition.default
+        frames = moving_shapes(16)
+        for i in range(16):
+            if i < 4:
+                small = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), "rgb24")
+                small.pts = i
+                out.mux(streams[0].encode(small))
+            frame = av.VideoFrame.from_ndarray(frames[i], "rgb24")
+            frame.pts = i
+            out.mux(streams[1].encode(frame))
+        for stream in streams:
+            out.mux(stream.encode(None))
+    out_path = tmp_path / "two.npz"
+    assert main([str(path), "--ckpt", str(scorer_ckpt), "--out", str(out_path), "--quiet"]) == 0
+    assert "note: 2 video streams; stored stream 1 (best)" in capsys.readouterr().out
+    saved = load_npz(out_path)
+    assert saved.total_frames == 16
+    assert json.loads(saved.adjustments)["stream"]["chosen"] == 1
+    assert json.loads(saved.source_video)["video_streams"] == 2
+    assert (
+        main([str(path), "--ckpt", str(scorer_ckpt), "--out", str(out_path), "--stream", "0"]) == 2
+    )
+    assert "too short" in capsys.readouterr().err  # the 4-frame preview, as asked
+    assert (
+        main([str(path), "--ckpt", str(scorer_ckpt), "--out", str(out_path), "--stream", "3"]) == 2
+    )
+    assert "stream 3 does not exist (choose 0..1)" in capsys.readouterr().err
+
+
+def test_a_failed_output_write_is_one_line_and_leaves_nothing(
+    scorer_ckpt: Path, clip: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    out = tmp_path / "t.npz"
+    assert main([str(clip), "--ckpt", str(scorer_ckpt), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"adaptok tokenize: error: [Errno 28] cannot write {out}: No space left on device; nothing was written"
+    )
+    assert list(tmp_path.iterdir()) == []
