@@ -1,9 +1,18 @@
 """``GenerationEvaluator``: gFVD and asked-vs-produced tokens of the AR generator's samples.
 
 At the end of validation runs and of testing, the callback reads real windows from video
-shards (the same loading as ``datamodules.VideoShardsDataModule``: first ``T`` frames, short
-side resized to the tokenizer's size, center crop), and for every window and budget level
-generates one clip with the module's ``sample``:
+shards (short side resized to the tokenizer's size, center crop) and for every window and
+budget level generates one clip with the module's ``sample``. Which windows
+(``real_windows``):
+
+- ``"nonoverlapping"`` (the official protocol, ``sample.py``): ``num_samples`` distinct
+  windows drawn with ``window_seed`` among every non-overlapping ``T``-frame window of every
+  video (``adaptok.metrics.windows``; needs local shards whose metadata gives ``frames``).
+  Each rank reads the drawn windows of its shards, so the total is exactly ``num_samples``;
+- ``"first"``: the first ``T`` frames of the first ``num_samples`` videos (one window per
+  video, as ``datamodules.VideoShardsDataModule`` evaluates), NOT the paper's protocol.
+
+For each window:
 
 - class-conditional: with the window's class (GENERATOR.md "Evaluation": each generated
   clip takes the class of a real window);
@@ -20,7 +29,10 @@ numbers are those of all ranks. Sample clips go to TensorBoard (rank 0); testing
 
 from __future__ import annotations
 
+import json
 import math
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,15 +44,62 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from adaptok.metrics import VideoQualityMeter
+from adaptok.metrics.frame_quality import describe_psnr
 from adaptok.metrics.fvd import FVD_FRAMES
+from adaptok.metrics.windows import draw_windows, nonoverlapping_windows
 from adaptok.nn.sampling import nearest_reachable_total
 from callbacks.media import log_video, side_by_side
 from callbacks.report import write_report
 
-__all__ = ["GenerationEvaluator"]
+__all__ = ["GenerationEvaluator", "shard_frame_counts"]
 
 Split = Literal["val", "test"]
 LengthRule = Literal["free", "exact", "at_most"]
+RealWindows = Literal["first", "nonoverlapping"]
+
+
+def shard_frame_counts(shards: list[str]) -> dict[str, int]:
+    """Frame count of every video in local WebDataset shards, from their ``.json`` metadata.
+
+    Keys are the samples' ``__key__`` (member path up to the first dot of its name, the
+    WebDataset rule). Only the metadata members are read.
+
+    Args:
+        shards: Local shard paths.
+
+    Returns:
+        Video key -> ``frames`` of its metadata.
+
+    Raises:
+        ValueError: A remote shard, an unreadable shard, or a video whose metadata has no
+            ``frames`` (naming the shard and key).
+    """
+    counts: dict[str, int] = {}
+    for shard in shards:
+        if not Path(shard).is_file():
+            raise ValueError(
+                f"real_windows: nonoverlapping reads the frame counts from local shards; "
+                f"{shard} is not a local file"
+            )
+        try:
+            with tarfile.open(shard, "r:*") as archive:
+                for member in archive:
+                    name = member.name.rsplit("/", 1)
+                    base, _, ext = name[-1].partition(".")
+                    if ext != "json":
+                        continue
+                    key = "/".join([*name[:-1], base])
+                    handle = archive.extractfile(member)
+                    meta = json.loads(handle.read()) if handle is not None else {}
+                    if not isinstance(meta, dict) or "frames" not in meta:
+                        raise ValueError(
+                            f"{shard}: video {key!r} has no 'frames' in its metadata; rewrite "
+                            "the shards with adaptok-shards"
+                        )
+                    counts[key] = int(meta["frames"])
+        except (OSError, tarfile.TarError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read the metadata of {shard}: {error}") from error
+    return counts
 
 
 class GenerationEvaluator(pl.Callback):
@@ -74,11 +133,15 @@ class GenerationEvaluator(pl.Callback):
         fps: Playback speed of logged clips.
         report_stem: File name of the test report.
         seed: Seed of the sampling noise (per rank and batch).
+        real_windows: ``"nonoverlapping"`` (official: ``num_samples`` windows drawn with
+            ``window_seed`` among all non-overlapping ``T``-frame windows) or ``"first"``
+            (the first ``T`` frames of each video).
+        window_seed: Seed of the window draw (official ``dataset_split_seed`` 42).
         i3d_weights: I3D weight file instead of the cached one.
         fvd_extractor: Feature network replacing I3D (tests, custom detectors).
 
     Raises:
-        ValueError: On non-positive counts.
+        ValueError: On non-positive counts or an unknown ``real_windows``.
     """
 
     def __init__(
@@ -106,8 +169,14 @@ class GenerationEvaluator(pl.Callback):
         seed: int = 42,
         i3d_weights: str | None = None,
         fvd_extractor: nn.Module | None = None,
+        real_windows: RealWindows = "first",
+        window_seed: int = 42,
     ) -> None:
         super().__init__()
+        if real_windows not in ("first", "nonoverlapping"):
+            raise ValueError(
+                f"real_windows must be 'first' or 'nonoverlapping', got {real_windows!r}"
+            )
         if num_samples < 1 or (val_num_samples is not None and val_num_samples < 1):
             raise ValueError("num_samples and val_num_samples must be at least 1")
         if batch_size < 1 or every_n_validations < 0:
@@ -139,6 +208,9 @@ class GenerationEvaluator(pl.Callback):
         self.seed = seed
         self.i3d_weights = i3d_weights
         self.fvd_extractor = fvd_extractor
+        self.real_windows = real_windows
+        self.window_seed = window_seed
+        self.window_counts: dict[str, dict[str, int]] = {}
         self.results: dict[str, list[dict[str, Any]]] = {}
         self.histograms: dict[str, dict[int, Tensor]] = {}
         self._validations = 0
@@ -155,7 +227,12 @@ class GenerationEvaluator(pl.Callback):
             )
         return [int(level) for level in levels]
 
-    def _real_loader(self, pl_module: Any, trainer: pl.Trainer) -> Any:
+    def _real_loader(
+        self, pl_module: Any, trainer: pl.Trainer, split: Split, count: int
+    ) -> tuple[Callable[[Any], Any], Any]:
+        """``(prepare, loader)``: batches of real windows and the function preparing each."""
+        if self.real_windows == "nonoverlapping":
+            return (lambda batch: batch), self._window_loader(pl_module, trainer, split, count)
         from datamodules.video_shards import VideoShardsDataModule
 
         tokenizer = pl_module.tokenizer
@@ -167,7 +244,39 @@ class GenerationEvaluator(pl.Callback):
             num_workers=self.num_workers,
         )
         data.trainer = trainer  # rank and world size for the shard split
-        return data, data.test_dataloader()
+        return (lambda batch: data.on_before_batch_transfer(batch, 0)), data.test_dataloader()
+
+    def _window_loader(self, pl_module: Any, trainer: pl.Trainer, split: Split, count: int) -> Any:
+        """This rank's share of ``count`` non-overlapping windows drawn with ``window_seed``."""
+        from torch.utils.data import DataLoader
+
+        from adaptok.data.shards import resolve_shards
+        from datamodules.video_windows import VideoWindowsDataset, collate_windows, window_key
+
+        tokenizer = pl_module.tokenizer
+        frames = tokenizer.num_frames
+        shards = resolve_shards(self.real_urls, "real_urls")
+        counts = shard_frame_counts(shards)
+        every = nonoverlapping_windows(counts, frames)
+        chosen = set(draw_windows(counts, frames, count, self.window_seed))
+        self.window_counts[split] = {"drawn": count, "windows": len(every), "videos": len(counts)}
+        # the dataset leaves out excluded windows without decoding their frames
+        exclude = {window_key(key, start) for key, start in every if (key, start) not in chosen}
+        rank, world = trainer.global_rank, trainer.world_size
+        dataset = VideoWindowsDataset(
+            shards,
+            num_frames=frames,
+            stride=frames,
+            frame_stride=1,
+            resolution=tokenizer.image_size,
+            rank=rank,
+            world_size=world,
+            exclude=exclude,
+        )
+        workers = min(self.num_workers, len(shards[rank::world]))
+        return DataLoader(
+            dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=collate_windows
+        )
 
     def _resize_for_fvd(self, video: Tensor, frame_prediction: bool) -> Tensor:
         size = self.fvd_resolution or (64 if frame_prediction else None)
@@ -203,7 +312,9 @@ class GenerationEvaluator(pl.Callback):
         device = pl_module.device
         levels = self._levels(pl_module)
         wanted = self.num_samples if split == "test" else self.val_num_samples
-        per_rank = math.ceil(wanted / trainer.world_size)
+        windowed = self.real_windows == "nonoverlapping"
+        # windowed: each rank reads the drawn windows of its shards (together: ``wanted``)
+        per_rank = math.inf if windowed else math.ceil(wanted / trainer.world_size)
         frame_prediction = bool(pl_module.frame_prediction)
         generator = pl_module.generator
         max_tokens = generator.num_blocks * generator.tokens_per_block
@@ -217,7 +328,7 @@ class GenerationEvaluator(pl.Callback):
                 )
                 self._warned_frames = True
         fvd_levels = levels if self.fvd_levels is None else [int(x) for x in self.fvd_levels]
-        fvd_per_rank = per_rank
+        fvd_per_rank = None if windowed else per_rank
         if self.fvd_num_samples is not None:
             fvd_per_rank = min(per_rank, math.ceil(self.fvd_num_samples / trainer.world_size))
         meters = {
@@ -240,12 +351,15 @@ class GenerationEvaluator(pl.Callback):
             }
             for level in levels
         }
-        data, loader = self._real_loader(pl_module, trainer)
+        prepare, loader = self._real_loader(pl_module, trainer, split, wanted)
         seen = 0
         for batch_index, batch in enumerate(loader):
-            batch = data.on_before_batch_transfer(batch, 0)
-            real = batch["video"][: per_rank - seen].to(device).float()
-            label = batch["label"][: per_rank - seen].to(device)
+            batch = prepare(batch)
+            if windowed and batch["video"].ndim != 5:
+                continue  # a batch of skip counts only (a worker without windows)
+            limit = None if windowed else per_rank - seen
+            real = batch["video"][:limit].to(device).float()
+            label = batch["label"][:limit].to(device)
             if real.shape[0] == 0:
                 break
             if not frame_prediction:
@@ -353,6 +467,7 @@ class GenerationEvaluator(pl.Callback):
         }
         if pl_module.frame_prediction and "psnr" in quality:
             row["psnr"] = quality["psnr"]
+            row["psnr_median"] = quality["psnr_median"]
             row["ssim"] = quality["ssim"]
         return {key: value for key, value in row.items() if value is not None}
 
@@ -385,10 +500,26 @@ class GenerationEvaluator(pl.Callback):
         max_tokens = generator.num_blocks * generator.tokens_per_block
         mode = "frame prediction" if pl_module.frame_prediction else "class-conditional"
         settings = {k: v for k, v in self.sampling.items() if v is not None}
+        frames = pl_module.tokenizer.num_frames
+        if self.real_windows == "nonoverlapping":
+            counts = self.window_counts.get("test", {})
+            windows = (
+                f"real windows: {counts.get('drawn', self.num_samples)} non-overlapping "
+                f"{frames}-frame windows drawn with seed {self.window_seed} from the "
+                f"{counts.get('windows', '?')} windows of {counts.get('videos', '?')} videos in "
+                f"{self.real_urls} (the official protocol)"
+            )
+        else:
+            windows = (
+                f"real windows: the first {frames} frames of the first {self.num_samples} "
+                f"videos of {self.real_urls} (NOT the official protocol, which draws "
+                "non-overlapping windows with a fixed seed: real_windows: nonoverlapping)"
+            )
         notes = [
             f"{mode} generation, {generator.parameter_count() / 1e6:.2f}M parameters, "
             f"{generator.num_blocks} blocks x {generator.tokens_per_block} tokens "
-            f"(max {max_tokens} per clip); real windows from {self.real_urls}.",
+            f"(max {max_tokens} per clip); {windows}; one generated clip per real window and "
+            "budget level (clips).",
             f"Lengths: {self.length_rule}{' on the candidate grid' if self.grid else ''}; "
             f"sampling overrides {settings or 'none (module defaults)'}.",
             "tokens_asked: the level's budget fraction x K x M"
@@ -401,7 +532,7 @@ class GenerationEvaluator(pl.Callback):
                 "Frame prediction: block 0 is copied from the condition at full length (it "
                 "counts in the tokens); FVD on all frames resized to "
                 f"{self.fvd_resolution or 64}x{self.fvd_resolution or 64}; PSNR/SSIM against the "
-                "true continuation."
+                "true continuation (mean over clips; psnr_median beside it). " + describe_psnr()
             )
         if any(row.get("fvd_unstable") for row in rows):
             notes.append(

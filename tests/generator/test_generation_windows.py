@@ -1,0 +1,59 @@
+"""GenerationEvaluator's official real-window protocol: the drawn windows, split over ranks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from adaptok.data.cli import main as shards
+from adaptok.data.shards import resolve_shards
+from adaptok.metrics.windows import draw_windows
+from callbacks import GenerationEvaluator
+from callbacks.generation_evaluator import shard_frame_counts
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """6 synthetic 40-frame videos (two non-overlapping 16-frame windows each), 3 shards."""
+    out = tmp_path_factory.mktemp("long_videos")
+    args = ["synthetic", "--out", str(out), "--num-clips", "6", "--seed", "0", "--size", "32"]
+    args += ["--num-frames", "40", "--val-fraction", "0", "--shard-samples", "2", "--quiet"]
+    assert shards(args) in (0, None)
+    return str(out / "*.tar")
+
+
+def _read(evaluator: GenerationEvaluator, rank: int, world: int, count: int) -> list[tuple]:
+    module = SimpleNamespace(tokenizer=SimpleNamespace(num_frames=16, image_size=32))
+    trainer = SimpleNamespace(global_rank=rank, world_size=world)
+    loader = evaluator._window_loader(module, trainer, "test", count)
+    read = []
+    for batch in loader:
+        if batch["video"].ndim != 5:
+            continue
+        assert batch["video"].shape[1:] == (3, 16, 32, 32) and batch["video"].max() <= 1
+        read += zip(batch["source_key"], batch["window_start"].tolist(), strict=True)
+    return read
+
+
+def test_the_drawn_windows_are_read_exactly_once_over_ranks(long_videos: str) -> None:
+    evaluator = GenerationEvaluator(
+        real_urls=long_videos, real_windows="nonoverlapping", window_seed=42, batch_size=2
+    )
+    counts = shard_frame_counts(resolve_shards(long_videos))
+    assert len(counts) == 6 and set(counts.values()) == {40}
+    drawn = set(draw_windows(counts, 16, 5, seed=42))
+    assert {start for _, start in drawn} <= {0, 16}
+    assert set(_read(evaluator, 0, 1, 5)) == drawn
+    assert evaluator.window_counts["test"] == {"drawn": 5, "windows": 12, "videos": 6}
+    rank0, rank1 = _read(evaluator, 0, 2, 5), _read(evaluator, 1, 2, 5)
+    assert len(rank0) + len(rank1) == 5 and set(rank0) | set(rank1) == drawn
+    # later windows of a video are drawn too (the first-16-frames protocol never reads them)
+    assert any(start == 16 for _, start in drawn)
+    with pytest.raises(ValueError, match="hold only 12"):
+        _read(evaluator, 0, 1, 13)
+
+
+def test_unknown_protocol_is_refused() -> None:
+    with pytest.raises(ValueError, match="real_windows"):
+        GenerationEvaluator(real_urls="x", real_windows="random")  # type: ignore[arg-type]
