@@ -56,16 +56,14 @@ NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "adaptok.nn.tokenizer.AdapTokTokenizer": AdapTokTokenizer,
     "adaptok.nn.scorer.BlockCausalScorer": BlockCausalScorer,
     "adaptok.nn.generator.ARGenerator": ARGenerator,
+    # the re-exports the YAML files use
+    "adaptok.nn.AdapTokTokenizer": AdapTokTokenizer,
+    "adaptok.nn.BlockCausalScorer": BlockCausalScorer,
+    "adaptok.nn.ARGenerator": ARGenerator,
 }
-"""The only classes a spec may name when loading."""
+"""The only classes a spec may name when loading (full paths and ``adaptok.nn`` re-exports)."""
 
 TokenizeModeName = Literal["per_clip", "streaming", "target", "uniform"]
-
-_STAGE_NETWORKS = {
-    "modules.tokenizer.TokenizerModule": ("tokenizer",),
-    "modules.scorer.ScorerModule": ("tokenizer", "scorer"),
-    "modules.generator.GeneratorModule": ("tokenizer", "generator"),
-}
 
 
 @dataclass
@@ -396,9 +394,11 @@ def checkpoint_contents(checkpoint: Mapping[str, Any], source: Any) -> tuple[dic
             "'tokenizer_spec'); it was not written by `adaptok fit` or `adaptok convert-official`"
         )
     specs["tokenizer"] = dict(tokenizer)
-    for name in _STAGE_NETWORKS.get(stage, ())[1:]:
+    state = checkpoint.get("state_dict") or {}
+    for name in ("scorer", "generator"):  # the stage's own network, when it has one
         spec = hparams.get(name)
-        if isinstance(spec, Mapping) and "class_path" in spec:
+        has_weights = any(key.startswith(f"{name}.") for key in state)
+        if isinstance(spec, Mapping) and "class_path" in spec and has_weights:
             specs[name] = dict(spec)
     info: dict[str, Any] = {"stage": stage}
     if "scorer" in specs:

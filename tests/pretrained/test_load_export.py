@@ -258,3 +258,35 @@ def test_converted_scorer_restores_as_a_lightning_stage(converted):
     direct = load_pretrained(converted["scorer"])
     for key, value in direct.scorer.state_dict().items():
         assert torch.equal(module.scorer.state_dict()[key], value)
+
+
+# ----------------------------------------------------------------------------- docs
+def test_readme_example_runs(converted, capsys):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "load_pretrained(" in code and "detokenize(" in code
+    code = code.replace('"runs/demo/scorer/checkpoints/last.ckpt"', repr(str(converted["scorer"])))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["recon"].shape == namespace["video"].shape
+    assert "torch.Size([2, 4, 8])" in capsys.readouterr().out
+
+
+def test_suite_checkpoint_with_yaml_class_paths(converted, tmp_path):
+    """A stage checkpoint as `adaptok fit` writes it: re-exported class paths, extra weights."""
+    checkpoint = torch.load(converted["scorer"], weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    hparams["scorer"]["class_path"] = "adaptok.nn.BlockCausalScorer"
+    hparams["tokenizer_spec"]["class_path"] = "adaptok.nn.AdapTokTokenizer"
+    hparams["_class_path"] = "modules.ScorerModule"
+    hparams.pop("official")
+    checkpoint["state_dict"]["quality.perceptual.lin.weight"] = torch.ones(2)  # not a network
+    checkpoint["optimizer_states"] = [{"state": {}, "param_groups": [{"lr": 1e-3}]}]
+    path = tmp_path / "last.ckpt"
+    torch.save(checkpoint, path)
+    model = load_pretrained(path)
+    assert model.scorer is not None and model.info["cost_normalisation"][1] > 0
+    reference = load_pretrained(converted["scorer"])
+    for key, value in reference.export_state().items():
+        assert torch.equal(model.export_state()[key], value)
