@@ -34,7 +34,6 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from adaptok.data.clips import stored_stream
 from adaptok.data.shards import check_url_setting, resolve_shards
 from adaptok.data.video_io import (
     VIDEO_SUFFIXES,
@@ -43,6 +42,7 @@ from adaptok.data.video_io import (
     decode_video,
     probe_video,
     short_side_shape,
+    stored_stream,
 )
 from adaptok.data.writer import sanitize_key
 

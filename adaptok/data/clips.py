@@ -22,6 +22,7 @@ from adaptok.data.video_io import (
     decode_clip,
     probe_video,
     short_side_shape,
+    stored_stream,
 )
 
 __all__ = [
@@ -36,12 +37,6 @@ __all__ = [
 NOTED_ADJUSTMENTS = ("stream", "alpha", "tone_mapped", "gamut_mapped", "deinterlaced")
 """Conversions made while decoding a stored video that are counted as notes (a shard written
 by ``adaptok-shards`` re-encoded never needs them; original files kept as they are may)."""
-
-
-def stored_stream(meta: dict[str, Any]) -> int | None:
-    """The video stream a sample's metadata names (``stream``), or ``None`` for the best."""
-    value = meta.get("stream")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class SkipSample(Exception):

@@ -23,8 +23,6 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from webdataset.tariterators import tar_file_iterator, url_opener
-
 from adaptok.data.video_io import VIDEO_SUFFIXES
 
 __all__ = [
@@ -148,6 +146,10 @@ def tar_samples(
     Yields:
         The samples of :func:`group_members`, shard after shard.
     """
+    # webdataset imports torch (about 700 MB): only the clip stream pays for it, not
+    # `adaptok-shards` and `verify`, which read local tars with tarfile.
+    from webdataset.tariterators import tar_file_iterator, url_opener
+
     for url in urls:
         try:
             for opened in url_opener([{"url": url}], handler=handler):

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from adaptok.data.clips import stored_stream
 from adaptok.data.files import walk_files
 from adaptok.data.tar_samples import PROBLEM_KEY, group_members, read_tar_members
-from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, VideoReader
+from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, VideoReader, stored_stream
 
 __all__ = ["SplitReport", "find_shards", "verify_shards"]
 

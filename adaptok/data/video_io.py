@@ -67,6 +67,7 @@ __all__ = [
     "probe_video",
     "resize_frames",
     "short_side_shape",
+    "stored_stream",
 ]
 
 VideoSource = bytes | str | Path
@@ -197,6 +198,12 @@ class DecodedVideo:
     rotation: int
     properties: SourceProperties = field(default_factory=SourceProperties)
     adjustments: dict[str, Any] = field(default_factory=dict)
+
+
+def stored_stream(meta: dict[str, Any]) -> int | None:
+    """The video stream a sample's metadata names (``stream``), or ``None`` for the best."""
+    value = meta.get("stream")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _describe(source: VideoSource) -> str:
