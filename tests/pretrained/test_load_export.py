@@ -290,3 +290,48 @@ def test_suite_checkpoint_with_yaml_class_paths(converted, tmp_path):
     reference = load_pretrained(converted["scorer"])
     for key, value in reference.export_state().items():
         assert torch.equal(model.export_state()[key], value)
+
+
+# ----------------------------------------------------------------------------- suite tools
+def test_adaptok_tokenize_runs_on_the_converted_scorer(converted, tmp_path, capsys):
+    import numpy as np
+
+    from adaptok.data.video_io import encode_video
+    from modules.tokenize_cli import main as tokenize_main
+
+    frames = np.random.default_rng(0).integers(0, 255, (20, 24, 32, 3), dtype=np.uint8)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(encode_video(frames, 10.0, crf=0))
+    out = tmp_path / "tokens.npz"
+    code = tokenize_main(
+        [str(video), "--ckpt", str(converted["scorer"]), "--budget", "0.5", "--out", str(out)]
+    )
+    assert code == 0, capsys.readouterr().err
+    saved = np.load(out)
+    assert saved["lengths"].shape == (2, 4)  # two 8-frame windows of 4 blocks
+    assert (saved["lengths"].sum(axis=1) == 16).all()
+
+
+def test_converted_generator_samples_clips(converted):
+    from adaptok.nn.sampling import sample
+
+    model = load_pretrained(converted["generator"])
+    labels = torch.tensor([0, 3])
+    out = sample(
+        model.generator,
+        labels,
+        torch.zeros_like(labels),
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.lengths.shape == (2, model.num_blocks)
+    video = model.detokenize(out.codes, out.lengths)
+    assert video.shape == (2, 3, model.num_frames, model.image_size, model.image_size)
+
+
+def test_converted_generator_restores_as_a_lightning_stage(converted):
+    from modules.loading import load_stage
+
+    module = load_stage(converted["generator"])
+    direct = load_pretrained(converted["generator"]).generator
+    for key, value in direct.state_dict().items():
+        assert torch.equal(module.generator.state_dict()[key], value)
