@@ -41,7 +41,7 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from adaptok.data.shards import check_url_setting, resolve_shards
+from adaptok.data.shards import resolve_shards
 from adaptok.data.skips import SkippedSamplesWarning
 from adaptok.nn.generator_sequence import GeneratorVocab, build_sequence, collate_sequences
 
@@ -350,9 +350,6 @@ class TokenShardsDataModule(LightningDataModule):
             "test": test_urls,
             "predict": None,
         }
-        for split, given in self.urls.items():
-            if given is not None:
-                check_url_setting(given, f"{split}_urls")
         self.condition, self.condition_blocks = condition, condition_blocks
         self.num_classes, self.budget_levels = num_classes, budget_levels
         self.expected = {

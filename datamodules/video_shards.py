@@ -32,7 +32,7 @@ from lightning.pytorch import LightningDataModule
 
 from adaptok.data.clip_stream import ClipLoader, ClipStream
 from adaptok.data.clips import ClipDecoder, collate_clips, video_to_float
-from adaptok.data.shards import check_url_setting, resolve_shards
+from adaptok.data.shards import resolve_shards
 from adaptok.data.skips import (
     REPORT_KEY,
     NoUsableSamplesError,
@@ -144,9 +144,6 @@ class VideoShardsDataModule(LightningDataModule):
             "test": test_urls,
             "predict": predict_urls,
         }
-        for split, given in self.urls.items():
-            if given is not None:
-                check_url_setting(given, f"{split}_urls")
         self.num_frames = num_frames
         self.frame_stride = frame_stride
         self.clip_sampling = clip_sampling

@@ -34,7 +34,7 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from adaptok.data.shards import check_url_setting, resolve_shards
+from adaptok.data.shards import resolve_shards
 from adaptok.data.video_io import (
     VIDEO_SUFFIXES,
     VideoDecodeError,
@@ -358,7 +358,6 @@ class VideoWindowsDataModule(LightningDataModule):
                 "stride, frame_stride and batch_size must be >= 1 and num_workers >= 0, got "
                 f"{stride}, {frame_stride}, {batch_size}, {num_workers}"
             )
-        check_url_setting(predict_urls, "predict_urls")
         self.predict_urls = predict_urls
         self.num_frames = num_frames
         self.stride = stride

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from adaptok.data.shards import ShardURLError
 from adaptok.data.skips import NoUsableSamplesError
 from modules.cli import run_cli
 from modules.preflight import PreflightError, check_disk_space, check_writable
@@ -79,3 +80,14 @@ def test_training_set_of_too_short_clips_ends_the_run_with_the_reason(tmp_path: 
             f"--data.init_args.train_urls={out / 'train-*.tar'}",
             "--data.init_args.val_urls=null",
         )
+
+
+def test_null_or_empty_shard_urls_fail_in_one_line_before_training(fresh_workspace: Path) -> None:
+    """Issue 17 case 10: ``train_urls:`` left empty in a YAML, or ``''`` on the command line."""
+    with pytest.raises(PreflightError, match=r"data.init_args.train_urls is None: `adaptok fit`"):
+        _fit(fresh_workspace, "--data.init_args.train_urls=null")
+    with pytest.raises(PreflightError, match=r"data.init_args.train_urls is '': `adaptok fit`"):
+        _fit(fresh_workspace, "--data.init_args.train_urls=")
+    with pytest.raises(ShardURLError, match="val_urls is '  ': an empty shard URL"):
+        _fit(fresh_workspace, "--data.init_args.val_urls=  ")
+    assert _checkpoints(fresh_workspace) == []

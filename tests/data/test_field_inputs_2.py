@@ -301,12 +301,13 @@ def test_zero_clips_written_is_an_error(tmp_path: Path, capsys) -> None:
 # ------------------------------------------------------------------ 8: empty URLs, folders
 def test_empty_shard_urls_are_refused_and_globbed_folders_expanded(tmp_path: Path, capsys) -> None:
     for bad in ("", "  ", ["a.tar", ""], [], [None]):
+        datamodule = VideoShardsDataModule(test_urls=bad, num_workers=0)
         with pytest.raises(ShardURLError, match="test_urls"):
-            VideoShardsDataModule(test_urls=bad, num_workers=0)
+            datamodule.setup("test")
     with pytest.raises(ShardURLError, match="val_urls"):
-        TokenShardsDataModule(val_urls="")
+        TokenShardsDataModule(val_urls="").setup("validate")
     with pytest.raises(ShardURLError, match="predict_urls"):
-        VideoWindowsDataModule(predict_urls="")
+        VideoWindowsDataModule(predict_urls="").setup("predict")
     assert main(["verify", ""]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
     make_video(tmp_path / "in/train/c/1.mp4", np.zeros((8, 32, 32, 3), np.uint8))
