@@ -110,12 +110,13 @@ def _first_table(text: str) -> str:
 def _recipe(checkpoint: Mapping[str, Any], source: Path) -> list[str]:
     """Training recipe and data lines of the model card."""
     hparams = dict(checkpoint.get("hyper_parameters") or {})
-    if "official" in hparams:
+    official = checkpoint.get("adaptok_official")
+    if isinstance(official, Mapping):
         return [
             "Trained by the AdapTok authors with their code (VisionXLab/AdapTok): tokenizer on "
             "Kinetics-600 + UCF-101 with block-wise tail dropping, scorer on online LPIPS "
             "labels, AR generator on UCF-101 annotations (arXiv 2505.17011). Converted with "
-            f"`adaptok convert-official` from `{json.dumps(hparams['official'].get('converted_from'))}`.",
+            f"`adaptok convert-official` from `{json.dumps(official.get('converted_from'))}`.",
         ]
     lines = [f"- stage: `{hparams.get('_class_path', 'unknown')}`"]
     skip = {"_class_path", "_instantiator", "tokenizer_spec", "tokenizer", "scorer", "generator"}
@@ -184,7 +185,7 @@ def model_card(
         lines += [f"From `{report}`:", "", table or "(no table found in the report)", ""]
     else:
         lines += ["No `REPORT.md` was found next to the checkpoint (pass `--report`).", ""]
-    official = "official" in (checkpoint.get("hyper_parameters") or {})
+    official = isinstance(checkpoint.get("adaptok_official"), Mapping)
     lines += ["## Licence", "", _OFFICIAL_LICENCE if official else _SUITE_LICENCE, ""]
     lines += [f"Source checkpoint: `{source}`.", ""]
     return "\n".join(lines)

@@ -410,8 +410,8 @@ def checkpoint_contents(checkpoint: Mapping[str, Any], source: Any) -> tuple[dic
     if "generator" in specs:
         info["budgets"] = hparams.get("budgets")
         info["candidate_lengths"] = hparams.get("candidate_lengths")
-    if "official" in hparams:
-        info["official"] = hparams["official"]
+    if isinstance(checkpoint.get("adaptok_official"), Mapping):  # adaptok convert-official
+        info["official"] = dict(checkpoint["adaptok_official"])
     return specs, info
 
 

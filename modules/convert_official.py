@@ -51,6 +51,7 @@ __all__ = [
     "OFFICIAL_LABEL_NORMALISATION",
     "OfficialCheckpoint",
     "OfficialCheckpointError",
+    "PROVENANCE_KEY",
     "convert_generator",
     "convert_scorer",
     "convert_tokenizer",
@@ -602,13 +603,21 @@ def _lightning_version() -> str:
     return __version__
 
 
-def _checkpoint(state: dict[str, Tensor], hparams: dict[str, Any]) -> dict[str, Any]:
+PROVENANCE_KEY = "adaptok_official"
+"""Top-level checkpoint key of a converted checkpoint's provenance (kept out of the
+hyperparameters, which are the LightningModule's init arguments)."""
+
+
+def _checkpoint(
+    state: dict[str, Tensor], hparams: dict[str, Any], provenance: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "epoch": 0,
         "global_step": 0,
         "pytorch-lightning_version": _lightning_version(),
         "state_dict": state,
         "hyper_parameters": hparams,
+        PROVENANCE_KEY: provenance,
     }
 
 
@@ -639,13 +648,15 @@ def write_suite_checkpoints(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    provenance = {"converted_from": {}, "weights_source": "VisionXLab/AdapTok (MIT licence)"}
+    source = "VisionXLab/AdapTok (MIT licence)"
     base = read_official(tokenizer if tokenizer is not None else scorer)  # type: ignore[arg-type]
     tok, tok_spec = convert_tokenizer(base)
-    provenance["converted_from"]["tokenizer"] = base.source
-    hparams = {"tokenizer_spec": tok_spec, "official": provenance}
+    provenance = {"converted_from": {"tokenizer": base.source}, "weights_source": source}
     written["tokenizer"] = out / "tokenizer.ckpt"
-    torch.save(_checkpoint(_prefixed("tokenizer", tok), hparams), written["tokenizer"])
+    torch.save(
+        _checkpoint(_prefixed("tokenizer", tok), {"tokenizer_spec": tok_spec}, provenance),
+        written["tokenizer"],
+    )
     if scorer is not None:
         official = read_official(scorer)
         scorer_tok, scorer_tok_spec = convert_tokenizer(official)
@@ -664,11 +675,11 @@ def write_suite_checkpoints(
             "scheduler": None,
             "lpips_net": "vgg",
             "tokenizer_spec": scorer_tok_spec,
-            "official": {**provenance, "converted_from": {"scorer": official.source}},
         }
         state = {**_prefixed("tokenizer", scorer_tok), **_prefixed("scorer", net)}
         written["scorer"] = out / "scorer.ckpt"
-        torch.save(_checkpoint(state, hparams), written["scorer"])
+        provenance = {"converted_from": {"scorer": official.source}, "weights_source": source}
+        torch.save(_checkpoint(state, hparams, provenance), written["scorer"])
     if generator is not None:
         official = read_official(generator)
         net, spec = convert_generator(official, tok)
@@ -682,11 +693,14 @@ def write_suite_checkpoints(
             # of the tokens its annotations were made at (METHOD 5).
             "budgets": [0.5],
             "candidate_lengths": None,
-            "official": {**provenance, "converted_from": {"generator": official.source}},
         }
         state = {**_prefixed("tokenizer", tok), **_prefixed("generator", net)}
         written["generator"] = out / "generator.ckpt"
-        torch.save(_checkpoint(state, hparams), written["generator"])
+        provenance = {
+            "converted_from": {"generator": official.source, "tokenizer": base.source},
+            "weights_source": source,
+        }
+        torch.save(_checkpoint(state, hparams, provenance), written["generator"])
     return written
 
 

@@ -245,6 +245,12 @@ def test_converted_scorer_names_its_lightning_module(converted):
     model = json.loads(next(a for a in args if a.startswith("--model=")).split("=", 1)[1])
     assert model["class_path"] == "modules.scorer.ScorerModule"
     assert model["init_args"]["scorer"]["init_args"]["context_attention"] == "full"
+    import inspect
+
+    from modules.scorer import ScorerModule
+
+    accepted = set(inspect.signature(ScorerModule).parameters)
+    assert set(model["init_args"]) <= accepted  # the CLI passes them all to __init__
 
 
 def test_converted_scorer_restores_as_a_lightning_stage(converted):
@@ -280,7 +286,7 @@ def test_suite_checkpoint_with_yaml_class_paths(converted, tmp_path):
     hparams["scorer"]["class_path"] = "adaptok.nn.BlockCausalScorer"
     hparams["tokenizer_spec"]["class_path"] = "adaptok.nn.AdapTokTokenizer"
     hparams["_class_path"] = "modules.ScorerModule"
-    hparams.pop("official")
+    checkpoint.pop("adaptok_official")
     checkpoint["state_dict"]["quality.perceptual.lin.weight"] = torch.ones(2)  # not a network
     checkpoint["optimizer_states"] = [{"state": {}, "param_groups": [{"lr": 1e-3}]}]
     path = tmp_path / "last.ckpt"
