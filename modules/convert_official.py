@@ -137,6 +137,8 @@ def read_official(path: str | Path) -> OfficialCheckpoint:
         if not weights.is_file():
             raise OfficialCheckpointError(f"{path}: no model.safetensors")
         config = _config_next_to(path)
+        if set(config) == {"config"} and isinstance(config["config"], dict):
+            config = config["config"]  # a dataclass config saved by PyTorchModelHubMixin
         return OfficialCheckpoint(config, load_file(str(weights)), config.get("name"), str(path))
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
