@@ -38,8 +38,9 @@ _CHILD = (
 )
 
 
-def make_source(path: Path, frames: int, height: int, width: int, fps: int = 30) -> Path:
+def make_source(path: str | Path, frames: int, height: int, width: int, fps: int = 30) -> Path:
     """A moving white square on black, x264 ultrafast (fast to make at any size)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture = np.zeros((height, width, 3), np.uint8)
     side = height // 4
@@ -83,10 +84,19 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        make_source(root / "uhd/train/d/u.mp4", args.uhd_frames, 2160, 3840)
         long_frames, short_frames = 30 * args.long_seconds, 60
-        make_source(root / "long/train/d/l.mp4", long_frames, 720, 1280)
-        make_source(root / "short/train/d/s.mp4", short_frames, 720, 1280)
+        # Sources are made in a child: Linux keeps a process's peak RSS across fork + exec,
+        # so a parent that held 4K frames would raise every measured child's peak.
+        sources = [
+            (root / "uhd/train/d/u.mp4", args.uhd_frames, 2160, 3840),
+            (root / "long/train/d/l.mp4", long_frames, 720, 1280),
+            (root / "short/train/d/s.mp4", short_frames, 720, 1280),
+        ]
+        maker = (
+            "import sys; sys.path.insert(0, 'benchmarks'); from shard_memory import make_source\n"
+        )
+        maker += "".join(f"make_source(*{(str(p), *rest)!r})\n" for p, *rest in sources)
+        subprocess.run([sys.executable, "-c", maker], check=True, cwd=REPO)
         cases = [
             ("4K 3840x2160", args.uhd_frames, "folder, stored at 4K", ["folder", "uhd"], []),
             ("4K 3840x2160", args.uhd_frames, "folder --size 128", ["folder", "uhd"], ["--size", "128"]),
