@@ -164,11 +164,23 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
 
 
 def main() -> None:
-    """Console entry point of ``adaptok``: a LightningCLI subcommand, or ``tokenize``."""
+    """Console entry point of ``adaptok``: a LightningCLI subcommand, or another command.
+
+    The others: ``tokenize``, ``export`` (``adaptok.export``) and ``convert-official``
+    (``modules.convert_official``).
+    """
     if sys.argv[1:2] == ["tokenize"]:
         from modules.tokenize_cli import main as tokenize
 
         raise SystemExit(tokenize(sys.argv[2:]))
+    if sys.argv[1:2] == ["export"]:
+        from adaptok.export import main as export
+
+        raise SystemExit(export(sys.argv[2:]))
+    if sys.argv[1:2] == ["convert-official"]:
+        from modules.convert_official import main as convert
+
+        raise SystemExit(convert(sys.argv[2:]))
     try:
         run_cli()
     except USER_ERRORS as error:
