@@ -103,6 +103,50 @@ def check_targets(
     return targets
 
 
+def _health(path: Path) -> dict[str, float]:
+    """``token_health.csv`` (name, value rows) as a dict; empty when the file is absent."""
+    return {row["name"]: _number(row["value"]) for row in _rows(path)} if path.is_file() else {}
+
+
+def token_health_targets(health: dict[str, float]) -> list[Target]:
+    """Issue 15's tokenizer targets against ``TokenHealth``'s figures (none without them).
+
+    Args:
+        health: ``token_health.csv`` as name -> value (``beats_mean_colour``,
+            ``gain_over_mean_colour_median``, ``distinct_codes_per_block_busy``,
+            ``tokens_per_block``).
+
+    Returns:
+        One target dict per figure present.
+    """
+    if not health:
+        return []
+    half = health["tokens_per_block"] / 2
+    share = health["beats_mean_colour"]
+    gain = health["gain_over_mean_colour_median"]
+    distinct = health["distinct_codes_per_block_busy"]
+    return [
+        {
+            "target": "clips where M tokens beat the mean colour",
+            "value": share,
+            "goal": ">= 0.9",
+            "met": share >= 0.9,
+        },
+        {
+            "target": "median gain over the mean colour at M tokens (dB)",
+            "value": gain,
+            "goal": ">= 3",
+            "met": gain >= 3,
+        },
+        {
+            "target": "distinct codes per block, busy clips",
+            "value": distinct,
+            "goal": f">= M/2 = {half:g}",
+            "met": distinct >= half,
+        },
+    ]
+
+
 def _relink(markdown: str, folder: Path, root: Path) -> list[str]:
     """Body of a stage report (title dropped), image links made relative to ``root``."""
     lines = markdown.splitlines()[1:]
@@ -143,7 +187,8 @@ def write_demo_report(
             "`adaptok test --config experiments/demo/eval_recon.yaml` first"
         )
     folder = allocation.parent
-    targets = check_targets(
+    health = folder / "token_health.csv"
+    targets = token_health_targets(_health(health)) + check_targets(
         _rows(folder / "allocation_report.csv"),
         _rows(folder / "allocation_summary.csv"),
         _rows(folder / "allocation_scorer_accuracy.csv"),
@@ -180,6 +225,16 @@ def write_demo_report(
         "",
         f"{sum(t['met'] for t in targets)} of {len(targets)} targets met.",
         "",
+        *(
+            [
+                "## Token health",
+                "",
+                *_relink((folder / "token_health.md").read_text(), folder, root),
+                "",
+            ]
+            if (folder / "token_health.md").is_file()
+            else []
+        ),
         "## Reconstruction and allocation",
         "",
         f"Source: `{os.path.relpath(allocation, root)}`",

@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from adaptok.losses.tokenizer_loss import TokenizerLoss
 from adaptok.metrics.frame_quality import psnr_per_video
+from adaptok.metrics.token_diagnostics import block_mean_baseline, code_diagnostics
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer
 from adaptok.schedules import fill_total_steps
@@ -204,6 +205,12 @@ class TokenizerModule(LightningModule):
         # Share of the codebook used by the kept tokens of this batch: a collapse detector.
         used = output.codes[output.keep].unique().numel()
         logs["train/code_usage"] = torch.tensor(used / self.tokenizer.quantizer.codebook_size)
+        # What one block's tokens say (batch-level usage hides a per-block collapse).
+        stats = code_diagnostics(
+            output.codes, self.tokenizer.tokens_per_block, self.tokenizer.quantizer.codebook_size
+        )
+        logs["train/distinct_codes_per_block"] = torch.tensor(stats.distinct_per_block)
+        logs["train/codebook_perplexity"] = torch.tensor(stats.codebook_perplexity)
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
         self.log("train/loss", gen_loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         self.train_batches += 1
@@ -215,9 +222,25 @@ class TokenizerModule(LightningModule):
         lengths = self._full_lengths(video.shape[0], video.device, self.val_tokens_per_block)
         encoding = self.tokenizer.encode(video)
         recon = self.tokenizer.decode(encoding.codes, lengths).clamp(0, 1)
-        self.log(
-            f"{split}/l1", (recon - video).abs().mean(), sync_dist=True, batch_size=video.shape[0]
+        size = video.shape[0]
+        self.log(f"{split}/l1", (recon - video).abs().mean(), sync_dist=True, batch_size=size)
+        # Trivial baselines on the same clips, next to the tokenizer's own PSNR and codes.
+        psnr = psnr_per_video(video, recon)
+        mean_colour = psnr_per_video(
+            video, block_mean_baseline(video, self.tokenizer.frames_per_block)
         )
+        stats = code_diagnostics(
+            encoding.codes, self.tokenizer.tokens_per_block, self.tokenizer.quantizer.codebook_size
+        )
+        figures = {
+            "psnr_mean_colour_baseline": mean_colour.mean(),
+            "psnr_gain_over_mean_colour": (psnr - mean_colour).mean(),
+            "beats_mean_colour": (psnr > mean_colour).float().mean(),
+            "distinct_codes_per_block": torch.tensor(stats.distinct_per_block),
+            "position_perplexity": stats.position_perplexity.mean(),
+        }
+        for name, value in figures.items():
+            self.log(f"{split}/{name}", value.to(video.device), sync_dist=True, batch_size=size)
         return {"real": video, "fake": recon}
 
     @override

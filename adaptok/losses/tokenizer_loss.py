@@ -1,6 +1,6 @@
 """The AdapTok tokenizer objective; it owns the discriminator (and the frozen LPIPS network).
 
-Generator: `l1_weight * L1 + perceptual_weight * LPIPS + gan_weight * GAN + vq_weight * VQ
+Generator: `l1_weight * L1 + l2_weight * MSE + perceptual_weight * LPIPS + gan_weight * GAN + vq_weight * VQ
 + prior_weight * prior`. Discriminator: noisy-label BCE + `lecam_weight * LeCam`, every
 `disc_every` steps from `disc_start` on. Paper weights: 1.0, 1.0, 0.3, 0.1, 0.06.
 
@@ -55,6 +55,10 @@ class TokenizerLoss(nn.Module):
         discriminator: Video discriminator `(B, C, T, H, W)` in [0, 1] -> logits `(B,)`.
             None disables both GAN terms.
         l1_weight: Weight of the L1 pixel loss.
+        l2_weight: Weight of a mean-squared-error pixel loss (not in the paper, which uses
+            L1 only: 0). The demo uses it: on a few hundred CPU steps the L1 gradient pulls
+            a small tokenizer to the blocks' mean colour and barely past it, while MSE (the
+            loss PSNR measures) gets well past it (`docs/tokenizer_collapse.md`).
         perceptual_weight: Weight of LPIPS.
         gan_weight: Weight of the non-saturating generator loss.
         vq_weight: Weight of `TokenizerOutput.vq_loss` (0.25 * commit + codebook).
@@ -83,6 +87,7 @@ class TokenizerLoss(nn.Module):
         perceptual: nn.Module | None = None,
         discriminator: nn.Module | None = None,
         l1_weight: float = 1.0,
+        l2_weight: float = 0.0,
         perceptual_weight: float = 1.0,
         gan_weight: float = 0.3,
         vq_weight: float = 0.1,
@@ -112,6 +117,7 @@ class TokenizerLoss(nn.Module):
         self.lecam = LeCamRegularizer(lecam_decay, on=lecam_on)
         self.label_smoothing = label_smoothing
         self.l1_weight = l1_weight
+        self.l2_weight = l2_weight
         self.perceptual_weight = perceptual_weight
         self.gan_weight = gan_weight
         self.vq_weight = vq_weight
@@ -171,7 +177,7 @@ class TokenizerLoss(nn.Module):
 
         Returns:
             The weighted total (scalar, with grad) and the named unweighted terms, detached:
-            `l1`, `perceptual`, `gan`, `vq`, `commit`, `codebook`, `prior` (those that are on)
+            `l1`, `l2`, `perceptual`, `gan`, `vq`, `commit`, `codebook`, `prior` (those that are on)
             and `total`.
 
         Raises:
@@ -179,6 +185,9 @@ class TokenizerLoss(nn.Module):
         """
         terms: dict[str, Tensor] = {"l1": F.l1_loss(output.recon, real)}
         weighted = [self.l1_weight * terms["l1"]]
+        if self.l2_weight > 0:
+            terms["l2"] = F.mse_loss(output.recon, real)
+            weighted.append(self.l2_weight * terms["l2"])
         if self.perceptual is not None and self.perceptual_weight > 0:
             terms["perceptual"] = self.perceptual_loss(output.recon, real)
             weighted.append(self.perceptual_weight * terms["perceptual"])

@@ -137,6 +137,19 @@ class AdapTokTokenizer(nn.Module):
         stored_positions: The position tables (encoder patches, decoder patch queries,
             decoder latents) are persistent buffers that a checkpoint fills (the official
             tables, whose sin-cos layout differs from ours), instead of computed ones.
+        token_mixing: Learned linear routes between patches and 1D tokens in both stacks
+            (not in the paper; `docs/tokenizer_collapse.md`). Encoder: latent query j of
+            block b starts as the paper's query plus `sum_p U[b, j, p] * x_p` over block b's
+            patch embeddings x_p. Decoder: patch query p of block b starts as the paper's
+            query plus `sum_j W[b, p, j] * q_j` over the KEPT quantized tokens q_j of block
+            b. U and W are zero-initialised, so a new model starts as the paper's, and both
+            read block b only, so block-causality holds. Without them a small model has to
+            learn through attention alone which token describes which patches; at demo
+            scale it never does (attention stays uniform, every token carries the block's
+            average, and the codes collapse to a few per block).
+        token_mixing_gain: U and W are stored divided by this factor (a `gain`-times larger
+            learning rate under Adam): their entries must reach ~1/M-1 within a few hundred
+            steps.
     """
 
     def __init__(
@@ -168,6 +181,8 @@ class AdapTokTokenizer(nn.Module):
         decoder_norm_eps: float = 1e-5,
         unit_pixels: bool = False,
         stored_positions: bool = False,
+        token_mixing: bool = False,
+        token_mixing_gain: float = 10.0,
     ) -> None:
         super().__init__()
         check_attention(attention)
@@ -218,6 +233,12 @@ class AdapTokTokenizer(nn.Module):
             persistent=stored_positions,
         )
         self.patch_query = nn.Parameter(torch.zeros(width))
+        self.token_mixing_gain = token_mixing_gain
+        shape = (self.num_blocks, self.patches_per_block, tokens_per_block)
+        self.token_mixing = nn.Parameter(torch.zeros(shape)) if token_mixing else None
+        self.patch_mixing = (
+            nn.Parameter(torch.zeros(shape).transpose(1, 2).contiguous()) if token_mixing else None
+        )
         self.decoder = TransformerStack(
             width,
             depth if decoder_depth is None else decoder_depth,
@@ -384,7 +405,7 @@ class AdapTokTokenizer(nn.Module):
         batch = video.shape[0]
         p, m = self.patches_per_block, self.tokens_per_block
         patches = self._patch_tokens(video).view(batch, num_blocks, p, -1)
-        queries = self.latent_queries[:num_blocks].expand(batch, -1, -1, -1)
+        queries = self._latent_queries(patches, 0)
         tokens = torch.cat([patches, queries.to(patches.dtype)], dim=2).flatten(1, 2)
         if self.attention == "blockwise":
             return self.encoder(
@@ -395,6 +416,20 @@ class AdapTokTokenizer(nn.Module):
         mask = encoder_mask(num_blocks, p, m, video.device)
         out = self.encoder(tokens, mask).view(batch, num_blocks, -1, tokens.shape[-1])
         return out[:, :, p:].flatten(1, 2)
+
+    def _latent_queries(self, patches: Tensor, first_block: int) -> Tensor:
+        """Encoder latent queries `(B, K', M, D)` for patch tokens `(B, K', P, D)`.
+
+        The learned queries of blocks `first_block ..`, plus, with `token_mixing`, a learned
+        linear pooling of each block's own patch tokens.
+        """
+        batch, num_blocks = patches.shape[:2]
+        blocks = slice(first_block, first_block + num_blocks)
+        queries = self.latent_queries[blocks].expand(batch, -1, -1, -1)
+        if self.patch_mixing is None:
+            return queries
+        weights = (self.patch_mixing[blocks] * self.token_mixing_gain).to(patches.dtype)
+        return queries + torch.einsum("kmp,bkpd->bkmd", weights, patches)
 
     def encode(self, video: Tensor) -> TokenizerEncoding:
         """Encodes and quantizes every latent token (sampling in train mode, argmax in eval).
@@ -459,10 +494,29 @@ class AdapTokTokenizer(nn.Module):
             return bool((lengths == lengths[:1]).all())
         return True
 
-    def _patch_queries(self, num_patches: int) -> Tensor:
-        """`(K' * P, D)` decoder patch queries: the learned query plus the 3D position."""
+    def _patch_queries(self, quantized: Tensor, keep: Tensor, num_blocks: int) -> Tensor:
+        """Decoder patch queries: the learned query plus the 3D position (plus token mixing).
+
+        Args:
+            quantized: `(B, K' * M, D)` quantized tokens (without positions).
+            keep: Bool `(B, K' * M)`, True for kept tokens.
+            num_blocks: K'.
+
+        Returns:
+            `(1, K' * P, D)`, or `(B, K' * P, D)` with `token_mixing` (block b's patch queries
+            read only block b's kept tokens, so block-causality holds).
+        """
+        num_patches = num_blocks * self.patches_per_block
         table = self.decoder_patch_pos if self.stored_positions else self.patch_pos
-        return self.patch_query + table[:num_patches]
+        queries = (self.patch_query + table[:num_patches])[None]
+        if self.token_mixing is None:
+            return queries
+        batch, _, width = quantized.shape
+        content = torch.where(keep.unsqueeze(-1), quantized, 0.0)
+        content = content.view(batch, num_blocks, self.tokens_per_block, width)
+        weights = self.token_mixing[:num_blocks] * self.token_mixing_gain
+        mixed = torch.einsum("kpm,bkmd->bkpd", weights.to(content.dtype), content)
+        return queries + mixed.reshape(batch, num_patches, width)
 
     def _decode_dense(self, quantized: Tensor, lengths: Tensor, num_blocks: int) -> Tensor:
         """Reference decoder: dropped latents zeroed and masked. Returns `(B, K' * P, C*pt*ph*pw)`."""
@@ -470,7 +524,7 @@ class AdapTokTokenizer(nn.Module):
         keep = keep_mask(lengths, self.tokens_per_block)
         latents = torch.where(keep.unsqueeze(-1), quantized + self.latent_pos[:num_latents], 0.0)
         num_patches = num_blocks * self.patches_per_block
-        queries = self._patch_queries(num_patches).expand(batch, -1, -1)
+        queries = self._patch_queries(quantized, keep, num_blocks).expand(batch, -1, -1)
         tokens = torch.cat([latents.to(queries.dtype), queries], dim=1)
         mask = decoder_mask(
             num_blocks, self.patches_per_block, self.tokens_per_block, tokens.device
@@ -494,16 +548,17 @@ class AdapTokTokenizer(nn.Module):
         p = self.patches_per_block
         num_patches = num_blocks * p
         latents = quantized + self.latent_pos[:num_latents]
-        queries = self._patch_queries(num_patches)
         rows = tuple(tuple(row) for row in lengths.tolist())
         keep = keep_mask(lengths, self.tokens_per_block)
+        queries = self._patch_queries(quantized, keep, num_blocks).expand(batch, -1, -1)
         if len(set(rows)) == 1:
             kept = latents if bool(keep.all()) else latents[keep].view(batch, -1, width)
-            tokens = torch.cat([kept.to(queries.dtype), queries.expand(batch, -1, -1)], dim=1)
+            tokens = torch.cat([kept.to(queries.dtype), queries], dim=1)
             layout_rows = rows[:1]
         else:
             pieces = latents[keep].to(queries.dtype).split(lengths.sum(1).tolist())
-            tokens = torch.cat([t for piece in pieces for t in (piece, queries)])[None]
+            tokens = torch.cat([t for piece, own in zip(pieces, queries) for t in (piece, own)])
+            tokens = tokens[None]
             layout_rows = rows
         hidden = self.decoder(
             tokens,
@@ -618,7 +673,7 @@ class StreamingEncoder:
         p, m = tok.patches_per_block, tok.tokens_per_block
         with autocast_for(frames.device, tok.precision):
             patches = tok._patch_tokens(frames, first_patch=block * p)
-            queries = tok.latent_queries[block].expand(frames.shape[0], -1, -1)
+            queries = tok._latent_queries(patches[:, None], block)[:, 0]
             tokens = torch.cat([patches, queries.to(patches.dtype)], dim=1)
             # Block `block` against the cached blocks 0..block-1: the same layout group as
             # block `block` of the full-clip encoder (`encoder_layout`), with cached keys.

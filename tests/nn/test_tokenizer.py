@@ -34,11 +34,16 @@ def _tokenizer(**overrides: object) -> AdapTokTokenizer:
     return AdapTokTokenizer(**config)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> AdapTokTokenizer:
-    """Eval-mode tokenizer with a random (not zero) output layer, so decodes vary."""
-    model = _tokenizer()
+@pytest.fixture(scope="module", params=[False, True], ids=["paper", "token_mixing"])
+def tokenizer(request: pytest.FixtureRequest) -> AdapTokTokenizer:
+    """Eval-mode tokenizer with a random (not zero) output layer, so decodes vary; once as the
+    paper's and once with random (not zero) token-mixing routes, so every causality,
+    streaming and equivalence test below also covers them."""
+    model = _tokenizer(token_mixing=request.param)
     torch.nn.init.normal_(model.output.weight, std=0.5)
+    if request.param:
+        torch.nn.init.normal_(model.token_mixing, std=0.05)
+        torch.nn.init.normal_(model.patch_mixing, std=0.05)
     return model.eval()
 
 
