@@ -4,9 +4,11 @@ For every clip of the given shards (first ``T`` frames, centre crop, as the eval
 them) it measures:
 
 * the rate-distortion curve: PSNR / SSIM (and LPIPS with ``--lpips``) when every block keeps
-  the same number of tokens, for each of ``--lengths``;
+  the same number of tokens, for each of ``--lengths``, next to trivial baselines on the same
+  clips (each block replaced by its mean colour, or by its means on a 2x2 / 4x4 grid): a
+  tokenizer that does not beat them carries no more than the colour;
 * the oracle: per block, the measured cost (``--cost``: ``psnr`` = negated block PSNR, by
-  default, so the oracle maximises the clip's mean per-frame PSNR; ``mse``; ``lpips``) at each
+  default, so the oracle maximises the clip's PSNR; ``mse``; ``lpips``) at each
   of the scorer's candidate lengths ``M/8, 2M/8, ..., M`` with every other block at full
   length (``adaptok.losses.block_quality.measure_block_costs``, as ``TokenBudgetPlanner``
   does in ``per_clip`` / ``batch`` mode); the exact allocator
@@ -41,6 +43,7 @@ from adaptok.alloc import allocate
 from adaptok.losses.block_quality import BlockQuality, measure_block_costs
 from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video
 from adaptok.metrics.lpips import LPIPS
+from adaptok.metrics.token_diagnostics import block_mean_baseline
 from adaptok.nn.tokenizer import AdapTokTokenizer
 from datamodules.video_shards import VideoShardsDataModule
 from modules.loading import load_frozen_tokenizer
@@ -73,6 +76,8 @@ class GroupResult:
         oracle: (mode, budget) -> metric name -> list of per-clip values.
         oracle_tokens: (mode, budget) -> list of ``(K,)`` chosen lengths per clip.
         complexity: list of ``(K,)`` per-block complexity per clip (NaN when unknown).
+        baselines: baseline name -> metric name -> per-clip values (per-block means on a
+            1x1 (mean colour), 2x2 and 4x4 grid; ``block_mean_baseline``).
         clips: number of clips.
         seconds: wall time.
     """
@@ -81,6 +86,7 @@ class GroupResult:
     oracle: dict[tuple[str, float], dict[str, list[float]]] = field(default_factory=dict)
     oracle_tokens: dict[tuple[str, float], list[np.ndarray]] = field(default_factory=dict)
     complexity: list[np.ndarray] = field(default_factory=list)
+    baselines: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     clips: int = 0
     seconds: float = 0.0
 
@@ -146,6 +152,12 @@ def evaluate_group(
         for length in lengths:
             recon = tokenizer.decode(codes, torch.full((size, blocks), length))
             _append(result.uniform.setdefault(length, {}), _quality(video, recon, lpips))
+        for grid in BASELINE_GRIDS:
+            baseline = block_mean_baseline(video, frames, grid)
+            _append(
+                result.baselines.setdefault(_baseline_name(grid), {}),
+                _quality(video, baseline, lpips),
+            )
         full = torch.full((size, blocks), per_block)
         costs = torch.stack(
             [
@@ -172,9 +184,20 @@ def evaluate_group(
     return result
 
 
+BASELINE_GRIDS = (1, 2, 4)
+"""Grids of the trivial baselines printed next to the curve (1 = per-block mean colour)."""
+
+
+def _baseline_name(grid: int) -> str:
+    return "mean colour" if grid == 1 else f"{grid}x{grid} means"
+
+
 def _merge(results: list[GroupResult]) -> GroupResult:
     merged = GroupResult()
     for result in results:
+        for name, scores in result.baselines.items():
+            for metric, values in scores.items():
+                merged.baselines.setdefault(name, {}).setdefault(metric, []).extend(values)
         for length, scores in result.uniform.items():
             for name, values in scores.items():
                 merged.uniform.setdefault(length, {}).setdefault(name, []).extend(values)
@@ -211,6 +234,17 @@ def _format(name: str, result: GroupResult, tokens_per_block: int, budgets: list
     for length in sorted(result.uniform):
         values = [f"{np.mean(result.uniform[length][m]):.3f}" for m in metrics]
         lines.append(f"{length:>20} | " + " | ".join(values))
+    for baseline, scores in result.baselines.items():
+        values = [f"{np.mean(scores[m]):.3f}" for m in metrics]
+        lines.append(f"{'baseline: ' + baseline:>20} | " + " | ".join(values))
+    if result.baselines and tokens_per_block in result.uniform:
+        full = np.asarray(result.uniform[tokens_per_block]["psnr"])
+        colour = np.asarray(result.baselines["mean colour"]["psnr"])
+        lines.append(
+            f"at M={tokens_per_block}: median PSNR {np.median(full):.2f} dB vs mean colour "
+            f"{np.median(colour):.2f} dB; beats the mean colour on {(full > colour).sum()} of "
+            f"{full.size} clips (median gain {np.median(full - colour):+.2f} dB)"
+        )
     candidates = candidate_lengths(tokens_per_block)
     low, high = candidates[0], candidates[-1]
     if low in result.uniform and high in result.uniform:

@@ -73,6 +73,16 @@ def test_generator_loss_terms_and_gradients() -> None:
     assert not any(p.requires_grad for p in loss.perceptual.parameters())
 
 
+def test_mse_term_is_weighted_and_off_by_default() -> None:
+    _, loss, real, output = _setup(disc_start=10)
+    assert "l2" not in loss.generator_loss(real, output, step=0)[1]
+    _, loss, real, output = _setup(disc_start=10, l1_weight=0.0, l2_weight=2.0)
+    total, terms = loss.generator_loss(real, output, step=0)
+    assert torch.allclose(terms["l2"], (output.recon - real).pow(2).mean())
+    expected = 2.0 * terms["l2"] + terms["perceptual"] + 0.1 * terms["vq"] + 0.06 * terms["prior"]
+    assert torch.allclose(total, expected)
+
+
 def test_perceptual_network_stays_in_eval_mode() -> None:
     _, loss, real, output = _setup()
     loss.train()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from adaptok.data.synthetic import generate_clip
@@ -71,21 +70,22 @@ def test_mixing_reads_only_kept_tokens() -> None:
         assert torch.equal(model.decode(codes, lengths), model.decode(changed, lengths))
 
 
-@pytest.mark.parametrize("token_mixing", [True])
-def test_tiny_tokenizer_overfits_without_collapsing(token_mixing: bool) -> None:
-    """8 clips, a few hundred steps: each block's tokens must differ (distinct codes per block
-    >= M/2) and the M tokens must beat the block's mean colour on every clip. The paper's
-    architecture at this size fails both (codes collapse; docs/tokenizer_collapse.md)."""
+def test_tiny_tokenizer_overfits_without_collapsing() -> None:
+    """8 clips, 600 steps of the demo recipe (token mixing + MSE): each block's tokens must
+    differ (distinct codes per block >= M/2) and the M tokens must beat the block's mean colour
+    on every clip. Measured when it was written: 5.1 distinct codes, 8 of 8 clips, median
+    +7.5 dB. The paper's architecture at this size collapses (2.2 distinct codes with MSE;
+    with L1 it also loses to the mean colour on 2 of 8 clips; docs/tokenizer_collapse.md)."""
     torch.set_num_threads(1)
-    model = _tiny(token_mixing=token_mixing)
+    model = _tiny(token_mixing=True)
     video = _clips(8)
     tail = TailDropSampler("uniform", min_tokens=1, max_tokens=M)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.5, 0.9))
     generator = torch.Generator().manual_seed(0)
-    for _ in range(400):
+    for _ in range(600):
         lengths = tail.sample(8, 2, generator=generator)
         out = model(video, lengths)
-        loss = (out.recon - video).abs().mean() + 0.01 * out.vq_loss
+        loss = (out.recon - video).pow(2).mean() + 0.01 * out.vq_loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
