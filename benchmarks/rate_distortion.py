@@ -8,7 +8,7 @@ them) it measures:
   clips (each block replaced by its mean colour, or by its means on a 2x2 / 4x4 grid): a
   tokenizer that does not beat them carries no more than the colour;
 * the oracle: per block, the measured cost (``--cost``: ``psnr`` = negated block PSNR, by
-  default, so the oracle maximises the clip's PSNR; ``mse``; ``lpips``) at each
+  default, so the oracle maximises the mean of the blocks' PSNR; ``mse``; ``lpips``) at each
   of the scorer's candidate lengths ``M/8, 2M/8, ..., M`` with every other block at full
   length (``adaptok.losses.block_quality.measure_block_costs``, as ``TokenBudgetPlanner``
   does in ``per_clip`` / ``batch`` mode); the exact allocator

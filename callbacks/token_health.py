@@ -79,20 +79,37 @@ class TokenHealth(pl.Callback):
     """Writes `token_health.md` / `.csv` at the end of `adaptok test`.
 
     Args:
-        grids: Grid sizes of the block-mean baselines (1 = mean colour, always included).
+        grids: Grid sizes of the block-mean baselines (1 = mean colour, always included);
+            each must divide the tokenizer's image size.
+        num_samples: Clips per rank (the first ones of the test loader), None = all; set it
+            as `TokenAllocator.num_samples` so both reports describe the same clips.
+
+    Raises:
+        ValueError: On a grid < 1 (here) or one that does not divide the frame (at setup),
+            and on a test clip shorter than the tokenizer's `num_frames`.
     """
 
-    def __init__(self, grids: tuple[int, ...] = (1, 2, 4)) -> None:
+    def __init__(self, grids: tuple[int, ...] = (1, 2, 4), num_samples: int | None = None) -> None:
         super().__init__()
         if any(g < 1 for g in grids):
             raise ValueError(f"grids must be >= 1, got {grids}")
+        if num_samples is not None and num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1 or None, got {num_samples}")
         self.grids = tuple(sorted({1, *grids}))
+        self.num_samples = num_samples
         self._rows: list[torch.Tensor] = []
         self._codes: list[torch.Tensor] = []
 
     @staticmethod
     def _name(grid: int) -> str:
         return "mean_colour" if grid == 1 else f"grid{grid}x{grid}"
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        size = pl_module.tokenizer.image_size
+        bad = [g for g in self.grids if size % g]
+        if bad:
+            raise ValueError(f"TokenHealth grids {bad} do not divide the image size {size}")
 
     @override
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -110,7 +127,18 @@ class TokenHealth(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         tokenizer = pl_module.tokenizer
+        seen = sum(rows.shape[0] for rows in self._rows)
+        if self.num_samples is not None and seen >= self.num_samples:
+            return
         video = batch["video"].float()
+        if self.num_samples is not None:
+            video = video[: self.num_samples - seen]
+        if video.shape[2] != tokenizer.num_frames:
+            # every rank must gather codes of one width: full clips only
+            raise ValueError(
+                f"TokenHealth needs clips of {tokenizer.num_frames} frames, got "
+                f"{tuple(video.shape)} (set the datamodule's num_frames to the tokenizer's)"
+            )
         codes = tokenizer.encode(video).codes
         full = torch.full(
             (video.shape[0], codes.shape[1] // tokenizer.tokens_per_block),

@@ -205,12 +205,16 @@ class TokenizerModule(LightningModule):
         # Share of the codebook used by the kept tokens of this batch: a collapse detector.
         used = output.codes[output.keep].unique().numel()
         logs["train/code_usage"] = torch.tensor(used / self.tokenizer.quantizer.codebook_size)
-        # What one block's tokens say (batch-level usage hides a per-block collapse).
-        stats = code_diagnostics(
-            output.codes, self.tokenizer.tokens_per_block, self.tokenizer.quantizer.codebook_size
-        )
-        logs["train/distinct_codes_per_block"] = torch.tensor(stats.distinct_per_block)
-        logs["train/codebook_perplexity"] = torch.tensor(stats.codebook_perplexity)
+        # What one block's tokens say (batch-level usage hides a per-block collapse): the
+        # encoder's codes of all M tokens, every log_every_n_steps batches (it syncs the device).
+        if step % max(1, self.trainer.log_every_n_steps) == 0:
+            stats = code_diagnostics(
+                output.codes,
+                self.tokenizer.tokens_per_block,
+                self.tokenizer.quantizer.codebook_size,
+            )
+            logs["train/distinct_codes_per_block"] = torch.tensor(stats.distinct_per_block)
+            logs["train/codebook_perplexity"] = torch.tensor(stats.codebook_perplexity)
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
         self.log("train/loss", gen_loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         self.train_batches += 1
@@ -237,7 +241,8 @@ class TokenizerModule(LightningModule):
             "psnr_gain_over_mean_colour": (psnr - mean_colour).mean(),
             "beats_mean_colour": (psnr > mean_colour).float().mean(),
             "distinct_codes_per_block": torch.tensor(stats.distinct_per_block),
-            "position_perplexity": stats.position_perplexity.mean(),
+            # over this batch's clips only (at most batch x K values per position)
+            "position_perplexity_batch": stats.position_perplexity.mean(),
         }
         for name, value in figures.items():
             self.log(f"{split}/{name}", value.to(video.device), sync_dist=True, batch_size=size)

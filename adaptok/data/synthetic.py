@@ -102,8 +102,9 @@ class SyntheticClip:
 def max_motion_speed(height: int, width: int) -> float:
     """Speed (pixels per frame) that counts as full temporal complexity: 4% of the short side.
 
-    Also the fastest drawn motion. At 10% a fast object crossed a quarter of the frame within
-    one 4-frame block, which no 16-token block of the demo tokenizer can describe.
+    Also the fastest drawn pan; objects move at up to 1.6x the pan speed. At 10% a fast
+    object crossed a third of the frame within one 4-frame block, which no 16-token block of
+    the demo tokenizer can describe.
     """
     return 0.04 * min(height, width)
 

@@ -70,7 +70,7 @@ def distinct_codes_per_block(codes: Tensor, tokens_per_block: int) -> Tensor:
         )
     blocks = codes.reshape(-1, tokens_per_block).sort(dim=-1).values
     changes = (blocks[:, 1:] != blocks[:, :-1]).sum(dim=-1) + 1
-    return changes.view(codes.shape[0], -1)
+    return changes.view(codes.shape[0], codes.shape[1] // tokens_per_block)
 
 
 def _perplexity(counts: Tensor) -> Tensor:

@@ -148,8 +148,9 @@ class AdapTokTokenizer(nn.Module):
             scale it never does (attention stays uniform, every token carries the block's
             average, and the codes collapse to a few per block).
         token_mixing_gain: U and W are stored divided by this factor (a `gain`-times larger
-            learning rate under Adam): their entries must reach ~1/M-1 within a few hundred
-            steps.
+            learning rate under Adam; their gradients, as seen by gradient clipping, are
+            `gain` times larger): a pooling weight must reach about 1/P (encoder; x_p
+            includes the patch's position) or 1/M (decoder) within a few hundred steps.
     """
 
     def __init__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from adaptok.data.synthetic import generate_clip
@@ -57,17 +58,21 @@ def test_zero_initialised_mixing_starts_as_the_paper_model() -> None:
         assert torch.equal(paper.decode(a.codes, lengths), mixing.decode(b.codes, lengths))
 
 
-def test_mixing_reads_only_kept_tokens() -> None:
-    model = _tiny(token_mixing=True).eval()
+@pytest.mark.parametrize("attention", ["blockwise", "dense"])
+def test_mixing_reads_only_kept_tokens(attention: str) -> None:
+    model = _tiny(token_mixing=True, attention=attention).eval()
     torch.nn.init.normal_(model.token_mixing, std=0.1)
     torch.nn.init.normal_(model.output.weight, std=0.5)
-    codes = torch.randint(0, 64, (1, 2 * M))
-    lengths = torch.tensor([[3, 5]])
-    changed = codes.clone()
-    changed[0, 3:M] = (changed[0, 3:M] + 1) % 64  # block 0's dropped tail
-    changed[0, M + 5 :] = (changed[0, M + 5 :] + 1) % 64  # block 1's dropped tail
+    quantized = torch.randn(2, 2 * M, 64)
+    lengths = torch.tensor([[3, 5], [8, 1]])  # ragged: the packed blockwise path
+    keep = torch.arange(M).repeat(2)[None] < lengths.repeat_interleave(M, dim=1)
+    garbage = torch.where(keep[..., None], quantized, torch.full_like(quantized, 1e4))
     with torch.no_grad():
-        assert torch.equal(model.decode(codes, lengths), model.decode(changed, lengths))
+        reference = model.decode_quantized(quantized, lengths)
+        assert torch.allclose(model.decode_quantized(garbage, lengths), reference, atol=1e-5)
+        # and the mixing does read the kept ones
+        torch.nn.init.zeros_(model.token_mixing)
+        assert not torch.allclose(model.decode_quantized(quantized, lengths), reference)
 
 
 def test_tiny_tokenizer_overfits_without_collapsing() -> None:
@@ -76,7 +81,15 @@ def test_tiny_tokenizer_overfits_without_collapsing() -> None:
     on every clip. Measured when it was written: 5.1 distinct codes, 8 of 8 clips, median
     +7.5 dB. The paper's architecture at this size collapses (2.2 distinct codes with MSE;
     with L1 it also loses to the mean colour on 2 of 8 clips; docs/tokenizer_collapse.md)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        _overfit_and_check()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _overfit_and_check() -> None:
     model = _tiny(token_mixing=True)
     video = _clips(8)
     tail = TailDropSampler("uniform", min_tokens=1, max_tokens=M)

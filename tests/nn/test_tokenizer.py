@@ -301,13 +301,18 @@ def test_blockwise_equals_dense_in_eval(tokenizer: AdapTokTokenizer, seed: int) 
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_blockwise_train_step_equals_dense(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "token_mixing"), [(0, False), (1, False), (0, True)])
+def test_blockwise_train_step_equals_dense(seed: int, token_mixing: bool) -> None:
     """The training forward with tail drop gives the same reconstruction, losses and
-    gradients (every parameter) on both paths; the stochastic VQ draws the same codes under
-    the same seed."""
-    model = _tokenizer(prior_depth=1, prior_width=16, prior_heads=2).train()
+    gradients (every parameter, the token-mixing routes included) on both paths; the
+    stochastic VQ draws the same codes under the same seed."""
+    model = _tokenizer(
+        prior_depth=1, prior_width=16, prior_heads=2, token_mixing=token_mixing
+    ).train()
     torch.nn.init.normal_(model.output.weight, std=0.5)
+    if token_mixing:
+        torch.nn.init.normal_(model.token_mixing, std=0.05)
+        torch.nn.init.normal_(model.patch_mixing, std=0.05)
     video = _video(seed, batch=4)
     lengths = _lengths(seed)
 

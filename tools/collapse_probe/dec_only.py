@@ -88,7 +88,7 @@ if over.get("mix"):
         mix = torch.einsum("kpm,bkmd->bkpd", A * over.get("mix_scale", 1.0), content).reshape(
             B, Kb * P, D
         )
-        queries = tok._patch_queries(Kb * P).expand(B, -1, -1) + mix
+        queries = (tok.patch_query + tok.patch_pos[: Kb * P])[None].expand(B, -1, -1) + mix
         tokens = torch.cat([lat, queries], 1)
         mask = decoder_mask(Kb, P, Mb, tokens.device)
         out = tok.output(tok.decoder(tokens, mask)[:, N:])
