@@ -183,6 +183,14 @@ class TokenHealth(pl.Callback):
         pl_module.print(f"token health: {Path(log_dir) / 'token_health.md'}")
 
 
+def _label(name: str) -> str:
+    """``mean_colour_psnr_median`` -> ``mean colour``; ``grid2x2_psnr_median`` -> ``means on a 2x2 grid``."""
+    stem = name.removesuffix("_psnr_median")
+    return (
+        "mean colour" if stem == "mean_colour" else f"means on a {stem.removeprefix('grid')} grid"
+    )
+
+
 def write_token_health(folder: Path, summary: dict[str, float], tokens_per_block: int) -> None:
     """Writes `token_health.csv` (name, value) and `token_health.md` into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -192,7 +200,7 @@ def write_token_health(folder: Path, summary: dict[str, float], tokens_per_block
     baseline_rows = [
         {"reconstruction": "tokenizer, all M tokens", "median PSNR (dB)": summary["psnr_median"]}
     ] + [
-        {"reconstruction": f"baseline: per-block {name.replace('_', ' ')}", "median PSNR (dB)": v}
+        {"reconstruction": f"baseline: per-block {_label(name)}", "median PSNR (dB)": v}
         for name, v in summary.items()
         if name.endswith("_psnr_median") and name != "psnr_median"
     ]
