@@ -4,7 +4,8 @@ Sub-packages:
     nn: tokenizer, quantizer, discriminator, scorer networks and transformer blocks.
     losses: reconstruction, perceptual, adversarial and the combined tokenizer loss.
     alloc: token allocation (python-mip ILP and exact fast solvers) behind one API.
-    metrics: I3D + FVD, per-frame PSNR/SSIM, LPIPS, offline weight conversion.
+    metrics: I3D + FVD, per-video PSNR (official definition)/SSIM, LPIPS, token diagnostics,
+        offline weight conversion.
     data: shard writing, dataset layouts, synthetic video, PyAV helpers.
 
 ``from adaptok import load_pretrained`` (``adaptok.pretrained``) returns a ready model from a

@@ -36,6 +36,7 @@ from adaptok.alloc import allocate
 from adaptok.budget_planner import PLANNER_MODES, AllocationPolicy, PlannerMode, TokenBudgetPlanner
 from adaptok.distributed import gather_rows
 from adaptok.metrics.allocation_gain import captured_gain, uniform_tokens_to_match
+from adaptok.metrics.frame_quality import describe_psnr
 from adaptok.metrics.meter import VideoQualityMeter
 from callbacks.allocation_plots import (
     frames_at_budgets_figure,
@@ -407,6 +408,7 @@ class TokenAllocator(pl.Callback):
                 f"uniform rate-distortion span: {curve[-1][1] - curve[0][1]:.2f} dB PSNR from "
                 f"{curve[0][0]:g} to {curve[-1][0]:g} tokens per block"
             )
+        notes.append(describe_psnr())
         known = int((~torch.isnan(per_block)).sum())
         notes.append(
             f"complexity_spearman: over the {known} blocks whose shards record a per-frame "

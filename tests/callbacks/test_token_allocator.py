@@ -20,9 +20,13 @@ EVAL_DATA = [
     "--data.init_args.test_urls=data/demo/synthetic/val-*.tar",
     "--trainer.enable_progress_bar=false",
 ]
-MODES = yaml.safe_load((EXPERIMENTS / "demo" / "eval_recon.yaml").read_text())["trainer"][
-    "callbacks"
-][0]["init_args"]["modes"]
+MODES = next(
+    callback["init_args"]["modes"]
+    for callback in yaml.safe_load((EXPERIMENTS / "demo" / "eval_recon.yaml").read_text())[
+        "trainer"
+    ]["callbacks"]
+    if callback["class_path"] == "callbacks.TokenAllocator"
+)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -45,6 +49,10 @@ def eval_run(workspace: Path, scorer_ckpt: Path) -> Path:
         )
         folder = Path(cli.trainer.log_dir).resolve()
     assert (folder / "allocation_report.csv").is_file()
+    # TokenHealth runs beside it in the demo config: codes per block and baselines
+    health = dict(row for row in csv.reader((folder / "token_health.csv").open()))
+    assert 1 <= float(health["distinct_codes_per_block"]) <= float(health["tokens_per_block"])
+    assert float(health["clips"]) > 0
     return folder
 
 
