@@ -236,8 +236,9 @@ class AdapTokTokenizer(nn.Module):
         self.patch_query = nn.Parameter(torch.zeros(width))
         self.token_mixing_gain = token_mixing_gain
         shape = (self.num_blocks, self.patches_per_block, tokens_per_block)
-        self.token_mixing = nn.Parameter(torch.zeros(shape)) if token_mixing else None
-        self.patch_mixing = (
+        # decoder: (K, P, M) token -> patch-query weights W; encoder: (K, M, P) patch -> query U
+        self.decoder_mixing = nn.Parameter(torch.zeros(shape)) if token_mixing else None
+        self.encoder_mixing = (
             nn.Parameter(torch.zeros(shape).transpose(1, 2).contiguous()) if token_mixing else None
         )
         self.decoder = TransformerStack(
@@ -427,9 +428,9 @@ class AdapTokTokenizer(nn.Module):
         batch, num_blocks = patches.shape[:2]
         blocks = slice(first_block, first_block + num_blocks)
         queries = self.latent_queries[blocks].expand(batch, -1, -1, -1)
-        if self.patch_mixing is None:
+        if self.encoder_mixing is None:
             return queries
-        weights = (self.patch_mixing[blocks] * self.token_mixing_gain).to(patches.dtype)
+        weights = (self.encoder_mixing[blocks] * self.token_mixing_gain).to(patches.dtype)
         return queries + torch.einsum("kmp,bkpd->bkmd", weights, patches)
 
     def encode(self, video: Tensor) -> TokenizerEncoding:
@@ -510,12 +511,12 @@ class AdapTokTokenizer(nn.Module):
         num_patches = num_blocks * self.patches_per_block
         table = self.decoder_patch_pos if self.stored_positions else self.patch_pos
         queries = (self.patch_query + table[:num_patches])[None]
-        if self.token_mixing is None:
+        if self.decoder_mixing is None:
             return queries
         batch, _, width = quantized.shape
         content = torch.where(keep.unsqueeze(-1), quantized, 0.0)
         content = content.view(batch, num_blocks, self.tokens_per_block, width)
-        weights = self.token_mixing[:num_blocks] * self.token_mixing_gain
+        weights = self.decoder_mixing[:num_blocks] * self.token_mixing_gain
         mixed = torch.einsum("kpm,bkmd->bkpd", weights.to(content.dtype), content)
         return queries + mixed.reshape(batch, num_patches, width)
 

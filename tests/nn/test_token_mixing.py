@@ -46,7 +46,7 @@ def _clips(count: int = 8) -> torch.Tensor:
 def test_zero_initialised_mixing_starts_as_the_paper_model() -> None:
     paper, mixing = _tiny(), _tiny(token_mixing=True)
     missing, unexpected = mixing.load_state_dict(paper.state_dict(), strict=False)
-    assert sorted(missing) == ["patch_mixing", "token_mixing"] and not unexpected
+    assert sorted(missing) == ["decoder_mixing", "encoder_mixing"] and not unexpected
     torch.nn.init.normal_(paper.output.weight, std=0.5)
     mixing.output.weight.data.copy_(paper.output.weight)
     video = _clips(2)
@@ -61,7 +61,7 @@ def test_zero_initialised_mixing_starts_as_the_paper_model() -> None:
 @pytest.mark.parametrize("attention", ["blockwise", "dense"])
 def test_mixing_reads_only_kept_tokens(attention: str) -> None:
     model = _tiny(token_mixing=True, attention=attention).eval()
-    torch.nn.init.normal_(model.token_mixing, std=0.1)
+    torch.nn.init.normal_(model.decoder_mixing, std=0.1)
     torch.nn.init.normal_(model.output.weight, std=0.5)
     quantized = torch.randn(2, 2 * M, 64)
     lengths = torch.tensor([[3, 5], [8, 1]])  # ragged: the packed blockwise path
@@ -71,7 +71,7 @@ def test_mixing_reads_only_kept_tokens(attention: str) -> None:
         reference = model.decode_quantized(quantized, lengths)
         assert torch.allclose(model.decode_quantized(garbage, lengths), reference, atol=1e-5)
         # and the mixing does read the kept ones
-        torch.nn.init.zeros_(model.token_mixing)
+        torch.nn.init.zeros_(model.decoder_mixing)
         assert not torch.allclose(model.decode_quantized(quantized, lengths), reference)
 
 

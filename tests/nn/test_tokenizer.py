@@ -42,8 +42,8 @@ def tokenizer(request: pytest.FixtureRequest) -> AdapTokTokenizer:
     model = _tokenizer(token_mixing=request.param)
     torch.nn.init.normal_(model.output.weight, std=0.5)
     if request.param:
-        torch.nn.init.normal_(model.token_mixing, std=0.05)
-        torch.nn.init.normal_(model.patch_mixing, std=0.05)
+        torch.nn.init.normal_(model.decoder_mixing, std=0.05)
+        torch.nn.init.normal_(model.encoder_mixing, std=0.05)
     return model.eval()
 
 
@@ -311,8 +311,8 @@ def test_blockwise_train_step_equals_dense(seed: int, token_mixing: bool) -> Non
     ).train()
     torch.nn.init.normal_(model.output.weight, std=0.5)
     if token_mixing:
-        torch.nn.init.normal_(model.token_mixing, std=0.05)
-        torch.nn.init.normal_(model.patch_mixing, std=0.05)
+        torch.nn.init.normal_(model.decoder_mixing, std=0.05)
+        torch.nn.init.normal_(model.encoder_mixing, std=0.05)
     video = _video(seed, batch=4)
     lengths = _lengths(seed)
 
