@@ -99,11 +99,11 @@ class TokenizerModule(LightningModule):
         return [p for p in self.parameters() if p.requires_grad and id(p) not in disc_ids]
 
     def _generator_groups(self) -> list[dict[str, Any]]:
-        """Generator parameter groups: ``main`` and, with a prior, ``prior`` (its own lr)."""
+        """Generator parameter groups: one, or with a prior ``main`` and ``prior`` (its own lr)."""
         parameters = self._generator_parameters()
         prior = self.tokenizer.prior
-        if prior is None:
-            return [{"params": parameters, "name": "main"}]
+        if prior is None:  # one unnamed group: the learning-rate monitor logs `lr-<Optimizer>`
+            return [{"params": parameters}]
         prior_ids = {id(p) for p in prior.parameters()}
         return [
             {"params": [p for p in parameters if id(p) not in prior_ids], "name": "main"},
