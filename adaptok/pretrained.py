@@ -351,6 +351,35 @@ def _from_export(folder: Path) -> PretrainedAdapTok:
     return _assemble(spec["networks"], load_file(str(weights_path)), spec.get("info", {}), folder)
 
 
+def _load_exactly(network: nn.Module, weights: Mapping[str, Tensor], source: str) -> None:
+    """`network.load_state_dict(weights)`, failing in one line on the first mismatching tensor.
+
+    Raises:
+        ValueError: A tensor is missing, unexpected or of another shape, named in the message.
+    """
+    own = network.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or shapes:
+        if missing:
+            first = f"the spec's network has {missing[0]!r}, which the stored weights lack"
+        elif unexpected:
+            first = f"the stored weights hold {unexpected[0]!r}, which the spec's network lacks"
+        else:
+            key = shapes[0]
+            first = (
+                f"{key!r} has the shape {tuple(weights[key].shape)} in the stored weights but "
+                f"{tuple(own[key].shape)} in the spec's network"
+            )
+        count = len(missing) + len(unexpected) + len(shapes)
+        raise ValueError(
+            f"{source}: weights do not match the spec ({count} tensor(s)); first: {first} "
+            "(the spec was edited or the file comes from another version)"
+        )
+    network.load_state_dict(weights)
+
+
 def _assemble(
     specs: Mapping[str, Any], state: Mapping[str, Tensor], info: Mapping[str, Any], source: Any
 ) -> PretrainedAdapTok:
@@ -360,7 +389,7 @@ def _assemble(
         weights = _sub_state(state, f"{name}.")
         if not weights:
             raise ValueError(f"{source} holds no {name} weights (no '{name}.' tensors)")
-        network.load_state_dict(weights)
+        _load_exactly(network, weights, f"{source} ({name})")
         networks[name] = network
     if "tokenizer" not in networks:
         raise ValueError(f"{source} holds no tokenizer")

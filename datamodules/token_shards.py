@@ -41,7 +41,7 @@ import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from adaptok.data.shards import resolve_shards
+from adaptok.data.shards import SPLIT_NAMES, resolve_shards
 from adaptok.data.skips import SkippedSamplesWarning
 from adaptok.nn.generator_sequence import GeneratorVocab, build_sequence, collate_sequences
 
@@ -375,7 +375,9 @@ class TokenShardsDataModule(LightningDataModule):
         """
         for split in ("train", "val", "test"):
             if self.urls[split] is not None and split not in self.shards:
-                self.shards[split] = resolve_shards(self.urls[split], f"{split}_urls")
+                self.shards[split] = resolve_shards(
+                    self.urls[split], f"{split}_urls", split if split in SPLIT_NAMES else None
+                )
         if self.spec is None:
             first = next(
                 (self.shards[s][0] for s in ("train", "val", "test") if s in self.shards), None

@@ -32,7 +32,7 @@ from lightning.pytorch import LightningDataModule
 
 from adaptok.data.clip_stream import ClipLoader, ClipStream
 from adaptok.data.clips import ClipDecoder, collate_clips, video_to_float
-from adaptok.data.shards import resolve_shards
+from adaptok.data.shards import SPLIT_NAMES, resolve_shards
 from adaptok.data.skips import (
     REPORT_KEY,
     NoUsableSamplesError,
@@ -178,7 +178,9 @@ class VideoShardsDataModule(LightningDataModule):
         }.get(stage or "", ("train", "val", "test", "predict"))
         for split in needed:
             if self.urls[split] is not None and split not in self.shards:
-                self.shards[split] = resolve_shards(self.urls[split], f"{split}_urls")
+                self.shards[split] = resolve_shards(
+                    self.urls[split], f"{split}_urls", split if split in SPLIT_NAMES else None
+                )
 
     def _rank_and_world_size(self) -> tuple[int, int]:
         if self.trainer is not None:
@@ -191,7 +193,9 @@ class VideoShardsDataModule(LightningDataModule):
         if self.urls[split] is None:
             raise ValueError(f"{split}_urls is not set: no {split} data")
         if split not in self.shards:
-            self.shards[split] = resolve_shards(self.urls[split], f"{split}_urls")
+            self.shards[split] = resolve_shards(
+                self.urls[split], f"{split}_urls", split if split in SPLIT_NAMES else None
+            )
         return self.shards[split]
 
     def _trainer_epoch(self) -> int | None:

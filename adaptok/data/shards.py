@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import random
 import tarfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -17,7 +18,14 @@ import webdataset as wds
 
 from adaptok.data.files import walk_files
 
-__all__ = ["ShardOrder", "ShardURLError", "check_url_setting", "resolve_shards", "shards_for_pass"]
+__all__ = [
+    "SPLIT_NAMES",
+    "ShardOrder",
+    "ShardURLError",
+    "check_url_setting",
+    "resolve_shards",
+    "shards_for_pass",
+]
 
 ShardOrder = Literal["ordered", "shuffled", "resampled"]
 _REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "gcs://", "ais://")
@@ -27,19 +35,50 @@ def _is_remote(url: str) -> bool:
     return url.startswith(_REMOTE_PREFIXES) or ("://" in url and not url.startswith("file://"))
 
 
-def _local_matches(pattern: str, origin: str) -> list[str]:
+SPLIT_NAMES = ("train", "val", "test")
+"""Split prefixes of shard file names (`adaptok-shards` writes `<split>-NNNNNN.tar`)."""
+
+
+def _folder_shards(folder: str | Path, origin: str, split: str | None) -> list[str]:
+    """The `.tar` shards under `folder` (recursive) that belong to `split`.
+
+    A folder holding shards of `split` (`<split>-*.tar`, as `adaptok-shards` names them) gives
+    only those, so a folder with train, val and test shards never mixes them. A folder with
+    none of `split`'s gives all its shards, with a warning naming the splits it read. Without
+    a split every shard is taken.
+
+    Raises:
+        FileNotFoundError: No shards under the folder.
+    """
+    found = [str(p) for p in walk_files(folder, ".tar").files]
+    if not found:
+        raise FileNotFoundError(f"no .tar shards under folder {str(folder)!r} (from {origin!r})")
+    if split is None:
+        return found
+    prefix = {name: Path(name).name.split("-", 1)[0] for name in found}
+    own = [name for name in found if prefix[name] == split]
+    if own:
+        return own
+    others = sorted({p for p in prefix.values() if p in SPLIT_NAMES})
+    if others:
+        warnings.warn(
+            f"folder {str(folder)!r} (from {origin!r}) holds no {split}-*.tar shards: reading "
+            f"its {len(found)} shards of the splits {others} as {split} data",
+            stacklevel=3,
+        )
+    return found
+
+
+def _local_matches(pattern: str, origin: str, split: str | None = None) -> list[str]:
     """Local tar files for one expanded pattern; raises a clear error when there are none."""
     path = Path(pattern.removeprefix("file://")).expanduser()
     if path.is_dir():
-        found = [str(p) for p in walk_files(path, ".tar").files]
-        if not found:
-            raise FileNotFoundError(f"no .tar shards under folder {str(path)!r} (from {origin!r})")
-        return found
+        return _folder_shards(path, origin, split)
     if glob.has_magic(str(path)):
         found = []
         for match in sorted(glob.glob(str(path), recursive=True)):
-            if Path(match).is_dir():  # a folder matched by the pattern: its shards
-                found.extend(str(p) for p in walk_files(match, ".tar").files)
+            if Path(match).is_dir():  # a folder matched by the pattern: its split's shards
+                found.extend(_folder_shards(match, origin, split))
             else:
                 found.append(match)
         if not found:
@@ -88,17 +127,24 @@ def check_url_setting(urls: object, setting: str = "shard URLs") -> list[str]:
     return [str(spec) for spec in specs]
 
 
-def resolve_shards(urls: str | Sequence[str], setting: str = "shard URLs") -> list[str]:
+def resolve_shards(
+    urls: str | Sequence[str], setting: str = "shard URLs", split: str | None = None
+) -> list[str]:
     """Expand shard specifications into a list of shard URLs, checking local files now.
 
     Brace patterns (``train-{000000..000009}.tar``) are expanded everywhere; local globs and
     folders (searched recursively for ``*.tar``, following folder links) are expanded, a
-    folder matched by a glob gives its shards, and every local file must be a tar archive.
+    folder matched by a glob gives its shards, and every local file must be a tar archive. A
+    folder gives only the shards of ``split`` when its shards are named for splits
+    (``train-*.tar``, ``val-*.tar``, ``test-*.tar``) and has some of ``split``, so
+    ``test_urls: data/demo`` never reads the training shards (a folder with none of the
+    split's is read whole, with a warning).
     Remote URLs (``pipe:``, ``http(s)://``, ...) are passed through unchecked.
 
     Args:
         urls: One specification or a list of them.
         setting: Name of the setting the URLs come from, for messages.
+        split: The split the URLs are for ("train", "val", "test"), or None.
 
     Returns:
         Shard URLs, each pattern's matches sorted, in the given pattern order.
@@ -114,7 +160,7 @@ def resolve_shards(urls: str | Sequence[str], setting: str = "shard URLs") -> li
             if _is_remote(url):
                 shards.append(url)
                 continue
-            for path in _local_matches(url, spec):
+            for path in _local_matches(url, spec, split):
                 if not tarfile.is_tarfile(path):
                     raise ValueError(f"{path!r} (from {spec!r}) is not a tar archive")
                 shards.append(path)

@@ -316,6 +316,29 @@ def test_empty_shard_urls_are_refused_and_globbed_folders_expanded(tmp_path: Pat
     assert main(["verify", str(tmp_path / "data/*")]) == 0
 
 
+def test_a_folder_url_gives_only_its_splits_shards(tmp_path: Path) -> None:
+    """`test_urls: data/demo` once evaluated on every tar below it, training shards included."""
+    for name in ("a/train-000000.tar", "a/val-000000.tar", "b/test-000000.tar", "c/x.tar"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tmp_path / name, "w"):
+            pass
+    names = lambda shards: sorted(Path(x).relative_to(tmp_path).as_posix() for x in shards)  # noqa: E731
+    assert names(resolve_shards(str(tmp_path), "test_urls", "test")) == ["b/test-000000.tar"]
+    with pytest.warns(UserWarning, match=r"holds no test-\*\.tar shards: reading its 2 shards"):
+        matched = resolve_shards(str(tmp_path / "*"), "test_urls", "test")
+    # a: no test shards (read whole, warned); c: no split prefix (read whole)
+    assert names(matched) == [
+        "a/train-000000.tar",
+        "a/val-000000.tar",
+        "b/test-000000.tar",
+        "c/x.tar",
+    ]
+    assert len(resolve_shards(str(tmp_path))) == 4  # no split: every shard
+    datamodule = VideoShardsDataModule(test_urls=str(tmp_path), num_workers=0)
+    datamodule.setup("test")
+    assert names(datamodule.shards["test"]) == ["b/test-000000.tar"]
+
+
 # ------------------------------------------------------------------ 10: config files, null URLs
 def test_config_files_that_cannot_be_settings_name_the_file_and_line(tmp_path: Path) -> None:
     empty, tab, listed = tmp_path / "empty.yaml", tmp_path / "tab.yaml", tmp_path / "list.yaml"

@@ -109,6 +109,21 @@ def test_export_reads_back_bit_exactly(converted, exported):
     assert "MIT" in card and "BlockCausalScorer" in card
 
 
+def test_export_whose_spec_disagrees_with_its_weights_is_refused_in_one_line(exported, tmp_path):
+    import shutil
+
+    edited = tmp_path / "edited"
+    shutil.copytree(exported, edited)
+    spec = json.loads((edited / "spec.json").read_text())
+    spec["networks"]["tokenizer"]["init_args"]["token_mixing"] = True  # adds two tensors
+    (edited / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(
+        ValueError, match=r"\(tokenizer\): weights do not match .* 'decoder_mixing'"
+    ) as error:
+        load_pretrained(edited)
+    assert "\n" not in str(error.value)
+
+
 def test_export_refuses_to_overwrite(converted, exported):
     with pytest.raises(FileExistsError):
         export(converted["scorer"], exported)
