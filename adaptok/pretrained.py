@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from adaptok.nn.generator import ARGenerator
 from adaptok.nn.scorer import BlockCausalScorer
+from adaptok.nn.state_check import first_weight_mismatch
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 
 __all__ = [
@@ -358,23 +359,17 @@ def _load_exactly(network: nn.Module, weights: Mapping[str, Tensor], source: str
         ValueError: A tensor is missing, unexpected or of another shape, named in the message.
     """
     own = network.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
-    if missing or unexpected or shapes:
-        if missing:
-            first = f"the spec's network has {missing[0]!r}, which the stored weights lack"
-        elif unexpected:
-            first = f"the stored weights hold {unexpected[0]!r}, which the spec's network lacks"
-        else:
-            key = shapes[0]
-            first = (
-                f"{key!r} has the shape {tuple(weights[key].shape)} in the stored weights but "
-                f"{tuple(own[key].shape)} in the spec's network"
-            )
-        count = len(missing) + len(unexpected) + len(shapes)
+    mismatch = first_weight_mismatch(own, weights)
+    if mismatch is not None:
+        kind, key = mismatch
+        first = {
+            "missing": f"the spec's network has {key!r}, which the stored weights lack",
+            "unexpected": f"the stored weights hold {key!r}, which the spec's network lacks",
+            "shape": f"{key!r} has the shape {tuple(weights[key].shape)} in the "
+            f"stored weights but {tuple(own[key].shape)} in the spec's network",
+        }[kind]
         raise ValueError(
-            f"{source}: weights do not match the spec ({count} tensor(s)); first: {first} "
+            f"{source}: weights do not match the spec; first: {first} "
             "(the spec was edited or the file comes from another version)"
         )
     network.load_state_dict(weights)

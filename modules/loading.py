@@ -29,6 +29,7 @@ from torch import nn
 
 from adaptok.metrics.i3d import InceptionI3d
 from adaptok.metrics.lpips import LPIPS
+from adaptok.nn.state_check import first_weight_mismatch
 from adaptok.nn.tokenizer import AdapTokTokenizer
 
 __all__ = [
@@ -97,18 +98,18 @@ def _spec_problem(spec: Mapping[str, Any], state: Mapping[str, Any], prefix: str
     except Exception as error:  # a spec that cannot be built is itself the problem
         return f"cannot be built ({type(error).__name__}: {error})"
     expected = network.state_dict()
-    for key, tensor in weights.items():
-        if key not in expected:
-            return f"has no parameter {prefix}{key} that the stored weights hold"
-        if tuple(expected[key].shape) != tuple(tensor.shape):
-            return (
-                f"gives {prefix}{key} the shape {tuple(expected[key].shape)} but the stored "
-                f"weights have {tuple(tensor.shape)}"
-            )
-    missing = [key for key in expected if key not in weights]
-    if missing:
-        return f"needs {prefix}{missing[0]}, which the stored weights lack"
-    return None
+    mismatch = first_weight_mismatch(expected, weights)
+    if mismatch is None:
+        return None
+    kind, key = mismatch
+    if kind == "unexpected":
+        return f"has no parameter {prefix}{key} that the stored weights hold"
+    if kind == "shape":
+        return (
+            f"gives {prefix}{key} the shape {tuple(expected[key].shape)} but the stored "
+            f"weights have {tuple(weights[key].shape)}"
+        )
+    return f"needs {prefix}{key}, which the stored weights lack"
 
 
 def check_checkpoint(checkpoint: Mapping[str, Any], source: str | Path) -> None:
