@@ -362,12 +362,15 @@ def _load_exactly(network: nn.Module, weights: Mapping[str, Tensor], source: str
     mismatch = first_weight_mismatch(own, weights)
     if mismatch is not None:
         kind, key = mismatch
-        first = {
-            "missing": f"the spec's network has {key!r}, which the stored weights lack",
-            "unexpected": f"the stored weights hold {key!r}, which the spec's network lacks",
-            "shape": f"{key!r} has the shape {tuple(weights[key].shape)} in the "
-            f"stored weights but {tuple(own[key].shape)} in the spec's network",
-        }[kind]
+        if kind == "missing":
+            first = f"the spec's network has {key!r}, which the stored weights lack"
+        elif kind == "unexpected":
+            first = f"the stored weights hold {key!r}, which the spec's network lacks"
+        else:
+            first = (
+                f"{key!r} has the shape {tuple(weights[key].shape)} in the stored weights but "
+                f"{tuple(own[key].shape)} in the spec's network"
+            )
         raise ValueError(
             f"{source}: weights do not match the spec; first: {first} "
             "(the spec was edited or the file comes from another version)"
