@@ -1,21 +1,37 @@
-"""Decode every sample of a set of shards and report what is in them and what is broken."""
+"""Decode every sample of a set of shards and report what is in them and what is broken.
+
+Two kinds of shard are read: video shards (``adaptok-shards``: ``{key}.json`` + a video) and
+token annotation shards (``callbacks.AnnotationWriter``: ``codes.npy``, ``costs.npy``,
+``lengths.npy``, ``json`` and, for frame prediction, ``cond.npy``; the format is described in
+the docstring of ``callbacks/annotation_writer.py``). A folder may hold both (``data/demo`` after ``make demo``): each
+sample is checked as what it is, so annotation windows are never reported as videos without
+a video.
+"""
 
 from __future__ import annotations
 
 import glob
+import io
 import json
 import sys
+import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
+
 from adaptok.data.files import walk_files
-from adaptok.data.tar_samples import PROBLEM_KEY, group_members, read_tar_members
+from adaptok.data.tar_samples import PROBLEM_KEY, group_members, member_key, read_tar_members
 from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, VideoReader, stored_stream
 
-__all__ = ["SplitReport", "find_shards", "verify_shards"]
+__all__ = ["TOKEN_MEMBERS", "SplitReport", "find_shards", "verify_shards"]
+
+TOKEN_MEMBERS = ("codes.npy", "costs.npy", "lengths.npy", "cond.npy")
+"""Array members of a token annotation sample (``codes`` and ``lengths`` are required)."""
+_KEYS_SIDECAR = ".keys.json"
 
 
 @dataclass
@@ -24,12 +40,14 @@ class SplitReport:
 
     Attributes:
         shards: Number of tar files.
-        clips: Samples that decoded.
+        clips: Video samples that decoded.
         frames: Decoded frames over all clips.
         bytes: Total size of the tar files.
-        sizes: Count of clips per ``"HxW"``.
-        classes: Count of clips per class name.
+        sizes: Count of clips per ``"HxW"``, and of token windows per
+            ``"tokens KxM, P budgets"``.
+        classes: Count of clips (and token windows) per class name.
         corrupt: ``"shard:key: reason"`` for every sample (or shard) that failed.
+        windows: Token annotation samples whose arrays and metadata are consistent.
     """
 
     shards: int = 0
@@ -39,6 +57,7 @@ class SplitReport:
     sizes: Counter = field(default_factory=Counter)
     classes: Counter = field(default_factory=Counter)
     corrupt: list[str] = field(default_factory=list)
+    windows: int = 0
 
 
 def find_shards(target: str | Path) -> list[Path]:
@@ -76,11 +95,166 @@ def _split_name(shard: Path, root: Path | None) -> str:
     return split
 
 
-def _samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples of a shard, grouped as the loader groups them (raises on a broken tar)."""
+def _is_token_shard(shard: Path) -> bool:
+    """Whether a shard holds token annotations (array members, no video member)."""
+    with tarfile.open(shard, "r:*") as archive:
+        suffixes = {parts[1] for name in archive.getnames() if (parts := member_key(name))}
+    return not suffixes & set(VIDEO_SUFFIXES) and bool(suffixes & {"codes.npy", "lengths.npy"})
+
+
+def _token_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes | str]]]:
+    """Samples of a token shard: runs of adjacent members with one key (WebDataset's rule).
+
+    A key that comes back after another key's members is a duplicate (the loader would read
+    it as a second sample): it is reported as a problem, not merged.
+    """
+    seen: set[str] = set()
+    key: str | None = None
+    files: dict[str, bytes | str] = {}
+
+    def finish() -> tuple[str, dict[str, bytes | str]]:
+        if key in seen:
+            return key, {PROBLEM_KEY: "duplicate key in shard", **files}
+        seen.add(key)
+        return key, files
+
+    for name, data in read_tar_members(str(shard)):
+        parts = member_key(name)
+        if parts is None:
+            continue
+        if key is not None and parts[0] != key:
+            yield finish()
+            files = {}
+        key = parts[0]
+        files[parts[1]] = data
+    if key is not None:
+        yield finish()
+
+
+def _samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes | str]]]:
+    """Samples of a shard, grouped as its loader groups them (raises on a broken tar)."""
+    if _is_token_shard(shard):
+        yield from _token_samples(shard)
+        return
     for sample in group_members(read_tar_members(str(shard)), str(shard)):
         files = {k: v for k, v in sample.items() if k not in ("__key__", "__url__")}
         yield sample["__key__"], files
+
+
+def _is_token_sample(files: dict[str, bytes | str]) -> bool:
+    """A sample with token arrays and no video (``callbacks.AnnotationWriter``'s format)."""
+    has_video = any(suffix in files for suffix in VIDEO_SUFFIXES)
+    return not has_video and any(member in files for member in TOKEN_MEMBERS)
+
+
+def _load_array(files: dict[str, bytes | str], member: str) -> np.ndarray:
+    """One ``.npy`` member (no pickles), or ``ValueError`` naming it."""
+    data = files[member]
+    if not isinstance(data, bytes):
+        raise ValueError(f"{member} is not file data")
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{member} does not load as a .npy array: {error}") from error
+
+
+def _int_field(meta: dict, name: str) -> int | None:
+    value = meta.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"metadata {name!r} is not an integer: {value!r}")
+    return value
+
+
+def _check_token_sample(files: dict[str, bytes | str]) -> tuple[dict, str]:
+    """Check one token annotation sample; returns (metadata, "tokens KxM, P budgets").
+
+    Checks what the token loader relies on: the JSON is an object; ``codes`` is an integer
+    ``(K, M)`` array inside the codebook; ``lengths`` an integer ``(P, K)`` array with
+    ``1 <= length <= M`` and one row per listed budget; ``costs`` (when present) a finite
+    float ``(K, J)`` array with one column per candidate length; ``cond`` (when present)
+    shaped like ``codes``; sizes named in the JSON agree with the arrays.
+
+    Raises:
+        ValueError: The first inconsistency found.
+    """
+    if PROBLEM_KEY in files:
+        raise ValueError(str(files[PROBLEM_KEY]))
+    missing = [m for m in ("json", "codes.npy", "lengths.npy") if m not in files]
+    if missing:
+        raise ValueError(f"token sample without {', '.join(missing)} (members: {sorted(files)})")
+    try:
+        meta = json.loads(files["json"])
+    except (ValueError, UnicodeDecodeError, TypeError) as error:
+        raise ValueError(f"metadata is not valid JSON: {error}") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"metadata is JSON {type(meta).__name__}, not an object")
+    codes = _load_array(files, "codes.npy")
+    lengths = _load_array(files, "lengths.npy")
+    if codes.ndim != 2 or codes.dtype.kind not in "iu":
+        raise ValueError(f"codes.npy is {codes.dtype} {codes.shape}, not integer (K, M)")
+    blocks, tokens = codes.shape
+    if lengths.ndim != 2 or lengths.dtype.kind not in "iu" or lengths.shape[1] != blocks:
+        raise ValueError(
+            f"lengths.npy is {lengths.dtype} {lengths.shape}, not integer (P, {blocks}) for "
+            f"codes of {blocks} blocks"
+        )
+    if lengths.size and (lengths.min() < 1 or lengths.max() > tokens):
+        raise ValueError(
+            f"lengths.npy holds {int(lengths.min())}..{int(lengths.max())}, outside "
+            f"1..{tokens} (the tokens per block of codes.npy)"
+        )
+    for name, value in (("num_blocks", blocks), ("tokens_per_block", tokens)):
+        listed = _int_field(meta, name)
+        if listed is not None and listed != value:
+            raise ValueError(f"metadata {name}={listed} but codes.npy is {codes.shape}")
+    codebook = _int_field(meta, "codebook_size")
+    if codebook is not None and codes.size and (codes.min() < 0 or codes.max() >= codebook):
+        raise ValueError(
+            f"codes.npy holds {int(codes.min())}..{int(codes.max())}, outside the codebook "
+            f"of {codebook}"
+        )
+    budgets = meta.get("budgets")
+    if isinstance(budgets, list) and len(budgets) != lengths.shape[0]:
+        raise ValueError(
+            f"lengths.npy has {lengths.shape[0]} rows, metadata lists {len(budgets)} budgets"
+        )
+    if "costs.npy" in files:
+        costs = _load_array(files, "costs.npy")
+        if costs.ndim != 2 or costs.dtype.kind != "f" or costs.shape[0] != blocks:
+            raise ValueError(f"costs.npy is {costs.dtype} {costs.shape}, not float ({blocks}, J)")
+        if not np.isfinite(costs).all():
+            raise ValueError("costs.npy holds NaN or infinite costs")
+        candidates = meta.get("candidate_lengths")
+        if isinstance(candidates, list) and len(candidates) != costs.shape[1]:
+            raise ValueError(
+                f"costs.npy has {costs.shape[1]} columns, metadata lists "
+                f"{len(candidates)} candidate lengths"
+            )
+    if "cond.npy" in files:
+        cond = _load_array(files, "cond.npy")
+        if cond.shape != codes.shape or cond.dtype.kind not in "iu":
+            raise ValueError(f"cond.npy is {cond.dtype} {cond.shape}, codes.npy {codes.shape}")
+    return meta, f"tokens {blocks}x{tokens}, {lengths.shape[0]} budgets"
+
+
+def _check_sidecar(shard: Path, keys: list[str]) -> str | None:
+    """Disagreement between a token shard and its ``NAME.keys.json`` sidecar, if any.
+
+    The sidecar is what a resumed annotation run reads to learn which windows are done.
+    """
+    sidecar = shard.with_name(shard.name + _KEYS_SIDECAR)
+    if not sidecar.is_file():
+        return None
+    try:
+        listed = json.loads(sidecar.read_text()).get("keys")
+    except (ValueError, UnicodeDecodeError, AttributeError) as error:
+        return f"{sidecar.name} is not a JSON object with keys ({error})"
+    if not isinstance(listed, list) or sorted(map(str, listed)) != sorted(keys):
+        count = len(listed) if isinstance(listed, list) else "no"
+        return f"{sidecar.name} lists {count} keys, the shard holds {len(keys)} other ones"
+    return None
 
 
 def _check_sample(files: dict[str, bytes | str]) -> tuple[dict, int, str]:
@@ -127,7 +301,10 @@ def verify_shards(target: str | Path, out: TextIO | None = None) -> dict[str, Sp
 
     Never raises on the data: unreadable tars, samples whose files are split apart or
     duplicated, metadata that is not a JSON object or disagrees with the video, and
-    undecodable videos are each counted and listed under ``corrupt``.
+    undecodable videos are each counted and listed under ``corrupt``. Token annotation
+    samples (no video; ``codes.npy`` / ``lengths.npy``) are checked as such (arrays load,
+    shapes and ranges agree with each other and the JSON, the sidecar lists the shard's
+    keys) and counted as ``windows``.
 
     Args:
         target: A folder (searched recursively for ``*.tar``) or a glob.
@@ -142,20 +319,35 @@ def verify_shards(target: str | Path, out: TextIO | None = None) -> dict[str, Sp
         report = reports.setdefault(_split_name(shard, root), SplitReport())
         report.shards += 1
         report.bytes += shard.stat().st_size
+        token_keys: list[str] = []
         try:
             for key, files in _samples(shard):
+                token = _is_token_sample(files)
                 try:
-                    meta, frames, size = _check_sample(files)
+                    if token:
+                        token_keys.append(key)
+                        meta, size = _check_token_sample(files)
+                        frames = 0
+                    else:
+                        meta, frames, size = _check_sample(files)
                 except Exception as error:  # never raise on data: list it
                     reason = str(error) if isinstance(error, ValueError) else repr(error)
                     report.corrupt.append(f"{shard}:{key}: {reason}")
                     continue
-                report.clips += 1
-                report.frames += frames
+                if token:
+                    report.windows += 1
+                else:
+                    report.clips += 1
+                    report.frames += frames
                 report.sizes[size] += 1
                 report.classes[str(meta.get("class_name", "?"))] += 1
         except Exception as error:  # a broken tar is listed, the next shard is read
             report.corrupt.append(f"{shard}: unreadable tar ({type(error).__name__}: {error})")
+            continue
+        if token_keys:
+            problem = _check_sidecar(shard, token_keys)
+            if problem is not None:
+                report.corrupt.append(f"{shard}: {problem}")
     _print_reports(reports, out or sys.stdout)
     return reports
 
@@ -172,6 +364,10 @@ def _print_reports(reports: dict[str, SplitReport], out: TextIO) -> None:
             f" {report.bytes / 1e6:>8.2f} {len(report.classes):>7}  {sizes}",
             file=out,
         )
+    windows = {name: r.windows for name, r in sorted(reports.items()) if r.windows}
+    if windows:
+        listed = ", ".join(f"{name} {n}" for name, n in windows.items())
+        print(f"token annotation windows (checked as token shards, no video): {listed}", file=out)
     corrupt = [line for report in reports.values() for line in report.corrupt]
     print(f"corrupt: {len(corrupt)}", file=out)
     for line in corrupt:

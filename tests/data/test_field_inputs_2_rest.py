@@ -1,0 +1,119 @@
+"""Real-world inputs, set 2, the kinds left after ``test_field_inputs_2.py``: token shards next
+to video shards in ``verify``, the source checks of ``--keep-original``, containers with
+dropped or duplicated frames, bounded memory while tokenizing, and a quiet ``tokenize``.
+
+Every input is made here (PyAV, numpy); nothing is read from outside ``tests/``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from adaptok.data.cli import main
+from adaptok.data.synthetic import synthetic_tasks
+from adaptok.data.writer import ShardOptions, write_shards
+from callbacks.annotation_writer import AnnotationWriter, _ShardSink
+
+# ------------------------------------------------------------------ token shards in verify
+_TOKEN_INFO = {
+    "budgets": [0.25, 1.0],
+    "candidate_lengths": [2, 4, 6, 8],
+    "num_blocks": 4,
+    "tokens_per_block": 8,
+    "codebook_size": 64,
+    "allocation": "per_clip",
+    "condition_frames": None,
+    "tokenizer": {"ckpt": "x.ckpt", "sha256": "0" * 64, "scorer_sha256": "1" * 64},
+}
+
+
+def _prediction(count: int, seed: int = 0) -> dict:
+    """What ``AnnotatorModule.predict_step`` returns for ``count`` windows."""
+    rng = np.random.default_rng(seed)
+    return {
+        "key": [f"clip{i}_w00000" for i in range(count)],
+        "source_key": [f"clip{i}" for i in range(count)],
+        "label": [i % 2 for i in range(count)],
+        "class_name": [f"class{i % 2}" for i in range(count)],
+        "window_start": [0] * count,
+        "codes": rng.integers(0, 64, (count, 4, 8)),
+        "costs": rng.random((count, 4, 4)),
+        "lengths": rng.choice([2, 4, 6, 8], size=(count, 2, 4)),
+    }
+
+
+def _token_shard(folder: Path, count: int = 3) -> Path:
+    """A finished annotation shard (and its sidecar) written by the annotation writer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = AnnotationWriter(str(folder), progress=False, summary=False)
+    writer.info = dict(_TOKEN_INFO)
+    sink = _ShardSink(folder, "train", 0, 100, writer.info)
+    prediction = _prediction(count)
+    for i, key in enumerate(prediction["key"]):
+        sink.add(key, writer._sample_files(prediction, i), prediction["lengths"][i], [0.25, 1.0])
+    sink.close()
+    return folder / "train-000000.tar"
+
+
+def _rewrite(shard: Path, change: dict[str, bytes | None]) -> None:
+    """Replace (bytes) or drop (None) members of a shard, keeping the member order."""
+    with tarfile.open(shard) as archive:
+        members = [(m.name, archive.extractfile(m).read()) for m in archive.getmembers()]
+    with tarfile.open(shard, "w") as archive:
+        for name, data in members:
+            data = change.get(name, data)
+            if data is None:
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_verify_checks_token_shards_as_token_shards(tmp_path: Path, capsys) -> None:
+    """A data folder after annotation holds video and token shards: neither is corrupt."""
+    tasks = synthetic_tasks(2, seed=0, num_frames=8, val_fraction=0.0)
+    write_shards(tasks, tmp_path / "data/synthetic", ShardOptions(size=32), progress=False)
+    shard = _token_shard(tmp_path / "data/tokens")
+    assert main(["verify", str(tmp_path / "data")]) == 0
+    report = capsys.readouterr().out
+    assert "corrupt: 0" in report
+    assert "tokens 4x8, 2 budgets (3)" in report and "tokens/train 3" in report
+    assert "synthetic/train" in report and "32x32 (2)" in report
+
+    # Inconsistent token samples are corrupt, each with its reason.
+    _rewrite(
+        shard,
+        {
+            "clip0_w00000.lengths.npy": _npy(np.full((2, 4), 9, np.int16)),
+            "clip1_w00000.codes.npy": _npy(np.zeros((4, 8, 2), np.uint16)),
+            "clip2_w00000.json": None,
+        },
+    )
+    assert main(["verify", str(tmp_path / "data")]) == 1
+    report = capsys.readouterr().out
+    assert "corrupt: 3" in report, report
+    assert "clip0_w00000: lengths.npy holds 9..9, outside 1..8" in report
+    assert "clip1_w00000: codes.npy is uint16 (4, 8, 2), not integer (K, M)" in report
+    assert "clip2_w00000: token sample without json" in report
+    assert "no video member" not in report
+
+
+def test_verify_reports_a_token_shard_its_sidecar_disagrees_with(tmp_path: Path, capsys) -> None:
+    shard = _token_shard(tmp_path / "tokens", count=2)
+    sidecar = shard.with_name(shard.name + ".keys.json")
+    index = json.loads(sidecar.read_text())
+    index["keys"] = index["keys"][:1]
+    sidecar.write_text(json.dumps(index))
+    assert main(["verify", str(tmp_path / "tokens")]) == 1
+    assert "train-000000.tar.keys.json lists 1 keys, the shard holds 2" in capsys.readouterr().out
