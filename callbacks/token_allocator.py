@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -480,7 +480,7 @@ class TokenAllocator(pl.Callback):
             "## Notes",
             "",
             *(f"- {note}" for note in notes),
-            *(f"- data: {url}" for url in _split_urls(trainer, split)),
+            *(f"- {line}" for line in _data_lines(trainer, split)),
             f"- commit: {git_commit()}",
             "",
             *(f"![{name}](allocation_{name}.png)" for name in figures),
@@ -568,7 +568,26 @@ def _scorer_accuracy(
     return rows
 
 
-def _split_urls(trainer: pl.Trainer, split: Split) -> list[str]:
+def _data_lines(trainer: pl.Trainer, split: Split) -> list[str]:
+    """The report's notes on the data of ``split``: each shard setting, then the shard count.
+
+    The shard datamodules keep their settings in a ``urls`` mapping keyed by split and the
+    shards they resolved in a ``shards`` mapping (``VideoShardsDataModule``,
+    ``TokenShardsDataModule``); a datamodule with a ``{split}_urls`` attribute is read too.
+    No datamodule, or no setting for the split: no lines.
+    """
     datamodule = getattr(trainer, "datamodule", None)
-    urls = getattr(datamodule, f"{split}_urls", None) or []
-    return [str(u) for u in ([urls] if isinstance(urls, str) else urls)]
+    if datamodule is None:
+        return []
+    table = getattr(datamodule, "urls", None)
+    if isinstance(table, Mapping) and split in table:
+        urls = table[split]
+    else:
+        urls = getattr(datamodule, f"{split}_urls", None)
+    if not urls:
+        return []
+    lines = [f"data: {url}" for url in ([urls] if isinstance(urls, str) else urls)]
+    shards = getattr(datamodule, "shards", None)
+    if isinstance(shards, Mapping) and split in shards:
+        lines.append(f"data shards: {len(shards[split])} (all ranks together)")
+    return lines

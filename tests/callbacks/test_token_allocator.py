@@ -67,6 +67,7 @@ def test_report_has_every_mode_budget_and_policy(eval_run: Path) -> None:
     assert {m for mode, p, m in keys if p == "uniform" and mode == "-"} == {2.0, 4.0, 6.0, 8.0}
     report = (eval_run / "allocation_report.md").read_text()
     assert report.startswith("# Token allocation")
+    assert "- data: data/demo/synthetic/val-*.tar" in report
     assert "solver: mip (python-mip CBC)" in report
     assert report.count("same optimum") == 3  # the fast solver checked at every budget
     for name in ("rate_distortion", "lengths", "scorer_scatter", "frames"):
@@ -203,3 +204,51 @@ def test_causal_table_mode_runs_the_official_procedure(workspace: Path, scorer_c
         assert np.isfinite(float(row["psnr_scorer"])) and np.isfinite(float(row["psnr_oracle"]))
     notes = (folder / "allocation_report.md").read_text()
     assert "causal_table at 0.5: block targets [7.125, 3.781, 2.688, 2.344]" in notes
+
+
+def test_report_names_the_data_the_datamodule_reads(tmp_path: Path) -> None:
+    """The report's data lines come from the shard settings the datamodule really keeps (its
+    ``urls`` mapping, no ``test_urls`` attribute) and from the shards it resolved."""
+    import io
+    import math
+    import tarfile
+    from types import SimpleNamespace
+
+    import torch
+
+    from callbacks.token_allocator import TokenAllocator
+    from datamodules import VideoShardsDataModule
+
+    for name in ("test-000000.tar", "test-000001.tar"):
+        with tarfile.open(tmp_path / name, "w") as archive:
+            member = tarfile.TarInfo("clip.txt")
+            member.size = 1
+            archive.addfile(member, io.BytesIO(b"x"))
+    pattern = str(tmp_path / "test-*.tar")
+    datamodule = VideoShardsDataModule(test_urls=[pattern])
+    assert not hasattr(datamodule, "test_urls")  # what the report once read
+    datamodule.setup("test")
+    allocator = TokenAllocator(modes=["per_clip"], fvd=False, lpips=False)
+    allocator._keys, allocator._frames = [], {}
+    (tmp_path / "out").mkdir()  # the run's log folder, which Lightning creates
+    rows = [
+        {"mode": "-", "policy": "uniform", "mean_tokens_per_block": float(m), "psnr": 20.0 + m}
+        for m in (2, 4)
+    ]
+    allocator._write(
+        SimpleNamespace(datamodule=datamodule, global_step=0),
+        tmp_path / "out",
+        "test",
+        rows,
+        [],
+        [],
+        [],
+        {},
+        torch.full((1, 4), math.nan),
+        8,
+        torch.zeros(0),
+        torch.zeros(0),
+    )
+    report = (tmp_path / "out" / "allocation_report.md").read_text()
+    assert f"- data: {pattern}\n" in report
+    assert "- data shards: 2 (all ranks together)\n" in report
