@@ -9,7 +9,7 @@ RUNS ?= runs
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv weights demo demo-data test test-slow lint format bench tensorboard clean
+.PHONY: help venv weights demo demo-data demo-weights test test-slow lint format bench tensorboard clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +50,17 @@ demo: demo-data weights ## Run the main job end to end on embedded data (tokeniz
 	$(call timed,eval_gen,$(BIN)/adaptok test --config experiments/demo/eval_gen.yaml)
 	$(BIN)/adaptok-report $(RUNS)/demo --annotations data/demo/tokens/annotation_summary.md \
 	  --command "make demo  # = the adaptok fit/test/predict runs of experiments/demo/*.yaml"
+
+# The committed demo tokenizer weights (docs/demo_weights.md): the recipe of tokenizer.yaml
+# trained from scratch for longer (tokenizer_pretrain.yaml), exported with its run config, the
+# commit and the training shards' fingerprint. `make demo` starts its tokenizer stage from them.
+DEMO_WEIGHTS := pretrained/demo-tokenizer
+demo-weights: demo-data weights ## Train the demo tokenizer from scratch (~1.5 h on 2 cores) into pretrained/demo-tokenizer
+	rm -rf $(RUNS)/demo-weights
+	$(BIN)/adaptok fit --config experiments/demo/tokenizer.yaml \
+	  --config experiments/demo/tokenizer_pretrain.yaml
+	$(BIN)/adaptok export $(RUNS)/demo-weights/tokenizer/checkpoints/last.ckpt --out $(DEMO_WEIGHTS) \
+	  --config $(RUNS)/demo-weights/tokenizer/version_0/config.yaml --force
 
 test: $(STAMP) weights ## Run the test suite (not the slow tests)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -12,7 +12,11 @@ writes
   (the scorer's label normalisation, the generator's budgets), the source checkpoint and the
   SHA-256 of the weights;
 - ``README.md``: a model card: architecture, training recipe and data, the figures of the
-  run's ``REPORT.md`` when one is found (or given), and the licence of the weights' source.
+  run's ``REPORT.md`` when one is found (or given), and the licence of the weights' source;
+- ``config.yaml``: the run's full LightningCLI config (the recipe), when found or given;
+- in ``spec.json``'s ``info`` also ``training_data``: the training shards and their content
+  fingerprint (:func:`adaptok.provenance.shard_fingerprint`), so a stage that starts from
+  the export can tell whether it is given the same data.
 
 ``adaptok.load_pretrained(DIR)`` reads the folder back with ``json`` and ``safetensors``
 only: no Lightning, no unpickling, the same tensors bit for bit.
@@ -21,7 +25,6 @@ only: no Lightning, no unpickling, the same tensors bit for bit.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Mapping
@@ -38,8 +41,9 @@ from adaptok.pretrained import (
     load_pretrained,
     read_checkpoint_safely,
 )
+from adaptok.provenance import PROVENANCE_KEY, file_sha256, shard_fingerprint
 
-__all__ = ["export", "main", "model_card"]
+__all__ = ["export", "main", "model_card", "training_data"]
 
 _SUITE_LICENCE = (
     "Weights trained with the AdapTok suite (code: MIT). The weights derive from the "
@@ -71,14 +75,6 @@ _KEY_ARGS = (
 )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _find_upwards(start: Path, name: str, levels: int = 4) -> Path | None:
     folder = start.parent if start.is_file() else start
     for _ in range(levels):
@@ -105,6 +101,33 @@ def _first_table(text: str) -> str:
             title = [f"**{heading.lstrip('# ')}**", ""] if heading else []
             return "\n".join(title + lines[index:end])
     return ""
+
+
+def training_data(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Where the checkpoint's weights come from (``info.training_data`` of an export).
+
+    Returns:
+        ``{"commit", "train_urls", "fingerprint", "files"}``: the suite commit the checkpoint
+        was saved at (None if not recorded), its training shards and their content
+        fingerprint (fingerprint and files None when the shards are remote or no longer on
+        this machine); None when the checkpoint records no datamodule with ``train_urls``
+        (converted official weights).
+    """
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    urls = data.get("train_urls") if isinstance(data, Mapping) else None
+    if not urls:
+        return None
+    try:
+        found = shard_fingerprint(urls, "train")
+    except (FileNotFoundError, ValueError):
+        found = None
+    saved = checkpoint.get(PROVENANCE_KEY) or {}
+    return {
+        "commit": saved.get("commit") if isinstance(saved, Mapping) else None,
+        "train_urls": urls,
+        "fingerprint": None if found is None else found["sha256"],
+        "files": None if found is None else found["files"],
+    }
 
 
 def _recipe(checkpoint: Mapping[str, Any], source: Path) -> list[str]:
@@ -178,7 +201,13 @@ def model_card(
             f"| {name} | `{spec['class_path']}` | {count:,} | {key}; other: "
             f"`{json.dumps(others)}` |"
         )
-    lines += ["", "## Training recipe and data", "", *_recipe(checkpoint, source), ""]
+    lines += ["", "## Training recipe and data", "", *_recipe(checkpoint, source)]
+    data = training_data(checkpoint)
+    if data is not None:
+        fingerprint = data["fingerprint"] or "not computed (shards remote or absent)"
+        lines.append(f"- training shards fingerprint (SHA-256 of their bytes): `{fingerprint}`")
+        lines.append(f"- suite commit at training: `{data['commit'] or 'not recorded'}`")
+    lines.append("")
     lines += ["## Results", ""]
     if report is not None and report.is_file():
         table = _first_table(report.read_text())
@@ -196,6 +225,7 @@ def export(
     out: str | Path,
     report: str | Path | None = None,
     overwrite: bool = False,
+    config: str | Path | None = None,
 ) -> Path:
     """Writes an export folder for a suite checkpoint.
 
@@ -205,6 +235,8 @@ def export(
         report: A ``REPORT.md`` whose first table goes into the model card; default: the
             nearest ``REPORT.md`` in the checkpoint's folder or up to three folders above.
         overwrite: Replace files of an existing export.
+        config: The run's LightningCLI ``config.yaml``, copied into the export; default: the
+            nearest ``config.yaml`` in the checkpoint's folder or up to three folders above.
 
     Returns:
         The folder.
@@ -227,13 +259,18 @@ def export(
     spec = {
         "format": EXPORT_FORMAT,
         "networks": specs,
-        "info": info,
+        "info": {**info, "training_data": training_data(checkpoint)},
         "parameters": {
             name: sum(p.numel() for p in getattr(model, name).parameters()) for name in specs
         },
         "source": str(source),
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": file_sha256(weights),
     }
+    config_path = Path(config) if config is not None else _find_upwards(source, "config.yaml")
+    if config_path is not None:
+        if not config_path.is_file():
+            raise FileNotFoundError(f"config {str(config_path)!r} not found")
+        (out / "config.yaml").write_text(config_path.read_text())
     (out / "spec.json").write_text(json.dumps(spec, indent=2, default=str) + "\n")
     report_path = Path(report) if report is not None else _find_upwards(source, "REPORT.md")
     (out / "README.md").write_text(model_card(model, checkpoint, source, report_path))
@@ -250,10 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="a suite checkpoint (.ckpt)")
     parser.add_argument("--out", type=Path, required=True, help="export folder")
     parser.add_argument("--report", type=Path, default=None, help="REPORT.md for the model card")
+    parser.add_argument("--config", type=Path, default=None, help="the run's config.yaml")
     parser.add_argument("--force", action="store_true", help="replace an existing export")
     args = parser.parse_args(argv)
     try:
-        folder = export(args.checkpoint, args.out, args.report, args.force)
+        folder = export(args.checkpoint, args.out, args.report, args.force, args.config)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"adaptok export: error: {error}", file=sys.stderr)
         return 2

@@ -46,6 +46,8 @@ __all__ = [
     "PretrainedAdapTok",
     "Tokens",
     "build_safe_network",
+    "first_spec_difference",
+    "initialise_tokenizer",
     "load_pretrained",
     "read_checkpoint_safely",
 ]
@@ -440,6 +442,51 @@ def checkpoint_contents(checkpoint: Mapping[str, Any], source: Any) -> tuple[dic
     if isinstance(checkpoint.get("adaptok_official"), Mapping):  # adaptok convert-official
         info["official"] = dict(checkpoint["adaptok_official"])
     return specs, info
+
+
+def first_spec_difference(expected: Mapping[str, Any], stored: Mapping[str, Any]) -> str | None:
+    """The first way two network specs (``{"class_path", "init_args"}``) differ, or None."""
+    if expected.get("class_path") != stored.get("class_path"):
+        return f"class_path {stored.get('class_path')!r} != {expected.get('class_path')!r}"
+    ours, theirs = expected.get("init_args") or {}, stored.get("init_args") or {}
+    for key in sorted(set(ours) | set(theirs)):
+        if ours.get(key) != theirs.get(key):
+            return f"init_args.{key} {theirs.get(key)!r} != {ours.get(key)!r}"
+    return None
+
+
+def initialise_tokenizer(
+    tokenizer: nn.Module, source: str | Path, spec: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Copies the tokenizer weights of an export or suite checkpoint into ``tokenizer``.
+
+    Used to start (fine-tune) a tokenizer from released weights, e.g. the committed demo
+    weights ``pretrained/demo-tokenizer`` (docs/demo_weights.md).
+
+    Args:
+        tokenizer: The network to fill (its own spec is ``spec``).
+        source: An export folder or a suite checkpoint of any stage.
+        spec: The network's spec; when given it must equal the stored tokenizer spec.
+
+    Returns:
+        The source's ``training_data`` record (training shards and their fingerprint) when it
+        is an export that has one, else None.
+
+    Raises:
+        FileNotFoundError: Nothing at ``source``.
+        ValueError: The stored spec differs from ``spec`` (the first difference is named) or
+            a weight does not match (the first mismatching tensor is named).
+    """
+    model = load_pretrained(source)
+    if spec is not None:
+        difference = first_spec_difference(spec, model.specs["tokenizer"])
+        if difference is not None:
+            raise ValueError(
+                f"{source}: its tokenizer spec differs from this run's: {difference} "
+                "(stored != this run)"
+            )
+    _load_exactly(tokenizer, model.tokenizer.state_dict(), f"{source} (tokenizer)")
+    return model.info.get("training_data")
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> PretrainedAdapTok:

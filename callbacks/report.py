@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from adaptok.provenance import git_commit
 
 __all__ = ["format_value", "git_commit", "markdown_table", "write_report"]
 
@@ -82,20 +83,3 @@ def write_report(
         writer.writeheader()
         writer.writerows(rows)
     return markdown, table
-
-
-def git_commit() -> str:
-    """Short hash of the suite's checkout (``+dirty`` with uncommitted changes), or ``unknown``."""
-    here = Path(__file__).resolve().parent
-
-    def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=here)
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

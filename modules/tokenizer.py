@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from adaptok.losses.tokenizer_loss import TokenizerLoss
@@ -20,6 +21,8 @@ from adaptok.metrics.frame_quality import psnr_per_video
 from adaptok.metrics.token_diagnostics import block_mean_baseline, code_diagnostics
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer
+from adaptok.pretrained import initialise_tokenizer
+from adaptok.provenance import PROVENANCE_KEY, git_commit, shard_fingerprint
 from adaptok.schedules import fill_total_steps
 from modules.loading import drop_frozen_metric_weights, restore_frozen_metric_weights
 
@@ -44,6 +47,12 @@ class TokenizerModule(LightningModule):
         prior_lr_mult: The prior's parameters form their own parameter group of the generator
             optimizer with ``lr = prior_lr_mult x`` the optimizer's lr (schedules scale both
             groups alike). The official training script passes ``optimizer.prior_lr_mult 50``.
+        init_weights: An export folder (``adaptok export``) or suite checkpoint whose tokenizer
+            weights a fit starts from, e.g. the committed demo weights
+            ``pretrained/demo-tokenizer`` (docs/demo_weights.md). Loaded when a fit starts
+            without ``ckpt_path`` (a resumed fit keeps its own weights); its tokenizer spec must
+            equal this one's; training shards other than the ones it was trained on (by content
+            fingerprint) give a warning.
 
     Raises:
         ValueError: ``prior_lr_mult`` not positive.
@@ -61,6 +70,7 @@ class TokenizerModule(LightningModule):
         grad_clip_norm: float | None = 1.0,
         val_tokens_per_block: int | None = None,
         prior_lr_mult: float = 1.0,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         if not prior_lr_mult > 0:
@@ -80,6 +90,7 @@ class TokenizerModule(LightningModule):
         )
         self.val_tokens_per_block = val_tokens_per_block
         self.prior_lr_mult = prior_lr_mult
+        self.init_weights = init_weights
         # Batches trained so far; global_step counts optimizer steps (2 per batch with G + D).
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
 
@@ -87,10 +98,32 @@ class TokenizerModule(LightningModule):
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drop_frozen_metric_weights(self, checkpoint)
+        checkpoint[PROVENANCE_KEY] = {"commit": git_commit()}
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_frozen_metric_weights(self, checkpoint)
+
+    @override
+    def on_fit_start(self) -> None:
+        if self.init_weights is None or self.trainer.ckpt_path is not None:
+            return
+        spec = self.hparams.get("tokenizer")
+        trained_on = initialise_tokenizer(
+            self.tokenizer, self.init_weights, spec if isinstance(spec, dict) else None
+        )
+        datamodule = getattr(self.trainer, "datamodule", None)
+        urls = None if datamodule is None else datamodule.hparams.get("train_urls")
+        if trained_on is None or not trained_on.get("fingerprint") or not urls:
+            return
+        current = shard_fingerprint(urls, "train")
+        if current is not None and current["sha256"] != trained_on["fingerprint"]:
+            rank_zero_warn(
+                f"init_weights {self.init_weights!r} were trained on other shards than this "
+                f"run's train_urls (fingerprint {trained_on['fingerprint'][:12]} vs "
+                f"{current['sha256'][:12]}): rebuild the data (`make demo-data`) or retrain "
+                "the weights (`make demo-weights`)"
+            )
 
     # ------------------------------------------------------------------ optimisers
     def _generator_parameters(self) -> list[torch.nn.Parameter]:
