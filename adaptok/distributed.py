@@ -1,22 +1,46 @@
-"""Collectives that stay correct when ranks hold different numbers of rows.
+"""This process's place in a job, and collectives that stay correct for uneven ranks.
 
-Lightning's ``all_gather`` needs equal shapes on every rank and stalls otherwise; shards
-split unevenly across ranks (``shards[rank::world_size]``) give exactly that. Pure
+:func:`rank_and_world_size` is the one answer to "which rank am I, of how many" for the
+data streams (a trainer's view first, then an initialised process group, then the
+``RANK``/``WORLD_SIZE`` environment a launcher sets). Lightning's ``all_gather`` needs equal
+shapes on every rank and stalls otherwise; shards split unevenly across ranks
+(``shards[rank::world_size]``) give exactly that, hence :func:`gather_rows`. Pure
 ``torch.distributed``, so the callbacks, the modules and plain scripts share it.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["gather_rows", "is_distributed"]
+__all__ = ["gather_rows", "is_distributed", "rank_and_world_size"]
 
 
 def is_distributed() -> bool:
     """True inside an initialised process group of more than one rank."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_and_world_size(trainer: Any | None = None) -> tuple[int, int]:
+    """This process's rank and the number of processes.
+
+    Args:
+        trainer: Anything with ``global_rank`` and ``world_size`` (a Lightning trainer), or
+            ``None``.
+
+    Returns:
+        ``(rank, world_size)``: the trainer's when one is given; else the initialised process
+        group's; else ``RANK`` and ``WORLD_SIZE`` from the environment (0 and 1 when unset).
+    """
+    if trainer is not None:
+        return int(trainer.global_rank), int(trainer.world_size)
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def gather_rows(rows: Tensor) -> Tensor:

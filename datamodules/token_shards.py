@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import random
 import warnings
 import zlib
@@ -43,6 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from adaptok.data.shards import SPLIT_NAMES, resolve_shards
 from adaptok.data.skips import SkippedSamplesWarning
+from adaptok.distributed import rank_and_world_size
 from adaptok.nn.generator_sequence import GeneratorVocab, build_sequence, collate_sequences
 
 __all__ = ["TokenSampleDecoder", "TokenShardsDataModule", "TokenSpec", "collate_tokens"]
@@ -404,19 +404,12 @@ class TokenShardsDataModule(LightningDataModule):
         self.setup()
         return GeneratorVocab(self.spec["codebook_size"])
 
-    def _rank_and_world_size(self) -> tuple[int, int]:
-        if self.trainer is not None:
-            return self.trainer.global_rank, self.trainer.world_size
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
     def _dataloader(self, split: Split) -> DataLoader:
         if self.urls[split] is None:
             raise ValueError(f"{split}_urls is not set: no {split} data")
         self.setup()
         shards = self.shards[split]
-        rank, world_size = self._rank_and_world_size()
+        rank, world_size = rank_and_world_size(self.trainer)
         train = split == "train"
         resampled = train and self.epoch_length is not None
         epoch = self.trainer.current_epoch if self.trainer is not None else 0

@@ -21,13 +21,11 @@ instead of replaying the first epoch.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections import Counter
 from functools import partial
 from typing import Any, Literal
 
-import torch
 from lightning.pytorch import LightningDataModule
 
 from adaptok.data.clip_stream import ClipLoader, ClipStream
@@ -39,6 +37,7 @@ from adaptok.data.skips import (
     SkipLedger,
     SkippedSamplesWarning,
 )
+from adaptok.distributed import rank_and_world_size
 
 __all__ = [
     "ClipDecoder",
@@ -182,13 +181,6 @@ class VideoShardsDataModule(LightningDataModule):
                     self.urls[split], f"{split}_urls", split if split in SPLIT_NAMES else None
                 )
 
-    def _rank_and_world_size(self) -> tuple[int, int]:
-        if self.trainer is not None:
-            return self.trainer.global_rank, self.trainer.world_size
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
     def _shards_of(self, split: Split) -> list[str]:
         if self.urls[split] is None:
             raise ValueError(f"{split}_urls is not set: no {split} data")
@@ -207,7 +199,7 @@ class VideoShardsDataModule(LightningDataModule):
 
     def _dataloader(self, split: Split) -> ClipLoader:
         shards = self._shards_of(split)
-        rank, world_size = self._rank_and_world_size()
+        rank, world_size = rank_and_world_size(self.trainer)
         train = split == "train"
         resampled = train and self.epoch_length is not None
         workers = self.num_workers

@@ -20,7 +20,6 @@ travel in each batch under ``"skipped"``.
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 import warnings
 from collections import Counter
@@ -45,6 +44,7 @@ from adaptok.data.video_io import (
     stored_stream,
 )
 from adaptok.data.writer import sanitize_key
+from adaptok.distributed import rank_and_world_size
 
 __all__ = [
     "VideoWindowsDataModule",
@@ -403,17 +403,12 @@ class VideoWindowsDataModule(LightningDataModule):
         if not self.shards:
             self.shards = resolve_shards(self.predict_urls, "predict_urls")
 
-    def _rank_and_world_size(self) -> tuple[int, int]:
-        if self.trainer is not None:
-            return self.trainer.global_rank, self.trainer.world_size
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
     def expected_windows(self) -> int | None:
         """Windows this rank will produce (before skips and exclusions); None if unknown."""
         self.setup()
         if self.num_frames is None:
             return None
-        rank, world_size = self._rank_and_world_size()
+        rank, world_size = rank_and_world_size(self.trainer)
         total = 0
         for shard in self.shards[rank::world_size]:
             count = _count_windows(shard, self.num_frames, self.stride, self.frame_stride)
@@ -430,7 +425,7 @@ class VideoWindowsDataModule(LightningDataModule):
                 "num_frames and resolution are unset: give them in the data section or use a "
                 "module that sets them from its tokenizer (AnnotatorModule does)"
             )
-        rank, world_size = self._rank_and_world_size()
+        rank, world_size = rank_and_world_size(self.trainer)
         own = len(self.shards[rank::world_size])
         workers = self.num_workers
         if own == 0:
