@@ -48,7 +48,8 @@ PLANNER_MODES: tuple[str, ...] = ("batch", "per_clip", "streaming", "causal_tabl
 def default_candidates(tokens_per_block: int, count: int = 8) -> list[int]:
     """The paper's candidate grid: ``count`` evenly spaced lengths up to ``tokens_per_block``.
 
-    METHOD 3: the scorer reads every 64th of 512 positions, i.e. ``M/8, 2M/8, ..., M``.
+    docs/METHOD.md section 3: the scorer reads every 64th of 512 positions, i.e.
+    ``M/8, 2M/8, ..., M``.
     """
     count = min(count, tokens_per_block)
     return sorted({max(1, round(tokens_per_block * (j + 1) / count)) for j in range(count)})
@@ -69,7 +70,8 @@ class TokenBudgetPlanner:
         equality: Spend the budget exactly (the paper) instead of at most. ``causal_table``
             always spends its rounded block totals exactly, as the official code.
         candidates: Candidate lengths; default the scorer's, or without a scorer the paper's
-            grid of 8 (``M/8, 2M/8, ..., M``; METHOD 3), so the oracle runs on its own.
+            grid of 8 (``M/8, 2M/8, ..., M``; docs/METHOD.md section 3), so the oracle runs
+            on its own.
         block_table: ``causal_table``'s targets: budget fraction -> one target fraction (of
             the tokens per block) per block; None = the official table
             (:data:`adaptok.alloc.REFERENCE_BLOCK_TABLE`, 4 blocks).

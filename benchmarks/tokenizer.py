@@ -8,7 +8,7 @@ Configurations:
         2 + 2 layers, 4 heads, codebook 256 x 8).
     tiny: 16 x 64 x 64, patch 4x8x8, 4 x 64 tokens, width 256, 4 + 4 layers, 4 heads.
     S: 16 x 128 x 128, patch 4x8x8, 4 x 512 tokens, width 512, 6 + 6 layers, 8 heads
-        (the paper's S variant, METHOD section 1).
+        (the paper's S variant, docs/METHOD.md section 1).
 
 Variants (same weights; `attention` and `precision` switched on one model):
     dense-fp32: the reference (dense masked attention, dropped latents zeroed and masked).

@@ -51,7 +51,7 @@ def check_targets(
     summary: Sequence[dict[str, str]],
     accuracy: Sequence[dict[str, str]],
 ) -> list[Target]:
-    """The demo's adaptivity targets (issue 10) against an allocation report's CSV rows.
+    """The demo's adaptivity targets, checked against an allocation report's CSV rows.
 
     Args:
         report: Rows of ``allocation_report.csv`` (mode, policy, mean tokens, psnr, ...).
@@ -109,7 +109,7 @@ def _health(path: Path) -> dict[str, float]:
 
 
 def token_health_targets(health: dict[str, float]) -> list[Target]:
-    """Issue 15's tokenizer targets against ``TokenHealth``'s figures (none without them).
+    """The demo tokenizer's health targets against ``TokenHealth``'s figures (none if absent).
 
     Args:
         health: ``token_health.csv`` as name -> value (``beats_mean_colour``,

@@ -14,13 +14,13 @@ budget level generates one clip with the module's ``sample``. Which windows
 
 For each window:
 
-- class-conditional: with the window's class (GENERATOR.md "Evaluation": each generated
+- class-conditional: with the window's class (docs/METHOD.md section 5.7: each generated
   clip takes the class of a real window);
 - frame prediction: the continuation of the window's first ``condition_frames`` frames.
 
 Generated clips are decoded by the frozen tokenizer and compared with the real windows by
 ``adaptok.metrics.VideoQualityMeter`` (FVD with I3D; frame prediction at 64x64 over all
-frames, the protocol of METHOD.md section 6, plus PSNR/SSIM against the true continuation).
+frames, the protocol of docs/METHOD.md section 6, plus PSNR/SSIM against the true continuation).
 Tokens: the budget a level asks for (``budgets[level] * K * M``) vs the tokens each sample
 kept, as mean, std and histogram. Every statistic is a sum reduced over processes, so the
 numbers are those of all ranks. Sample clips go to TensorBoard (rank 0); testing ends with

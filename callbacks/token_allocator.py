@@ -4,7 +4,7 @@ At validation and test epoch ends (the work is done batch by batch; only running
 chosen lengths and the cost tables are kept), for every budget and allocation mode it
 encodes the clips with
 
-- ``scorer``: IPAL on the scorer's predicted costs (the method, METHOD 4),
+- ``scorer``: IPAL on the scorer's predicted costs (the method, docs/METHOD.md section 4),
 - ``uniform``: every block at the same number of tokens (also at every candidate length,
   which draws the uniform rate-distortion curve that token savings are read from),
 - ``oracle``: IPAL on measured costs (an upper bound for any scorer),

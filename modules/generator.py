@@ -1,4 +1,4 @@
-"""GeneratorModule: trains the AR generator on token annotations (METHOD.md section 5)."""
+"""GeneratorModule: trains the AR generator on token annotations (docs/METHOD.md section 5)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class GeneratorModule(LightningModule):
     stored in this module's checkpoint (its spec as the `tokenizer_spec` hyperparameter, its
     weights under `tokenizer.`), so a generator checkpoint describes itself.
 
-    Optimisation (GENERATOR.md, "Optimisation"): AdamW, betas (0.9, 0.95), weight decay on
+    Optimisation (docs/METHOD.md section 5.6): AdamW, betas (0.9, 0.95), weight decay on
     the weights of linear layers only (embeddings, positions and norms are not decayed),
     linear warm-up then cosine decay to `min_lr_ratio` of the rate, stepped every
     optimizer step; `total_steps` defaults to the trainer's estimated stepping batches.
@@ -262,8 +262,8 @@ class GeneratorModule(LightningModule):
         """Codes of the frame-prediction condition of real clips.
 
         The first `condition_frames` frames, the last one repeated to the clip length, are
-        encoded by the frozen tokenizer without dropping (argmax codes; GENERATOR.md "Frame
-        prediction").
+        encoded by the frozen tokenizer without dropping (argmax codes; docs/METHOD.md
+        section 5.3).
 
         Args:
             video: `(B, C, T, H, W)` in [0, 1], T = the tokenizer's clip length.

@@ -30,8 +30,8 @@ __all__ = [
 ]
 
 MODEL_VALUE_RANGE = (0.0, 1.0)
-"""Pixel range every AdapTok module expects (METHOD.md: videos in [0, 1]); a module may
-declare another one in an ``input_value_range`` attribute."""
+"""Pixel range every AdapTok module expects (videos in [0, 1], docs/METHOD.md section 1); a
+module may declare another one in an ``input_value_range`` attribute."""
 
 _CHECKPOINT_OVERHEAD = 3.0
 """Checkpoint bytes per parameter byte: weights plus Adam's two moment buffers."""

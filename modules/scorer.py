@@ -30,11 +30,11 @@ __all__ = ["ScorerModule"]
 class ScorerModule(LightningModule):
     """Learns to predict each block's reconstruction cost for every candidate length.
 
-    Each step (METHOD 3): encode the clip with the frozen tokenizer; draw random kept lengths
-    for every block (the context) and one target block ``q`` per clip; decode ``J`` copies
-    with block ``q`` kept at each candidate length, without gradients; the label is the
-    z-normalised cost of block ``q`` (LPIPS by default); the loss is the MSE between the
-    scorer's ``J`` predictions for block ``q`` and those labels.
+    Each step (docs/METHOD.md section 3): encode the clip with the frozen tokenizer; draw random
+    kept lengths for every block (the context) and one target block ``q`` per clip; decode
+    ``J`` copies with block ``q`` kept at each candidate length, without gradients; the label
+    is the z-normalised cost of block ``q`` (LPIPS by default); the loss is the MSE between
+    the scorer's ``J`` predictions for block ``q`` and those labels.
 
     Validation reports what the paper did not: MAE (in the metric's own units) and the
     Spearman rank correlation between predicted and true costs, overall and per candidate.

@@ -91,7 +91,8 @@ def _brute_force_block(costs: torch.Tensor, candidates: list[int], total: int) -
 @pytest.mark.parametrize("policy", ["scorer", "oracle"])
 def test_causal_table_is_the_official_procedure(parts: tuple, policy: str) -> None:
     """Block b is scored with the lengths chosen for blocks < b, then one ILP over the batch
-    spends block b's table target x B, rounded down onto the grid (issue 16.2)."""
+    spends block b's table target x B, rounded down onto the grid (docs/METHOD.md
+    section 4)."""
     tokenizer, scorer, video, encoding = parts
     quality = BlockQuality("mse")
     table = {0.5: [0.9, 0.45, 0.35, 0.3]}  # x 8 tokens: 7.2, 3.6, 2.8, 2.4

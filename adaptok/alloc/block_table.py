@@ -4,8 +4,8 @@ The official code allocates block by block: block ``b`` of every clip in the bat
 total of ``B * target[b]`` tokens, the targets coming from a fixed table indexed by the mean
 budget (``datasets/adap_priors.py`` in github.com/VisionXLab/AdapTok, ``ilp_t1024_b4`` for 4
 blocks of 256 tokens, doubled for 512). Block 0, which has no past, gets the most. How the
-table was derived is not stated (METHOD section 4); it is reproduced here as fractions of the
-tokens per block so that it applies to any block size.
+table was derived is not stated (docs/METHOD.md section 4); it is reproduced here as
+fractions of the tokens per block so that it applies to any block size.
 """
 
 from __future__ import annotations

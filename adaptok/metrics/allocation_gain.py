@@ -2,9 +2,9 @@
 
 Figures of merit for a rate-distortion table of ``scorer`` (IPAL on predicted costs),
 ``uniform`` (every block the same length) and ``oracle`` (IPAL on measured costs) at the same
-budget. The paper reports the underlying curves (METHOD 6, ablation at 512 tokens); the
-ratios below are ours, so that one number says how much of the attainable gain a scorer
-captures and how many tokens it saves.
+budget. The paper reports the underlying curves (docs/METHOD.md section 6, ablation at 512
+tokens); the ratios below are ours, so that one number says how much of the attainable gain a
+scorer captures and how many tokens it saves.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Block-sparse attention layouts: which query spans attend which key spans, with no mask.
 
-A block-causal mask (METHOD section 1: encoder, decoder; section 3: scorer) is a union of
-rectangles: "the queries of block b see the keys of blocks 0..b". A `BlockLayout` lists those
-rectangles as groups, each a set of query spans and a set of key spans that attend fully. The
-attention of a group is then one unmasked `scaled_dot_product_attention` call on the gathered
-spans, and the work is the admitted pairs only (10 of 16 block pairs at K = 4 in the encoder),
-instead of a dense masked call over all pairs.
+A block-causal mask (docs/METHOD.md section 1: encoder, decoder; section 3: scorer) is a
+union of rectangles: "the queries of block b see the keys of blocks 0..b". A `BlockLayout`
+lists those rectangles as groups, each a set of query spans and a set of key spans that
+attend fully. The attention of a group is then one unmasked `scaled_dot_product_attention`
+call on the gathered spans, and the work is the admitted pairs only (10 of 16 block pairs at
+K = 4 in the encoder), instead of a dense masked call over all pairs.
 
 Coordinates: query spans index the sequence of queries, key spans the sequence of keys. Without
 a KV cache both are the layer's input; with a cache (streaming), keys are the cached tokens
@@ -189,7 +189,7 @@ def encoder_layout(
     latents_only: bool = False,
     first_block: int = 0,
 ) -> BlockLayout:
-    """Block-causal layout of the encoder's interleaved sequence (METHOD section 1).
+    """Block-causal layout of the encoder's interleaved sequence (docs/METHOD.md section 1).
 
     The sequence is `[patches_0, latents_0, patches_1, latents_1, ...]`; the queries of block
     b attend every token of blocks 0..b. With `first_block > 0` (streaming with a KV cache of
@@ -219,7 +219,7 @@ def encoder_layout(
 def decoder_layout(
     lengths: tuple[tuple[int, ...], ...], patches_per_block: int, patches_only: bool = False
 ) -> BlockLayout:
-    """Block-causal layout of the decoder with the dropped latents removed (METHOD section 1).
+    """Block-causal layout of the decoder without the dropped latents (docs/METHOD.md section 1).
 
     Each sample's sequence is its kept latents, block by block (`lengths[s][b]` of block b),
     followed by its `K * P` patch queries; the samples' sequences are concatenated. Kept
@@ -288,7 +288,7 @@ def scorer_layout(
     tokens_per_block: int,
     readout_slots: tuple[int, ...] | None = None,
 ) -> BlockLayout:
-    """Block-causal layout of the scorer's latent sequence (METHOD section 3).
+    """Block-causal layout of the scorer's latent sequence (docs/METHOD.md section 3).
 
     Block b is scored with all of its own M tokens and with every earlier block j kept at
     `context_lengths[s][j]` tokens, the dropped tail removed from both the rows and the

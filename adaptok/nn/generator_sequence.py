@@ -1,12 +1,12 @@
-"""Token streams of the AR generator: adaptive blocks closed by `<EOB>` (METHOD.md section 5).
+"""Token streams of the AR generator: blocks closed by `<EOB>` (docs/METHOD.md section 5).
 
 A clip tokenised into K blocks of M codes with kept lengths `L_b` becomes one stream: for each
 block its first `L_b` codes, then `<EOB>`. Frame prediction (FP) puts a prefix in front: the
 codes of the condition clip's first blocks and a separator `<SEP>`; the stream then starts at
-block 1, because block 0 is copied from the condition at sampling (GENERATOR.md, "Frame
-prediction").
+block 1, because block 0 is copied from the condition at sampling (docs/METHOD.md
+section 5.3).
 
-Vocabulary (GENERATOR.md, "Model"): codes `0..V-1`, `<EOB> = V`, `<SEP> = V + 1` (an input
+Vocabulary (docs/METHOD.md section 5.1): codes `0..V-1`, `<EOB> = V`, `<SEP> = V + 1` (an input
 only; never predicted). The class and budget conditions are NOT tokens of this stream: the
 network embeds them as prefix positions of its own.
 
@@ -195,7 +195,7 @@ def collate_sequences(samples: Sequence[Mapping[str, Any]], pad_id: int) -> dict
     """Pads built sequences on the right to the longest one, every `<EOB>` included.
 
     The reference cut batches to the longest sample's code count and so lost that sample's
-    last codes and final `<EOB>` (GENERATOR.md, "Class-conditional sequence", defect); here
+    last codes and final `<EOB>` (docs/METHOD.md section 5.2, defect); here
     the batch length S is the full length of the longest stream.
 
     Args:

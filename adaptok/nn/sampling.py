@@ -1,4 +1,4 @@
-"""Sampling adaptive token blocks from an `ARGenerator` (METHOD.md section 5, GENERATOR.md).
+"""Sampling adaptive token blocks from an `ARGenerator` (docs/METHOD.md section 5.5).
 
 One loop serves every mode: KV-cache or full recomputation, temperature / top-k / top-p,
 classifier-free guidance with a doubled batch, class-conditional or frame-prediction (FP)

@@ -1,11 +1,12 @@
 """Block-causal scorer: predicts each block's reconstruction cost for every candidate length.
 
-METHOD section 3: the input is ``concat(continuous encoder output, quantized latent)``, projected
-to the scorer width, with a learned position embedding; a block-causal transformer runs over
-the latent blocks; a head reads the outputs at every ``tokens_per_block / num_candidates``-th
-position of each block, giving the cost of keeping ``64, 128, ..., 512`` tokens (paper scale)
-from ONE forward pass (attention inside a block is full, so each read-out slot sees the whole
-block and is trained to predict the cost of one prefix length).
+docs/METHOD.md section 3: the input is ``concat(continuous encoder output, quantized
+latent)``, projected to the scorer width, with a learned position embedding; a block-causal
+transformer runs over the latent blocks; a head reads the outputs at every
+``tokens_per_block / num_candidates``-th position of each block, giving the cost of keeping
+``64, 128, ..., 512`` tokens (paper scale) from ONE forward pass (attention inside a block is
+full, so each read-out slot sees the whole block and is trained to predict the cost of one
+prefix length).
 
 Context: the score of block ``b`` must describe block ``b`` *given the lengths already chosen
 for blocks < b*. With ``context_lengths`` block ``b`` keeps all of its own tokens and each

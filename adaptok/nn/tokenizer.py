@@ -538,7 +538,7 @@ class AdapTokTokenizer(nn.Module):
     def _decode_blockwise(self, quantized: Tensor, lengths: Tensor, num_blocks: int) -> Tensor:
         """Fast decoder: only the kept latents enter.
 
-        Each kept latent carries the embedding of its ABSOLUTE index (METHOD section 1);
+        Each kept latent carries the embedding of its ABSOLUTE index (docs/METHOD.md section 1);
         block-sparse attention; the last layer computes the patch queries only. Samples with
         equal lengths share one batched layout; otherwise the samples are packed into one
         sequence with per-sample groups.

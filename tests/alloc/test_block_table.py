@@ -1,4 +1,4 @@
-"""The official code's per-block table and its rounding of block totals (issue 16.2)."""
+"""The official code's per-block table and its rounding of block totals."""
 
 from __future__ import annotations
 

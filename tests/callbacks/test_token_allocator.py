@@ -157,7 +157,7 @@ def test_report_is_the_same_on_two_ranks_with_uneven_shards(
 
 
 def test_causal_table_mode_runs_the_official_procedure(workspace: Path, scorer_ckpt: Path) -> None:
-    """causal_table rows (issue 16.2): each block's total over the batch is the table target x
+    """causal_table rows: each block's total over the batch is the table target x
     B rounded down onto the grid; every row names its mode and asked budget; the summary pairs
     rows by the asked budget although causal_table spends a different amount."""
     import numpy as np

@@ -1,5 +1,5 @@
-"""Annotations by the official procedure (allocation: causal_table) and the clip-total spread
-(issue 16.3): clips share each block's budget over the batch, so clip totals vary."""
+"""Annotations by the official procedure (allocation: causal_table) and the clip-total spread:
+clips share each block's budget over the batch, so clip totals vary."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ def test_annotate_config_parses(config: Path) -> None:
     assert resolved["data"]["class_path"] == "datamodules.VideoWindowsDataModule"
     writers = [c for c in resolved["trainer"]["callbacks"] if "AnnotationWriter" in c["class_path"]]
     assert len(writers) == 1
-    # The paper-scale sets annotate as the official code (clip totals vary with content, issue
-    # 16.3); the demo stays batch-independent (its tests compare batch sizes and rank counts).
+    # The paper-scale sets annotate as the official code (clip totals vary with content); the
+    # demo stays batch-independent (its tests compare batch sizes and rank counts).
     expected = "per_clip" if config.parent.name == "demo" else "causal_table"
     assert resolved["model"]["init_args"]["allocation"] == expected
 

@@ -213,7 +213,7 @@ def test_variable_frame_rate_video_is_sampled_by_time_and_small_video_noted(
     assert windows.starts.tolist() == [0, 2, 4, 6] and windows.uncovered_frames == 0
 
 
-# --------------------------------------------------------------------------- issue 17
+# ------------------------------------------------------------ checkpoint version and spec
 def test_checkpoints_of_another_version_or_an_edited_spec_are_refused_in_one_line(
     scorer_ckpt: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -77,8 +77,8 @@ def _reference_scores(
 def test_context_lengths_hide_dropped_tail_tokens(
     scorer: BlockCausalScorer, attention: str
 ) -> None:
-    """A dropped tail reaches no later block, exactly, with non-trivial weights (issue 16.1:
-    before, kept tokens of block 0 attended to its tail and moved later scores by ~0.1)."""
+    """A dropped tail reaches no later block, exactly, with non-trivial weights (an earlier
+    version let kept tokens of block 0 attend to its tail, which moved later scores by ~0.1)."""
     scorer = _nontrivial(scorer)
     scorer.attention = attention
     latents, quantized = _inputs()
