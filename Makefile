@@ -52,13 +52,13 @@ demo: demo-data weights ## Run the main job end to end on embedded data (tokeniz
 	  --command "make demo  # = the adaptok fit/test/predict runs of experiments/demo/*.yaml"
 
 # The committed demo tokenizer weights (docs/demo_weights.md): the recipe of tokenizer.yaml
-# trained from scratch for longer (tokenizer_pretrain.yaml), exported with its run config, the
+# trained from scratch for longer (tokenizer.pretrain.yaml), exported with its run config, the
 # commit and the training shards' fingerprint. `make demo` starts its tokenizer stage from them.
 DEMO_WEIGHTS := pretrained/demo-tokenizer
 demo-weights: demo-data weights ## Train the demo tokenizer from scratch (~1.5 h on 2 cores) into pretrained/demo-tokenizer
 	rm -rf $(RUNS)/demo-weights
 	$(BIN)/adaptok fit --config experiments/demo/tokenizer.yaml \
-	  --config experiments/demo/tokenizer_pretrain.yaml
+	  --config experiments/demo/tokenizer.pretrain.yaml
 	$(BIN)/adaptok export $(RUNS)/demo-weights/tokenizer/checkpoints/last.ckpt --out $(DEMO_WEIGHTS) \
 	  --config $(RUNS)/demo-weights/tokenizer/version_0/config.yaml --force
 

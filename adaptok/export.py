@@ -13,7 +13,8 @@ writes
   SHA-256 of the weights;
 - ``README.md``: a model card: architecture, training recipe and data, the figures of the
   run's ``REPORT.md`` when one is found (or given), and the licence of the weights' source;
-- ``config.yaml``: the run's full LightningCLI config (the recipe), when found or given;
+- ``config.yaml``: the run's full LightningCLI config (the recipe) that the checkpoint
+  records (or one given with ``--config``);
 - in ``spec.json``'s ``info`` also ``training_data``: the training shards and their content
   fingerprint (:func:`adaptok.provenance.shard_fingerprint`), so a stage that starts from
   the export can tell whether it is given the same data.
@@ -149,15 +150,23 @@ def _recipe(checkpoint: Mapping[str, Any], source: Path) -> list[str]:
     lines.append(
         f"- epochs / steps at save: {checkpoint.get('epoch')} / {checkpoint.get('global_step')}"
     )
-    config = _find_upwards(source, "config.yaml")
-    if config is not None:
+    recorded = checkpoint.get(PROVENANCE_KEY) or {}
+    text, where = None, None
+    if isinstance(recorded, Mapping) and isinstance(recorded.get("config"), str):
+        text, where = (
+            recorded["config"],
+            "`config.yaml` in this folder (recorded in the checkpoint)",
+        )
+    elif (found := _find_upwards(source, "config.yaml")) is not None:
+        text, where = found.read_text(), f"`{found}`"
+    if text is not None:
         try:
-            run = yaml.safe_load(config.read_text()) or {}
+            run = yaml.safe_load(text) or {}
         except yaml.YAMLError:
             run = {}
         data = run.get("data") or {}
         trainer = run.get("trainer") or {}
-        lines.append(f"- run config: `{config}`")
+        lines.append(f"- run config: {where}")
         if data:
             lines.append(
                 f"- data: `{data.get('class_path')}` with "
@@ -235,8 +244,8 @@ def export(
         report: A ``REPORT.md`` whose first table goes into the model card; default: the
             nearest ``REPORT.md`` in the checkpoint's folder or up to three folders above.
         overwrite: Replace files of an existing export.
-        config: The run's LightningCLI ``config.yaml``, copied into the export; default: the
-            nearest ``config.yaml`` in the checkpoint's folder or up to three folders above.
+        config: A LightningCLI ``config.yaml`` to copy into the export; default: the run
+            config the checkpoint records (``adaptok`` CLI runs record it), if any.
 
     Returns:
         The folder.
@@ -266,11 +275,13 @@ def export(
         "source": str(source),
         "weights_sha256": file_sha256(weights),
     }
-    config_path = Path(config) if config is not None else _find_upwards(source, "config.yaml")
-    if config_path is not None:
-        if not config_path.is_file():
-            raise FileNotFoundError(f"config {str(config_path)!r} not found")
-        (out / "config.yaml").write_text(config_path.read_text())
+    recorded = checkpoint.get(PROVENANCE_KEY) or {}
+    if config is not None:
+        if not Path(config).is_file():
+            raise FileNotFoundError(f"config {str(config)!r} not found")
+        (out / "config.yaml").write_text(Path(config).read_text())
+    elif isinstance(recorded, Mapping) and isinstance(recorded.get("config"), str):
+        (out / "config.yaml").write_text(recorded["config"])
     (out / "spec.json").write_text(json.dumps(spec, indent=2, default=str) + "\n")
     report_path = Path(report) if report is not None else _find_upwards(source, "REPORT.md")
     (out / "README.md").write_text(model_card(model, checkpoint, source, report_path))

@@ -19,7 +19,7 @@ from adaptok.data.shards import resolve_shards
 __all__ = ["PROVENANCE_KEY", "file_sha256", "git_commit", "shard_fingerprint"]
 
 PROVENANCE_KEY = "adaptok_provenance"
-"""Checkpoint entry ``{"commit": git_commit()}`` that a training stage writes at each save."""
+"""Checkpoint entry ``{"commit": git_commit(), "config": run config YAML}`` (``adaptok`` CLI runs)."""
 
 
 def file_sha256(path: str | Path) -> str:

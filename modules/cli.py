@@ -12,14 +12,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from typing_extensions import override
 
 from adaptok.data.shards import ShardURLError
+from adaptok.provenance import PROVENANCE_KEY, git_commit
 from modules.checkpoint_args import with_model_from_checkpoint
 from modules.loading import CheckpointError
 from modules.preflight import PreflightError, check_run, check_settings
@@ -92,6 +94,22 @@ def check_config_files(args: Sequence[str]) -> None:
             )
 
 
+class ProvenanceSaveConfigCallback(SaveConfigCallback):
+    """Saves the resolved config next to the logs and records it in every checkpoint.
+
+    Each checkpoint gets ``checkpoint["adaptok_provenance"] = {"commit", "config"}``: the
+    suite commit at save time (``+dirty`` with uncommitted changes) and the run's full config
+    as YAML text, so ``adaptok export`` can ship the exact recipe with the weights.
+    """
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        config = self.parser.dump(self.config, skip_none=False)
+        checkpoint[PROVENANCE_KEY] = {"commit": git_commit(), "config": config}
+
+
 class AdapTokCLI(LightningCLI):
     """LightningCLI with the suite's defaults.
 
@@ -157,6 +175,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
+        save_config_callback=ProvenanceSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

@@ -22,7 +22,7 @@ from adaptok.metrics.token_diagnostics import block_mean_baseline, code_diagnost
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer
 from adaptok.pretrained import initialise_tokenizer
-from adaptok.provenance import PROVENANCE_KEY, git_commit, shard_fingerprint
+from adaptok.provenance import shard_fingerprint
 from adaptok.schedules import fill_total_steps
 from modules.loading import drop_frozen_metric_weights, restore_frozen_metric_weights
 
@@ -98,7 +98,6 @@ class TokenizerModule(LightningModule):
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drop_frozen_metric_weights(self, checkpoint)
-        checkpoint[PROVENANCE_KEY] = {"commit": git_commit()}
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

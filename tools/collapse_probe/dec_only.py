@@ -1,4 +1,4 @@
-"""Research probe of issue 15 (docs/tokenizer_collapse.md); run from the repository root.
+"""Probe of the demo tokenizer collapse (docs/tokenizer_collapse.md); run from the repo root.
 
 Clips are cached by load.py in $PROBE_DIR (default runs/probe).
 """

@@ -1,0 +1,117 @@
+"""Starting a tokenizer fit from exported weights, and the provenance exports record.
+
+`make demo` starts its tokenizer stage from the committed demo weights through
+``TokenizerModule(init_weights=...)``; these tests run the real CLI on the tiny demo config.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from adaptok.export import export
+from adaptok.pretrained import load_pretrained
+from adaptok.provenance import PROVENANCE_KEY, shard_fingerprint
+from modules.cli import run_cli
+from tests.conftest import EXPERIMENTS, TINY_TOKENIZER, working_directory
+
+TOKENIZER_YAML = str(EXPERIMENTS / "demo" / "tokenizer.yaml")
+
+
+@pytest.fixture(scope="module")
+def exported(workspace: Path, tokenizer_ckpt: Path) -> Path:
+    with working_directory(workspace):  # the recorded train_urls are relative to it
+        return export(tokenizer_ckpt, workspace / "exports" / "tiny-tokenizer", overwrite=True)
+
+
+def _build(workspace: Path, *extra: str):
+    with working_directory(workspace):
+        return run_cli(["--config", TOKENIZER_YAML, *TINY_TOKENIZER, *extra], run=False)
+
+
+def test_export_records_commit_data_fingerprint_and_config(
+    workspace: Path, tokenizer_ckpt: Path, exported: Path
+) -> None:
+    checkpoint = torch.load(tokenizer_ckpt, map_location="cpu", weights_only=False)
+    assert checkpoint[PROVENANCE_KEY]["commit"]  # a hash, or "unknown" outside a checkout
+    data = json.loads((exported / "spec.json").read_text())["info"]["training_data"]
+    with working_directory(workspace):
+        expected = shard_fingerprint("data/demo/synthetic/train-*.tar", "train")
+    assert expected is not None and data["fingerprint"] == expected["sha256"]
+    assert data["commit"] == checkpoint[PROVENANCE_KEY]["commit"]
+    assert (exported / "config.yaml").is_file()  # found beside the checkpoint's run
+    card = (exported / "README.md").read_text()
+    assert expected["sha256"] in card
+
+
+def test_fingerprint_follows_the_bytes(tmp_path: Path, workspace: Path) -> None:
+    shards = sorted((workspace / "data" / "demo" / "synthetic").glob("train-*.tar"))[:2]
+    for shard in shards:
+        shutil.copy(shard, tmp_path / shard.name)
+    pattern = str(tmp_path / "train-*.tar")
+    first = shard_fingerprint(pattern, "train")
+    assert first == shard_fingerprint([pattern], "train")  # stable
+    with (tmp_path / shards[0].name).open("ab") as handle:
+        handle.write(b"\0" * 512)  # one more tar block: same members, other bytes
+    assert shard_fingerprint(pattern, "train")["sha256"] != first["sha256"]
+    assert shard_fingerprint("pipe:cat x.tar") is None
+    assert shard_fingerprint([]) is None
+
+
+def test_fit_starts_from_the_exported_weights(workspace: Path, exported: Path) -> None:
+    cli = _build(workspace, f"--model.init_args.init_weights={exported}")
+    module = cli.model
+    stored = load_pretrained(exported).tokenizer.state_dict()
+    assert any(not torch.equal(v, stored[k]) for k, v in module.tokenizer.state_dict().items())
+    module.trainer = cli.trainer  # a fit without ckpt_path: on_fit_start loads the weights
+    module.on_fit_start()
+    for key, value in module.tokenizer.state_dict().items():
+        assert torch.equal(value, stored[key]), key
+
+
+def test_resumed_fit_keeps_its_own_weights(workspace: Path, exported: Path) -> None:
+    cli = _build(workspace, f"--model.init_args.init_weights={exported}")
+    module = cli.model
+    before = {k: v.clone() for k, v in module.tokenizer.state_dict().items()}
+    cli.trainer.ckpt_path = "resumed.ckpt"  # what Trainer.fit(ckpt_path=...) sets
+    module.trainer = cli.trainer
+    module.on_fit_start()
+    assert all(torch.equal(v, before[k]) for k, v in module.tokenizer.state_dict().items())
+
+
+def test_other_spec_is_refused_naming_the_first_difference(
+    workspace: Path, exported: Path
+) -> None:
+    cli = _build(
+        workspace,
+        f"--model.init_args.init_weights={exported}",
+        "--model.init_args.tokenizer.init_args.codebook_size=32",
+    )
+    cli.model.trainer = cli.trainer
+    with pytest.raises(ValueError, match=r"init_args\.codebook_size 64 != 32"):
+        cli.model.on_fit_start()
+
+
+def test_other_training_shards_give_a_warning(workspace: Path, exported: Path) -> None:
+    one_shard = sorted((workspace / "data" / "demo" / "synthetic").glob("train-*.tar"))[0]
+    with working_directory(workspace), pytest.warns(UserWarning, match="other shards"):
+        run_cli(
+            [
+                "fit",
+                "--config",
+                TOKENIZER_YAML,
+                *TINY_TOKENIZER,
+                f"--model.init_args.init_weights={exported}",
+                f"--data.init_args.train_urls={one_shard}",
+                "--trainer.max_steps=1",
+                "--trainer.limit_val_batches=0",
+                "--trainer.default_root_dir=runs/init_weights",
+                "--trainer.logger=false",
+                "--trainer.callbacks=null",
+                "--trainer.enable_checkpointing=false",
+            ]
+        )
