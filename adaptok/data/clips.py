@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaptok.data.skips import REPORT_KEY, REPORT_ONLY_KEY, merge_reports
+from adaptok.data.skips import REPORT_KEY, REPORT_ONLY_KEY, SkipSample, merge_reports
 from adaptok.data.tar_samples import PROBLEM_KEY
 from adaptok.data.video_io import (
     VIDEO_SUFFIXES,
@@ -37,10 +37,6 @@ __all__ = [
 NOTED_ADJUSTMENTS = ("stream", "alpha", "tone_mapped", "gamut_mapped", "deinterlaced")
 """Conversions made while decoding a stored video that are counted as notes (a shard written
 by ``adaptok-shards`` re-encoded never needs them; original files kept as they are may)."""
-
-
-class SkipSample(Exception):
-    """A sample that is skipped, with the reason it is counted under."""
 
 
 class ClipDecoder:

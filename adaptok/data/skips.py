@@ -22,6 +22,7 @@ __all__ = [
     "REPORT_ONLY_KEY",
     "NoUsableSamplesError",
     "SkipLedger",
+    "SkipSample",
     "SkipTracker",
     "SkippedSamplesWarning",
     "empty_report",
@@ -40,6 +41,10 @@ Report = dict[str, dict[str, int]]
 
 class SkippedSamplesWarning(UserWarning):
     """Samples were skipped during a pass over the data (corrupt, truncated, too short)."""
+
+
+class SkipSample(Exception):
+    """A sample that is skipped, with the reason it is counted under (its message)."""
 
 
 class NoUsableSamplesError(RuntimeError):
@@ -144,11 +149,17 @@ class SkipLedger:
 
     Args:
         totals: Counter that receives every skip reason (the datamodule's ``skip_counts``).
+        noun: What a sample is called in the warnings (``skipped 3 token sample(s) ...``).
+        empty_pass_error: A pass that ends without a batch raises
+            :class:`NoUsableSamplesError`; off: it warns (when samples were skipped) instead.
     """
 
-    def __init__(self, totals: Counter | None = None) -> None:
+    def __init__(
+        self, totals: Counter | None = None, noun: str = "sample", empty_pass_error: bool = True
+    ) -> None:
         self.totals: Counter = totals if totals is not None else Counter()
         self.note_totals: Counter = Counter()
+        self.noun, self.empty_pass_error = noun, empty_pass_error
         self._passes: dict[tuple[str, int], Report] = {}
 
     def add(self, split: str, epoch: int, report: Mapping[str, Any] | None) -> None:
@@ -164,14 +175,24 @@ class SkipLedger:
         """Report a finished pass; ``batches`` is None when the pass was cut short.
 
         Raises:
-            NoUsableSamplesError: The pass ran to its end without producing a batch.
+            NoUsableSamplesError: The pass ran to its end without producing a batch (unless
+                ``empty_pass_error`` is off).
         """
         report = self._passes.pop((split, epoch), empty_report())
-        if batches == 0:
+        if batches == 0 and self.empty_pass_error:
             raise NoUsableSamplesError(
                 f"{split} epoch {epoch} produced no batch: every sample was skipped or the "
                 f"shards hold no samples; {_describe(report)}"
             )
+        if batches == 0 and report["skipped"]:
+            reasons = ", ".join(f"{r}: {n}" for r, n in sorted(report["skipped"].items()))
+            warnings.warn(
+                f"{split} epoch {epoch} produced no sample; every {self.noun} was skipped "
+                f"({reasons})",
+                SkippedSamplesWarning,
+                stacklevel=3,
+            )
+            return
         self._warn(split, epoch, report)
 
     def flush(self) -> None:
@@ -179,14 +200,14 @@ class SkipLedger:
         for split, epoch in list(self._passes):
             self._warn(split, epoch, self._passes.pop((split, epoch)))
 
-    @staticmethod
-    def _warn(split: str, epoch: int, report: Report) -> None:
+    def _warn(self, split: str, epoch: int, report: Report) -> None:
         skipped, notes = report["skipped"], report["notes"]
         parts = []
         if skipped:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
             parts.append(
-                f"skipped {sum(skipped.values())} sample(s) in {split} epoch {epoch} ({reasons})"
+                f"skipped {sum(skipped.values())} {self.noun}(s) in {split} epoch {epoch} "
+                f"({reasons})"
             )
         if notes:
             reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(notes.items()))

@@ -15,12 +15,15 @@ adjacent members with the same key) mis-reads two kinds of real shards:
 
 Incomplete or unusable groups come out as samples with a :data:`PROBLEM_KEY` entry naming
 what is wrong, so the loader can count them and ``adaptok-shards verify`` can list them.
+
+Shards whose samples have no video (token annotations) are grouped with ``complete=None``:
+every group is then whole as it comes, and only a repeated key is flagged.
 """
 
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from adaptok.data.video_io import VIDEO_SUFFIXES
@@ -58,21 +61,27 @@ def member_key(name: str) -> tuple[str, str] | None:
     return (prefix + first, rest.lower()) if first else None
 
 
-def _has_video(files: dict[str, Any]) -> bool:
-    return any(suffix in files for suffix in VIDEO_SUFFIXES)
-
-
-def group_members(members: Iterable[tuple[str, bytes]], url: str = "") -> Iterator[dict[str, Any]]:
+def group_members(
+    members: Iterable[tuple[str, bytes]],
+    url: str = "",
+    complete: Collection[str] | None = VIDEO_SUFFIXES,
+) -> Iterator[dict[str, Any]]:
     """Samples of one shard from its ``(member name, bytes)`` in stream order.
 
     Args:
         members: The shard's regular files in archive order.
         url: The shard, stored as ``__url__`` in every sample.
+        complete: Suffixes of which a group needs one to be a sample (the video); groups
+            without are held until the end of the shard. ``None``: every group is a sample.
 
     Yields:
         Dicts ``{"__key__", "__url__", suffix: bytes...}``; groups that cannot be a clip also
         hold :data:`PROBLEM_KEY` with the reason.
     """
+
+    def _has_video(files: dict[str, Any]) -> bool:
+        return complete is None or any(suffix in files for suffix in complete)
+
     held: dict[str, dict[str, Any]] = {}  # metadata-only groups waiting for their video
     emitted_video_only: set[str] = set()
     seen: set[str] = set()
@@ -134,7 +143,9 @@ def read_tar_members(path: str) -> Iterator[tuple[str, bytes]]:
 
 
 def tar_samples(
-    urls: Iterable[str], handler: Callable[[Exception], bool]
+    urls: Iterable[str],
+    handler: Callable[[Exception], bool],
+    complete: Collection[str] | None = VIDEO_SUFFIXES,
 ) -> Iterator[dict[str, Any]]:
     """Samples of a stream of shard URLs (any URL WebDataset opens).
 
@@ -142,6 +153,7 @@ def tar_samples(
         urls: Shard URLs.
         handler: Called with an error that breaks a shard (the error's last argument is the
             URL); returns True to carry on with the next shard.
+        complete: See :func:`group_members`.
 
     Yields:
         The samples of :func:`group_members`, shard after shard.
@@ -157,7 +169,7 @@ def tar_samples(
                     (item["fname"], item["data"])
                     for item in tar_file_iterator(opened["stream"], skip_meta=None)
                 )
-                yield from group_members(members, url)
+                yield from group_members(members, url, complete)
         except Exception as error:  # a broken shard is counted and the stream goes on
             error.args = (*error.args, url)
             if not handler(error):
