@@ -3,8 +3,10 @@
 The pure parts live in ``adaptok.data``: shard resolution and per-epoch shard order
 (:mod:`adaptok.data.shards`), tar member grouping (:mod:`adaptok.data.tar_samples`), clip
 decoding and collation (:mod:`adaptok.data.clips`), skip accounting (:mod:`adaptok.data.skips`)
-and the per-split stream and loader (:mod:`adaptok.data.clip_stream`). This module wires them
-to Lightning: which splits exist, ranks, the trainer's epoch, and the resume state.
+and the per-split stream and loader (:mod:`adaptok.data.shard_stream`,
+:mod:`adaptok.data.clip_stream`). :class:`~datamodules.shard_data.ShardDataModule` wires them
+to Lightning (ranks, the trainer's epoch, skip reports, resume state); this module says which
+clips each split reads.
 
 Bad data never stops a run by itself: unreadable shards, corrupt or truncated videos, bad
 metadata and clips shorter than ``num_frames`` are skipped and counted by reason; each pass
@@ -20,24 +22,14 @@ instead of replaying the first epoch.
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections import Counter
 from functools import partial
 from typing import Any, Literal
 
-from lightning.pytorch import LightningDataModule
-
 from adaptok.data.clip_stream import ClipLoader, ClipStream
 from adaptok.data.clips import ClipDecoder, collate_clips, video_to_float
-from adaptok.data.shards import SPLIT_NAMES, resolve_shards
-from adaptok.data.skips import (
-    REPORT_KEY,
-    NoUsableSamplesError,
-    SkipLedger,
-    SkippedSamplesWarning,
-)
-from adaptok.distributed import rank_and_world_size
+from adaptok.data.shards import resolve_shards
+from adaptok.data.skips import NoUsableSamplesError, SkippedSamplesWarning
+from datamodules.shard_data import ShardDataModule, Split
 
 __all__ = [
     "ClipDecoder",
@@ -48,11 +40,8 @@ __all__ = [
     "resolve_shards",
 ]
 
-Split = Literal["train", "val", "test", "predict"]
-_STATE_VERSION = 1
 
-
-class VideoShardsDataModule(LightningDataModule):
+class VideoShardsDataModule(ShardDataModule):
     """Video clips from WebDataset shards for training, validation, test and prediction.
 
     Batches are dicts: ``video`` (B, C, T, H, W) float in ``value_range``; ``label`` (B,) long
@@ -121,7 +110,10 @@ class VideoShardsDataModule(LightningDataModule):
         video_dtype: Literal["float32", "uint8"] = "float32",
         eval_shuffle: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            {"train": train_urls, "val": val_urls, "test": test_urls, "predict": predict_urls},
+            seed,
+        )
         if num_frames < 1 or frame_stride < 1 or resolution < 1 or batch_size < 1:
             raise ValueError("num_frames, frame_stride, resolution and batch_size must be >= 1")
         if epoch_length is not None and epoch_length < 1:
@@ -137,12 +129,6 @@ class VideoShardsDataModule(LightningDataModule):
         if video_dtype not in ("float32", "uint8"):
             raise ValueError(f"video_dtype must be 'float32' or 'uint8', got {video_dtype!r}")
         self.save_hyperparameters()
-        self.urls: dict[str, str | list[str] | None] = {
-            "train": train_urls,
-            "val": val_urls,
-            "test": test_urls,
-            "predict": predict_urls,
-        }
         self.num_frames = num_frames
         self.frame_stride = frame_stride
         self.clip_sampling = clip_sampling
@@ -155,16 +141,10 @@ class VideoShardsDataModule(LightningDataModule):
         self.pin_memory = pin_memory
         self.epoch_length = epoch_length
         self.shuffle_buffer = shuffle_buffer
-        self.seed = seed
         self.max_consecutive_skips = max_consecutive_skips
         self.max_upscale = float(max_upscale)
         self.video_dtype = video_dtype
         self.eval_shuffle = eval_shuffle
-        self.shards: dict[str, list[str]] = {}
-        self.skip_counts: Counter = Counter()
-        self.ledger = SkipLedger(self.skip_counts)
-        self._train_position = (0, 0)  # (epoch, training batches consumed in it)
-        self._resume_at: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
@@ -176,51 +156,13 @@ class VideoShardsDataModule(LightningDataModule):
             "predict": ("predict",),
         }.get(stage or "", ("train", "val", "test", "predict"))
         for split in needed:
-            if self.urls[split] is not None and split not in self.shards:
-                self.shards[split] = resolve_shards(
-                    self.urls[split], f"{split}_urls", split if split in SPLIT_NAMES else None
-                )
+            self._resolve(split)
 
-    def _shards_of(self, split: Split) -> list[str]:
-        if self.urls[split] is None:
-            raise ValueError(f"{split}_urls is not set: no {split} data")
-        if split not in self.shards:
-            self.shards[split] = resolve_shards(
-                self.urls[split], f"{split}_urls", split if split in SPLIT_NAMES else None
-            )
-        return self.shards[split]
-
-    def _trainer_epoch(self) -> int | None:
-        """The fit epoch under way, when a trainer is fitting; else ``None``."""
-        trainer = self.trainer
-        if trainer is None or trainer.state.fn is None or trainer.state.fn.value != "fit":
-            return None
-        return int(trainer.current_epoch)
-
-    def _dataloader(self, split: Split) -> ClipLoader:
-        shards = self._shards_of(split)
-        rank, world_size = rank_and_world_size(self.trainer)
+    def _stream(
+        self, split: Split, shards: list[str], rank: int, world_size: int, workers: int
+    ) -> ClipStream:
         train = split == "train"
         resampled = train and self.epoch_length is not None
-        workers = self.num_workers
-        if not resampled:
-            own = len(shards[rank::world_size])
-            if own == 0:
-                raise ValueError(
-                    f"{split}: {len(shards)} shard(s) cannot be split over {world_size} ranks; "
-                    "write smaller shards (adaptok-shards --shard-samples)"
-                )
-            if workers > own:
-                warnings.warn(
-                    f"{split}: num_workers={workers} > {own} shard(s) on this rank; "
-                    f"using {own} worker(s) (extra workers would get no shard)",
-                    stacklevel=2,
-                )
-                workers = own
-        per_worker = None
-        if resampled:
-            batches = self.epoch_length / (world_size * max(workers, 1) * self.batch_size)
-            per_worker = math.ceil(batches) * self.batch_size
         mix = self.eval_shuffle and not train
         decoder = ClipDecoder(
             num_frames=self.num_frames,
@@ -230,7 +172,7 @@ class VideoShardsDataModule(LightningDataModule):
             crop=self.crop if train else "center",
             hflip=self.hflip and train,
         )
-        stream = ClipStream(
+        return ClipStream(
             shards,
             order="resampled" if resampled else "shuffled" if train or mix else "ordered",
             decoder=decoder,
@@ -238,27 +180,15 @@ class VideoShardsDataModule(LightningDataModule):
             rank=rank,
             world_size=world_size,
             shuffle_buffer=self.shuffle_buffer if train or mix else 0,
-            samples_per_worker=per_worker,
+            samples_per_worker=self._samples_per_worker(world_size, workers) if resampled else None,
             max_consecutive_skips=self.max_consecutive_skips,
             max_upscale=self.max_upscale,
             split=split,
         )
-        resume_at = None
-        if train:
-            resume_at, self._resume_at = self._resume_at, None
-        return ClipLoader(
-            stream,
-            ledger=self.ledger,
-            split=split,
-            epoch_fn=self._trainer_epoch if train else None,
-            resume_at=resume_at,
-            batch_size=self.batch_size,
-            num_workers=workers,
-            pin_memory=self.pin_memory,
-            collate_fn=partial(
-                collate_clips, value_range=self.value_range, video_dtype=self.video_dtype
-            ),
-        )
+
+    def _dataloader(self, split: Split) -> ClipLoader:
+        collate = partial(collate_clips, value_range=self.value_range, video_dtype=self.video_dtype)
+        return self._loader(split, collate)
 
     def train_dataloader(self) -> ClipLoader:
         """Training clips: random (or configured) sampling, crops and flips."""
@@ -276,17 +206,7 @@ class VideoShardsDataModule(LightningDataModule):
         """Prediction clips in a fixed order: first frames, center crop."""
         return self._dataloader("predict")
 
-    # ---------------------------------------------------------------------------- skip report
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Count consumed training batches (the resume position); drop any leftover report."""
-        if isinstance(batch, dict):
-            batch.pop(REPORT_KEY, None)
-        epoch = self._trainer_epoch()
-        if epoch is not None and self.trainer.training:
-            last_epoch, consumed = self._train_position
-            self._train_position = (epoch, consumed + 1 if last_epoch == epoch else 1)
-        return batch
-
+    # ---------------------------------------------------------------------------- batch hooks
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 batches (``video_dtype: uint8``) become float on the device, in one place.
 
@@ -295,31 +215,3 @@ class VideoShardsDataModule(LightningDataModule):
         if isinstance(batch, dict) and "video" in batch:
             batch["video"] = video_to_float(batch["video"], self.value_range)
         return batch
-
-    def teardown(self, stage: str) -> None:
-        """Report skips of passes not yet reported."""
-        self.ledger.flush()
-
-    # ---------------------------------------------------------------------------- resume state
-    def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: the training epoch, batches consumed in it, and seed."""
-        epoch, consumed = self._train_position
-        return {"version": _STATE_VERSION, "epoch": epoch, "batches": consumed, "seed": self.seed}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue the training stream after the batches the checkpoint already used.
-
-        The next training loader starts at the saved epoch (its order and random choices are
-        those of that epoch) and drops the batches consumed before the checkpoint.
-        """
-        if not state_dict:
-            return
-        if state_dict.get("seed", self.seed) != self.seed:
-            warnings.warn(
-                f"data seed changed from {state_dict['seed']} (checkpoint) to {self.seed}: the "
-                "resumed run reads the data in a different order",
-                stacklevel=2,
-            )
-        epoch, consumed = int(state_dict.get("epoch", 0)), int(state_dict.get("batches", 0))
-        self._train_position = (epoch, consumed)
-        self._resume_at = (epoch, consumed)
