@@ -135,7 +135,7 @@ def frames_at_budgets_figure(panels: Mapping[str, Tensor], frames: Sequence[int]
         panels: ``{title: (C, T, H, W) video in [0, 1]}``; the first is usually the input.
         frames: Frame indices to show.
     """
-    figure = Figure(figsize=(1.6 * len(frames), 1.7 * len(panels)))
+    figure = Figure(figsize=(1.3 * len(frames), 1.4 * len(panels)))
     axes = figure.subplots(len(panels), len(frames), squeeze=False)
     for row, (title, video) in enumerate(panels.items()):
         for column, frame in enumerate(frames):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import json
 import math
 import os
 import platform
@@ -18,9 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from callbacks.report import format_value, git_commit, markdown_table
 
-__all__ = ["Target", "check_targets", "main", "write_demo_report"]
+__all__ = ["Target", "check_targets", "main", "tokenizer_start", "write_demo_report"]
 
 Target = dict[str, Any]
 
@@ -37,6 +40,34 @@ def _rows(path: Path | None) -> list[dict[str, str]]:
         return []
     with path.open() as handle:
         return list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
+
+
+def tokenizer_start(root: Path) -> str | None:
+    """One report line saying where the run set's tokenizer started, or None if unknown.
+
+    Reads the newest ``tokenizer/version_*/config.yaml`` under ``root``; when it names
+    ``init_weights`` (an export, e.g. the committed demo weights), the export's recorded
+    training run (steps, commit, training-shard fingerprint) is quoted.
+    """
+    config = _newest(root, "tokenizer", "config.yaml")
+    if config is None:
+        return None
+    run = yaml.safe_load(config.read_text()) or {}
+    steps = (run.get("trainer") or {}).get("max_steps")
+    source = ((run.get("model") or {}).get("init_args") or {}).get("init_weights")
+    if not source:
+        return f"- tokenizer: trained from scratch in this run ({steps} steps)"
+    line = f"- tokenizer: fine-tuned for {steps} steps from `{source}`"
+    spec_path, recipe_path = Path(source) / "spec.json", Path(source) / "config.yaml"
+    if spec_path.is_file():
+        data = (json.loads(spec_path.read_text()).get("info") or {}).get("training_data") or {}
+        recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.is_file() else {}
+        trained = ((recipe or {}).get("trainer") or {}).get("max_steps")
+        line += (
+            f", trained from scratch for {trained} steps at commit {data.get('commit')} on "
+            f"shards with fingerprint {str(data.get('fingerprint'))[:12]} (`make demo-weights`)"
+        )
+    return line
 
 
 def _number(text: str | None) -> float:
@@ -202,6 +233,9 @@ def write_demo_report(
         "videos the demo never trained or tuned on; the data lines name the shards); the "
         "generation section compares samples with training windows, the paper's protocol",
     ]
+    start = tokenizer_start(root)
+    if start is not None:
+        lines.append(start)
     if commands:
         lines += ["- produced by:", "", "```", *commands, "```"]
     timings = _rows(root / "timings.tsv") if (root / "timings.tsv").is_file() else []

@@ -448,11 +448,11 @@ class TokenAllocator(pl.Callback):
             figures["scorer_scatter"] = scorer_scatter_figure(
                 predicted, measured, self._planner.candidates
             )
-        if self._frames:
+        if self._frames:  # each block's first and last frame: a cut inside a block shows
+            step = trainer.lightning_module.tokenizer.frames_per_block
             frames = next(iter(self._frames.values())).shape[1]
-            figures["frames"] = frames_at_budgets_figure(
-                self._frames, list(range(0, frames, max(1, frames // 4)))
-            )
+            shown = sorted({t for b in range(0, frames, step) for t in (b, b + step - 1)})
+            figures["frames"] = frames_at_budgets_figure(self._frames, shown)
         writer = tensorboard_writer(trainer)
         if writer is not None and chosen:
             for title, value in chosen.items():

@@ -82,3 +82,31 @@ def test_missing_evaluation_is_a_clear_error(tmp_path: Path, capsys) -> None:
     except SystemExit as exit_info:
         assert exit_info.code == 1
     assert "eval_recon.yaml" in capsys.readouterr().err
+
+
+def test_report_says_where_the_tokenizer_started(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+
+    from callbacks.demo_report import tokenizer_start
+
+    run = tmp_path / "runs" / "tokenizer" / "version_0"
+    run.mkdir(parents=True)
+    assert tokenizer_start(tmp_path / "nothing") is None
+    (run / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 600}}))
+    assert tokenizer_start(tmp_path / "runs") == (
+        "- tokenizer: trained from scratch in this run (600 steps)"
+    )
+    export = tmp_path / "weights"
+    export.mkdir()
+    data = {"commit": "abc1234", "fingerprint": "f" * 64}
+    (export / "spec.json").write_text(json.dumps({"info": {"training_data": data}}))
+    (export / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 5000}}))
+    config = {"trainer": {"max_steps": 200}, "model": {"init_args": {"init_weights": str(export)}}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    line = tokenizer_start(tmp_path / "runs")
+    assert line is not None
+    assert f"fine-tuned for 200 steps from `{export}`" in line
+    assert "from scratch for 5000 steps at commit abc1234" in line
+    assert "fingerprint ffffffffffff " in line
