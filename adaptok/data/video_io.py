@@ -468,35 +468,63 @@ class VideoReader:
         if int(frame.color_range) == 2:
             options["src_color_range"] = "JPEG"
         props = self.properties
-        if props.hdr or props.color_primaries == "bt2020":
+        if self._wide_colour():
             rgb = hdr_to_sdr(
                 frame.to_ndarray(format="rgb48le", **options),
                 int(frame.color_trc),
                 int(frame.color_primaries),
             )
-            key = "tone_mapped" if props.hdr else "gamut_mapped"
-            self.adjustments.setdefault(
-                key,
-                {
-                    "method": TONE_MAPPING if props.hdr else "bt2020->bt709 linear, clipped",
-                    "transfer": props.color_transfer,
-                    "primaries": props.color_primaries,
-                },
-            )
+            self._note_colour()
         elif props.alpha:
             rgb, transparent = composite_alpha(
                 frame.to_ndarray(format="rgba", **options), self.background
             )
-            self._transparent_frames += int(transparent)
-            self.adjustments["alpha"] = {
-                "background": list(self.background),
-                "transparent_frames": self._transparent_frames,
-            }
+            self._note_alpha(transparent)
         else:
             rgb = frame.to_ndarray(format="rgb24", **options)
         if self._rotation:
             rgb = np.ascontiguousarray(np.rot90(rgb, k=self._rotation // 90))
         return rgb
+
+    def inspect(self, frame: av.VideoFrame) -> None:
+        """Record in :attr:`adjustments` what :meth:`to_rgb` would record for ``frame``.
+
+        For sources stored as they are (``--keep-original``): the same notes as converting
+        every frame (tone mapping, alpha compositing with its count of frames that are not
+        fully opaque), without producing the pixels. Alpha is checked at the source size.
+
+        Args:
+            frame: A picture from :meth:`frames`.
+        """
+        assert self.properties is not None, "inspect needs a frame from frames()"
+        if self._wide_colour():
+            self._note_colour()
+        elif self.properties.alpha:
+            alpha = frame.to_ndarray(format="rgba", threads=_SCALE_THREADS)[..., 3]
+            self._note_alpha(bool(alpha.min() < 255))
+
+    def _wide_colour(self) -> bool:
+        props = self.properties
+        return props is not None and (props.hdr or props.color_primaries == "bt2020")
+
+    def _note_colour(self) -> None:
+        props = self.properties
+        key = "tone_mapped" if props.hdr else "gamut_mapped"
+        self.adjustments.setdefault(
+            key,
+            {
+                "method": TONE_MAPPING if props.hdr else "bt2020->bt709 linear, clipped",
+                "transfer": props.color_transfer,
+                "primaries": props.color_primaries,
+            },
+        )
+
+    def _note_alpha(self, transparent: bool) -> None:
+        self._transparent_frames += int(transparent)
+        self.adjustments["alpha"] = {
+            "background": list(self.background),
+            "transparent_frames": self._transparent_frames,
+        }
 
     def describe(self) -> SourceProperties:
         """The source's properties (decodes the first picture when none was decoded yet)."""

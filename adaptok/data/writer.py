@@ -34,9 +34,9 @@ from tqdm import tqdm
 
 from adaptok.data.video_io import (
     LARGE_FRAME_PIXELS,
+    VideoDecodeError,
     VideoEncoder,
     VideoReader,
-    count_frames,
     decode_video_timed,
     encode_video,
     probe_video,
@@ -395,19 +395,25 @@ def _large(adjustments: dict, height: int, width: int) -> None:
 
 
 def _prepare_original(task: ClipTask, options: ShardOptions, meta: dict) -> dict[str, bytes]:
-    """The source file as is; frame count and duration measured by decoding it."""
+    """The source file as is; its frames, times and properties measured by decoding it.
+
+    One pass over every frame records what the re-encoding path records: the decoded frame
+    count and duration, timestamps that jump backwards, and for alpha
+    sources how many frames are not fully opaque (:meth:`VideoReader.inspect`).
+    """
     if task.path is None:
         raise ValueError("keep_original needs a file source")
     data = Path(task.path).read_bytes()
     info = probe_video(data, options.stream)
     _check_min_side(info.height, info.width, options)
-    decoded, duration = count_frames(data, options.stream)
+    decoded, duration = 0, 0.0
     with VideoReader(data, options.stream, options.background) as reader:
-        for _, frame in reader.frames():
-            reader.to_rgb(frame, (2, 2))  # what the loader will do to it (first frame)
-            break
+        for time, frame in reader.frames():
+            reader.inspect(frame)
+            decoded, duration = decoded + 1, time
         adjustments = dict(reader.adjustments)
-    adjustments.pop("timestamps", None)  # only seen on a full pass: counted below
+    if decoded == 0:
+        raise VideoDecodeError(f"no decodable frames in {task.path}")
     if decoded != info.frames:
         adjustments["header_frames"] = {"header": info.frames, "decoded": decoded}
     _large(adjustments, info.height, info.width)

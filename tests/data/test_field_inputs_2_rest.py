@@ -18,6 +18,13 @@ from adaptok.data.cli import main
 from adaptok.data.synthetic import synthetic_tasks
 from adaptok.data.writer import ShardOptions, write_shards
 from callbacks.annotation_writer import AnnotationWriter, _ShardSink
+from tests.data.test_field_inputs_2 import (
+    _concatenated_mpeg,
+    _rgba,
+    folder,
+    make_video,
+    metas,
+)
 
 # ------------------------------------------------------------------ token shards in verify
 _TOKEN_INFO = {
@@ -117,3 +124,30 @@ def test_verify_reports_a_token_shard_its_sidecar_disagrees_with(tmp_path: Path,
     sidecar.write_text(json.dumps(index))
     assert main(["verify", str(tmp_path / "tokens")]) == 1
     assert "train-000000.tar.keys.json lists 1 keys, the shard holds 2" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ --keep-original: same record
+def _by_class(folder_path: Path) -> dict[str, dict]:
+    return {meta["class_name"]: meta for meta in metas(folder_path).values()}
+
+
+def test_kept_originals_record_the_source_as_the_re_encoding_does(tmp_path: Path, capsys) -> None:
+    """Every frame is checked: all 12 frames are transparent, the timeline jumps back once."""
+    make_video(tmp_path / "in/train/alpha/a.mov", _rgba(12), "png", pix="rgba", src="rgba")
+    _concatenated_mpeg(tmp_path / "in/train/cat/cat.mpg")
+    assert folder(tmp_path / "in", tmp_path / "encoded") == 0
+    capsys.readouterr()
+    assert folder(tmp_path / "in", tmp_path / "original", "--keep-original") == 0
+    printed = capsys.readouterr().out
+    encoded, original = _by_class(tmp_path / "encoded"), _by_class(tmp_path / "original")
+    assert original["alpha"]["adjustments"]["alpha"]["transparent_frames"] == 12
+    assert original["cat"]["adjustments"]["timestamps"]["backward_jumps"] == 1
+    for name in ("alpha", "cat"):
+        assert original[name]["source_video"] == encoded[name]["source_video"]
+        for kind in ("alpha", "timestamps", "tone_mapped", "deinterlaced"):
+            assert original[name]["adjustments"].get(kind) == encoded[name]["adjustments"].get(
+                kind
+            ), (name, kind)
+    assert "alpha: 1" in printed and "timestamps: 1" in printed
+    adjusted = json.loads((tmp_path / "original/manifest.json").read_text())["adjusted"]
+    assert adjusted["alpha"] == 1 and adjusted["timestamps"] == 1
