@@ -47,6 +47,8 @@ from adaptok.data.video_io import (
     VideoDecodeError,
     decode_video_timed,
     encode_video,
+    frames_at_rate,
+    note_resampling,
     probe_video,
     short_side_shape,
 )
@@ -128,20 +130,6 @@ class VideoWindows:
         return self.frames[start : start + self.num_frames]
 
 
-def _frames_at_rate(times: np.ndarray, fps: float) -> np.ndarray:
-    """Indices of the frames on screen at ``0, 1/fps, 2/fps, ...`` up to the last frame.
-
-    A frame is on screen from its presentation time until the next one; half a median frame
-    interval of slack keeps jittered constant-rate timestamps from skipping frames.
-    """
-    if len(times) < 2:
-        return np.arange(len(times))
-    targets = np.arange(0.0, times[-1] + 1e-9, 1.0 / fps)
-    slack = 0.5 * float(np.median(np.diff(times)))
-    indices = np.searchsorted(times, targets + slack, side="right") - 1
-    return np.clip(indices, 0, len(times) - 1)
-
-
 def read_windows(
     path: str | Path,
     num_frames: int,
@@ -198,7 +186,14 @@ def read_windows(
     rate = float(fps) if fps is not None else native
     steps = np.diff(times)
     even = len(times) < 2 or bool(np.abs(steps - 1.0 / rate).max() < 0.25 / rate)
-    indices = np.arange(len(times)) if even else _frames_at_rate(times, rate)
+    if even:
+        indices = np.arange(len(times))
+    else:  # at the nominal rate: half a nominal interval of slack; else half a measured one
+        slack = None if fps is None else 0.5 * float(np.median(steps))
+        indices = frames_at_rate(times, rate, slack)
+    adjustments = dict(decoded.adjustments)
+    kept = len(np.unique(indices))
+    note_resampling(adjustments, native, fps, len(indices) - kept, len(times) - kept)
     height, width = resized
     top, left = (height - image_size) // 2, (width - image_size) // 2
     frames = decoded.frames[indices, top : top + image_size, left : left + image_size]
@@ -217,7 +212,7 @@ def read_windows(
         source_size=(info.height, info.width),
         rotation=decoded.rotation,
         properties=decoded.properties.as_dict(),
-        adjustments=dict(decoded.adjustments),
+        adjustments=adjustments,
     )
 
 

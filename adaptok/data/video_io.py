@@ -13,7 +13,10 @@ properties of a real-world file explicit instead of losing them silently:
 * **field order**: interlaced pictures are deinterlaced with FFmpeg's ``bwdif``;
 * **rotation**: the display matrix of phone recordings (``VideoFrame.rotation``) is applied;
 * **timestamps**: presentation times that jump backwards or repeat (concatenated MPEG
-  streams) or are missing are rebased so time keeps running, and counted.
+  streams) or are missing are rebased so time keeps running, and counted; gaps (dropped
+  frames of AVI captures, variable frame rate) and frames closer than one interval at the
+  nominal rate are counted as ``irregular_timestamps``, and :class:`ConstantRate` resamples
+  such a timeline to a constant rate one frame at a time.
 
 :attr:`VideoReader.adjustments` lists what was done, for the writer's metadata and counts.
 Frames are produced one at a time (:meth:`VideoReader.frames`), so memory does not grow with
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -49,6 +53,7 @@ from adaptok.data.colour import (
 
 __all__ = [
     "DEINTERLACER",
+    "ConstantRate",
     "LARGE_FRAME_PIXELS",
     "VIDEO_SUFFIXES",
     "DecodedVideo",
@@ -64,6 +69,8 @@ __all__ = [
     "decode_video",
     "decode_video_timed",
     "encode_video",
+    "frames_at_rate",
+    "note_resampling",
     "probe_video",
     "resize_frames",
     "short_side_shape",
@@ -399,7 +406,12 @@ class VideoReader:
 
         Times that jump backwards or repeat are rebased to continue one frame interval after
         the previous picture, and missing times are filled in the same way; both are counted
-        in :attr:`adjustments` (``timestamps``).
+        in :attr:`adjustments` (``timestamps``). After a full pass, a timeline that is not
+        evenly spaced at the nominal rate (:attr:`rate`) is described under
+        ``irregular_timestamps``: ``gaps`` (intervals over 1.5 frames), ``missing_frames``
+        (frames those gaps leave out), ``close_frames`` (intervals under half a frame) and
+        ``nominal_fps``. The reader changes nothing there; the caller decides what to do (and
+        adds a ``rule`` saying what it did).
 
         Raises:
             VideoDecodeError: The stream is corrupt (message names the source and position).
@@ -409,6 +421,7 @@ class VideoReader:
         offset = 0.0
         step = 1.0 / self.rate if self.rate > 0 else 0.04
         jumps = missing = decoded = 0
+        gaps = gap_frames = close = 0
         try:
             for frame in self._pictures():
                 decoded += 1
@@ -427,6 +440,13 @@ class VideoReader:
                         time = previous + step
                     elif previous is not None and self.rate <= 0:
                         step = max(time - previous, 1e-4)
+                    elif previous is not None:
+                        frames_apart = (time - previous) * self.rate
+                        if frames_apart > 1.5:
+                            gaps += 1
+                            gap_frames += int(round(frames_apart)) - 1
+                        elif frames_apart < 0.5:
+                            close += 1
                 yield time, frame
                 previous = time
         except av.FFmpegError as error:
@@ -438,6 +458,13 @@ class VideoReader:
                 "backward_jumps": jumps,
                 "missing": missing,
                 "rule": "rebased: time continues one frame interval after the previous frame",
+            }
+        if gaps or close:
+            self.adjustments["irregular_timestamps"] = {
+                "nominal_fps": round(self.rate, 6),
+                "gaps": gaps,
+                "missing_frames": gap_frames,
+                "close_frames": close,
             }
 
     # ------------------------------------------------------------------ conversion
@@ -722,6 +749,119 @@ def _decode(
         properties=properties,
         adjustments=adjustments,
     )
+
+
+class ConstantRate:
+    """Resample a stream of presentation times to a constant rate, one frame at a time.
+
+    Output frame ``k`` (at ``k / fps`` seconds) is the source frame on screen then: the last
+    one whose time is at or before ``k / fps + slack``. Output frames run up to the last
+    source frame's time (plus ``slack``). A gap in the source repeats the frame before it; a
+    frame that another replaces before its output time comes is dropped. Only the times
+    are seen here, so the caller holds at most one frame: :meth:`push` the next frame's
+    time and get how many output frames the previous one fills; :meth:`finish` gives the
+    last frame's count.
+
+    Args:
+        fps: Output rate (> 0).
+        slack: Tolerance for early timestamps in seconds; default half an output interval
+            (the right value at the source's own nominal rate).
+
+    Attributes:
+        repeated: Output frames that repeat a source frame (filled gaps).
+        dropped: Source frames that fill no output frame.
+        slots: Output frames so far.
+    """
+
+    def __init__(self, fps: float, slack: float | None = None) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.fps = float(fps)
+        self.slack = 0.5 / self.fps if slack is None else float(slack)
+        self.slots = 0
+        self.repeated = 0
+        self.dropped = 0
+        self._last: float | None = None
+
+    def _count(self, end: int) -> int:
+        copies = max(0, end - self.slots)
+        self.slots += copies
+        if copies == 0:
+            self.dropped += 1
+        self.repeated += max(0, copies - 1)
+        return copies
+
+    def push(self, time: float) -> int:
+        """Take the next source frame's time (seconds, non-decreasing).
+
+        Returns:
+            How many output frames the previous source frame fills (0 for the first call).
+        """
+        previous, self._last = self._last, float(time)
+        if previous is None:
+            return 0
+        # slots k with k / fps + slack < time belong to the previous frame
+        return self._count(max(0, math.ceil((time - self.slack) * self.fps - 1e-9)))
+
+    def finish(self) -> int:
+        """How many output frames the last source frame fills (0 when none was pushed)."""
+        if self._last is None:
+            return 0
+        last, self._last = self._last, None
+        return self._count(math.floor((last + self.slack) * self.fps + 1e-9) + 1)
+
+
+def frames_at_rate(
+    times: Sequence[float] | np.ndarray, fps: float, slack: float | None = None
+) -> np.ndarray:
+    """Source frame of every output frame at a constant ``fps`` (see :class:`ConstantRate`).
+
+    Args:
+        times: Presentation times in seconds, non-decreasing, from the first frame.
+        fps: Output rate.
+        slack: Tolerance for early timestamps (default half an output interval).
+
+    Returns:
+        ``(N,)`` int64 non-decreasing indices into ``times`` (repeats fill gaps).
+    """
+    if not len(times):
+        return np.zeros(0, dtype=np.int64)
+    grid = ConstantRate(fps, slack)
+    counts = [grid.push(t) for t in times][1:] + [grid.finish()]
+    return np.repeat(np.arange(len(times), dtype=np.int64), counts)
+
+
+def note_resampling(
+    adjustments: dict[str, Any],
+    nominal_fps: float,
+    asked_fps: float | None,
+    repeated: int,
+    dropped: int,
+) -> None:
+    """Complete ``adjustments["irregular_timestamps"]`` (when present) with what was done.
+
+    Adds ``rule`` and the ``frames_repeated`` / ``frames_dropped`` counts of the resampling
+    that gave the timeline a constant rate (:class:`ConstantRate`).
+
+    Args:
+        adjustments: A reader's adjustments (changed in place).
+        nominal_fps: The source's nominal rate (the output rate when none was asked).
+        asked_fps: The rate asked for (``--fps``), or ``None``.
+        repeated: Output frames that repeat a source frame.
+        dropped: Source frames left out.
+    """
+    irregular = adjustments.get("irregular_timestamps")
+    if not isinstance(irregular, dict):
+        return
+    if asked_fps is not None:
+        irregular["rule"] = f"resampled to --fps {asked_fps:g} by presentation time"
+    else:
+        irregular["rule"] = (
+            f"resampled to the nominal {nominal_fps:g} fps: a gap repeats the frame before "
+            "it, frames under half an interval apart are dropped"
+        )
+    irregular["frames_repeated"] = int(repeated)
+    irregular["frames_dropped"] = int(dropped)
 
 
 def short_side_shape(

@@ -34,11 +34,14 @@ from tqdm import tqdm
 
 from adaptok.data.video_io import (
     LARGE_FRAME_PIXELS,
+    ConstantRate,
     VideoDecodeError,
     VideoEncoder,
     VideoReader,
     decode_video_timed,
     encode_video,
+    frames_at_rate,
+    note_resampling,
     probe_video,
     resize_frames,
     short_side_shape,
@@ -137,7 +140,11 @@ class ShardOptions:
         fps: Resample to this frame rate by presentation time: at each output time ``k / fps``
             the source frame shown then is kept, so variable-frame-rate sources come out
             evenly timed (a frame repeats where the source has a longer gap). Sources with
-            an even rate at or below ``fps`` are kept as they are.
+            an even rate at or below ``fps`` are kept as they are. Without ``fps``, a source
+            whose timestamps are not evenly spaced at its nominal rate (dropped or
+            duplicated frames, variable frame rate) is resampled to that rate the same way,
+            so it keeps its duration; the clip's JSON records it under
+            ``adjustments.irregular_timestamps``.
         frame_stride: Keep every ``frame_stride``-th frame (exclusive with ``fps``).
         size: Resize so the short side is ``size`` (sizes rounded to even numbers).
         shard_samples: Most samples per shard.
@@ -199,8 +206,9 @@ class WriteSummary:
         skipped: ``(source, reason)`` of every task that could not be written.
         adjusted: Written samples per kind of source adjustment (``stream``, ``alpha``,
             ``tone_mapped``, ``gamut_mapped``, ``deinterlaced``, ``rotation``,
-            ``timestamps``, ``header_frames``, ``large_frames``), so a data set can be
-            audited; each sample's JSON says what was done under ``adjustments``.
+            ``timestamps``, ``irregular_timestamps``, ``header_frames``, ``large_frames``),
+            so a data set can be audited; each sample's JSON says what was done under
+            ``adjustments``.
         warnings: ``(source, text)`` of every warning, one per source and kind.
     """
 
@@ -237,6 +245,9 @@ _ADJUSTMENT_WARNINGS = {
     "gamut_mapped": "{primaries} primaries mapped to BT.709 ({method})",
     "deinterlaced": "interlaced (field order {field_order}) deinterlaced with {filter}",
     "timestamps": "timestamps jump backwards {backward_jumps} time(s) / {missing} missing: {rule}",
+    "irregular_timestamps": "timestamps uneven at the nominal {nominal_fps:g} fps ({gaps} gap(s) "
+    "leaving out {missing_frames} frame(s), {close_frames} frame(s) under half an interval "
+    "apart): {rule}",
     "header_frames": "header says {header} frames, decoding gives {decoded}: stored the "
     "decoded count",
     "large_frames": "stored at {height}x{width} (above {limit} pixels per frame); --size "
@@ -344,7 +355,9 @@ def _select_indices(
 
     With ``options.fps``, output frame ``k`` is the source frame on screen at time ``k / fps``
     (the last frame whose presentation time is at or before it, half a source frame of
-    slack), for every ``k / fps`` up to the last frame's time.
+    slack), for every ``k / fps`` up to the last frame's time. Without it, a timeline that
+    is not even at the nominal ``rate`` is resampled to ``rate`` by the same rule (half a
+    nominal interval of slack) before ``frame_stride`` applies.
     """
     times = times if times is not None and len(times) == count else None
     if not rate > 0:
@@ -354,12 +367,30 @@ def _select_indices(
         if not even or rate > options.fps:
             if times is None:
                 times = np.arange(count) / rate
-            targets = np.arange(0.0, times[-1] + 1e-9, 1.0 / options.fps)
             slack = 0.5 * float(np.median(np.diff(times))) if count > 1 else 0.0
-            indices = np.searchsorted(times, targets + slack, side="right") - 1
-            return np.clip(indices, 0, count - 1), options.fps
+            return frames_at_rate(times, options.fps, slack), options.fps
+    elif times is not None and not _is_even(times, rate):
+        indices = frames_at_rate(times, rate)[:: options.frame_stride]
+        return indices, rate / options.frame_stride
     stride = options.frame_stride
     return np.arange(0, count, stride), rate / stride
+
+
+def _describe_irregular(
+    adjustments: dict, options: ShardOptions, rate: float, repeated: int, dropped: int
+) -> None:
+    """Say in ``adjustments.irregular_timestamps`` (when present) what was done about it."""
+    irregular = adjustments.get("irregular_timestamps")
+    if not isinstance(irregular, dict):
+        return
+    if options.keep_original:
+        irregular["rule"] = (
+            "stored as is (--keep-original): loaders read its frames in order, so gaps are "
+            "not filled and it plays shorter than the source; write it without "
+            "--keep-original to resample it to its nominal rate"
+        )
+        return
+    note_resampling(adjustments, rate, options.fps, repeated, dropped)
 
 
 @dataclass(frozen=True)
@@ -398,7 +429,7 @@ def _prepare_original(task: ClipTask, options: ShardOptions, meta: dict) -> dict
     """The source file as is; its frames, times and properties measured by decoding it.
 
     One pass over every frame records what the re-encoding path records: the decoded frame
-    count and duration, timestamps that jump backwards, and for alpha
+    count and duration, timestamps that jump backwards, an uneven timeline, and for alpha
     sources how many frames are not fully opaque (:meth:`VideoReader.inspect`).
     """
     if task.path is None:
@@ -414,6 +445,7 @@ def _prepare_original(task: ClipTask, options: ShardOptions, meta: dict) -> dict
         adjustments = dict(reader.adjustments)
     if decoded == 0:
         raise VideoDecodeError(f"no decodable frames in {task.path}")
+    _describe_irregular(adjustments, options, info.fps, 0, 0)
     if decoded != info.frames:
         adjustments["header_frames"] = {"header": info.frames, "decoded": decoded}
     _large(adjustments, info.height, info.width)
@@ -436,14 +468,22 @@ def _prepare_original(task: ClipTask, options: ShardOptions, meta: dict) -> dict
 
 
 def _prepare_streamed(task: ClipTask, options: ShardOptions, meta: dict) -> dict[str, bytes]:
-    """Decode, select, resize and encode a video file one frame at a time (flat memory)."""
+    """Decode, select, resize and encode a video file one frame at a time (flat memory).
+
+    Without ``fps`` the frames go through :class:`ConstantRate` at the source's nominal rate,
+    which holds one undecided frame: an even timeline comes out unchanged, gaps repeat the
+    frame before them. With ``fps`` a first pass reads the timeline (times only).
+    """
     path = task.read.path
     info = probe_video(path, options.stream)
     _check_min_side(info.height, info.width, options)
     shape = (
         short_side_shape(info.height, info.width, options.size, even=True) if options.size else None
     )
-    times: np.ndarray | None = None
+    rate = info.fps if info.fps > 0 else 0.0
+    repeats: np.ndarray | None = None
+    grid: ConstantRate | None = None
+    repeated = dropped = 0
     if options.fps is not None:  # selection by time needs the whole timeline first
         with VideoReader(path, options.stream, options.background) as reader:
             times = np.array([time for time, _ in reader.frames()], dtype=np.float64)
@@ -452,27 +492,47 @@ def _prepare_streamed(task: ClipTask, options: ShardOptions, meta: dict) -> dict
             raise ValueError(f"no decodable frames in {path}")
         indices, fps = _select_indices(count, times, info.fps, options)
         repeats = np.bincount(indices, minlength=count)
+        used = int(np.count_nonzero(repeats))
+        repeated, dropped = len(indices) - used, count - used
     else:
-        fps = (info.fps if info.fps > 0 else 25.0) / options.frame_stride
+        fps = (rate or 25.0) / options.frame_stride
+        grid = ConstantRate(rate) if rate > 0 else None
+    stride = 1 if options.fps is not None else options.frame_stride
     encoder = VideoEncoder(fps, crf=options.crf, preset=options.preset)
     kept_indices: list[int] = []
     kept_times: list[float] = []
     decoded = 0
+    slot = 0  # output frames of the resampled timeline so far (before the stride)
+
+    def emit(index: int, time: float, frame: object, copies: int) -> None:
+        """Store the output frames of one source frame that the stride keeps."""
+        nonlocal slot
+        picks = sum(1 for j in range(slot, slot + copies) if j % stride == 0)
+        slot += copies
+        if not picks:
+            return
+        rgb = reader.to_rgb(frame, shape)
+        for _ in range(picks):
+            encoder.add(rgb)
+            kept_indices.append(index)
+            kept_times.append(time)
+
     try:
         with VideoReader(path, options.stream, options.background) as reader:
+            pending: tuple[int, float, object] | None = None  # the frame ConstantRate holds
             for index, (time, frame) in enumerate(reader.frames()):
                 decoded += 1
-                if times is not None:
-                    copies = int(repeats[index]) if index < len(repeats) else 0
+                if repeats is not None:
+                    emit(index, time, frame, int(repeats[index]) if index < len(repeats) else 0)
+                elif grid is not None:
+                    copies = grid.push(time)
+                    if pending is not None:
+                        emit(*pending, copies)
+                    pending = (index, time, frame)
                 else:
-                    copies = int(index % options.frame_stride == 0)
-                if not copies:
-                    continue
-                rgb = reader.to_rgb(frame, shape)
-                for _ in range(copies):
-                    encoder.add(rgb)
-                    kept_indices.append(index)
-                    kept_times.append(time)
+                    emit(index, time, frame, 1)
+            if grid is not None and pending is not None:
+                emit(*pending, grid.finish())
             properties = reader.properties
             adjustments = dict(reader.adjustments)
         if properties is None or not kept_indices:
@@ -480,6 +540,9 @@ def _prepare_streamed(task: ClipTask, options: ShardOptions, meta: dict) -> dict
         data = encoder.finish()
     finally:
         encoder.close()
+    if grid is not None:
+        repeated, dropped = grid.repeated, grid.dropped
+    _describe_irregular(adjustments, options, rate, repeated, dropped)
     height, width = encoder.size
     _large(adjustments, height, width)
     if kept_indices != list(range(decoded)):
@@ -525,7 +588,13 @@ def _prepare_in_memory(task: ClipTask, options: ShardOptions, meta: dict) -> dic
         extra["source_rotation"] = raw.rotation
     if raw.properties is not None:
         extra["source_video"] = raw.properties
-    adjustments = dict(raw.adjustments)
+    adjustments = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.adjustments.items()}
+    timeline = indices
+    if options.fps is None and raw.times is not None and raw.fps > 0:
+        timeline = frames_at_rate(raw.times, raw.fps)  # the resampling before the stride
+    kept = len(np.unique(timeline))
+    repeated, dropped = len(timeline) - kept, len(raw.frames) - kept
+    _describe_irregular(adjustments, options, raw.fps, repeated, dropped)
     _large(adjustments, frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2)
     if adjustments:
         extra["adjustments"] = adjustments

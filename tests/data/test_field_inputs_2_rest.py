@@ -10,20 +10,24 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from adaptok.data.cli import main
 from adaptok.data.synthetic import synthetic_tasks
-from adaptok.data.writer import ShardOptions, write_shards
+from adaptok.data.writer import ClipTask, ShardOptions, read_video_file, write_shards
+from adaptok.tokenize import read_windows
 from callbacks.annotation_writer import AnnotationWriter, _ShardSink
 from tests.data.test_field_inputs_2 import (
+    _avi_with_dropped_frames,
     _concatenated_mpeg,
     _rgba,
     folder,
     make_video,
     metas,
+    stored_frames,
 )
 
 # ------------------------------------------------------------------ token shards in verify
@@ -151,3 +155,49 @@ def test_kept_originals_record_the_source_as_the_re_encoding_does(tmp_path: Path
     assert "alpha: 1" in printed and "timestamps: 1" in printed
     adjusted = json.loads((tmp_path / "original/manifest.json").read_text())["adjusted"]
     assert adjusted["alpha"] == 1 and adjusted["timestamps"] == 1
+
+
+# ------------------------------------------------------------------ dropped / duplicated frames
+def test_a_timeline_with_dropped_frames_keeps_its_duration_and_is_recorded(
+    tmp_path: Path, capsys
+) -> None:
+    """20 frames at 25 fps with a frame missing after every 4th: 0.96 s, not 0.8 s."""
+    source = _avi_with_dropped_frames(tmp_path / "avi/train/jump/v_drop.avi")
+    assert folder(tmp_path / "avi", tmp_path / "out") == 0
+    printed = capsys.readouterr()
+    assert "irregular_timestamps: 1" in printed.out
+    assert "timestamps uneven at the nominal 25 fps (4 gap(s) leaving out 4" in printed.err
+    (meta,) = metas(tmp_path / "out").values()
+    assert (meta["frames"], meta["fps"], meta["source_frames"]) == (24, 25.0, 20)
+    irregular = meta["adjustments"]["irregular_timestamps"]
+    assert (irregular["gaps"], irregular["missing_frames"], irregular["close_frames"]) == (4, 4, 0)
+    assert (irregular["frames_repeated"], irregular["frames_dropped"]) == (4, 0)
+    assert irregular["rule"].startswith("resampled to the nominal 25 fps")
+    shown = [0, 1, 2, 3, 3, 4, 5, 6, 7, 7, 8, 9, 10, 11, 11, 12, 13, 14, 15, 15, 16, 17, 18, 19]
+    assert meta["source_frame_indices"] == shown  # each gap repeats the frame before it
+    (stored,) = stored_frames(tmp_path / "out").values()
+    np.testing.assert_allclose(stored.mean(axis=(1, 2, 3)), [10 * i for i in shown], atol=6)
+
+    # --frame-stride applies to the resampled timeline
+    assert folder(tmp_path / "avi", tmp_path / "stride", "--frame-stride", "2") == 0
+    (meta,) = metas(tmp_path / "stride").values()
+    assert meta["source_frame_indices"] == shown[::2] and meta["fps"] == 12.5
+
+    # A reader that decodes into memory (not streamed) resamples the same way.
+    task = ClipTask("v", "train", 0, "jump", str(source), partial(read_video_file, source))
+    summary = write_shards([task], tmp_path / "memory", ShardOptions(), progress=False)
+    assert summary.adjusted["irregular_timestamps"] == 1
+    (meta,) = metas(tmp_path / "memory").values()
+    assert meta["source_frame_indices"] == shown
+
+    # Kept as is: recorded and counted, with what it means.
+    assert folder(tmp_path / "avi", tmp_path / "orig", "--keep-original") == 0
+    assert "irregular_timestamps: 1" in capsys.readouterr().out
+    (meta,) = metas(tmp_path / "orig").values()
+    assert meta["frames"] == 20
+    assert meta["adjustments"]["irregular_timestamps"]["rule"].startswith("stored as is")
+
+    # `adaptok tokenize` takes the same 24 frames and says so.
+    windows = read_windows(source, 8, 32)
+    assert len(windows.frames) == 24
+    assert windows.adjustments["irregular_timestamps"]["frames_repeated"] == 4
