@@ -3,13 +3,16 @@ r"""``adaptok convert-official``: the authors' AdapTok checkpoints as suite chec
 Example::
 
     adaptok convert-official --tokenizer AdapTok/ --scorer AdapTok-Scorer/ \
-        --generator AdapTok-AR/ --out runs/official
+        --generator AdapTok-AR/ --generator AdapTok-FP/ --out runs/official
 
-writes ``runs/official/tokenizer.ckpt``, ``scorer.ckpt`` and ``generator.ckpt``: suite
-checkpoints that describe themselves (``modules.loading``): the tokenizer spec and weights,
-the scorer's and the generator's stage hyperparameters with their tokenizer inside, so
-``adaptok test --ckpt_path runs/official/scorer.ckpt --config <eval yaml>``, ``adaptok
-tokenize --ckpt runs/official/scorer.ckpt`` and ``adaptok.load_pretrained`` run on them.
+writes ``runs/official/tokenizer.ckpt``, ``scorer.ckpt``, ``generator.ckpt`` (the
+class-conditional UCF-101 generator) and ``fp_generator.ckpt`` (the K600 frame-prediction
+generator): suite checkpoints that describe themselves (``modules.loading``): the tokenizer
+spec and weights, the scorer's and the generators' stage hyperparameters with their
+tokenizer inside, so ``adaptok test --ckpt_path runs/official/scorer.ckpt --config <eval
+yaml>``, ``adaptok tokenize --ckpt runs/official/scorer.ckpt`` and
+``adaptok.load_pretrained`` run on them. ``--generator`` takes either generator (recognised
+from its configuration or, without one, from its tensors) and may be given twice.
 
 Official checkpoints are read in any of their published forms, never by unpickling code:
 
@@ -21,9 +24,14 @@ Official checkpoints are read in any of their published forms, never by unpickli
 Where our networks differ from the official ones, the converted spec sets the options that
 reproduce them exactly (``docs/DEVIATIONS.md``): no qkv bias, no final encoder LayerNorm,
 decoder LayerNorm eps 1e-6, pixels on [0, 1], the official position tables stored in the
-checkpoint, full attention over kept tokens in the scorer, and no budget slot or block
-embeddings in the generator. The official output layer's channels-last patch layout is
-permuted into ours. The LARP prior (training only) is not converted.
+checkpoint, full attention over kept tokens in the scorer, no budget slot or block
+embeddings in the generators, and no class slot in the frame-prediction generator (its
+condition codes and ``<SEP>`` start the sequence; ``prefix_blocks`` = the official
+``cls_token_num - 1`` codes in blocks). The official output layer's channels-last patch
+layout is permuted into ours. The LARP prior (training only) is not converted. A
+frame-prediction generator must generate from block 1 on (``start_ar_block_idx`` 1, as
+the official K600 training script): the suite's frame prediction copies block 0 from the
+condition.
 
 Every official tensor must be used or be known to be unused, and every one of ours must be
 filled with the right shape; otherwise conversion stops with :class:`OfficialCheckpointError`,
@@ -35,7 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +56,7 @@ from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tokenizer import AdapTokTokenizer
 
 __all__ = [
+    "OFFICIAL_CONDITION_FRAMES",
     "OFFICIAL_LABEL_NORMALISATION",
     "OfficialCheckpoint",
     "OfficialCheckpointError",
@@ -55,6 +64,7 @@ __all__ = [
     "convert_generator",
     "convert_scorer",
     "convert_tokenizer",
+    "is_frame_prediction",
     "main",
     "read_official",
     "write_suite_checkpoints",
@@ -67,6 +77,9 @@ GENERATOR_CLASS = "adaptok.nn.generator.ARGenerator"
 #: Mean and std the official online scorer's LPIPS labels are z-normalised with
 #: (``DEFAULT_MEAN_STD['perceptual']`` of the official data code).
 OFFICIAL_LABEL_NORMALISATION = (0.19749267399311066, 0.07615979015827179)
+
+#: Condition frames of the official frame-prediction protocol (``--num_cond_frames 5``).
+OFFICIAL_CONDITION_FRAMES = 5
 
 #: Official tensors that have no counterpart at inference (the LARP prior trains the latent
 #: space only; a learnable VQ temperature does not change the argmax).
@@ -497,10 +510,75 @@ def convert_scorer(checkpoint: OfficialCheckpoint) -> tuple[BlockCausalScorer, d
 
 
 # --------------------------------------------------------------------------- generator
+_CLASS_TABLE = "cls_embedding.embedding_table.weight"
+
+
+def is_frame_prediction(checkpoint: OfficialCheckpoint) -> bool:
+    """True for an official frame-prediction generator (AdapTok-FP).
+
+    Its configuration says so (``frame_prediction``); a configuration without the key is
+    read from the tensors (a frame-prediction generator has no class table).
+    """
+    if "frame_prediction" in checkpoint.config:
+        return bool(checkpoint.config["frame_prediction"])
+    return _CLASS_TABLE not in checkpoint.state
+
+
+def _frame_prediction_layout(
+    checkpoint: OfficialCheckpoint, num_blocks: int, tokens_per_block: int
+) -> int:
+    """Condition blocks of an official FP generator; checks its layout against the suite's.
+
+    The official FP input is ``cls_token_num - 1`` condition codes, ``<SEP>`` and the
+    ``<EOB>``-closed stream of blocks ``start_ar_block_idx .. K-1``, one learned position
+    each except the stream's last token; the suite's (``class_slot=False``) is the same with
+    ``prefix_blocks`` whole condition blocks and generation from block 1.
+
+    Returns:
+        ``prefix_blocks``.
+
+    Raises:
+        OfficialCheckpointError: A condition that is not whole blocks, a position table
+            that does not fit it, or generation from another block than 1.
+    """
+    config, state, source = checkpoint.config, checkpoint.state, checkpoint.source
+    k, m = num_blocks, tokens_per_block
+    condition = int(_get(config, "cls_token_num", None, source)) - 1  # without <SEP>
+    if condition < m or condition % m != 0 or condition // m > k:
+        raise OfficialCheckpointError(
+            f"{source}: the official frame-prediction condition holds {condition} codes "
+            f"(cls_token_num - 1 for <SEP>), not 1..{k} whole blocks of {m}; the suite's "
+            "prefix is whole condition blocks"
+        )
+    positions = int(state["abs_pe"].shape[1])
+    generated, rest = divmod(positions - condition, m + 1)
+    start = k - generated
+    stated = config.get("start_ar_block_idx")
+    if rest != 0 or not 0 <= start < k or (stated is not None and int(stated) != start):
+        raise OfficialCheckpointError(
+            f"{source}: official generator tensor 'abs_pe' has {positions} positions, "
+            f"expected {condition} condition codes + <SEP> + blocks "
+            f"{stated if stated is not None else 'b'}..{k - 1} x ({m} codes + <EOB>) - 1"
+        )
+    if start != 1:
+        raise OfficialCheckpointError(
+            f"{source}: the official frame-prediction generator generates blocks "
+            f"{start}..{k - 1} (start_ar_block_idx {start}); the suite's frame prediction "
+            f"copies block 0 from the condition and generates blocks 1..{k - 1} "
+            "(start_ar_block_idx 1, as the official K600 training script)"
+        )
+    return condition // m
+
+
 def convert_generator(
     checkpoint: OfficialCheckpoint, tokenizer: AdapTokTokenizer
 ) -> tuple[ARGenerator, dict[str, Any]]:
-    """Builds our generator from an official class-conditional AdapTok-AR checkpoint.
+    """Builds our generator from an official AdapTok-AR or AdapTok-FP checkpoint.
+
+    The class-conditional generator (AdapTok-AR, UCF-101) becomes an ``ARGenerator``
+    without budget slot and block embeddings; the frame-prediction one (AdapTok-FP, K600:
+    no class table, a prefix of condition codes and ``<SEP>``) one that also has no class
+    slot (``class_slot=False``) and ``prefix_blocks`` condition blocks.
 
     Args:
         checkpoint: The official generator.
@@ -510,17 +588,13 @@ def convert_generator(
         ``(generator, spec)``, the generator in eval mode.
 
     Raises:
-        OfficialCheckpointError: Frame prediction (not supported yet), a vocabulary or
-            sequence length that does not fit the tokenizer, or a mismatching tensor.
+        OfficialCheckpointError: A vocabulary, sequence length or frame-prediction layout
+            that does not fit the tokenizer or the suite, or a mismatching tensor.
     """
     config, state, source = checkpoint.config, checkpoint.state, checkpoint.source
     if "tok_embeddings.weight" not in state:
         raise OfficialCheckpointError(f"{source}: not an AdapTok-AR checkpoint (no tok_embeddings)")
-    if config.get("frame_prediction") or "cls_embedding.embedding_table.weight" not in state:
-        raise OfficialCheckpointError(
-            f"{source}: frame-prediction generators (AdapTok-FP) are not supported by the "
-            "converter yet; convert the class-conditional AdapTok-AR"
-        )
+    frame_prediction = is_frame_prediction(checkpoint)
     depth_from_name, heads_from_name, _ = _GENERATOR_SIZES.get(checkpoint.name or "", (0, 0, 0))
     heads = int(config.get("n_head") or heads_from_name)
     if not heads:
@@ -535,13 +609,24 @@ def convert_generator(
             f"expected the tokenizer's {codebook} codes + <EOB> (with_block_sep)"
         )
     k, m = tokenizer.num_blocks, tokenizer.tokens_per_block
-    positions = state["abs_pe"].shape[1]
-    if positions != k * (m + 1):
-        raise OfficialCheckpointError(
-            f"{source}: official generator tensor 'abs_pe' has {positions} positions, "
-            f"expected {k} blocks x ({m} codes + <EOB>) = {k * (m + 1)}"
-        )
-    classes = state["cls_embedding.embedding_table.weight"].shape[0] - 1
+    if frame_prediction:
+        prefix_blocks = _frame_prediction_layout(checkpoint, k, m)
+        classes, label_dropout = 0, 0.0
+    else:
+        prefix_blocks = 0
+        positions = state["abs_pe"].shape[1]
+        if positions != k * (m + 1):
+            raise OfficialCheckpointError(
+                f"{source}: official generator tensor 'abs_pe' has {positions} positions, "
+                f"expected {k} blocks x ({m} codes + <EOB>) = {k * (m + 1)}"
+            )
+        if _CLASS_TABLE not in state:
+            raise OfficialCheckpointError(
+                f"{source}: the official generator tensor {_CLASS_TABLE!r} is missing (a "
+                "class-conditional configuration)"
+            )
+        classes = state[_CLASS_TABLE].shape[0] - 1
+        label_dropout = float(config.get("class_dropout_prob", 0.1))
     spec = {
         "class_path": GENERATOR_CLASS,
         "init_args": {
@@ -550,20 +635,22 @@ def convert_generator(
             "tokens_per_block": m,
             "num_classes": int(classes),
             "num_budgets": 1,
-            "prefix_blocks": 0,
+            "prefix_blocks": prefix_blocks,
             "width": int(width),
             "depth": _count_blocks(state, "layers."),
             "heads": heads,
             "mlp_hidden": int(state["layers.0.feed_forward.w1.weight"].shape[0]),
             "dropout": float(config.get("resid_dropout_p", 0.1)),
             "attn_dropout": float(config.get("attn_dropout_p", 0.0)),
-            "label_dropout": float(config.get("class_dropout_prob", 0.1)),
+            "label_dropout": label_dropout,
             "norm_eps": float(config.get("norm_eps", 1e-5)),
             "init_std": float(config.get("initializer_range", 0.02)),
             "budget_slot": False,
             "block_embeddings": False,
         },
     }
+    if frame_prediction:
+        spec["init_args"]["class_slot"] = False
     if depth_from_name and depth_from_name != spec["init_args"]["depth"]:
         raise OfficialCheckpointError(
             f"{source}: {checkpoint.name} has {depth_from_name} layers, the tensors "
@@ -571,13 +658,16 @@ def convert_generator(
         )
     generator = ARGenerator(**spec["init_args"])
     mapper = _Mapper(state, source, "generator")
-    mapper.copy("class_embed.weight", "cls_embedding.embedding_table.weight")
+    if frame_prediction:  # codes, <EOB> and <SEP> (cond_sep_id): our table as it is
+        mapper.copy("token_embed.weight", "tok_embeddings.weight")
+    else:
+        mapper.copy("class_embed.weight", _CLASS_TABLE)
 
-    def with_sep_row(table: Tensor) -> Tensor:  # class-conditional: no <SEP> id; a zero row
-        rows = generator.vocab.size - table.shape[0]
-        return torch.cat([table, table.new_zeros(rows, table.shape[1])]) if rows > 0 else table
+        def with_sep_row(table: Tensor) -> Tensor:  # no <SEP> id: a zero row
+            rows = generator.vocab.size - table.shape[0]
+            return torch.cat([table, table.new_zeros(rows, table.shape[1])]) if rows > 0 else table
 
-    mapper.copy("token_embed.weight", "tok_embeddings.weight", with_sep_row)
+        mapper.copy("token_embed.weight", "tok_embeddings.weight", with_sep_row)
     mapper.copy("position_embed", "abs_pe", lambda t: t[0])
     for index in range(spec["init_args"]["depth"]):
         src, dst = f"layers.{index}", f"blocks.{index}"
@@ -631,19 +721,28 @@ def write_suite_checkpoints(
     out: str | Path,
     tokenizer: str | Path | None = None,
     scorer: str | Path | None = None,
-    generator: str | Path | None = None,
+    generator: str | Path | Sequence[str | Path] | None = None,
 ) -> dict[str, Path]:
     """Converts the given official checkpoints and writes suite checkpoints into ``out``.
 
     The tokenizer comes from ``tokenizer`` or, when only a scorer is given, from the
     scorer's checkpoint (which holds the whole AdapTok model); when both are given the
-    scorer's own tokenizer tensors are used for ``scorer.ckpt``.
+    scorer's own tokenizer tensors are used for ``scorer.ckpt``. Each generator is
+    recognised as class-conditional (AdapTok-AR, written as ``generator.ckpt``) or frame
+    prediction (AdapTok-FP, ``fp_generator.ckpt``); both hold the tokenizer.
+
+    Args:
+        out: Output folder (created).
+        tokenizer: Official AdapTok checkpoint.
+        scorer: Official AdapTok-Scorer checkpoint.
+        generator: One official generator checkpoint or several (at most one of each kind).
 
     Returns:
-        Written paths by name (``tokenizer``, ``scorer``, ``generator``).
+        Written paths by name (``tokenizer``, ``scorer``, ``generator``, ``fp_generator``).
 
     Raises:
-        OfficialCheckpointError: As the ``convert_*`` functions; or nothing to convert.
+        OfficialCheckpointError: As the ``convert_*`` functions; nothing to convert; or two
+            generators of one kind.
     """
     if tokenizer is None and scorer is None:
         raise OfficialCheckpointError("give --tokenizer or --scorer (it holds the tokenizer)")
@@ -682,9 +781,21 @@ def write_suite_checkpoints(
         written["scorer"] = out / "scorer.ckpt"
         provenance = {"converted_from": {"scorer": official.source}, "weights_source": source}
         torch.save(_checkpoint(state, hparams, provenance), written["scorer"])
-    if generator is not None:
-        official = read_official(generator)
+    if generator is None:
+        generators = []
+    elif isinstance(generator, (str, Path)):
+        generators = [generator]
+    else:
+        generators = list(generator)
+    for path in generators:
+        official = read_official(path)
         net, spec = convert_generator(official, tok)
+        frame_prediction = net.prefix_blocks > 0
+        name = "fp_generator" if frame_prediction else "generator"
+        if name in written:
+            raise OfficialCheckpointError(
+                f"{official.source}: a second {name.replace('_', ' ')} (give one of each kind)"
+            )
         hparams = {
             "_class_path": "modules.generator.GeneratorModule",
             "_instantiator": "lightning.pytorch.cli.instantiate_module",
@@ -696,13 +807,16 @@ def write_suite_checkpoints(
             "budgets": [0.5],
             "candidate_lengths": None,
         }
+        if frame_prediction:  # the official K600 protocol conditions on 5 frames
+            hparams["condition_frames"] = min(OFFICIAL_CONDITION_FRAMES, tok.num_frames)
         state = {**_prefixed("tokenizer", tok), **_prefixed("generator", net)}
-        written["generator"] = out / "generator.ckpt"
+        written[name] = out / f"{name}.ckpt"
         provenance = {
             "converted_from": {"generator": official.source, "tokenizer": base.source},
             "weights_source": source,
+            "generator_task": "frame_prediction" if frame_prediction else "class_conditional",
         }
-        torch.save(_checkpoint(state, hparams, provenance), written["generator"])
+        torch.save(_checkpoint(state, hparams, provenance), written[name])
     return written
 
 
@@ -710,14 +824,22 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``adaptok convert-official``."""
     parser = argparse.ArgumentParser(
         prog="adaptok convert-official",
-        description="Convert the official AdapTok checkpoints (VisionXLab/AdapTok) into "
+        description="Convert the official AdapTok checkpoints (VisionXLab/AdapTok: tokenizer, "
+        "scorer, class-conditional AR and K600 frame-prediction generators) into "
         "self-describing suite checkpoints.",
     )
     parser.add_argument("--tokenizer", type=Path, help="official AdapTok checkpoint")
     parser.add_argument(
         "--scorer", type=Path, help="official AdapTok-Scorer checkpoint (holds a tokenizer)"
     )
-    parser.add_argument("--generator", type=Path, help="official AdapTok-AR checkpoint")
+    parser.add_argument(
+        "--generator",
+        type=Path,
+        action="append",
+        help="official generator checkpoint: AdapTok-AR (class-conditional, written as "
+        "generator.ckpt) or AdapTok-FP (frame prediction, fp_generator.ckpt), recognised "
+        "from its contents; give it twice to convert both",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     return parser
 

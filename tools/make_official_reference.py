@@ -7,9 +7,10 @@ nothing here is imported by the suite, and no official code is copied into it::
         --out tests/pretrained/official_reference.safetensors
 
 The script imports the official ``models`` package from ``--official``, builds the tokenizer
-(with its scorer and a one-layer LARP prior) and the class-conditional AR generator at a
-TINY configuration with a fixed seed, perturbs every parameter (the official init zeroes the
-output layers, which would make the outputs trivially equal), and runs them on a fixed input:
+(with its scorer and a one-layer LARP prior), the class-conditional AR generator and the
+frame-prediction generator at a TINY configuration with a fixed seed, perturbs every
+parameter (the official init zeroes the output layers, which would make the outputs
+trivially equal), and runs them on a fixed input:
 
 - encoder: continuous latents, post-quantization tokens and the argmax codes;
 - decoder: the reconstruction at several kept lengths per block, from the quantized tokens
@@ -17,12 +18,18 @@ output layers, which would make the outputs trivially equal), and runs them on a
   ``decode_with_drop``);
 - scorer: the per-block scores of the official inference pass (``decode_scorer`` with the
   earlier blocks at given lengths, the scored block whole and the later ones dropped);
-- generator: teacher-forced logits of ``<EOB>``-closed streams.
+- generator: teacher-forced logits of ``<EOB>``-closed streams;
+- frame-prediction generator (AdapTok-FP, built with the arguments the official FP trainer
+  derives, ``start_ar_block_idx`` 1 as the K600 training script runs it): the condition
+  (the clip's first ``FP_CONDITION_FRAMES`` frames, the last repeated, encoded by the
+  tokenizer; its first two blocks' codes and ``<SEP>``) and the teacher-forced logits of
+  streams over blocks 1..K-1.
 
-Everything goes into one small safetensors file: ``official.tokenizer.*`` and
-``official.generator.*`` (the official state dicts), ``input.*`` and ``output.*``; the
-metadata holds the official configurations as JSON (``tokenizer_config``,
-``generator_config``) and the provenance. ``tests/pretrained/test_official_parity.py``
+Everything goes into one small safetensors file: ``official.tokenizer.*``,
+``official.generator.*`` and ``official.fp_generator.*`` (the official state dicts),
+``input.*`` and ``output.*``; the metadata holds the official configurations as JSON
+(``tokenizer_config``, ``generator_config``, ``fp_generator_config``: the model arguments a
+trained FP checkpoint stores) and the provenance. ``tests/pretrained/test_official_parity.py``
 converts the weights with ``adaptok convert-official`` and matches the outputs.
 
 The official code imports packages its model classes do not need (wandb, decord, lpips,
@@ -35,6 +42,7 @@ not into the project's environment.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.machinery
 import importlib.util
 import json
@@ -75,6 +83,10 @@ SCORER_CONTEXT = [[5, 3, 8, 2], [1, 8, 4, 6]]
 #: Kept codes per block of the generator's teacher-forced streams.
 GENERATOR_LENGTHS = [[3, 8, 1, 5], [8, 2, 6, 8]]
 GENERATOR_LABELS = [2, 5]  # 5 = the null class (num_classes = 5)
+#: Frame prediction: frames of the condition clip (the official scripts use 5 of 16).
+FP_CONDITION_FRAMES = 5
+#: Kept codes per block of the FP streams; block 0 is the condition's (not generated).
+FP_LENGTHS = [[8, 3, 6, 1], [8, 7, 2, 8]]
 
 TOKENIZER_CONFIG = {
     "bottleneck": {
@@ -174,6 +186,54 @@ GENERATOR_CONFIG = {
 }
 
 
+#: The FP generator as ``cfgs/adaptok_ar_fp.yaml`` + ``scripts/train_adaptok_ar_fp.sh`` set
+#: it (2 condition blocks of M = 8 codes, generation from block 1), at the tiny size; the
+#: official FP trainer derives the rest (``fp_trainer_args``).
+FP_GENERATOR_CONFIG = {
+    "name": "llama-abs-tiny",
+    "args": {
+        "dim": 24,
+        "n_layer": 2,
+        "n_head": 2,
+        "multiple_of": 16,
+        "mode": "train_adap_ar_fp",
+        "num_classes": 5,
+        "cls_token_num": 16,
+        "custom_cls_token_num": True,
+        "start_ar_block_idx": 1,
+        "token_dropout_p": 0.1,
+        "use_fixed_pe": False,
+        "with_block_sep": True,
+        "tot_blocks": 4,
+    },
+}
+
+
+def fp_trainer_args(args: dict, num_tokens: int, codebook_size: int) -> dict:
+    """The model arguments the official FP trainer builds (and a checkpoint stores).
+
+    Generation starts at block ``start_ar_block_idx``: the earlier blocks and their codes
+    leave the generated stream; ``max_seq_len`` counts generated codes only; the condition
+    holds ``cls_token_num`` codes plus ``<SEP>`` (or every code plus ``<SEP>`` without
+    ``custom_cls_token_num``).
+    """
+    args = dict(args)
+    sequence = num_tokens
+    start = int(args.get("start_ar_block_idx", 0))
+    if start > 0:
+        per_block = num_tokens // args["tot_blocks"]
+        args["tot_blocks"] -= start
+        sequence -= per_block * start
+    args["max_seq_len"] = sequence
+    args["vocab_size"] = codebook_size
+    args["frame_prediction"] = True
+    if args.get("custom_cls_token_num", False):
+        args["cls_token_num"] += 1
+    else:
+        args["cls_token_num"] = sequence + 1
+    return args
+
+
 def _stub_missing(names: tuple[str, ...]) -> list[str]:
     """Registers an empty module for every name that cannot be imported; returns those."""
     stubbed = []
@@ -240,6 +300,54 @@ def _stream(lengths: list[int], codes: torch.Tensor, eob: int) -> list[int]:
 
 
 @torch.no_grad()
+def _frame_prediction(
+    models: types.ModuleType,
+    tokenizer: torch.nn.Module,
+    video: torch.Tensor,
+    encoded: dict,
+    noise: torch.Generator,
+    tensors: dict[str, torch.Tensor],
+) -> dict:
+    """Builds and runs the official FP generator; adds its tensors; returns its config."""
+    config = TOKENIZER_CONFIG
+    num_tokens = config["bottleneck_token_num"]
+    codebook = config["bottleneck"]["args"]["regularizer"]["args"]["codebook_size"]
+    m = num_tokens // config["mask_generator"]["tot_groups"]
+    torch.manual_seed(SEED + 2)
+    spec = json.loads(json.dumps(FP_GENERATOR_CONFIG))
+    spec["args"] = fp_trainer_args(spec["args"], num_tokens, codebook)
+    generator = models.make(spec)
+    _perturb(generator, noise)
+    generator.eval()
+    # The condition as the official sampler makes it: the first frames, the last repeated.
+    frames = video[:, :, :FP_CONDITION_FRAMES]
+    missing = video.shape[2] - FP_CONDITION_FRAMES
+    condition_video = torch.cat([frames, frames[:, :, -1:].repeat(1, 1, missing, 1, 1)], 2)
+    condition_codes = tokenizer.encode(condition_video, with_latent_mask=False)["bottleneck_rep"]
+    condition = condition_codes.long()[:, : generator.cls_token_num - 1]
+    sep = torch.full((BATCH, 1), generator.cond_sep_id, dtype=torch.long)
+    condition = torch.cat([condition, sep], dim=1)
+    start = generator.start_ar_block_idx
+    codes = encoded["bottleneck_rep"].long().view(BATCH, -1, m)
+    eob = generator.block_sep_id
+    streams = [
+        _stream(lengths[start:], codes[i, start:], eob) for i, lengths in enumerate(FP_LENGTHS)
+    ]
+    width = max(len(s) for s in streams)
+    padded = torch.tensor([s + [eob] * (width - len(s)) for s in streams])
+    logits, _ = generator(idx=padded[:, :-1], cond_idx=condition)
+    tensors["input.fp_condition_frames"] = torch.tensor(FP_CONDITION_FRAMES)
+    tensors["input.fp_condition"] = condition
+    tensors["input.fp_stream"] = padded
+    tensors["input.fp_lengths"] = torch.tensor(FP_LENGTHS)
+    tensors["output.fp_condition_codes"] = condition_codes.long()
+    tensors["output.fp_logits"] = logits
+    tensors.update({f"official.fp_generator.{k}": v for k, v in generator.state_dict().items()})
+    # What a trained checkpoint stores as its model arguments (every ModelArgs field).
+    return {"name": spec["name"], "args": dataclasses.asdict(generator.config)}
+
+
+@torch.no_grad()
 def build_reference(root: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Runs the official models; returns the tensors and metadata to save."""
     models = import_official(root)
@@ -303,6 +411,8 @@ def build_reference(root: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     tensors["input.generator_lengths"] = torch.tensor(GENERATOR_LENGTHS)
     tensors["output.generator_logits"] = logits
     tensors.update({f"official.generator.{k}": v for k, v in generator.state_dict().items()})
+
+    fp_config = _frame_prediction(models, tokenizer, video, encoded, noise, tensors)
     tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
     try:
         commit = subprocess.run(
@@ -313,6 +423,7 @@ def build_reference(root: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     metadata = {
         "tokenizer_config": json.dumps(TOKENIZER_CONFIG),
         "generator_config": json.dumps(GENERATOR_CONFIG),
+        "fp_generator_config": json.dumps(fp_config),
         "seed": str(SEED),
         "official_commit": commit or "unknown",
         "torch": torch.__version__,

@@ -21,7 +21,9 @@ Input layout for a target stream `t_0 .. t_{S-1}` (see `adaptok.nn.generator_seq
 position 0 = class embedding, position 1 = budget embedding, position `j + 2` = token
 `t_j`; the output at position `i >= 1` predicts `t_{i-1}`. Frame prediction keeps the
 condition codes and `<SEP>` inside the stream (its prefix, never a loss target) and uses
-the null class.
+the null class. Without the class position (`class_slot=False`, frame prediction only, as
+the official AdapTok-FP) token `t_j` sits at position `j` and its output predicts
+`t_{j+1}`; `t_0`, the first condition code, is never predicted.
 """
 
 from __future__ import annotations
@@ -216,9 +218,15 @@ class ARGenerator(nn.Module):
             sits at position ``j + 1`` and the class position predicts ``t_0``.
         block_embeddings: Add the block-index and within-block-position embeddings of the
             predicted token (ours); False, as in the official model: none.
+        class_slot: Input position 0 carries the class embedding (ours, also for frame
+            prediction, where it is the null class). False, as in the official
+            frame-prediction model (AdapTok-FP): no class position and no class table, the
+            stream starts at position 0 with the condition codes; only for frame
+            prediction (`prefix_blocks > 0`, `num_classes = 0`) without a budget slot.
 
     Raises:
-        ValueError: On non-positive sizes or a width not divisible by `heads`.
+        ValueError: On non-positive sizes, a width not divisible by `heads`, or
+            `class_slot=False` outside frame prediction or with a budget slot.
     """
 
     def __init__(
@@ -240,6 +248,7 @@ class ARGenerator(nn.Module):
         init_std: float = 0.02,
         budget_slot: bool = True,
         block_embeddings: bool = True,
+        class_slot: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -260,6 +269,12 @@ class ARGenerator(nn.Module):
             )
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
+        if not class_slot and (prefix_blocks == 0 or num_classes != 0 or budget_slot):
+            raise ValueError(
+                "class_slot=False is for frame prediction only: it needs prefix_blocks > 0, "
+                f"num_classes = 0 and budget_slot=False, got {prefix_blocks}, {num_classes}, "
+                f"{budget_slot}"
+            )
         self.vocab = GeneratorVocab(codebook_size)
         self.codebook_size = codebook_size
         self.num_blocks = num_blocks
@@ -274,16 +289,19 @@ class ARGenerator(nn.Module):
         self.init_std = init_std
         self.budget_slot = budget_slot
         self.block_embeddings = block_embeddings
+        self.class_slot = class_slot
         #: input position of the first stream token t_0 (after the class and budget slots).
-        self.slot_offset = 2 if budget_slot else 1
+        self.slot_offset = int(class_slot) + int(budget_slot)
         self.first_block = 1 if prefix_blocks > 0 else 0
         self.prefix_length = prefix_blocks * tokens_per_block + 1 if prefix_blocks > 0 else 0
         modelled = num_blocks - self.first_block
-        #: longest target stream S and the number of input positions S + 1 it needs.
+        #: longest target stream S and the input positions it needs: the slots and every
+        #: token but the last (which is only a target).
         self.max_stream_length = self.prefix_length + modelled * (tokens_per_block + 1)
-        self.max_positions = self.max_stream_length + (1 if budget_slot else 0)
+        self.max_positions = self.max_stream_length - 1 + self.slot_offset
 
-        self.class_embed = nn.Embedding(num_classes + 1, width)
+        if class_slot:
+            self.class_embed = nn.Embedding(num_classes + 1, width)
         if budget_slot:
             self.budget_embed = nn.Embedding(num_budgets, width)
         self.token_embed = nn.Embedding(self.vocab.size, width)
@@ -415,13 +433,13 @@ class ARGenerator(nn.Module):
             block_index: Long `(B, S)`, block of each token.
             block_position: Long `(B, S)`, position of each token in its block.
             label: Long `(B,)` class ids in `[0, num_classes]`; in training a share
-                `label_dropout` is replaced by the null class.
+                `label_dropout` is replaced by the null class. Unused without a class slot.
             budget: Long `(B,)` budget levels in `[0, num_budgets)`.
             cache: Optional empty KV cache to fill (prefill before `step`).
 
         Returns:
             Logits `(B, S, V + 1)` (float, autocast dtype under autocast): row j predicts
-            `tokens[:, j]`.
+            `tokens[:, j]` (row 0 is zero without a class slot: nothing precedes `t_0`).
 
         Raises:
             ValueError: On inconsistent shapes or out-of-range ids.
@@ -431,8 +449,12 @@ class ARGenerator(nn.Module):
         if cache is not None and cache.length != 0:
             raise ValueError("forward fills an empty cache; continue with step()")
         batch, length = tokens.shape
-        label = self._drop_labels(label)
         stream_index = torch.arange(length, device=tokens.device)
+        if not self.class_slot:
+            return self._forward_without_class_slot(
+                tokens, block_index, block_position, stream_index, cache
+            )
+        label = self._drop_labels(label)
         classes = self.class_embed(label)[:, None]
         # Row j of `predicting` is the input whose output predicts tokens[:, j].
         first = self.budget_embed(budget)[:, None] if self.budget_slot else classes
@@ -446,6 +468,32 @@ class ARGenerator(nn.Module):
         out = self._run(x, cache)
         return out[:, 1:] if self.budget_slot else out
 
+    def _forward_without_class_slot(
+        self,
+        tokens: Tensor,
+        block_index: Tensor,
+        block_position: Tensor,
+        stream_index: Tensor,
+        cache: GeneratorKVCache | None,
+    ) -> Tensor:
+        """`forward` of a frame-prediction model without a class position.
+
+        Token `t_j` sits at position `j`; the output there predicts `t_{j+1}`. Row 0 of the
+        result (the prediction of `t_0`, the first condition code, which nothing precedes)
+        is zero; it is never a target.
+        """
+        if tokens.shape[1] < 2:
+            raise ValueError(
+                "without a class slot the stream needs >= 2 tokens (t_0 is only an input)"
+            )
+        x = self.token_embed(tokens[:, :-1])
+        if self.block_embeddings:
+            x = x + self.target_embedding(
+                block_index[:, 1:], block_position[:, 1:], stream_index[1:]
+            )
+        out = self._run(x + self.position_embed[: x.shape[1]], cache)
+        return torch.cat([out.new_zeros(out.shape[0], 1, out.shape[2]), out], dim=1)
+
     def step(
         self,
         token: Tensor,
@@ -456,7 +504,8 @@ class ARGenerator(nn.Module):
         """One decoding step with the KV cache: feeds the last sampled token.
 
         Args:
-            token: Long `(B,)`, the token sampled last (stream index `cache.length - 2`).
+            token: Long `(B,)`, the token sampled last (stream index
+                `cache.length - slot_offset`).
             next_block: Long `(B,)`, block of the token to predict.
             next_position: Long `(B,)`, its position in that block.
             cache: The cache filled by `forward` and earlier steps (its rows match B).
@@ -468,7 +517,7 @@ class ARGenerator(nn.Module):
             ValueError: When the cache is empty or full.
         """
         position = cache.length
-        if position < self.slot_offset:
+        if position < max(self.slot_offset, 1):
             raise ValueError("prefill the cache with forward() before step()")
         if position >= self.max_positions:
             raise ValueError(f"the sequence is full ({self.max_positions} positions)")

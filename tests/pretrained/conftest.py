@@ -27,10 +27,12 @@ class Reference:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
         self.tokenizer_state = _strip(tensors, "official.tokenizer.")
         self.generator_state = _strip(tensors, "official.generator.")
+        self.fp_generator_state = _strip(tensors, "official.fp_generator.")
         self.inputs = _strip(tensors, "input.")
         self.outputs = _strip(tensors, "output.")
         self.tokenizer_config = json.loads(self.metadata["tokenizer_config"])
         self.generator_config = json.loads(self.metadata["generator_config"])
+        self.fp_generator_config = json.loads(self.metadata["fp_generator_config"])
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -48,7 +50,9 @@ def official_files(reference: Reference, tmp_path_factory: pytest.TempPathFactor
 
     tokenizer: a ``.pt`` training checkpoint without the scorer (as ``AdapTok``);
     scorer: a Hugging Face folder (config.json + model.safetensors) of the whole model;
-    generator: a ``.pt`` training checkpoint ``{"model": {"name", "args", "sd"}}``.
+    generator: a ``.pt`` training checkpoint ``{"model": {"name", "args", "sd"}}``;
+    fp_generator: a Hugging Face folder whose config.json holds the model arguments (as the
+    released AdapTok-FP).
     """
     root = tmp_path_factory.mktemp("official")
     tokenizer_sd = {
@@ -67,7 +71,17 @@ def official_files(reference: Reference, tmp_path_factory: pytest.TempPathFactor
     torch.save(
         {"model": {**reference.generator_config, "sd": reference.generator_state}}, generator
     )
-    return {"tokenizer": tokenizer, "scorer": scorer, "generator": generator, "root": root}
+    fp_generator = root / "AdapTok-FP"
+    fp_generator.mkdir()
+    save_file(dict(reference.fp_generator_state), str(fp_generator / "model.safetensors"))
+    (fp_generator / "config.json").write_text(json.dumps(reference.fp_generator_config["args"]))
+    return {
+        "tokenizer": tokenizer,
+        "scorer": scorer,
+        "generator": generator,
+        "fp_generator": fp_generator,
+        "root": root,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +98,12 @@ def converted(official_files: dict, tmp_path_factory: pytest.TempPathFactory) ->
             str(official_files["scorer"]),
             "--generator",
             str(official_files["generator"]),
+            "--generator",
+            str(official_files["fp_generator"]),
             "--out",
             str(out),
         ]
     )
     assert code == 0
-    return {name: out / f"{name}.ckpt" for name in ("tokenizer", "scorer", "generator")}
+    names = ("tokenizer", "scorer", "generator", "fp_generator")
+    return {name: out / f"{name}.ckpt" for name in names}

@@ -236,14 +236,71 @@ def test_unknown_official_tensor_is_named(reference, tmp_path):
     assert "'decoder.extra_norm.weight'" in message and "no counterpart" in message
 
 
-def test_frame_prediction_generator_is_refused(reference, official_files, tmp_path):
-    config = json.loads(json.dumps(reference.generator_config))
-    config["args"]["frame_prediction"] = True
-    path = tmp_path / "fp.pt"
-    torch.save({"model": {**config, "sd": reference.generator_state}}, path)
-    with pytest.raises(OfficialCheckpointError, match="frame-prediction"):
+def _convert_generator(official_files, tmp_path, state, config) -> str:
+    """Converts a generator ``.pt`` made of ``state`` and ``config``; returns the error."""
+    path = tmp_path / "generator.pt"
+    torch.save({"model": {**config, "sd": state}}, path)
+    with pytest.raises(OfficialCheckpointError) as error:
         write_suite_checkpoints(
             tmp_path / "out", tokenizer=official_files["tokenizer"], generator=path
+        )
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def _fp(reference) -> tuple[dict, dict]:
+    return dict(reference.fp_generator_state), json.loads(json.dumps(reference.fp_generator_config))
+
+
+def test_class_conditional_generator_labelled_frame_prediction_is_refused(
+    reference, official_files, tmp_path
+):
+    config = json.loads(json.dumps(reference.generator_config))
+    config["args"]["frame_prediction"] = True
+    message = _convert_generator(official_files, tmp_path, reference.generator_state, config)
+    assert "frame-prediction condition holds 0 codes" in message
+
+
+def test_mismatching_fp_generator_tensor_is_named(reference, official_files, tmp_path):
+    state, config = _fp(reference)
+    state["layers.1.feed_forward.w2.weight"] = state["layers.1.feed_forward.w2.weight"][:, :-1]
+    message = _convert_generator(official_files, tmp_path, state, config)
+    assert "'layers.1.feed_forward.w2.weight'" in message and "shape" in message
+    state, config = _fp(reference)
+    state["abs_pe"] = state["abs_pe"][:, :-1]
+    message = _convert_generator(official_files, tmp_path, state, config)
+    assert "'abs_pe' has 42 positions" in message
+    state, config = _fp(reference)
+    state["cls_embedding.embedding_table.weight"] = torch.zeros(6, 24)
+    message = _convert_generator(official_files, tmp_path, state, config)
+    assert "'cls_embedding.embedding_table.weight'" in message and "no counterpart" in message
+
+
+def test_fp_generator_from_block_0_is_refused(reference, official_files, tmp_path):
+    state, config = _fp(reference)
+    config["args"]["start_ar_block_idx"] = 0  # contradicts the 43-position table
+    message = _convert_generator(official_files, tmp_path, state, config)
+    assert "'abs_pe' has 43 positions" in message
+    config["args"]["tot_blocks"] = 4  # a real start-0 model: one more block of 8 + <EOB>
+    state["abs_pe"] = torch.cat([state["abs_pe"], state["abs_pe"][:, :9]], 1)
+    message = _convert_generator(official_files, tmp_path, state, config)
+    assert "generates blocks 0..3 (start_ar_block_idx 0)" in message
+
+
+def test_fp_condition_of_partial_blocks_is_refused(reference, official_files, tmp_path):
+    state, config = _fp(reference)
+    config["args"]["cls_token_num"] = 13
+    message = _convert_generator(official_files, tmp_path, state, config)
+    assert "holds 12 codes" in message
+
+
+def test_two_generators_of_one_kind_are_refused(official_files, tmp_path):
+    with pytest.raises(OfficialCheckpointError, match="a second fp generator"):
+        write_suite_checkpoints(
+            tmp_path / "out",
+            tokenizer=official_files["tokenizer"],
+            generator=[official_files["fp_generator"], official_files["fp_generator"]],
         )
 
 
@@ -345,6 +402,26 @@ def test_converted_generator_samples_clips(converted):
         generator=torch.Generator().manual_seed(0),
     )
     assert out.lengths.shape == (2, model.num_blocks)
+    video = model.detokenize(out.codes, out.lengths)
+    assert video.shape == (2, 3, model.num_frames, model.image_size, model.image_size)
+
+
+def test_converted_fp_generator_predicts_frames(reference, converted):
+    from adaptok.nn.sampling import sample
+
+    model = load_pretrained(converted["fp_generator"])
+    k, m = model.num_blocks, model.generator.tokens_per_block
+    condition = reference.outputs["fp_condition_codes"].view(-1, k, m)
+    null = torch.zeros(condition.shape[0], dtype=torch.long)
+    out = sample(
+        model.generator,
+        null,
+        null,
+        condition_codes=condition,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert torch.equal(out.codes[:, 0], condition[:, 0])  # block 0 is the condition's
+    assert (out.lengths[:, 0] == m).all() and (out.lengths[:, 1:] >= 1).all()
     video = model.detokenize(out.codes, out.lengths)
     assert video.shape == (2, 3, model.num_frames, model.image_size, model.image_size)
 
