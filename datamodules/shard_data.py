@@ -117,11 +117,14 @@ class ShardDataModule(LightningDataModule):
         """The stream of ``split`` on this rank for ``workers`` DataLoader workers."""
         raise NotImplementedError
 
-    def _loader(self, split: Split, collate_fn: Callable[[list], Any]) -> ShardLoader:
+    def _loader(
+        self, split: Split, collate_fn: Callable[[list], Any], counts_in_batch: bool = False
+    ) -> ShardLoader:
         """A :class:`ShardLoader` of ``split`` (the training one resumes a checkpoint's pass).
 
         Reads whole passes of the split's shards (clamping the workers to this rank's
         shards) unless the subclass's stream is resampled (``epoch_length``).
+        ``counts_in_batch``: see :class:`ShardLoader`.
         """
         shards = self._shards_of(split)
         rank, world_size = rank_and_world_size(self.trainer)
@@ -138,6 +141,7 @@ class ShardDataModule(LightningDataModule):
             split=split,
             epoch_fn=self._trainer_epoch if train else None,
             resume_at=resume_at,
+            counts_in_batch=counts_in_batch,
             batch_size=self.batch_size,
             num_workers=workers,
             pin_memory=self.pin_memory,

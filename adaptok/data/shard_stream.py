@@ -190,6 +190,8 @@ class ShardLoader(DataLoader):
         resume_at: ``(epoch, batches)``: in the first pass of that epoch, the first
             ``batches`` batches are produced and dropped (they were trained on before a
             restart).
+        counts_in_batch: Leave the batch's skip counts (reason -> n) under ``skipped`` for
+            consumers that read them (the ledger has them all the same).
         **kwargs: DataLoader arguments (workers are started afresh for every pass, so they
             read the pass's epoch).
     """
@@ -201,10 +203,12 @@ class ShardLoader(DataLoader):
         split: str = "train",
         epoch_fn: Callable[[], int | None] | None = None,
         resume_at: tuple[int, int] | None = None,
+        counts_in_batch: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(dataset, **kwargs)
         self.ledger, self.split, self.epoch_fn, self.resume_at = ledger, split, epoch_fn, resume_at
+        self.counts_in_batch = counts_in_batch
         self.next_epoch = resume_at[0] if resume_at is not None else 0
 
     def __iter__(self) -> Iterator[Any]:
@@ -230,9 +234,12 @@ class ShardLoader(DataLoader):
                 gc.unfreeze()
         try:
             for batch in batches_of_pass:
-                self.ledger.add(self.split, epoch, batch.pop(REPORT_KEY, None))
+                report = batch.pop(REPORT_KEY, None)
+                self.ledger.add(self.split, epoch, report)
                 if batch.get(REPORT_ONLY_KEY):
                     continue
+                if self.counts_in_batch:
+                    batch[REPORT_KEY] = dict((report or {}).get("skipped", {}))
                 batches += 1
                 if batches <= drop:
                     continue

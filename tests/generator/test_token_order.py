@@ -89,6 +89,7 @@ CASES: dict[str, tuple[dict[str, Any], str, int]] = {
     "train_levels": ({"budget_levels": [0, 2]}, "train", 2),
     "train_resampled_w0": ({"epoch_length": 10}, "train", 2),
     "train_resampled_w2": ({"epoch_length": 10, "num_workers": 2}, "train", 2),
+    "train_resampled_unbuffered": ({"epoch_length": 10, "shuffle_buffer": 0}, "train", 3),
     "val_w2": ({"num_workers": 2}, "val", 2),
 }
 
