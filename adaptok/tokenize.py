@@ -1,8 +1,8 @@
 """Tokenize a video file window by window with a trained scorer and the token allocator.
 
-This is the library behind ``adaptok tokenize`` (issue 10, item 5): a person with a trained
-tokenizer + scorer points it at any video file and gets, for every ``num_frames``-frame
-window, the codes the tokenizer keeps and how many tokens each temporal block got.
+This is the library behind ``adaptok tokenize``: a person with a trained tokenizer + scorer
+points it at any video file and gets, for every ``num_frames``-frame window, the codes the
+tokenizer keeps and how many tokens each temporal block got.
 
 Windows are cut the way the evaluation data path cuts clips: frames are taken by
 presentation time at a constant rate (``fps``, default the video's own; variable-frame-rate
@@ -11,7 +11,14 @@ side is resized to the tokenizer's ``image_size`` and the centre square is kept
 (``VideoWindowsDataset``). Windows start every ``stride`` frames (default: back to back);
 frames after the last full window are not tokenized (the result says how many).
 
-Allocation (METHOD 3, IPAL) uses :class:`~adaptok.budget_planner.TokenBudgetPlanner` with the
+The video is streamed (:class:`WindowSource`): frames are decoded, converted and cut into
+windows one at a time, and a window is encoded as soon as its batch is full, so memory is
+bounded by a batch of windows whatever the video's length. Only the codes, lengths and
+quality figures of every window are kept; the frames are kept only when asked
+(``keep_frames``), and :class:`SideBySideWriter` writes input | reconstruction as the windows
+come (``on_window``).
+
+Allocation (IPAL, docs/METHOD.md section 4; costs predicted by the scorer of section 3) uses :class:`~adaptok.budget_planner.TokenBudgetPlanner` with the
 scorer's predicted costs:
 
 * ``per_clip``: each window gets ``K * budget * M`` tokens, solved exactly per window;
@@ -25,13 +32,12 @@ Budgets here are FRACTIONS of the tokens per block ``M`` (``0.25`` = a quarter o
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -44,13 +50,15 @@ from adaptok.alloc import InfeasibleBudgetError, allocate
 from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
 from adaptok.budget_planner import TokenBudgetPlanner
 from adaptok.data.video_io import (
+    ConstantRate,
     VideoDecodeError,
-    decode_video_timed,
-    encode_video,
+    VideoEncoder,
+    VideoReader,
     frames_at_rate,
     note_resampling,
     probe_video,
     short_side_shape,
+    sliding_windows,
 )
 from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video
 from adaptok.nn.scorer import BlockCausalScorer
@@ -59,10 +67,13 @@ from adaptok.nn.tokenizer import AdapTokTokenizer
 __all__ = [
     "CODE_PAD",
     "TOKENIZE_MODES",
+    "SideBySideWriter",
     "TokenizeMode",
     "TokenizedVideo",
+    "TokenizedWindow",
     "VideoTooShortError",
     "VideoWindows",
+    "WindowSource",
     "budget_to_mean_tokens",
     "load_npz",
     "read_windows",
@@ -130,6 +141,188 @@ class VideoWindows:
         return self.frames[start : start + self.num_frames]
 
 
+class WindowSource:
+    """A video file opened for tokenizer windows, decoded one frame at a time.
+
+    Opening probes the file (errors come at once); :meth:`frames` then decodes it, taking
+    frames at a constant rate by presentation time (:class:`~adaptok.data.video_io.ConstantRate`:
+    an even timeline at the video's own rate keeps every frame, gaps repeat the frame before
+    them), resizing the short side to ``S`` in swscale and keeping the centre square, and
+    :meth:`windows` cuts those frames into windows holding only what a later window still
+    needs. At the video's own rate this is a single pass; at another rate (``fps``) or when
+    the file gives no rate, a first pass reads the timestamps (no pixels) to choose frames.
+    After a full pass the counts, properties and adjustments are set.
+
+    Args:
+        path: The video file (any container/codec FFmpeg reads).
+        num_frames: Frames per window ``T`` (the tokenizer's clip length).
+        image_size: Side ``S`` of the square frames (the tokenizer's ``image_size``).
+        stride: Frames between window starts (>= 1); default ``num_frames`` (no overlap).
+        fps: Rate to take frames at, by presentation time; default the video's average rate.
+        stream: Video stream ordinal for files with several (``None``: the best one, as
+            ffmpeg picks it).
+        background: Colour transparent pixels of alpha sources are composited over.
+
+    Attributes:
+        fps: Rate the frames are taken at.
+        source_size: Displayed ``(height, width)`` of the file.
+        total_frames: Frames taken at ``fps`` (after a full pass).
+        source_frames: Frames decoded from the file (after a full pass).
+        rotation: Display rotation applied, degrees counter-clockwise (after a full pass).
+        properties: The file's source properties as a dict (after a full pass).
+        adjustments: What decoding changed (after a full pass).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist or is not a file.
+        VideoDecodeError: The file cannot be opened or decoded as video.
+        ValueError: ``stride`` or ``fps`` is not positive.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        num_frames: int,
+        image_size: int,
+        stride: int | None = None,
+        fps: float | None = None,
+        stream: int | None = None,
+        background: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
+        self.stride = num_frames if stride is None else int(stride)
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1 frame, got {self.stride}")
+        if fps is not None and not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"video file not found: {self.path}")
+        if not self.path.is_file():
+            raise FileNotFoundError(f"not a file: {self.path}")
+        self.num_frames, self.image_size = int(num_frames), int(image_size)
+        self.asked_fps, self.stream, self.background = fps, stream, background
+        with self._decoding():
+            info = probe_video(self.path, stream)
+        self.source_size = (info.height, info.width)
+        self.resized = short_side_shape(info.height, info.width, image_size)
+        self.nominal_fps = info.fps
+        self.header_frames = info.frames
+        self._repeats: np.ndarray | None = None
+        if fps is not None or not info.fps > 0:
+            self._plan_from_timestamps()
+        self.fps = float(fps) if fps is not None else self.nominal_fps
+        self.total_frames = 0
+        self.source_frames = 0
+        self.rotation = 0
+        self.properties: dict = {}
+        self.adjustments: dict = {}
+
+    @contextlib.contextmanager
+    def _decoding(self) -> Iterator[None]:
+        try:
+            yield
+        except (VideoDecodeError, av.FFmpegError) as error:
+            raise VideoDecodeError(f"cannot decode {self.path} as a video: {error}") from error
+
+    def _plan_from_timestamps(self) -> None:
+        """First pass (times only): which frame fills each output frame at the asked rate."""
+        with self._decoding(), VideoReader(self.path, self.stream, self.background) as reader:
+            times = np.array([time for time, _ in reader.frames()], dtype=np.float64)
+        steps = np.diff(times)
+        if not self.nominal_fps > 0:
+            self.nominal_fps = 1.0 / float(np.median(steps)) if len(times) > 1 else 25.0
+        rate = float(self.asked_fps) if self.asked_fps is not None else self.nominal_fps
+        even = len(times) < 2 or bool(np.abs(steps - 1.0 / rate).max() < 0.25 / rate)
+        if even:
+            indices = np.arange(len(times))
+        else:  # half a measured source interval of slack
+            indices = frames_at_rate(times, rate, 0.5 * float(np.median(steps)))
+        self._repeats = np.bincount(indices, minlength=len(times))
+
+    def estimated_windows(self) -> int | None:
+        """Windows the container's frame count promises (a progress estimate), if any."""
+        if self.header_frames <= 0 or not self.nominal_fps > 0:
+            return None
+        frames = int(self.header_frames * self.fps / self.nominal_fps)
+        return max(0, (frames - self.num_frames) // self.stride + 1)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """``(S, S, 3)`` uint8 frames at :attr:`fps`, upright, resized and centre-cropped.
+
+        One pass decodes the file once; a repeated frame is yielded again as the same array.
+
+        Raises:
+            VideoDecodeError: The file is corrupt (the message names it).
+        """
+        height, width = self.resized
+        top, left = (height - self.image_size) // 2, (width - self.image_size) // 2
+        size = self.image_size
+        grid = ConstantRate(self.fps) if self._repeats is None else None
+        pending: av.VideoFrame | None = None
+        taken = decoded = 0
+
+        with self._decoding(), VideoReader(self.path, self.stream, self.background) as reader:
+
+            def convert(frame: av.VideoFrame) -> np.ndarray:
+                rgb = reader.to_rgb(frame, self.resized)
+                return np.ascontiguousarray(rgb[top : top + size, left : left + size])
+
+            for index, (time, frame) in enumerate(reader.frames()):
+                decoded += 1
+                if grid is None:
+                    copies = int(self._repeats[index]) if index < len(self._repeats) else 0
+                    picture = frame
+                else:
+                    copies, picture, pending = grid.push(time), pending, frame
+                if copies and picture is not None:
+                    array = convert(picture)
+                    for _ in range(copies):
+                        taken += 1
+                        yield array
+            if grid is not None and pending is not None:
+                array = convert(pending)
+                for _ in range(grid.finish()):
+                    taken += 1
+                    yield array
+            properties = reader.properties
+            adjustments = dict(reader.adjustments)
+        if properties is None:
+            raise VideoDecodeError(f"cannot decode {self.path} as a video: no decodable frames")
+        if grid is not None:
+            repeated, dropped = grid.repeated, grid.dropped
+        else:
+            used = int(np.count_nonzero(self._repeats))
+            repeated, dropped = taken - used, decoded - used
+        note_resampling(adjustments, self.nominal_fps, self.asked_fps, repeated, dropped)
+        self.total_frames, self.source_frames = taken, decoded
+        self.rotation = properties.rotation
+        self.properties = properties.as_dict()
+        self.adjustments = adjustments
+
+    def windows(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, (T, S, S, 3) uint8)`` windows every ``stride`` frames, lazily.
+
+        Raises:
+            VideoTooShortError: The video ends before one window (the message gives both
+                counts), after the pass.
+            VideoDecodeError: The file is corrupt.
+        """
+        produced = 0
+        for start, frames in sliding_windows(self.frames(), self.num_frames, self.stride):
+            produced += 1
+            yield start, np.stack(frames)
+        if not produced:
+            raise VideoTooShortError(
+                f"{self.path} is too short: it has {self.total_frames} frames at "
+                f"{self.fps:.4g} fps ({self.source_frames} decoded), and one tokenizer "
+                f"window needs {self.num_frames} frames"
+            )
+
+    @property
+    def upscale(self) -> float:
+        """How much the short side was enlarged to reach ``S`` (1.0 or less: not enlarged)."""
+        return self.image_size / max(min(self.source_size), 1)
+
+
 def read_windows(
     path: str | Path,
     num_frames: int,
@@ -139,7 +332,9 @@ def read_windows(
     stream: int | None = None,
     background: tuple[int, int, int] = (0, 0, 0),
 ) -> VideoWindows:
-    """Decode a video file into tokenizer windows.
+    """Decode a whole video file into tokenizer windows in memory (short videos; tests).
+
+    :func:`tokenize_video` streams instead (:class:`WindowSource`); both take the same frames.
 
     Args:
         path: The video file (any container/codec FFmpeg reads).
@@ -161,58 +356,25 @@ def read_windows(
         VideoTooShortError: Fewer frames than ``num_frames`` (the message gives both counts).
         ValueError: ``stride`` or ``fps`` is not positive.
     """
-    stride = num_frames if stride is None else int(stride)
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1 frame, got {stride}")
-    if fps is not None and not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"video file not found: {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"not a file: {path}")
-    try:
-        info = probe_video(path, stream)
-        resized = short_side_shape(info.height, info.width, image_size)
-        decoded = decode_video_timed(
-            path, output_size=resized, stream=stream, background=background
-        )
-    except (VideoDecodeError, av.FFmpegError) as error:
-        raise VideoDecodeError(f"cannot decode {path} as a video: {error}") from error
-    times = decoded.times
-    native = info.fps
-    if not native > 0:
-        native = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 25.0
-    rate = float(fps) if fps is not None else native
-    steps = np.diff(times)
-    even = len(times) < 2 or bool(np.abs(steps - 1.0 / rate).max() < 0.25 / rate)
-    if even:
-        indices = np.arange(len(times))
-    else:  # at the nominal rate: half a nominal interval of slack; else half a measured one
-        slack = None if fps is None else 0.5 * float(np.median(steps))
-        indices = frames_at_rate(times, rate, slack)
-    adjustments = dict(decoded.adjustments)
-    kept = len(np.unique(indices))
-    note_resampling(adjustments, native, fps, len(indices) - kept, len(times) - kept)
-    height, width = resized
-    top, left = (height - image_size) // 2, (width - image_size) // 2
-    frames = decoded.frames[indices, top : top + image_size, left : left + image_size]
+    source = WindowSource(path, num_frames, image_size, stride, fps, stream, background)
+    frames = np.stack(list(source.frames()))
     if len(frames) < num_frames:
         raise VideoTooShortError(
-            f"{path} is too short: it has {len(frames)} frames at {rate:.4g} fps "
-            f"({len(times)} decoded), and one tokenizer window needs {num_frames} frames"
+            f"{source.path} is too short: it has {len(frames)} frames at {source.fps:.4g} fps "
+            f"({source.source_frames} decoded), and one tokenizer window needs {num_frames} "
+            "frames"
         )
-    starts = np.arange(0, len(frames) - num_frames + 1, stride, dtype=np.int64)
+    starts = np.arange(0, len(frames) - num_frames + 1, source.stride, dtype=np.int64)
     return VideoWindows(
-        frames=np.ascontiguousarray(frames),
-        fps=rate,
+        frames=frames,
+        fps=source.fps,
         starts=starts,
         num_frames=num_frames,
-        source_frames=len(times),
-        source_size=(info.height, info.width),
-        rotation=decoded.rotation,
-        properties=decoded.properties.as_dict(),
-        adjustments=adjustments,
+        source_frames=source.source_frames,
+        source_size=source.source_size,
+        rotation=source.rotation,
+        properties=source.properties,
+        adjustments=source.adjustments,
     )
 
 
@@ -441,6 +603,27 @@ def _to_uint8(video: torch.Tensor) -> np.ndarray:
     return scaled.permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
+@dataclass(frozen=True)
+class TokenizedWindow:
+    """One window as :func:`tokenize_video` finishes it (handed to ``on_window``).
+
+    Attributes:
+        index: Window number ``w``.
+        start: First frame of the window (index into the frames taken at ``fps``).
+        fps: Rate the frames were taken at.
+        inputs: ``(T, S, S, 3)`` uint8 input frames.
+        reconstruction: ``(T, S, S, 3)`` uint8 reconstruction from the kept tokens.
+        lengths: ``(K,)`` tokens kept per block.
+    """
+
+    index: int
+    start: int
+    fps: float
+    inputs: np.ndarray
+    reconstruction: np.ndarray
+    lengths: np.ndarray
+
+
 @torch.no_grad()
 def tokenize_video(
     path: str | Path,
@@ -461,8 +644,14 @@ def tokenize_video(
     progress: bool = False,
     stream: int | None = None,
     background: tuple[int, int, int] = (0, 0, 0),
+    on_window: Callable[[TokenizedWindow], object] | None = None,
 ) -> TokenizedVideo:
     """Encode a video window by window and keep the tokens the scorer + allocator choose.
+
+    The video is streamed (:class:`WindowSource`): a batch of ``batch_size`` windows is
+    encoded as soon as its frames are decoded, and only what a later window still needs is
+    held, so memory does not grow with the video's length unless ``keep_frames`` asks for
+    every frame.
 
     Args:
         path: The video file.
@@ -482,11 +671,14 @@ def tokenize_video(
         stride: Frames between window starts; default ``num_frames``.
         fps: Frame rate to take frames at; default the video's.
         batch_size: Windows encoded together (``streaming`` always takes one at a time).
-        keep_frames: Keep the uint8 input windows and reconstructions in the result.
+        keep_frames: Keep the uint8 input windows and reconstructions in the result (memory
+            grows with the video; ``on_window`` sees them without keeping them).
         checkpoint: Checkpoint path recorded in the result.
         progress: Show a progress bar over windows.
         stream: Video stream ordinal for files with several (``None``: the best one).
         background: Colour transparent pixels of alpha sources are composited over.
+        on_window: Called with each :class:`TokenizedWindow`, in order, as it is done (e.g.
+            :meth:`SideBySideWriter.add`).
 
     Returns:
         The :class:`TokenizedVideo`.
@@ -496,7 +688,7 @@ def tokenize_video(
             a scorer that does not match the tokenizer, a codebook too large for uint16.
         InfeasibleBudgetError: A budget outside (0, 1] or outside the candidates' range (the
             message names the feasible range).
-        FileNotFoundError / VideoDecodeError / VideoTooShortError: see :func:`read_windows`.
+        FileNotFoundError / VideoDecodeError / VideoTooShortError: see :class:`WindowSource`.
     """
     if mode not in TOKENIZE_MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(TOKENIZE_MODES)}")
@@ -522,7 +714,7 @@ def tokenize_video(
         if budget is None:
             raise ValueError(f"{mode} mode needs a budget (a fraction in (0, 1])")
         mean_tokens = budget_to_mean_tokens(budget, tokens, candidates, blocks, equality)
-    windows = read_windows(
+    source = WindowSource(
         path, tokenizer.num_frames, tokenizer.image_size, stride, fps, stream, background
     )
 
@@ -538,16 +730,19 @@ def tokenize_video(
         candidates=candidates,
     )
     step = 1 if mode == "streaming" else max(1, int(batch_size))
-    count = len(windows.starts)
-    codes = np.empty((count, blocks, tokens), dtype=np.uint16)
-    lengths = np.empty((count, blocks), dtype=np.int16)
-    psnr, ssim = np.empty(count), np.empty(count)
+    starts: list[int] = []
+    codes: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    psnr: list[np.ndarray] = []
+    ssim: list[np.ndarray] = []
     inputs: list[np.ndarray] = []
     recons: list[np.ndarray] = []
-    bar = tqdm(total=count, desc="windows", unit="window", disable=not progress)
-    for first in range(0, count, step):
-        rows = range(first, min(first + step, count))
-        frames = np.stack([windows.window(i) for i in rows])
+    bar = tqdm(
+        total=source.estimated_windows(), desc="windows", unit="window", disable=not progress
+    )
+
+    def encode_batch(batch: list[tuple[int, np.ndarray]]) -> None:
+        frames = np.stack([window for _, window in batch])
         video = _as_video(frames, device)
         encoding = tokenizer.encode(video)
         if mode == "target":
@@ -560,38 +755,65 @@ def tokenize_video(
         else:
             chosen = planner.plan(video, encoding, mean_tokens, policy="scorer", mode=mode)
         recon = tokenizer.decode(encoding.codes, chosen).clamp(0, 1)
-        psnr[rows.start : rows.stop] = psnr_per_video(video, recon).cpu().numpy()
-        ssim[rows.start : rows.stop] = ssim_per_video(video, recon).cpu().numpy()
-        block_codes = encoding.codes.view(len(rows), blocks, tokens)
+        psnr.append(psnr_per_video(video, recon).cpu().numpy())
+        ssim.append(ssim_per_video(video, recon).cpu().numpy())
+        block_codes = encoding.codes.view(len(batch), blocks, tokens)
         dropped = torch.arange(tokens, device=device)[None, None, :] >= chosen[:, :, None]
-        codes[rows.start : rows.stop] = block_codes.masked_fill(dropped, CODE_PAD).cpu().numpy()
-        lengths[rows.start : rows.stop] = chosen.cpu().numpy()
-        if keep_frames:
-            inputs.append(frames)
-            recons.append(_to_uint8(recon))
-        bar.update(len(rows))
-    bar.close()
+        codes.append(block_codes.masked_fill(dropped, CODE_PAD).cpu().numpy().astype(np.uint16))
+        chosen_array = chosen.cpu().numpy().astype(np.int16)
+        lengths.append(chosen_array)
+        if keep_frames or on_window is not None:
+            recon_frames = _to_uint8(recon)
+            if keep_frames:
+                inputs.append(frames)
+                recons.append(recon_frames)
+            if on_window is not None:
+                for row, (start, window) in enumerate(batch):
+                    on_window(
+                        TokenizedWindow(
+                            index=len(starts) - len(batch) + row,
+                            start=start,
+                            fps=source.fps,
+                            inputs=window,
+                            reconstruction=recon_frames[row],
+                            lengths=chosen_array[row],
+                        )
+                    )
+        bar.update(len(batch))
+
+    batch: list[tuple[int, np.ndarray]] = []
+    try:
+        for start, window in source.windows():
+            starts.append(start)
+            batch.append((start, window))
+            if len(batch) == step:
+                encode_batch(batch)
+                batch = []
+        if batch:
+            encode_batch(batch)
+    finally:
+        bar.close()
     return TokenizedVideo(
-        codes=codes,
-        lengths=lengths,
-        window_starts=windows.starts,
+        codes=np.concatenate(codes),
+        lengths=np.concatenate(lengths),
+        window_starts=np.asarray(starts, dtype=np.int64),
         budget=float("nan") if mode == "target" else float(budget),
         mode=mode,
         candidate_lengths=np.asarray(candidates, dtype=np.int64),
         source=str(path),
-        fps=windows.fps,
+        fps=source.fps,
         checkpoint=str(checkpoint),
         threshold=float("nan") if threshold is None else float(threshold),
         solver=solver,
-        psnr=psnr,
-        ssim=ssim,
+        psnr=np.concatenate(psnr).astype(np.float64),
+        ssim=np.concatenate(ssim).astype(np.float64),
         tokens_per_block=tokens,
         num_frames=tokenizer.num_frames,
         image_size=tokenizer.image_size,
-        total_frames=len(windows.frames),
-        upscale=windows.upscale,
-        source_video=json.dumps(windows.properties, sort_keys=True),
-        adjustments=json.dumps(windows.adjustments, sort_keys=True),
+        total_frames=source.total_frames,
+        upscale=source.upscale,
+        source_video=json.dumps(source.properties, sort_keys=True),
+        adjustments=json.dumps(source.adjustments, sort_keys=True),
         inputs=np.concatenate(inputs) if keep_frames else None,
         reconstruction=np.concatenate(recons) if keep_frames else None,
     )
@@ -634,21 +856,77 @@ def side_by_side_frames(result: TokenizedVideo, scale: int = 1) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def _encode_mpeg4(frames: np.ndarray, fps: float) -> bytes:
-    """MPEG-4 Part 2 MP4 (FFmpeg's built-in encoder, near-lossless ``qscale`` 2)."""
-    buffer = io.BytesIO()
-    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"qscale": "2"}
-        for index, frame in enumerate(frames[:, :height, :width]):
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            picture = picture.reformat(format="yuv420p")
-            picture.pts = index
-            container.mux(stream.encode(picture))
-        container.mux(stream.encode(None))
-    return buffer.getvalue()
+class SideBySideWriter:
+    """Write input | reconstruction as an MP4 while the windows come (memory stays flat).
+
+    Each window contributes its frames up to the next window's start (all of them for the
+    last window), as :func:`side_by_side_frames` does, so overlapping windows are not shown
+    twice. Only the compressed video and one window are held; the file is written (through a
+    temporary file, renamed) by :meth:`finish`.
+
+    Args:
+        path: The ``.mp4`` to write.
+        scale: Integer nearest-neighbour enlargement (small tokenizer frames are tiny).
+        codec: ``libx264`` (crf 12), ``mpeg4`` (FFmpeg's own encoder, in every build) or
+            ``auto`` (libx264 when this FFmpeg has it).
+
+    Raises:
+        ValueError: An unknown codec or a scale below 1.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        scale: int = 1,
+        codec: Literal["auto", "libx264", "mpeg4"] = "auto",
+    ) -> None:
+        if codec == "auto":
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        if codec not in ("libx264", "mpeg4"):
+            raise ValueError(f"codec must be auto, libx264 or mpeg4, got {codec!r}")
+        if scale < 1:
+            raise ValueError(f"scale must be >= 1, got {scale}")
+        self.path, self.scale, self.codec = Path(path), int(scale), codec
+        self.encoder: VideoEncoder | None = None
+        self._held: TokenizedWindow | None = None
+
+    def add(self, window: TokenizedWindow) -> None:
+        """Take the next window (in order); the one before it is encoded now."""
+        if self._held is not None:
+            self._encode(self._held, window.start - self._held.start)
+        self._held = window
+
+    def _encode(self, window: TokenizedWindow, shown: int) -> None:
+        if self.encoder is None:
+            self.encoder = VideoEncoder(window.fps, crf=12, codec=self.codec)
+        count = max(0, min(len(window.inputs), shown))
+        for picture, recon in zip(window.inputs[:count], window.reconstruction[:count]):
+            pair = np.concatenate([picture, recon], axis=1)
+            if self.scale > 1:
+                pair = pair.repeat(self.scale, axis=0).repeat(self.scale, axis=1)
+            self.encoder.add(pair)
+
+    def finish(self) -> Path:
+        """Encode the last window whole, write the file and return its path.
+
+        Raises:
+            ValueError: No window was added.
+            OSError: The write failed (names the file; nothing is left behind).
+        """
+        if self._held is not None:
+            self._encode(self._held, len(self._held.inputs))
+            self._held = None
+        if self.encoder is None:
+            raise ValueError("no windows to write")
+        data = self.encoder.finish()
+        _write_atomic(self.path, lambda handle: handle.write(data))
+        return self.path
+
+    def close(self) -> None:
+        """Drop an unfinished video (after an error)."""
+        if self.encoder is not None:
+            self.encoder.close()
+        self._held = None
 
 
 def write_side_by_side(
@@ -657,7 +935,7 @@ def write_side_by_side(
     scale: int = 1,
     codec: Literal["auto", "libx264", "mpeg4"] = "auto",
 ) -> Path:
-    """Write input | reconstruction as an MP4 at ``result.fps``.
+    """Write input | reconstruction of a result that holds its frames as an MP4.
 
     Args:
         result: A result holding frames (``keep_frames=True``).
@@ -672,15 +950,21 @@ def write_side_by_side(
     Raises:
         ValueError: The result holds no frames, or an unknown codec.
     """
-    if codec == "auto":
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    if codec not in ("libx264", "mpeg4"):
-        raise ValueError(f"codec must be auto, libx264 or mpeg4, got {codec!r}")
-    frames = side_by_side_frames(result, scale)
-    if codec == "libx264":
-        data = encode_video(frames, result.fps, crf=12)
-    else:
-        data = _encode_mpeg4(frames, result.fps)
-    path = Path(path)
-    _write_atomic(path, lambda handle: handle.write(data))
-    return path
+    if result.inputs is None or result.reconstruction is None:
+        raise ValueError("the result holds no frames: tokenize with keep_frames=True")
+    writer = SideBySideWriter(path, scale, codec)
+    try:
+        for index in range(result.num_windows):
+            writer.add(
+                TokenizedWindow(
+                    index=index,
+                    start=int(result.window_starts[index]),
+                    fps=result.fps,
+                    inputs=result.inputs[index],
+                    reconstruction=result.reconstruction[index],
+                    lengths=result.lengths[index],
+                )
+            )
+        return writer.finish()
+    finally:
+        writer.close()

@@ -28,10 +28,10 @@ from adaptok.data.colour import parse_background
 from adaptok.data.video_io import VideoDecodeError
 from adaptok.tokenize import (
     TOKENIZE_MODES,
+    SideBySideWriter,
     TokenizedVideo,
     save_npz,
     tokenize_video,
-    write_side_by_side,
 )
 
 __all__ = ["build_parser", "format_summary", "main"]
@@ -245,32 +245,39 @@ def _run(args: argparse.Namespace) -> int:
         raise
     except Exception as error:  # a file torch cannot unpickle: say which, not a traceback
         raise ValueError(f"cannot read checkpoint {args.ckpt}: {error}") from error
-    result = tokenize_video(
-        args.video,
-        module.tokenizer,
-        module.scorer,
-        budget,
-        args.mode,
-        threshold=args.threshold,
-        cost_normalisation=(float(module.target_mean), float(module.target_std)),
-        solver=args.solver,
-        equality=not args.at_most,
-        stride=args.stride,
-        fps=args.fps,
-        batch_size=args.batch_size,
-        keep_frames=args.reconstruct is not None,
-        checkpoint=str(args.ckpt),
-        progress=not args.quiet,
-        stream=args.stream,
-        background=background,
-    )
-    text = format_summary(result, table=not args.quiet)
-    print(text)
-    written = save_npz(result, args.out)
-    print(f"tokens: {written}")
-    if args.reconstruct is not None:
-        video = write_side_by_side(result, args.reconstruct, scale=args.scale)
-        print(f"input | reconstruction: {video}")
+    # The video is streamed window by window; --reconstruct is encoded as the windows come,
+    # so memory does not grow with the video's length.
+    side_by_side = SideBySideWriter(args.reconstruct, args.scale) if args.reconstruct else None
+    try:
+        result = tokenize_video(
+            args.video,
+            module.tokenizer,
+            module.scorer,
+            budget,
+            args.mode,
+            threshold=args.threshold,
+            cost_normalisation=(float(module.target_mean), float(module.target_std)),
+            solver=args.solver,
+            equality=not args.at_most,
+            stride=args.stride,
+            fps=args.fps,
+            batch_size=args.batch_size,
+            keep_frames=False,
+            checkpoint=str(args.ckpt),
+            progress=not args.quiet,
+            stream=args.stream,
+            background=background,
+            on_window=None if side_by_side is None else side_by_side.add,
+        )
+        text = format_summary(result, table=not args.quiet)
+        print(text)
+        written = save_npz(result, args.out)
+        print(f"tokens: {written}")
+        if side_by_side is not None:
+            print(f"input | reconstruction: {side_by_side.finish()}")
+    finally:
+        if side_by_side is not None:
+            side_by_side.close()
     return 0
 
 

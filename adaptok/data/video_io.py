@@ -31,11 +31,12 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -74,6 +75,7 @@ __all__ = [
     "probe_video",
     "resize_frames",
     "short_side_shape",
+    "sliding_windows",
     "stored_stream",
 ]
 
@@ -864,6 +866,47 @@ def note_resampling(
     irregular["frames_dropped"] = int(dropped)
 
 
+_Item = TypeVar("_Item")
+
+
+def sliding_windows(
+    frames: Iterable[_Item], num_frames: int, stride: int
+) -> Iterator[tuple[int, list[_Item]]]:
+    """Windows of ``num_frames`` consecutive items starting every ``stride`` items, lazily.
+
+    Items are pulled from ``frames`` only as far as the next window needs, and only the
+    items a later window still needs are held (at most ``num_frames``), so memory is bounded
+    by the window whatever the length of the stream. Items after the last full window are
+    pulled (so the stream's length is known) and dropped.
+
+    Args:
+        frames: Any iterable (e.g. decoded frames, one at a time).
+        num_frames: Items per window (>= 1).
+        stride: Items between window starts (>= 1; above ``num_frames`` items in between
+            are skipped).
+
+    Yields:
+        ``(start, items)``: the index of the window's first item and its items (a new list).
+    """
+    if num_frames < 1 or stride < 1:
+        raise ValueError(f"num_frames and stride must be >= 1, got {num_frames}, {stride}")
+    held: deque = deque()
+    first = 0  # index of held[0]
+    start = 0
+    for index, item in enumerate(frames):
+        if index < start:
+            continue  # between windows (stride > num_frames)
+        if not held:
+            first = index
+        held.append(item)
+        if index == start + num_frames - 1:
+            yield start, list(held)
+            start += stride
+            while held and first < start:
+                held.popleft()
+                first += 1
+
+
 def short_side_shape(
     height: int, width: int, short_side: int, even: bool = False
 ) -> tuple[int, int]:
@@ -928,10 +971,16 @@ class VideoEncoder:
         fps: Frame rate stored in the container.
         crf: x264 constant rate factor (lower is better quality and larger files).
         preset: x264 speed/compression preset.
+        codec: ``libx264`` or ``mpeg4`` (FFmpeg's own MPEG-4 Part 2 encoder, in every build;
+            near-lossless ``qscale`` 2, ``crf`` and ``preset`` unused).
     """
 
-    def __init__(self, fps: float, crf: int = 23, preset: str = "medium") -> None:
-        self.fps, self.crf, self.preset = fps, crf, preset
+    def __init__(
+        self, fps: float, crf: int = 23, preset: str = "medium", codec: str = "libx264"
+    ) -> None:
+        if codec not in ("libx264", "mpeg4"):
+            raise ValueError(f"codec must be libx264 or mpeg4, got {codec!r}")
+        self.fps, self.crf, self.preset, self.codec = fps, crf, preset, codec
         self.buffer = io.BytesIO()
         self.container: Any = None
         self.stream: Any = None
@@ -954,7 +1003,9 @@ class VideoEncoder:
             self.container = av.open(self.buffer, mode="w", format="mp4")
             rate = Fraction(self.fps).limit_denominator(1001)
             options = {"crf": str(self.crf), "preset": self.preset, "x264-params": _X264_PARAMS}
-            self.stream = self.container.add_stream("libx264", rate=rate, options=options)
+            if self.codec == "mpeg4":
+                options = {"qscale": "2"}
+            self.stream = self.container.add_stream(self.codec, rate=rate, options=options)
             self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
             self.stream.codec_context.thread_count = 1
         elif (height, width) != self.size:
