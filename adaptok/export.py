@@ -136,10 +136,14 @@ def _recipe(checkpoint: Mapping[str, Any], source: Path) -> list[str]:
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     official = checkpoint.get("adaptok_official")
     if isinstance(official, Mapping):
+        generator = {
+            "frame_prediction": ", AR frame-prediction generator on Kinetics-600 annotations",
+            "class_conditional": ", class-conditional AR generator on UCF-101 annotations",
+        }.get(str(official.get("generator_task")), "")
         return [
             "Trained by the AdapTok authors with their code (VisionXLab/AdapTok): tokenizer on "
             "Kinetics-600 + UCF-101 with block-wise tail dropping, scorer on online LPIPS "
-            "labels, AR generator on UCF-101 annotations (arXiv 2505.17011). Converted with "
+            f"labels{generator} (arXiv 2505.17011). Converted with "
             f"`adaptok convert-official` from `{json.dumps(official.get('converted_from'))}`.",
         ]
     lines = [f"- stage: `{hparams.get('_class_path', 'unknown')}`"]
