@@ -13,8 +13,10 @@ between ranks (``rank::world_size``) and then between DataLoader workers, so eve
 produced exactly once over the whole job. Keys handed to :meth:`VideoWindowsDataModule.exclude_keys`
 (windows a previous, interrupted run has already written) are not decoded again.
 
-Bad data is skipped and counted by reason (corrupt video, too short, bad metadata); the counts
-travel in each batch under ``"skipped"``.
+The windows come from the shared :class:`~adaptok.data.shard_stream.ShardStream` (one ordered
+pass; tar grouping, shard split and skip reports as for the clip and token streams). Bad data
+is skipped and counted by reason (corrupt video, too short, bad metadata); the counts travel
+in each batch under ``"skipped"``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
+from adaptok.data.shard_stream import Decode, ShardStream
 from adaptok.data.shards import resolve_shards
+from adaptok.data.skips import REPORT_KEY, SkipSample, SkipTracker, merge_reports
+from adaptok.data.tar_samples import PROBLEM_KEY
 from adaptok.data.video_io import (
     VIDEO_SUFFIXES,
     VideoDecodeError,
@@ -84,10 +88,6 @@ def window_starts(
     return list(range(0, total_frames - span + 1, stride))
 
 
-class _Skip(Exception):
-    """A source video skipped whole, with the reason it is counted under."""
-
-
 @dataclass
 class _DecodedVideo:
     """The decoded, resized and cropped frames of one source video and its windows to cut.
@@ -109,8 +109,11 @@ class _DecodedVideo:
     class_name: str
 
 
-class VideoWindowsDataset(IterableDataset):
+class VideoWindowsDataset(ShardStream):
     """Iterates the windows of the videos in ``shards`` (one pass, fixed order).
+
+    Each window dict also carries ``skipped``, a skip report (see :class:`ShardStream`); a
+    worker without windows sends its counts in one report-only item.
 
     Args:
         shards: Shard URLs (already resolved).
@@ -137,41 +140,54 @@ class VideoWindowsDataset(IterableDataset):
         exclude: Iterable[str] = (),
         class_names: Sequence[str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            shards,
+            "ordered",
+            rank=rank,
+            world_size=world_size,
+            max_consecutive_skips=None,
+            split="predict",
+        )
         self.class_names = None if class_names is None else [str(n) for n in class_names]
         self.shards = list(shards)
         self.num_frames, self.stride, self.frame_stride = num_frames, stride, frame_stride
         self.resolution = resolution
-        self.rank, self.world_size = rank, world_size
         self.exclude = frozenset(exclude)
-        self.pending: Counter = Counter()
 
-    def _own_shards(self) -> list[str]:
-        mine = self.shards[self.rank :: self.world_size]
-        info = get_worker_info()
-        if info is None:
-            return mine
-        return mine[info.id :: info.num_workers]
+    def pass_decoder(self, worker: int) -> Decode:
+        """Decode a video once (eagerly, so its errors are counted), then cut its windows."""
 
-    def _decode(self, sample: dict[str, Any]) -> _DecodedVideo | None:
+        def decode(sample: dict[str, Any], tracker: SkipTracker) -> Iterator[dict[str, Any]]:
+            decoded = self._decode(sample, tracker)
+            if decoded is None:
+                return iter(())
+            # Windows are cut one at a time: with stride 1 a video has ~T_video of them.
+            return (self._window(decoded, start) for start in decoded.starts)
+
+        return decode
+
+    def _decode(self, sample: dict[str, Any], tracker: SkipTracker) -> _DecodedVideo | None:
         """Decode the frames every remaining window of one source video needs (None: all done).
 
         Raises:
-            _Skip: missing or corrupt video, bad metadata, too short for one window.
+            SkipSample: Missing or corrupt video, bad metadata, too short for one window, or a
+                key repeated in its shard.
         """
         video = next((sample[s] for s in VIDEO_SUFFIXES if s in sample), None)
         if video is None:
-            raise _Skip("missing video")
+            raise SkipSample("missing video")
+        if PROBLEM_KEY in sample:
+            raise SkipSample(str(sample[PROBLEM_KEY]))
         try:
             meta = json.loads(sample["json"]) if "json" in sample else {}
             if not isinstance(meta, dict):
                 raise ValueError("metadata is not a JSON object")
             label, class_name = int(meta.get("label", -1)), str(meta.get("class_name", ""))
         except (ValueError, TypeError, UnicodeDecodeError) as error:
-            raise _Skip("bad metadata") from error
+            raise SkipSample("bad metadata") from error
         if self.class_names is not None:
             if class_name not in self.class_names:
-                raise _Skip("unknown class")
+                raise SkipSample("unknown class")
             label = self.class_names.index(class_name)
         source = str(sample["__key__"])
         stream = stored_stream(meta)
@@ -188,13 +204,16 @@ class VideoWindowsDataset(IterableDataset):
                     return None
                 frames = decode_video(video, needed, output_size=resize, stream=stream)
             except VideoTruncatedError as error:  # a header count the video contradicts
-                self._count("metadata frame count above the decoded frames (windows re-planned)")
+                tracker.count(
+                    "metadata frame count above the decoded frames (windows re-planned)",
+                    sample.get("__url__"),
+                )
                 starts, needed = self._plan(source, error.decoded)
                 if not starts:
                     return None
                 frames = decode_video(video, needed, output_size=resize, stream=stream)
         except VideoDecodeError as error:
-            raise _Skip("corrupt video") from error
+            raise SkipSample("corrupt video") from error
         top, left = (height - self.resolution) // 2, (width - self.resolution) // 2
         frames = frames[:, top : top + self.resolution, left : left + self.resolution]
         return _DecodedVideo(
@@ -210,11 +229,11 @@ class VideoWindowsDataset(IterableDataset):
         """Window starts still to produce and the frames they need.
 
         Raises:
-            _Skip: ``too short`` for one window.
+            SkipSample: ``too short`` for one window.
         """
         starts = window_starts(total, self.num_frames, self.stride, self.frame_stride)
         if not starts:
-            raise _Skip("too short")
+            raise SkipSample("too short")
         starts = [s for s in starts if window_key(source, s) not in self.exclude]
         offsets = self.frame_stride * np.arange(self.num_frames)
         return starts, sorted({int(s + o) for s in starts for o in offsets})
@@ -232,63 +251,21 @@ class VideoWindowsDataset(IterableDataset):
             "window_start": int(start),
         }
 
-    def _count(self, reason: str) -> None:
-        self.pending[reason] += 1
-
-    def _drain(self) -> dict[str, int]:
-        counts, self.pending = dict(self.pending), Counter()
-        return counts
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        def on_bad_shard(error: Exception) -> bool:
-            self._count(f"unreadable shard ({type(error).__name__})")
-            return True
-
-        samples = wds.DataPipeline(
-            wds.SimpleShardList(self._own_shards()), wds.tarfile_to_samples(handler=on_bad_shard)
-        )
-        held: dict[str, Any] | None = None
-        for sample in samples:
-            try:
-                decoded = self._decode(sample)
-            except _Skip as skip:
-                self._count(str(skip))
-                continue
-            except Exception as error:  # bad data must never kill a worker
-                self._count(f"unreadable sample ({type(error).__name__})")
-                continue
-            if decoded is None:
-                continue
-            # Windows are cut one at a time: with stride 1 a video has ~T_video of them.
-            for start in decoded.starts:
-                window = self._window(decoded, start)
-                if held is not None:
-                    held["skipped"] = self._drain()
-                    yield held
-                held = window
-        if held is not None:
-            held["skipped"] = self._drain()
-            yield held
-        elif self.pending:
-            # Nothing was produced at all: still report why (as an empty marker sample).
-            yield {"skipped": self._drain()}
-
 
 def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch window dicts.
 
     Gives ``video`` (B, C, T, H, W) float32 in [0, 1], ``label`` (B,) long, ``window_start``
-    (B,) long, ``key``/``source_key``/``class_name`` lists and the summed ``skipped``.
+    (B,) long, ``key``/``source_key``/``class_name`` lists and ``skipped``, the skip counts
+    (reason -> n) of the items' reports.
 
-    Marker samples that only carry skip counts (a worker that produced no window) add their
-    counts and nothing else; a batch of markers only has ``video`` of shape (0,).
+    Report-only items (a worker's counts left after its last window) add their counts and
+    nothing else; a batch of those only has ``video`` of shape (0,).
     """
-    skipped: Counter = Counter()
-    for sample in samples:
-        skipped.update(sample.get("skipped", {}))
+    skipped = merge_reports([s.get(REPORT_KEY) or {} for s in samples])["skipped"]
     real = [s for s in samples if "video" in s]
     if not real:
-        return {"video": torch.zeros(0), "key": [], "skipped": dict(skipped)}
+        return {"video": torch.zeros(0), "key": [], "skipped": skipped}
     video = torch.stack([s["video"] for s in real]).float().div_(255.0)
     return {
         "video": video,
@@ -297,7 +274,7 @@ def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "label": torch.tensor([s["label"] for s in real], dtype=torch.long),
         "class_name": [s["class_name"] for s in real],
         "window_start": torch.tensor([s["window_start"] for s in real], dtype=torch.long),
-        "skipped": dict(skipped),
+        "skipped": skipped,
     }
 
 

@@ -29,9 +29,9 @@ ClipLoader = ShardLoader
 class ClipStream(ShardStream):
     """Clips of one split for the current epoch (see :meth:`set_epoch`).
 
-    Each output is a :class:`~adaptok.data.clips.ClipDecoder` clip plus ``skipped``: the skip
-    report since the previous output. When skips are left after the last clip of a worker,
-    a report-only item ends the stream so the counts still reach the main process.
+    Each output is a :class:`~adaptok.data.clips.ClipDecoder` clip plus ``skipped``, a skip
+    report (see :class:`~adaptok.data.shard_stream.ShardStream`); a worker without clips
+    sends its counts in a report-only item, so they still reach the main process.
 
     Args:
         urls: Resolved shard URLs.

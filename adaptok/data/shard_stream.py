@@ -10,9 +10,11 @@ the same for video clips, annotation windows and token sequences:
 3. an optional shuffle buffer (:meth:`ShardStream.shuffle`);
 4. the subclass's decoding (:meth:`ShardStream.pass_decoder`): a raw sample becomes zero or
    more items, or raises :class:`~adaptok.data.skips.SkipSample`, counted by reason;
-5. the skip report since the previous item attached to every item
-   (:data:`~adaptok.data.skips.REPORT_KEY`), a report-only item at the end when counts are
-   left, and an optional cap of items per worker.
+5. skip reports in band: each item is held until the next one is ready and then carries the
+   counts since the item before it (:data:`~adaptok.data.skips.REPORT_KEY`), the last item
+   the counts left, so a worker's counts reach the main process without extra batches (a
+   worker that produces nothing sends one report-only item); an optional cap of items per
+   worker ends a resampled pass.
 
 Every random choice is seeded by ``(seed, epoch, rank, worker)``, so a pass is a pure function
 of its epoch number. :class:`ShardLoader` is the DataLoader that sets that epoch before each
@@ -65,8 +67,8 @@ class ShardStream(IterableDataset):
 
     Subclasses implement :meth:`pass_decoder`; they may override :meth:`shard_order` and
     :meth:`shuffle` where their data is read with other seeds. Each output is an item plus
-    :data:`~adaptok.data.skips.REPORT_KEY`, the skip report since the previous output; when
-    skips are left after the last item of a worker, a report-only item ends the stream.
+    :data:`~adaptok.data.skips.REPORT_KEY`, a skip report (see the module docstring); a
+    worker without items sends its counts in one report-only item.
 
     Args:
         urls: Resolved shard URLs.
@@ -150,7 +152,8 @@ class ShardStream(IterableDataset):
         if self.shuffle_buffer > 1:
             samples = self.shuffle(samples, worker)
         decode = self.pass_decoder(worker)
-        produced = 0
+        cap = self.samples_per_worker
+        produced, held = 0, None
         for sample in samples:
             url = sample.get("__url__")
             try:
@@ -163,14 +166,20 @@ class ShardStream(IterableDataset):
                 continue
             for item in items:
                 tracker.success()
-                item[REPORT_KEY] = tracker.drain()
-                yield item
+                if held is not None:  # each item is held until the next is ready
+                    held[REPORT_KEY] = tracker.drain()
+                    yield held
+                held = item
                 produced += 1
-                if self.samples_per_worker is not None and produced >= self.samples_per_worker:
+                if cap is not None and produced >= cap:
                     break
-            if self.samples_per_worker is not None and produced >= self.samples_per_worker:
+            if cap is not None and produced >= cap:
                 break
-        if tracker.has_pending():
+        # The last item takes the counts left; a worker without items reports them alone.
+        if held is not None:
+            held[REPORT_KEY] = tracker.drain()
+            yield held
+        elif tracker.has_pending():
             yield {REPORT_ONLY_KEY: True, REPORT_KEY: tracker.drain()}
 
 
