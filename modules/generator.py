@@ -6,20 +6,25 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
 from adaptok.nn.generator import ARGenerator
 from adaptok.nn.sampling import BudgetRule, SampleOutput, sample
-from adaptok.nn.tokenizer import AdapTokTokenizer
 from adaptok.schedules import WarmupCosineLR
-from modules.loading import frozen_tokenizer
+from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["GeneratorModule"]
 
+_OPTIMIZER_KEYS = ("lr", "betas", "weight_decay")
+"""Older init arguments that set the default optimizer (``optimizer`` replaces them)."""
+_SCHEDULE_KEYS = ("warmup_steps", "total_steps", "min_lr_ratio")
+"""Older init arguments that set the default schedule (``scheduler`` replaces them)."""
 
-class GeneratorModule(LightningModule):
+
+class GeneratorModule(StageModule):
     """Next-token training of an `ARGenerator`, sampling, and decoding through the tokenizer.
 
     Batches come from `datamodules.TokenShardsDataModule` (see
@@ -32,10 +37,15 @@ class GeneratorModule(LightningModule):
     stored in this module's checkpoint (its spec as the `tokenizer_spec` hyperparameter, its
     weights under `tokenizer.`), so a generator checkpoint describes itself.
 
-    Optimisation (docs/METHOD.md section 5.6): AdamW, betas (0.9, 0.95), weight decay on
-    the weights of linear layers only (embeddings, positions and norms are not decayed),
-    linear warm-up then cosine decay to `min_lr_ratio` of the rate, stepped every
-    optimizer step; `total_steps` defaults to the trainer's estimated stepping batches.
+    Optimisation (docs/METHOD.md section 5.6): two parameter groups, the weights of linear
+    layers and the rest (embeddings, positions and norms), the second with `weight_decay`
+    0; by default AdamW at lr 6e-4, betas (0.9, 0.95), weight decay 0.05, and
+    `adaptok.schedules.WarmupCosineLR` (no warm-up, cosine decay to 0.01 of the rate over
+    the trainer's estimated stepping batches), stepped every optimizer step. A YAML states
+    them as `optimizer:` (e.g. `torch.optim.AdamW` with `lr`, `betas`, `weight_decay`) and
+    `scheduler:` (`adaptok.schedules.WarmupCosineLR` with `warmup_steps`, `total_steps`,
+    `min_lr_ratio`); the optimizer receives both groups and its `weight_decay` applies to the
+    first.
 
     Args:
         generator: The AR network; its K, M and codebook must match the tokenizer's.
@@ -49,20 +59,30 @@ class GeneratorModule(LightningModule):
             the smallest; grid mode closes blocks only at these. None: 1..M.
         condition_frames: Frame prediction: frames of the condition clip (paper 5), the last
             repeated to the clip length before encoding.
-        lr: Peak learning rate (paper 6e-4 at global batch 64).
-        betas: AdamW betas (paper (0.9, 0.95)).
-        weight_decay: On linear weights only (paper 0.05).
-        warmup_steps: Optimizer steps of linear warm-up.
-        total_steps: Step where the cosine ends (None: the trainer's estimate).
-        min_lr_ratio: Final rate as a fraction of `lr` (paper 0.01).
+        optimizer: Optimizer factory, given the two parameter groups (None: AdamW, lr 6e-4
+            (the paper's, at global batch 64), betas (0.9, 0.95), weight decay 0.05).
+        scheduler: LR schedule factory, stepped every optimizer step (None: warm-up then
+            cosine, `WarmupCosineLR(warmup_steps=0, min_lr_ratio=0.01)` over the run).
         temperature: Default sampling temperature (paper 1.0).
         top_k: Default top-k (None: off; paper off).
         top_p: Default nucleus mass (None: off; paper off).
         cfg_scale: Default guidance scale (None: no guidance; LARP used 1.25).
+        lr: Older checkpoints' setting of the default optimizer's peak rate, read only when
+            `optimizer` is unset; likewise `betas` and `weight_decay`. State `optimizer`
+            instead.
+        betas: Older setting, see `lr`.
+        weight_decay: Older setting, see `lr`.
+        warmup_steps: Older checkpoints' setting of the default schedule, read only when
+            `scheduler` is unset; likewise `total_steps` (None: the trainer's estimate) and
+            `min_lr_ratio`. State `scheduler` instead.
+        total_steps: Older setting, see `warmup_steps`.
+        min_lr_ratio: Older setting, see `warmup_steps`.
 
     Raises:
         ValueError: When the generator and the tokenizer disagree, or on bad settings.
     """
+
+    frozen_parts = ("tokenizer",)
 
     def __init__(
         self,
@@ -72,23 +92,32 @@ class GeneratorModule(LightningModule):
         budgets: list[float] | None = None,
         candidate_lengths: list[int] | None = None,
         condition_frames: int = 5,
-        lr: float = 6e-4,
-        betas: tuple[float, float] = (0.9, 0.95),
-        weight_decay: float = 0.05,
-        warmup_steps: int = 0,
-        total_steps: int | None = None,
-        min_lr_ratio: float = 0.01,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
         cfg_scale: float | None = None,
+        lr: float | None = None,
+        betas: tuple[float, float] | None = None,
+        weight_decay: float | None = None,
+        warmup_steps: int | None = None,
+        total_steps: int | None = None,
+        min_lr_ratio: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         self.save_hyperparameters()
-        self.tokenizer: AdapTokTokenizer
-        self.tokenizer, self.hparams["tokenizer_spec"] = frozen_tokenizer(
-            tokenizer_ckpt, tokenizer_spec
-        )
+        self.attach_frozen_tokenizer(tokenizer_ckpt, tokenizer_spec)
+        for name, keys, factory in (
+            ("optimizer", _OPTIMIZER_KEYS, optimizer),
+            ("scheduler", _SCHEDULE_KEYS, scheduler),
+        ):
+            older = [key for key in keys if self.hparams[key] is not None]
+            if factory is not None and older:
+                rank_zero_warn(
+                    f"GeneratorModule: {', '.join(older)} ignored because `{name}` is given "
+                    f"(they shape only the default {name}; state them in `{name}`)"
+                )
         tokenizer_sizes = (
             self.tokenizer.num_blocks,
             self.tokenizer.tokens_per_block,
@@ -222,11 +251,8 @@ class GeneratorModule(LightningModule):
         self.log("test/accuracy", accuracy, sync_dist=True, batch_size=size)
 
     @override
-    def on_train_epoch_start(self) -> None:
-        self.tokenizer.eval()
-
-    @override
-    def configure_optimizers(self) -> Any:
+    def optimizer_parameters(self) -> OptimizerParameters:
+        """Two unnamed groups: linear weights (decayed) and the rest (`weight_decay` 0)."""
         decay, no_decay = [], []
         linear_weights = {
             id(m.weight) for m in self.generator.modules() if isinstance(m, nn.Linear)
@@ -234,27 +260,27 @@ class GeneratorModule(LightningModule):
         for parameter in self.generator.parameters():
             if parameter.requires_grad:
                 (decay if id(parameter) in linear_weights else no_decay).append(parameter)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    @override
+    def default_optimizer(self, parameters: OptimizerParameters) -> torch.optim.Optimizer:
+        hparams = self.hparams
+        return torch.optim.AdamW(
+            parameters,
+            lr=6e-4 if hparams.lr is None else hparams.lr,
+            betas=(0.9, 0.95) if hparams.betas is None else tuple(hparams.betas),
+            weight_decay=0.05 if hparams.weight_decay is None else hparams.weight_decay,
         )
-        total = self.hparams.total_steps
-        if total is None:
-            total = int(self.trainer.estimated_stepping_batches)
-        scheduler = WarmupCosineLR(
+
+    @override
+    def default_scheduler(self, optimizer: torch.optim.Optimizer) -> WarmupCosineLR:
+        hparams = self.hparams
+        return WarmupCosineLR(
             optimizer,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=max(total, 1),
-            min_lr_ratio=self.hparams.min_lr_ratio,
+            warmup_steps=0 if hparams.warmup_steps is None else hparams.warmup_steps,
+            total_steps=hparams.total_steps,
+            min_lr_ratio=0.01 if hparams.min_lr_ratio is None else hparams.min_lr_ratio,
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
     # ------------------------------------------------------------------------ generation
     @torch.no_grad()

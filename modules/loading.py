@@ -337,7 +337,8 @@ def _frozen_metric_prefixes(module: nn.Module) -> list[str]:
 def drop_frozen_metric_weights(module: nn.Module, checkpoint: dict[str, Any]) -> None:
     """Remove the weights of ``module``'s frozen metric networks from ``checkpoint`` (in place).
 
-    Call from ``on_save_checkpoint``; pair with :func:`restore_frozen_metric_weights`.
+    Called from ``on_save_checkpoint`` (:class:`modules.stage.StageModule` does); pair with
+    :func:`restore_frozen_metric_weights`.
     """
     prefixes = tuple(_frozen_metric_prefixes(module))
     if prefixes:
@@ -349,8 +350,9 @@ def drop_frozen_metric_weights(module: nn.Module, checkpoint: dict[str, Any]) ->
 def restore_frozen_metric_weights(module: nn.Module, checkpoint: dict[str, Any]) -> None:
     """Put ``module``'s current frozen metric weights into ``checkpoint`` (in place).
 
-    Call from ``on_load_checkpoint`` so strict loading finds every key; the weights are the
-    ones the module was just built with (from the weight cache).
+    Called from ``on_load_checkpoint`` (:class:`modules.stage.StageModule` does) so strict
+    loading finds every key; the weights are the ones the module was just built with (from
+    the weight cache).
     """
     prefixes = tuple(_frozen_metric_prefixes(module))
     if not prefixes:

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from scipy.stats import spearmanr
 from typing_extensions import override
@@ -16,18 +15,13 @@ from adaptok.distributed import gather_rows
 from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_block_costs
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tail_drop import TailDropSampler
-from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
-from adaptok.schedules import fill_total_steps
-from modules.loading import (
-    drop_frozen_metric_weights,
-    frozen_tokenizer,
-    restore_frozen_metric_weights,
-)
+from adaptok.nn.tokenizer import TokenizerEncoding
+from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["ScorerModule"]
 
 
-class ScorerModule(LightningModule):
+class ScorerModule(StageModule):
     """Learns to predict each block's reconstruction cost for every candidate length.
 
     Each step (docs/METHOD.md section 3): encode the clip with the frozen tokenizer; draw random
@@ -50,10 +44,12 @@ class ScorerModule(LightningModule):
         target_std: Std used to z-normalise labels (paper, LPIPS: 0.0762).
         context_drop: Sampler of the context lengths (default: the paper's truncated normal,
             scaled to the tokenizer's tokens per block).
-        optimizer: Optimizer factory (default AdamW lr 1e-4).
-        scheduler: LR schedule stepped every batch.
+        optimizer: Optimizer factory (default AdamW lr 1e-4, weight decay 0.01).
+        scheduler: LR schedule stepped every batch (default: none, a constant rate).
         lpips_net: LPIPS backbone for ``metric='lpips'``.
     """
+
+    frozen_parts = ("tokenizer", "quality")
 
     def __init__(
         self,
@@ -68,12 +64,9 @@ class ScorerModule(LightningModule):
         lpips_net: str = "vgg",
         tokenizer_spec: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         self.save_hyperparameters()
-        self.tokenizer: AdapTokTokenizer
-        self.tokenizer, self.hparams["tokenizer_spec"] = frozen_tokenizer(
-            tokenizer_ckpt, tokenizer_spec
-        )
+        self.attach_frozen_tokenizer(tokenizer_ckpt, tokenizer_spec)
         if (scorer.num_blocks, scorer.tokens_per_block) != (
             self.tokenizer.num_blocks,
             self.tokenizer.tokens_per_block,
@@ -97,8 +90,6 @@ class ScorerModule(LightningModule):
         self.context_drop = context_drop or TailDropSampler(
             mean=tokens / 2, std=tokens / 4, min_tokens=max(1, tokens // 16), max_tokens=tokens
         )
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self._val_predictions: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
 
@@ -153,33 +144,12 @@ class ScorerModule(LightningModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     @override
-    def configure_optimizers(self) -> Any:
-        params = [p for p in self.scorer.parameters() if p.requires_grad]
-        factory = self.optimizer_factory or (
-            lambda p: torch.optim.AdamW(p, lr=1e-4, weight_decay=0.01)
-        )
-        optimizer = factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        fill_total_steps(scheduler, self.trainer.estimated_stepping_batches)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+    def optimizer_parameters(self) -> OptimizerParameters:
+        return [p for p in self.scorer.parameters() if p.requires_grad]
 
     @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        drop_frozen_metric_weights(self, checkpoint)
-
-    @override
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        restore_frozen_metric_weights(self, checkpoint)
-
-    @override
-    def on_train_epoch_start(self) -> None:
-        self.tokenizer.eval()
-        self.quality.eval()
+    def default_optimizer(self, parameters: OptimizerParameters) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0.01)
 
     @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

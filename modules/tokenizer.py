@@ -11,7 +11,6 @@ import math
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
@@ -23,13 +22,12 @@ from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer
 from adaptok.pretrained import initialise_tokenizer
 from adaptok.provenance import shard_fingerprint
-from adaptok.schedules import fill_total_steps
-from modules.loading import drop_frozen_metric_weights, restore_frozen_metric_weights
+from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["TokenizerModule"]
 
 
-class TokenizerModule(LightningModule):
+class TokenizerModule(StageModule):
     """Manual optimisation of the tokenizer (generator) and the loss's discriminator.
 
     Args:
@@ -72,7 +70,7 @@ class TokenizerModule(LightningModule):
         prior_lr_mult: float = 1.0,
         init_weights: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         if not prior_lr_mult > 0:
             raise ValueError(f"prior_lr_mult must be > 0, got {prior_lr_mult}")
         self.save_hyperparameters()
@@ -80,9 +78,7 @@ class TokenizerModule(LightningModule):
         self.tokenizer = tokenizer
         self.loss = loss
         self.tail_drop = tail_drop
-        self.optimizer_factory = optimizer
         self.disc_optimizer_factory = disc_optimizer
-        self.scheduler_factory = scheduler
         self.disc_scheduler_factory = disc_scheduler
         self.grad_clip_norm = grad_clip_norm
         tokenizer.check_lengths(
@@ -94,15 +90,7 @@ class TokenizerModule(LightningModule):
         # Batches trained so far; global_step counts optimizer steps (2 per batch with G + D).
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
 
-    # ------------------------------------------------------------------ checkpoints
-    @override
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        drop_frozen_metric_weights(self, checkpoint)
-
-    @override
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        restore_frozen_metric_weights(self, checkpoint)
-
+    # ------------------------------------------------------------------ initial weights
     @override
     def on_fit_start(self) -> None:
         if self.init_weights is None or self.trainer.ckpt_path is not None:
@@ -130,7 +118,8 @@ class TokenizerModule(LightningModule):
         disc_ids = {id(p) for p in disc.parameters()} if disc is not None else set()
         return [p for p in self.parameters() if p.requires_grad and id(p) not in disc_ids]
 
-    def _generator_groups(self) -> list[dict[str, Any]]:
+    @override
+    def optimizer_parameters(self) -> OptimizerParameters:
         """Generator parameter groups: one, or with a prior ``main`` and ``prior`` (its own lr)."""
         parameters = self._generator_parameters()
         prior = self.tokenizer.prior
@@ -143,31 +132,30 @@ class TokenizerModule(LightningModule):
         ]
 
     @override
-    def configure_optimizers(self) -> Any:
-        def default(params: Any, lr: float) -> torch.optim.Optimizer:
-            return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
+    def default_optimizer(self, parameters: OptimizerParameters) -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=1e-4, betas=(0.5, 0.9))
 
-        make_g = self.optimizer_factory or (lambda p: default(p, 1e-4))
-        opt_g = make_g(self._generator_groups())
+    @staticmethod
+    def default_disc_optimizer(parameters: OptimizerParameters) -> torch.optim.Optimizer:
+        """The discriminator's optimizer when ``disc_optimizer`` is unset."""
+        return torch.optim.Adam(parameters, lr=3e-5, betas=(0.5, 0.9))
+
+    @override
+    def configure_optimizers(self) -> Any:
+        make_g = self.optimizer_factory or self.default_optimizer
+        opt_g = make_g(self.optimizer_parameters())
         for group in opt_g.param_groups:  # before the schedules record their initial lr
             if group.get("name") == "prior":
                 group["lr"] = opt_g.defaults["lr"] * self.prior_lr_mult
         optimizers = [opt_g]
-        schedulers = []
-        if self.scheduler_factory is not None:
-            # stepped once per batch (generator steps): the trainer's estimate counts them
-            scheduler = self.scheduler_factory(opt_g)
-            fill_total_steps(scheduler, self.trainer.estimated_stepping_batches)
-            schedulers.append({"scheduler": scheduler, "interval": "step"})
+        # stepped once per batch (generator steps): the trainer's estimate counts them
+        schedules = [self.step_schedule(opt_g, self.scheduler_factory)]
         if self.loss.discriminator is not None:
-            make_d = self.disc_optimizer_factory or (lambda p: default(p, 3e-5))
+            make_d = self.disc_optimizer_factory or self.default_disc_optimizer
             opt_d = make_d(list(self.loss.discriminator.parameters()))
             optimizers.append(opt_d)
-            if self.disc_scheduler_factory is not None:
-                disc_scheduler = self.disc_scheduler_factory(opt_d)
-                fill_total_steps(disc_scheduler, self.trainer.estimated_stepping_batches)
-                schedulers.append({"scheduler": disc_scheduler, "interval": "step"})
-        return optimizers, schedulers
+            schedules.append(self.step_schedule(opt_d, self.disc_scheduler_factory))
+        return optimizers, [schedule for schedule in schedules if schedule is not None]
 
     def _as_list(self, value: Any) -> list[Any]:
         if value is None:

@@ -1,0 +1,185 @@
+"""StageModule: what the training stages (tokenizer, scorer, generator) have in common.
+
+Each stage is a LightningModule that
+
+- saves checkpoints without its frozen metric networks (LPIPS, I3D) and puts them back from
+  the freshly built module when loading (:func:`modules.loading.drop_frozen_metric_weights`);
+- may hold a frozen parent tokenizer, read from the tokenizer stage's checkpoint on the first
+  run and rebuilt from the spec in its own checkpoint afterwards (``tokenizer_spec``);
+- keeps its frozen parts in eval mode while training (Lightning switches the whole module to
+  train mode at every epoch);
+- builds its optimizer from an ``OptimizerCallable`` (``optimizer:`` in the YAML, or the
+  stage's default) and its learning-rate schedule from an ``LRSchedulerCallable``
+  (``scheduler:``), stepped every optimizer step; a schedule left without ``total_steps``
+  (``adaptok.schedules.WarmupCosineLR``) gets the trainer's estimate of the run's steps.
+
+A stage names its trainable parameters (:meth:`StageModule.optimizer_parameters`), its default
+optimizer (:meth:`StageModule.default_optimizer`) and, if it has one, its default schedule
+(:meth:`StageModule.default_scheduler`); :meth:`StageModule.configure_optimizers` does the
+rest. A stage with several optimizers (the tokenizer's generator and discriminator) overrides
+``configure_optimizers`` and calls :meth:`StageModule.step_schedule` for each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from typing_extensions import override
+
+from adaptok.nn.tokenizer import AdapTokTokenizer
+from adaptok.schedules import fill_total_steps
+from modules.loading import (
+    drop_frozen_metric_weights,
+    frozen_tokenizer,
+    restore_frozen_metric_weights,
+)
+
+__all__ = ["OptimizerParameters", "StageModule"]
+
+OptimizerParameters = list[torch.nn.Parameter] | list[dict[str, Any]]
+"""What an optimizer factory receives: parameters, or parameter groups (dicts with ``params``)."""
+
+
+class StageModule(LightningModule):
+    """Base of the training stages: checkpoints, frozen parent, optimizer and schedule.
+
+    Subclasses call ``super().__init__(optimizer, scheduler)`` and then
+    ``self.save_hyperparameters()`` in their own ``__init__``.
+
+    Args:
+        optimizer: Optimizer factory, called with :meth:`optimizer_parameters`; ``None``: the
+            stage's :meth:`default_optimizer`.
+        scheduler: Learning-rate schedule factory, called with the optimizer and stepped
+            every optimizer step; ``None``: the stage's :meth:`default_scheduler` (no schedule
+            unless the stage has one).
+
+    Attributes:
+        frozen_parts: Names of the submodules put back into eval mode at the start of every
+            training epoch (a frozen parent network, metric networks).
+        tokenizer: The stage's tokenizer (trained by the tokenizer stage, a frozen parent of
+            the later ones).
+    """
+
+    frozen_parts: tuple[str, ...] = ()
+    tokenizer: AdapTokTokenizer
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    # ------------------------------------------------------------------ frozen parent
+    def attach_frozen_tokenizer(
+        self, tokenizer_ckpt: str | None, tokenizer_spec: Mapping[str, Any] | None
+    ) -> AdapTokTokenizer:
+        """Hold the frozen parent tokenizer as ``self.tokenizer`` and record its spec.
+
+        Call after ``save_hyperparameters``: the spec goes into the ``tokenizer_spec``
+        hyperparameter, so the stage's checkpoint rebuilds the tokenizer without the file
+        ``tokenizer_ckpt`` names (see :func:`modules.loading.frozen_tokenizer`).
+
+        Args:
+            tokenizer_ckpt: A stage checkpoint holding the tokenizer (first training run).
+            tokenizer_spec: The spec saved in this stage's own checkpoint (restoring); wins
+                over ``tokenizer_ckpt``.
+
+        Returns:
+            AdapTokTokenizer: The frozen tokenizer (also ``self.tokenizer``).
+
+        Raises:
+            ValueError: Neither argument is given.
+        """
+        tokenizer, self.hparams["tokenizer_spec"] = frozen_tokenizer(tokenizer_ckpt, tokenizer_spec)
+        self.tokenizer = tokenizer
+        return tokenizer
+
+    @override
+    def on_train_epoch_start(self) -> None:
+        for name in self.frozen_parts:
+            getattr(self, name).eval()
+
+    # ------------------------------------------------------------------ checkpoints
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        drop_frozen_metric_weights(self, checkpoint)
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen_metric_weights(self, checkpoint)
+
+    # ------------------------------------------------------------------ optimisation
+    def optimizer_parameters(self) -> OptimizerParameters:
+        """What the (first) optimizer trains: parameters or parameter groups.
+
+        Returns:
+            OptimizerParameters: Given to the optimizer factory as its only argument.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not name its parameters")
+
+    def default_optimizer(self, parameters: OptimizerParameters) -> torch.optim.Optimizer:
+        """The optimizer used when the ``optimizer`` argument is unset.
+
+        Args:
+            parameters: From :meth:`optimizer_parameters`.
+
+        Returns:
+            torch.optim.Optimizer: The stage's default optimizer.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no default optimizer")
+
+    def default_scheduler(
+        self, optimizer: torch.optim.Optimizer
+    ) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """The schedule used when the ``scheduler`` argument is unset (default: none).
+
+        Args:
+            optimizer: The optimizer to schedule.
+
+        Returns:
+            torch.optim.lr_scheduler.LRScheduler | None: A schedule stepped every optimizer
+            step, or ``None`` for a constant learning rate.
+        """
+        return None
+
+    def step_schedule(
+        self, optimizer: torch.optim.Optimizer, factory: LRSchedulerCallable | None
+    ) -> dict[str, Any] | None:
+        """Build a schedule for ``optimizer``, stepped every optimizer step.
+
+        A schedule with ``total_steps=None`` gets the trainer's estimate of the run's
+        optimizer steps (the estimate is asked for only then).
+
+        Args:
+            optimizer: The optimizer to schedule.
+            factory: Builds the schedule from the optimizer; may return ``None``.
+
+        Returns:
+            dict[str, Any] | None: Lightning's ``lr_scheduler`` configuration
+            (``{"scheduler": ..., "interval": "step"}``), or ``None`` without a schedule.
+
+        Raises:
+            ValueError: The schedule needs the run's length and the trainer cannot tell it.
+        """
+        scheduler = None if factory is None else factory(optimizer)
+        if scheduler is None:
+            return None
+        if getattr(scheduler, "total_steps", 0) is None:
+            fill_total_steps(scheduler, self.trainer.estimated_stepping_batches)
+        return {"scheduler": scheduler, "interval": "step"}
+
+    @override
+    def configure_optimizers(self) -> Any:
+        make_optimizer = self.optimizer_factory or self.default_optimizer
+        optimizer = make_optimizer(self.optimizer_parameters())
+        schedule = self.step_schedule(optimizer, self.scheduler_factory or self.default_scheduler)
+        if schedule is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
