@@ -1,4 +1,4 @@
-"""Shard lists of the clip stream: resolving specifications and ordering shards per epoch.
+"""Shard lists of the shard streams: resolving specifications and ordering shards per epoch.
 
 Every order is a pure function of ``(seed, epoch, rank, worker)``, so a resumed run that knows
 its epoch draws the same shards as an uninterrupted one.
