@@ -4,7 +4,7 @@
 videos (``datamodules.VideoWindowsDataModule``) through this module; the
 ``callbacks.AnnotationWriter`` callback writes what it returns as token shards.
 
-Per window (METHOD.md section 5, GENERATOR.md "Annotations"): deterministic (argmax) codes of
+Per window (docs/METHOD.md section 5.4): deterministic (argmax) codes of
 all K blocks x M tokens, the scorer's predicted cost table (K x J, in the metric's units, for the
 full-length context), and the per-block lengths chosen by IPAL at each of P budgets.
 
@@ -29,6 +29,9 @@ fp32).
 from __future__ import annotations
 
 import hashlib
+import re
+import warnings
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -40,7 +43,29 @@ from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 from modules.loading import load_frozen_scorer
 
-__all__ = ["AnnotatorModule", "state_sha256"]
+__all__ = ["AnnotatorModule", "load_scorer_stage", "state_sha256"]
+
+_SAVED_MODULE_NOTE = re.escape("Attribute 'scorer' is an instance of `nn.Module`")
+"""Lightning's note when a LightningModule's hyperparameters hold a network. The scorer stage
+keeps its scorer there on purpose (a checkpoint rebuilds it from them), so the note tells
+someone who loads the stage nothing they can act on."""
+
+
+def load_scorer_stage(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """:func:`modules.loading.load_frozen_scorer` without Lightning's note about the scorer.
+
+    Only that one warning is silenced, and only while loading; every other warning shows.
+
+    Args:
+        path: A scorer stage checkpoint.
+        map_location: Device to load onto.
+
+    Returns:
+        The frozen scorer stage (tokenizer and scorer in eval mode).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SAVED_MODULE_NOTE, category=UserWarning)
+        return load_frozen_scorer(path, map_location=map_location)
 
 
 def state_sha256(module: torch.nn.Module) -> str:
@@ -67,8 +92,8 @@ class AnnotatorModule(LightningModule):
             fraction x M), each in (0, 1]; e.g. ``[0.25, 0.5, 0.75, 1.0]``.
         allocation: ``causal_table`` (the official procedure over each batch: clip totals
             vary with content, lengths depend on the batch), ``per_clip`` (exact knapsack per
-            clip, METHOD 4 with a per-clip budget) or ``streaming`` (causal block-by-block
-            price, run on each clip alone).
+            clip, docs/METHOD.md section 4 with a per-clip budget) or ``streaming`` (causal
+            block-by-block price, run on each clip alone).
         solver: ``fast`` (exact numpy) or ``mip`` (python-mip CBC).
         equality: Spend each clip's budget exactly (IPAL, the paper) rather than at most
             (``per_clip``, ``streaming``; ``causal_table`` spends its rounded block totals
@@ -105,7 +130,7 @@ class AnnotatorModule(LightningModule):
             )
         if not budgets or any(not 0 < float(b) <= 1 for b in budgets):
             raise ValueError(f"budgets must be fractions in (0, 1], got {budgets}")
-        stage = load_frozen_scorer(scorer_ckpt)
+        stage = load_scorer_stage(scorer_ckpt)
         self.tokenizer: AdapTokTokenizer = stage.tokenizer
         self.scorer = stage.scorer
         self.candidate_lengths = [int(x) for x in stage.candidate_lengths]
