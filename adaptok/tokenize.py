@@ -18,8 +18,8 @@ quality figures of every window are kept; the frames are kept only when asked
 (``keep_frames``), and :class:`SideBySideWriter` writes input | reconstruction as the windows
 come (``on_window``).
 
-Allocation (IPAL, docs/METHOD.md section 4; costs predicted by the scorer of section 3) uses :class:`~adaptok.budget_planner.TokenBudgetPlanner` with the
-scorer's predicted costs:
+Allocation (IPAL, docs/METHOD.md section 4; costs predicted by the scorer of section 3) uses
+:class:`~adaptok.budget_planner.TokenBudgetPlanner` with the scorer's predicted costs:
 
 * ``per_clip``: each window gets ``K * budget * M`` tokens, solved exactly per window;
 * ``streaming``: causal, block by block, windows in temporal order, the planner's price per

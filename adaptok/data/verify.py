@@ -3,9 +3,9 @@
 Two kinds of shard are read: video shards (``adaptok-shards``: ``{key}.json`` + a video) and
 token annotation shards (``callbacks.AnnotationWriter``: ``codes.npy``, ``costs.npy``,
 ``lengths.npy``, ``json`` and, for frame prediction, ``cond.npy``; the format is described in
-the docstring of ``callbacks/annotation_writer.py``). A folder may hold both (``data/demo`` after ``make demo``): each
-sample is checked as what it is, so annotation windows are never reported as videos without
-a video.
+the docstring of ``callbacks/annotation_writer.py``). A folder may hold both (``data/demo``
+after ``make demo``): each sample is checked as what it is, so annotation windows are never
+reported as videos without a video.
 """
 
 from __future__ import annotations
