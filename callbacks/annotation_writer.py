@@ -42,6 +42,8 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
+from adaptok.data.sink import ShardSink
+
 __all__ = [
     "AnnotationWriter",
     "annotation_fingerprint",
@@ -161,57 +163,32 @@ class _ShardStats:
         }
 
 
-class _ShardSink:
-    """One rank's current temporary shard; renamed (with its sidecar) when complete."""
+class _AnnotationSink(ShardSink):
+    """One rank's current temporary shard; renamed (with its sidecar) when complete.
+
+    The sidecar ``NAME.keys.json`` (the shard's keys and length statistics, see
+    :func:`read_shard_index`) is written before the tar gets its final name, so a finished
+    shard always has it.
+    """
 
     def __init__(
         self, out_dir: Path, prefix: str, index: int, samples_per_shard: int, info: dict
     ) -> None:
-        self.out_dir, self.prefix, self.index = out_dir, prefix, index
-        self.samples_per_shard = samples_per_shard
+        super().__init__(out_dir, prefix, index, samples_per_shard)
         self.info = info
-        self.archive: tarfile.TarFile | None = None
         self.stats = _ShardStats(info)
-        self.finished: list[Path] = []
 
-    def name(self) -> str:
-        return f"{self.prefix}-{self.index:06d}.tar"
-
-    def temporary(self) -> Path:
-        return self.out_dir / f".{self.name()}.tmp"
-
-    def add(self, key: str, files: dict[str, bytes], lengths: np.ndarray, budgets: list) -> None:
-        if self.archive is None:
-            # Stays open across calls; closed by close() or abandon().
-            self.archive = tarfile.open(  # noqa: SIM115
-                self.temporary(), "w:", format=tarfile.PAX_FORMAT
-            )
-        for extension in sorted(files):
-            info = tarfile.TarInfo(f"{key}.{extension}")
-            info.size, info.mode, info.mtime = len(files[extension]), 0o444, 0
-            self.archive.addfile(info, io.BytesIO(files[extension]))
+    def add_window(
+        self, key: str, files: dict[str, bytes], lengths: np.ndarray, budgets: list
+    ) -> None:
+        """Append one annotated window and count its lengths in the shard's statistics."""
         self.stats.add(key, lengths, budgets)
-        if len(self.stats.keys) >= self.samples_per_shard:
-            self.close()
+        self.add(key, files)
 
-    def close(self) -> None:
-        """Finish the current shard: sidecar first, then the atomic rename of the tar."""
-        if self.archive is None:
-            return
-        self.archive.close()
-        final = self.out_dir / self.name()
+    def _before_rename(self, final: Path) -> None:
         final.with_name(final.name + _SIDECAR).write_text(json.dumps(self.stats.as_dict()))
-        self.temporary().replace(final)
-        self.finished.append(final)
-        self.archive, self.stats = None, _ShardStats(self.info)
-        self.index += 1
 
-    def abandon(self) -> None:
-        """Drop an unfinished shard (its windows are annotated again by the next run)."""
-        if self.archive is not None:
-            self.archive.close()
-            self.archive = None
-        self.temporary().unlink(missing_ok=True)
+    def _reset(self) -> None:
         self.stats = _ShardStats(self.info)
 
 
@@ -337,7 +314,7 @@ class AnnotationWriter(BasePredictionWriter):
         self.progress = progress
         self.summary = summary
         self.on_mismatch = on_mismatch
-        self.sink: _ShardSink | None = None
+        self.sink: _AnnotationSink | None = None
         self.done: set[str] = set()
         self.written = 0
         self.duplicates = 0
@@ -406,7 +383,7 @@ class AnnotationWriter(BasePredictionWriter):
                 path.unlink(missing_ok=True)
                 path.with_name(path.name + _SIDECAR).unlink(missing_ok=True)
         trainer.strategy.barrier("annotation_cleaned")
-        self.sink = _ShardSink(
+        self.sink = _AnnotationSink(
             self.output_dir, prefix, next_index, self.samples_per_shard, self.info
         )
         self.written, self.duplicates = 0, 0
@@ -471,7 +448,8 @@ class AnnotationWriter(BasePredictionWriter):
             if key in self.done:
                 self.duplicates += 1
                 continue
-            self.sink.add(key, self._sample_files(prediction, i), prediction["lengths"][i], budgets)
+            files = self._sample_files(prediction, i)
+            self.sink.add_window(key, files, prediction["lengths"][i], budgets)
             self.done.add(key)
             count += 1
         self.written += count

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from adaptok.data.sink import ShardSink
 from adaptok.data.video_io import (
     LARGE_FRAME_PIXELS,
     ConstantRate,
@@ -67,7 +67,6 @@ PER_FRAME_KEYS = ("frame_complexity",)
 """Metadata lists with one value per frame: sliced together with the frames."""
 
 _SHARD_PATTERN = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{6})\.tar$")
-_TAR_BLOCK = 512
 
 
 @dataclass(frozen=True)
@@ -646,62 +645,9 @@ def _existing_shards(out_dir: Path) -> dict[str, list[Path]]:
     return shards
 
 
-class _ShardSink:
-    """Appends samples of one split to the current temporary shard; renames it when full."""
-
-    def __init__(self, out_dir: Path, split: str, next_index: int, options: ShardOptions) -> None:
-        self.out_dir, self.split, self.index, self.options = out_dir, split, next_index, options
-        self.archive: tarfile.TarFile | None = None
-        self.count = 0
-        self.bytes = 0
-
-    def _temporary(self) -> Path:
-        return self.out_dir / f".{shard_name(self.split, self.index)}.tmp"
-
-    def add(self, sample: _Prepared) -> None:
-        size = sum(
-            _TAR_BLOCK + -(-len(v) // _TAR_BLOCK) * _TAR_BLOCK for v in sample.files.values()
-        )
-        full = self.count >= self.options.shard_samples
-        too_big = self.bytes + size > self.options.shard_mb * 1e6
-        if self.archive is not None and (full or too_big):
-            self.close()
-        if self.archive is None:
-            # Stays open across calls; closed by close() or abandon().
-            self.archive = tarfile.open(  # noqa: SIM115
-                self._temporary(), "w:", format=tarfile.PAX_FORMAT
-            )
-        for extension in sorted(sample.files):
-            payload = sample.files[extension]
-            info = tarfile.TarInfo(f"{sample.key}.{extension}")
-            info.size, info.mode, info.mtime = len(payload), 0o444, 0
-            self.archive.addfile(info, io.BytesIO(payload))
-        self.count += 1
-        self.bytes += size
-
-    def close(self) -> None:
-        """Finish the current shard: close it and give it its final name."""
-        if self.archive is None:
-            return
-        self.archive.close()
-        self._temporary().replace(self.out_dir / shard_name(self.split, self.index))
-        self.archive, self.count, self.bytes = None, 0, 0
-        self.index += 1
-
-    def abandon(self) -> None:
-        """Drop an unfinished shard (its samples are written again by the next run).
-
-        Never raises: after a failed write (disk full) closing the archive fails too, and
-        the temporary file must still go.
-        """
-        if self.archive is not None:
-            archive, self.archive = self.archive, None
-            with contextlib.suppress(OSError):
-                archive.close()
-            with contextlib.suppress(OSError):
-                archive.fileobj.close()
-            with contextlib.suppress(OSError):
-                self._temporary().unlink(missing_ok=True)
+def _sink(out_dir: Path, split: str, index: int, options: ShardOptions) -> ShardSink:
+    """The shard sink of one split, with the options' sample and size limits."""
+    return ShardSink(out_dir, split, index, options.shard_samples, options.shard_mb * 1e6)
 
 
 def _results(tasks: Sequence[ClipTask], options: ShardOptions) -> Iterator[_Prepared | _Skipped]:
@@ -840,13 +786,13 @@ def write_shards(
         stale.unlink()
 
     summary = WriteSummary(skipped=[*layout_skipped, *collisions])
-    sinks: dict[str, _ShardSink] = {}
+    sinks: dict[str, ShardSink] = {}
     done: set[tuple[str, str]] = set()
     for split, paths in _existing_shards(out_dir).items():
         for path in paths:
             done.update((split, key) for key in _read_shard_keys(path))
         last_index = int(_SHARD_PATTERN.match(paths[-1].name)["index"])
-        sinks[split] = _ShardSink(out_dir, split, last_index + 1, options)
+        sinks[split] = _sink(out_dir, split, last_index + 1, options)
     pending = [task for task in tasks if (task.split, task.key) not in done]
     for task in tasks:
         if (task.split, task.key) in done:
@@ -855,7 +801,7 @@ def write_shards(
 
     results = _results(pending, options)
     failure: OSError | None = None
-    current: _ShardSink | None = None
+    current: ShardSink | None = None
     try:
         bar = tqdm(results, total=len(pending), disable=not progress, desc="shards")
         for result in bar:
@@ -866,11 +812,11 @@ def write_shards(
                 summary.warnings.append((result.source, line))
                 tqdm.write(f"warning: {result.source}: {line}", file=sys.stderr)
             if result.split not in sinks:
-                sinks[result.split] = _ShardSink(out_dir, result.split, 0, options)
+                sinks[result.split] = _sink(out_dir, result.split, 0, options)
             sink = sinks[result.split]
             current = sink
             try:
-                sink.add(result)
+                sink.add(result.key, result.files)
             except OSError as error:
                 failure = error
                 break
@@ -900,7 +846,7 @@ def write_shards(
 
 def _write_failed(
     error: OSError,
-    sink: _ShardSink | None,
+    sink: ShardSink | None,
     out_dir: Path,
     options: ShardOptions,
     class_names: Sequence[str] | None,
@@ -911,7 +857,7 @@ def _write_failed(
     reason = error.strerror or str(error)
     where = str(out_dir)
     if sink is not None:
-        where = f"{sink._temporary()} after {sink.bytes} bytes ({sink.count} samples) of it"
+        where = f"{sink.temporary()} after {sink.bytes} bytes ({sink.count} samples) of it"
     message = (
         f"cannot write {where}: {reason} (errno {error.errno}); the unfinished "
         f"shard was removed, {finished} finished shard(s) are kept and listed in "

@@ -19,7 +19,7 @@ from adaptok.data.cli import main
 from adaptok.data.synthetic import synthetic_tasks
 from adaptok.data.writer import ClipTask, ShardOptions, read_video_file, write_shards
 from adaptok.tokenize import read_windows
-from callbacks.annotation_writer import AnnotationWriter, _ShardSink
+from callbacks.annotation_writer import AnnotationWriter, _AnnotationSink
 from tests.data.test_field_inputs_2 import (
     _avi_with_dropped_frames,
     _concatenated_mpeg,
@@ -63,10 +63,11 @@ def _token_shard(folder: Path, count: int = 3) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     writer = AnnotationWriter(str(folder), progress=False, summary=False)
     writer.info = dict(_TOKEN_INFO)
-    sink = _ShardSink(folder, "train", 0, 100, writer.info)
+    sink = _AnnotationSink(folder, "train", 0, 100, writer.info)
     prediction = _prediction(count)
     for i, key in enumerate(prediction["key"]):
-        sink.add(key, writer._sample_files(prediction, i), prediction["lengths"][i], [0.25, 1.0])
+        files = writer._sample_files(prediction, i)
+        sink.add_window(key, files, prediction["lengths"][i], [0.25, 1.0])
     sink.close()
     return folder / "train-000000.tar"
 
@@ -201,3 +202,23 @@ def test_a_timeline_with_dropped_frames_keeps_its_duration_and_is_recorded(
     windows = read_windows(source, 8, 32)
     assert len(windows.frames) == 24
     assert windows.adjustments["irregular_timestamps"]["frames_repeated"] == 4
+
+
+# ------------------------------------------------------------------ one shard sink for both writers
+def test_an_annotation_shard_that_fails_to_close_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """The annotation writer drops a failed shard as ``adaptok-shards`` does (disk full)."""
+    writer = AnnotationWriter(str(tmp_path), progress=False, summary=False)
+    writer.info = dict(_TOKEN_INFO)
+    sink = _AnnotationSink(tmp_path, "train", 0, 100, writer.info)
+    prediction = _prediction(1)
+    files = writer._sample_files(prediction, 0)
+    sink.add_window("clip0_w00000", files, prediction["lengths"][0], [0.25, 1.0])
+    assert sink.temporary().is_file()
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    sink.archive.close = full  # what closing does when the disk is full
+    sink.abandon()  # must not raise
+    assert list(tmp_path.iterdir()) == []
+    assert sink.stats.keys == [] and sink.count == 0
