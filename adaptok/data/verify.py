@@ -27,7 +27,7 @@ from adaptok.data.files import walk_files
 from adaptok.data.tar_samples import PROBLEM_KEY, group_members, member_key, read_tar_members
 from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, VideoReader, stored_stream
 
-__all__ = ["TOKEN_MEMBERS", "SplitReport", "find_shards", "verify_shards"]
+__all__ = ["TOKEN_MEMBERS", "SplitReport", "find_shards", "is_token_shard", "verify_shards"]
 
 TOKEN_MEMBERS = ("codes.npy", "costs.npy", "lengths.npy", "cond.npy")
 """Array members of a token annotation sample (``codes`` and ``lengths`` are required)."""
@@ -95,8 +95,12 @@ def _split_name(shard: Path, root: Path | None) -> str:
     return split
 
 
-def _is_token_shard(shard: Path) -> bool:
-    """Whether a shard holds token annotations (array members, no video member)."""
+def is_token_shard(shard: str | Path) -> bool:
+    """Whether a shard holds token annotations (array members, no video member).
+
+    Raises:
+        tarfile.TarError: The file is not a readable tar.
+    """
     with tarfile.open(shard, "r:*") as archive:
         suffixes = {parts[1] for name in archive.getnames() if (parts := member_key(name))}
     return not suffixes & set(VIDEO_SUFFIXES) and bool(suffixes & {"codes.npy", "lengths.npy"})
@@ -133,7 +137,7 @@ def _token_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes | str]]]:
 
 def _samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes | str]]]:
     """Samples of a shard, grouped as its loader groups them (raises on a broken tar)."""
-    if _is_token_shard(shard):
+    if is_token_shard(shard):
         yield from _token_samples(shard)
         return
     for sample in group_members(read_tar_members(str(shard)), str(shard)):

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from adaptok.data.sink import ShardSink
+from adaptok.data.verify import is_token_shard
 from adaptok.data.video_io import (
     LARGE_FRAME_PIXELS,
     ConstantRate,
@@ -726,6 +727,29 @@ def _write_manifest(
     _write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
+def _refuse_token_shards(out_dir: Path) -> None:
+    """Stop before touching a folder that holds token annotation shards.
+
+    Their names (``train-000000.tar``) are those of video shards: they would be taken for
+    finished shards of an earlier run, their windows for written clips, and an annotation
+    run's temporary files would be deleted as stale.
+
+    Raises:
+        ValueError: A shard of ``out_dir`` holds token annotations (names the shard).
+    """
+    for paths in _existing_shards(out_dir).values():
+        for path in paths:
+            try:
+                tokens = is_token_shard(path)
+            except (OSError, tarfile.TarError):
+                continue  # an unreadable shard is reported where its keys are read
+            if tokens:
+                raise ValueError(
+                    f"{path} is a token annotation shard (codes.npy / lengths.npy, no video): "
+                    f"write video shards to a folder of their own, not {out_dir}"
+                )
+
+
 def _check_resumable(out_dir: Path, options: ShardOptions) -> None:
     manifest_path = out_dir / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -782,6 +806,7 @@ def write_shards(
             collisions.append((task.source, f"duplicate sample key {task.key!r} (as {other})"))
     tasks = unique
     _check_resumable(out_dir, options)
+    _refuse_token_shards(out_dir)
     for stale in [*out_dir.glob(".*.tar.tmp"), *out_dir.glob(f".{MANIFEST_NAME}.*")]:
         stale.unlink()
 

@@ -131,6 +131,19 @@ def test_verify_reports_a_token_shard_its_sidecar_disagrees_with(tmp_path: Path,
     assert "train-000000.tar.keys.json lists 1 keys, the shard holds 2" in capsys.readouterr().out
 
 
+def test_the_shard_writer_refuses_a_folder_of_token_shards(tmp_path: Path, capsys) -> None:
+    """The mirror case: video shards written into an annotation folder would take its
+    windows for finished clips and delete an annotation run's temporary file as stale."""
+    _token_shard(tmp_path / "tokens")
+    running = tmp_path / "tokens/.train-000001.tar.tmp"
+    running.write_bytes(b"an annotation run writing")
+    argv = ["synthetic", "--num-clips", "2", "--num-frames", "8", "--size", "32", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "tokens")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train-000000.tar is a token annotation shard" in err
+    assert running.is_file()
+
+
 # ------------------------------------------------------------------ --keep-original: same record
 def _by_class(folder_path: Path) -> dict[str, dict]:
     return {meta["class_name"]: meta for meta in metas(folder_path).values()}
