@@ -11,14 +11,12 @@ from adaptok.data.shards import ShardURLError
 from adaptok.data.skips import NoUsableSamplesError
 from modules.cli import run_cli
 from modules.preflight import PreflightError, check_disk_space, check_writable
-from tests.conftest import EXPERIMENTS, TINY_TOKENIZER, working_directory
-
-TOKENIZER_YAML = str(EXPERIMENTS / "demo" / "tokenizer.yaml")
+from tests.helpers import tiny_args, working_directory
 
 
 def _fit(workspace: Path, *overrides: str) -> None:
     with working_directory(workspace):
-        run_cli(["fit", "--config", TOKENIZER_YAML, *TINY_TOKENIZER, *overrides])
+        run_cli(["fit", *tiny_args("demo/tokenizer.yaml"), *overrides])
 
 
 def _checkpoints(workspace: Path) -> list[Path]:

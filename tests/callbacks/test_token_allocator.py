@@ -12,14 +12,8 @@ import pytest
 import yaml
 
 from modules.cli import run_cli
-from tests.conftest import EXPERIMENTS, REPO, TINY_DATA, working_directory
+from tests.helpers import EXPERIMENTS, REPO, tiny_args, working_directory
 
-# The tiny workspace has no test split: evaluate on its val shards.
-EVAL_DATA = [
-    *(a for a in TINY_DATA if not a.startswith("--data.init_args.test_urls")),
-    "--data.init_args.test_urls=data/demo/synthetic/val-*.tar",
-    "--trainer.enable_progress_bar=false",
-]
 MODES = next(
     callback["init_args"]["modes"]
     for callback in yaml.safe_load((EXPERIMENTS / "demo" / "eval_recon.yaml").read_text())[
@@ -41,9 +35,7 @@ def eval_run(workspace: Path, scorer_ckpt: Path) -> Path:
         cli = run_cli(
             [
                 "test",
-                "--config",
-                str(EXPERIMENTS / "demo" / "eval_recon.yaml"),
-                *EVAL_DATA,
+                *tiny_args("demo/eval_recon.yaml"),
                 f"--ckpt_path={scorer_ckpt}",
             ]
         )
@@ -126,9 +118,7 @@ def test_report_is_the_same_on_two_ranks_with_uneven_shards(
             "-m",
             "modules.cli",
             "test",
-            "--config",
-            str(EXPERIMENTS / "demo" / "eval_recon.yaml"),
-            *EVAL_DATA,
+            *tiny_args("demo/eval_recon.yaml"),
             f"--data.init_args.test_urls={urls}",
             "--data.init_args.batch_size=1",
             "--trainer.accelerator=cpu",
@@ -175,9 +165,7 @@ def test_causal_table_mode_runs_the_official_procedure(workspace: Path, scorer_c
         cli = run_cli(
             [
                 "test",
-                "--config",
-                str(EXPERIMENTS / "demo" / "eval_recon.yaml"),
-                *EVAL_DATA,
+                *tiny_args("demo/eval_recon.yaml"),
                 "--data.init_args.batch_size=64",  # all 4 val clips in one batch
                 f"--trainer.callbacks={callbacks}",
                 "--trainer.logger.init_args.name=eval_table",

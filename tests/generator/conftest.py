@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from token_helpers import annotate_config
+from token_helpers import annotate_args
 
 # ---------------------------------------------------------------------------- G-anno fixtures
 
@@ -41,7 +41,7 @@ def annotated_tokens(
 
     root = tmp_path_factory.mktemp("tokens")
     out = root / "tokens"
-    config = annotate_config(
+    config = annotate_args(
         root,
         out,
         predict_urls=str(window_shards / "train-*.tar"),
@@ -49,7 +49,7 @@ def annotated_tokens(
         batch_size=8,
         num_workers=0,
     )
-    run_cli(["predict", "--config", str(config), f"--model.init_args.scorer_ckpt={scorer_ckpt}"])
+    run_cli(["predict", *config, f"--model.init_args.scorer_ckpt={scorer_ckpt}"])
     assert sorted(out.glob("train-*.tar")), sorted(out.iterdir())
     return out
 

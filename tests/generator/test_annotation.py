@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from token_helpers import annotate_config, read_annotations
+from token_helpers import annotate_args, read_annotations
 
 from adaptok.data.video_io import encode_video
 from callbacks.annotation_writer import AnnotationWriter
@@ -49,10 +49,10 @@ def test_annotations_identical_for_batch_sizes_1_and_8(
 ) -> None:
     """Per-clip allocation: a window's annotation does not depend on its batch-mates."""
     out = tmp_path / "batch1"
-    config = annotate_config(
+    config = annotate_args(
         tmp_path, out, predict_urls=str(window_shards / "train-*.tar"), stride=4, batch_size=1
     )
-    run_cli(["predict", "--config", str(config), f"--model.init_args.scorer_ckpt={scorer_ckpt}"])
+    run_cli(["predict", *config, f"--model.init_args.scorer_ckpt={scorer_ckpt}"])
     single, batched = read_annotations(out), read_annotations(annotated_tokens)
     assert len(single) == len(batched) == 18
     assert single.keys() == batched.keys()

@@ -12,6 +12,7 @@ from token_helpers import REPO, read_annotations
 
 from datamodules.token_shards import TokenShardsDataModule
 from modules.cli import run_cli
+from tests.helpers import tiny_args, working_directory
 
 CONFIGS = sorted((REPO / "experiments").glob("*/annotate.yaml"))
 
@@ -41,19 +42,16 @@ def test_annotate_config_parses(config: Path) -> None:
 def test_paper_annotate_config_runs_shrunk(
     name: str, tmp_path: Path, window_shards: Path, scorer_ckpt: Path
 ) -> None:
+    """The shipped paths, laid out in ``tmp_path``: one shard of clips and the tiny scorer."""
     config = yaml.safe_load((REPO / "experiments" / name / "annotate.yaml").read_text())
-    config["trainer"].update(
-        accelerator="cpu", devices=1, strategy="auto", default_root_dir=str(tmp_path)
-    )
-    out = tmp_path / "tokens"
-    config["trainer"]["callbacks"][0]["init_args"].update(output_dir=str(out))
-    config["model"]["init_args"]["scorer_ckpt"] = str(scorer_ckpt)
-    config["data"]["init_args"].update(
-        predict_urls=str(window_shards / "train-000000.tar"), batch_size=4, num_workers=0
-    )
-    path = tmp_path / "annotate.yaml"
-    path.write_text(yaml.safe_dump(config))
-    run_cli(["predict", "--config", str(path)])
+    (tmp_path / "data" / name).mkdir(parents=True)
+    (tmp_path / "data" / name / "train-000000.tar").symlink_to(window_shards / "train-000000.tar")
+    scorer = tmp_path / config["model"]["init_args"]["scorer_ckpt"]
+    scorer.parent.mkdir(parents=True)
+    scorer.symlink_to(scorer_ckpt)
+    with working_directory(tmp_path):
+        run_cli(["predict", *tiny_args(f"{name}/annotate.yaml")])
+    out = tmp_path / config["trainer"]["callbacks"][0]["init_args"]["output_dir"]
     stored = read_annotations(out)
     frame_prediction = config["model"]["init_args"].get("condition_frames") is not None
     assert len(stored) > 0

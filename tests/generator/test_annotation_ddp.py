@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from token_helpers import REPO, annotate_config, read_annotations
+from token_helpers import REPO, annotate_args, read_annotations
 
 
 @pytest.mark.slow
@@ -19,16 +19,20 @@ def test_annotation_under_ddp_matches_one_process(
     tmp_path: Path, window_shards: Path, scorer_ckpt: Path, annotated_tokens: Path
 ) -> None:
     out = tmp_path / "ddp"
-    config = annotate_config(
-        tmp_path, out, predict_urls=str(window_shards / "train-*.tar"), stride=4, batch_size=2
+    config = annotate_args(
+        tmp_path,
+        out,
+        predict_urls=str(window_shards / "train-*.tar"),
+        stride=4,
+        batch_size=2,
+        num_workers=1,
     )
     args = [
         sys.executable,
         "-m",
         "modules.cli",
         "predict",
-        "--config",
-        str(config),
+        *config,
         f"--model.init_args.scorer_ckpt={scorer_ckpt}",
         "--trainer.devices=2",
         "--trainer.strategy=ddp",
@@ -55,7 +59,7 @@ def test_killed_annotation_process_resumes_without_loss_or_duplicates(
 ) -> None:
     """SIGKILL a real ``adaptok predict`` once it has finished a shard, then run it again."""
     out = tmp_path / "killed"
-    config = annotate_config(
+    config = annotate_args(
         tmp_path, out, predict_urls=str(window_shards / "train-*.tar"), stride=1, batch_size=1
     )
     args = [
@@ -63,8 +67,7 @@ def test_killed_annotation_process_resumes_without_loss_or_duplicates(
         "-m",
         "modules.cli",
         "predict",
-        "--config",
-        str(config),
+        *config,
         f"--model.init_args.scorer_ckpt={scorer_ckpt}",
         "--data.init_args.num_workers=0",
     ]

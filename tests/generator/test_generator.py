@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from adaptok.nn.generator import ARGenerator
 from adaptok.nn.generator_sequence import build_sequence, collate_sequences
 from adaptok.nn.sampling import sample
 
-REPO = Path(__file__).resolve().parents[2]
 V, K, M = 16, 3, 5
 
 
@@ -158,42 +156,12 @@ def test_budget_conditioning_moves_the_mean_length() -> None:
 
 
 # ---------------------------------------------------------------------------- CLI runs
-def _shrunk(config: Path, out: Path, tokenizer_spec: dict, **callback_args: object) -> Path:
-    """The shipped YAML with the network shrunk to the tiny tokenizer of the fixtures."""
-    content = yaml.safe_load(config.read_text())
-    model = content.get("model", {}).get("init_args")
-    if model is not None:
-        model["tokenizer_spec"] = tokenizer_spec
-        model["candidate_lengths"] = [2, 4, 6, 8]
-        model["warmup_steps"] = 2
-        model["generator"]["init_args"].update(
-            codebook_size=64,
-            num_blocks=4,
-            tokens_per_block=8,
-            width=32,
-            depth=1,
-            heads=2,
-            mlp_hidden=64,
-        )
-    trainer = content["trainer"]
-    trainer["enable_progress_bar"] = False
-    for callback in trainer.get("callbacks", []):
-        if callback["class_path"].endswith("GenerationEvaluator"):
-            callback["init_args"].update(callback_args)
-    data = content["data"]["init_args"]
-    data.update(batch_size=4, num_workers=0)
-    if "epoch_length" in data:
-        data["epoch_length"] = 16
-    out.write_text(yaml.safe_dump(content))
-    return out
-
-
 def test_cli_fit_then_test_writes_a_generation_report(
     tmp_path: Path, tiny_tokenizer_spec: dict, annotation_shard_writer
 ) -> None:
     from adaptok.data.cli import main as shards
     from modules.cli import run_cli
-    from tests.conftest import working_directory
+    from tests.helpers import tiny_args, working_directory, write_overlay
 
     # real windows (16 frames, 32 px, labels 0..3) and annotations in the demo layout
     code = shards(
@@ -227,36 +195,35 @@ def test_cli_fit_then_test_writes_a_generation_report(
         labels=[i % 4 for i in range(n)],
         budgets=[0.25, 0.5, 0.75, 1.0][:2],
     )
-    fit = _shrunk(
-        REPO / "experiments/demo/generator.yaml",
-        tmp_path / "fit.yaml",
-        tiny_tokenizer_spec,
-        val_num_samples=4,
-        budget_levels=[0, 1],
-    )
-    content = yaml.safe_load(fit.read_text())
-    content["model"]["init_args"]["budgets"] = [0.25, 0.5]
-    content["model"]["init_args"]["generator"]["init_args"]["num_budgets"] = 2
-    content["trainer"].update(max_steps=6, val_check_interval=3, limit_val_batches=1)
-    fit.write_text(yaml.safe_dump(content))
+    # the tiny overlays, with the 16-frame random tokenizer of the fixtures and 2 budgets;
+    # the GenerationEvaluator is the last callback (the earlier ones are named to keep them)
+    kept = [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint"},
+        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor"},
+    ]
+    evaluator = {"class_path": "callbacks.GenerationEvaluator"}
+    two_levels = {**evaluator, "init_args": {"budget_levels": [0, 1]}}
+    six_clips = {**evaluator, "init_args": {"budget_levels": [0, 1], "num_samples": 6}}
+    fit = [
+        "fit",
+        *tiny_args("demo/generator.yaml"),
+        *write_overlay(tmp_path / "fit.yaml", {"trainer": {"callbacks": [*kept, two_levels]}}),
+        f"--model.init_args.tokenizer_spec={json.dumps(tiny_tokenizer_spec)}",
+        "--model.init_args.budgets=[0.25, 0.5]",
+        "--model.init_args.generator.init_args.num_budgets=2",
+    ]
+    evaluate = [
+        "test",
+        *tiny_args("demo/eval_gen.yaml"),
+        *write_overlay(tmp_path / "eval.yaml", {"trainer": {"callbacks": [six_clips]}}),
+    ]
     with working_directory(tmp_path):
-        run_cli(["fit", "--config", str(fit)])
+        run_cli(fit)
         ckpt = tmp_path / "runs/demo/generator/checkpoints/last.ckpt"
         assert ckpt.is_file()
         hparams = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
         assert hparams["tokenizer_spec"]["init_args"]["tokens_per_block"] == 8
-        evaluate = _shrunk(
-            REPO / "experiments/demo/eval_gen.yaml",
-            tmp_path / "eval.yaml",
-            tiny_tokenizer_spec,
-            num_samples=6,
-            budget_levels=[0, 1],
-            fvd=False,
-        )
-        content = yaml.safe_load(evaluate.read_text())
-        content["trainer"]["limit_test_batches"] = 1
-        evaluate.write_text(yaml.safe_dump(content))
-        run_cli(["test", "--config", str(evaluate)])
+        run_cli(evaluate)
     reports = sorted((tmp_path / "runs/demo/eval_gen").rglob("generation_report.md"))
     assert reports, sorted(str(p) for p in (tmp_path / "runs").rglob("*"))
     text = reports[-1].read_text()

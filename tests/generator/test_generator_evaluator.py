@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,6 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from adaptok.nn.generator import ARGenerator
@@ -159,27 +159,23 @@ def test_token_statistics_are_summed_over_ddp_ranks(
             budgets=[0.25, 0.5, 0.75, 1.0],
         )
     from modules.cli import run_cli
-    from tests.conftest import working_directory
+    from tests.helpers import tiny_args, working_directory, write_overlay
 
-    content = yaml.safe_load((REPO / "experiments/demo/generator.yaml").read_text())
-    model = content["model"]["init_args"]
-    model.update(tokenizer_spec=tiny_tokenizer_spec, candidate_lengths=[2, 4, 6, 8])
-    model["generator"]["init_args"].update(
-        codebook_size=64, tokens_per_block=8, width=32, depth=1, heads=2, mlp_hidden=64
-    )
-    content["trainer"].update(max_steps=2, limit_val_batches=0, enable_progress_bar=False)
-    content["trainer"]["callbacks"] = content["trainer"]["callbacks"][:1]
-    content["data"]["init_args"].update(batch_size=4, num_workers=0, epoch_length=8)
-    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(content))
     with working_directory(tmp_path):
-        run_cli(["fit", "--config", "fit.yaml"])
-
-    evaluation = yaml.safe_load((REPO / "experiments/demo/eval_gen.yaml").read_text())
-    callback = evaluation["trainer"]["callbacks"][0]["init_args"]
-    callback.update(num_samples=8, budget_levels=[0, 3], fvd=False, batch_size=2)
-    evaluation["trainer"].update(limit_test_batches=1, enable_progress_bar=False)
-    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(evaluation))
-    args = [sys.executable, "-m", "modules.cli", "test", "--config", "eval.yaml"]
+        run_cli(
+            [
+                "fit",
+                *tiny_args("demo/generator.yaml"),
+                f"--model.init_args.tokenizer_spec={json.dumps(tiny_tokenizer_spec)}",
+                "--trainer.max_steps=2",
+                "--trainer.limit_val_batches=0",
+                "--data.init_args.epoch_length=8",
+            ]
+        )
+    evaluator = {"num_samples": 8, "budget_levels": [0, 3]}
+    callbacks = [{"class_path": "callbacks.GenerationEvaluator", "init_args": evaluator}]
+    own = write_overlay(tmp_path / "eval.yaml", {"trainer": {"callbacks": callbacks}})
+    args = [sys.executable, "-m", "modules.cli", "test", *tiny_args("demo/eval_gen.yaml"), *own]
     args += ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(

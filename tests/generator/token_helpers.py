@@ -1,4 +1,4 @@
-"""Helpers of the token annotation tests: write and read token shards, tiny annotate configs."""
+"""Helpers of the token annotation tests: write and read token shards, tiny annotation runs."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import webdataset as wds
-import yaml
+
+from tests.helpers import tiny_args, write_overlay
 
 REPO = Path(__file__).resolve().parents[2]
-ANNOTATE_DEMO = REPO / "experiments" / "demo" / "annotate.yaml"
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -112,15 +112,25 @@ def random_annotations(
     return samples
 
 
-def annotate_config(tmp: Path, output_dir: Path, **data: Any) -> Path:
-    """The demo ``annotate.yaml`` pointed at a tiny run: ``output_dir`` and data overrides."""
-    config = yaml.safe_load(ANNOTATE_DEMO.read_text())
-    config["trainer"]["callbacks"][0]["init_args"]["output_dir"] = str(output_dir)
-    config["trainer"]["callbacks"][0]["init_args"]["samples_per_shard"] = 5
-    config["data"]["init_args"].update(data)
-    path = tmp / f"annotate_{output_dir.name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+def annotate_args(tmp: Path, output_dir: Path, **data: Any) -> list[str]:
+    """``--config`` arguments of a tiny demo annotation run into ``output_dir``.
+
+    The shipped ``experiments/demo/annotate.yaml``, its tiny overlay, then an overlay written
+    to ``tmp`` with ``output_dir`` and the ``data`` settings (``predict_urls``, ``stride``...).
+    """
+    run = {
+        "trainer": {
+            "callbacks": [
+                {
+                    "class_path": "callbacks.AnnotationWriter",
+                    "init_args": {"output_dir": str(output_dir)},
+                }
+            ]
+        },
+        "data": {"init_args": data},
+    }
+    own = write_overlay(tmp / f"annotate_{output_dir.name}.yaml", run)
+    return [*tiny_args("demo/annotate.yaml"), *own]
 
 
 def read_annotations(folder: Path) -> dict[str, dict[str, Any]]:
