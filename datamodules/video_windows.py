@@ -1,7 +1,7 @@
 """Every window of every video, in a fixed order: the input of token annotation.
 
 ``VideoShardsDataModule`` draws one random (or first) clip per video; the annotation stage
-(GENERATOR.md, "Annotations") needs EVERY ``num_frames``-frame window at a given stride. This
+(docs/METHOD.md section 5.4) needs EVERY ``num_frames``-frame window at a given stride. This
 datamodule reads the same WebDataset video shards and yields, per window::
 
     {"video": (C, T, H, W) uint8 (float in [0, 1] once batched), "key": str, "label": int,

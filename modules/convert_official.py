@@ -803,7 +803,7 @@ def write_suite_checkpoints(
             "tokenizer_ckpt": None,
             "tokenizer_spec": tok_spec,
             # The official generator has no budget input; one level stands for the ~50 %
-            # of the tokens its annotations were made at (METHOD 5).
+            # of the tokens its annotations were made at (docs/METHOD.md section 5).
             "budgets": [0.5],
             "candidate_lengths": None,
         }

@@ -1,6 +1,6 @@
-"""Llama-style AR decoder over adaptive token blocks closed by `<EOB>` (METHOD.md section 5).
+"""Llama-style AR decoder over adaptive token blocks closed by `<EOB>` (docs/METHOD.md section 5).
 
-Reference design (GENERATOR.md, "Model"): pre-norm RMSNorm (eps 1e-5, computed in fp32),
+Reference design (docs/METHOD.md section 5.1): pre-norm RMSNorm (eps 1e-5, computed in fp32),
 multi-head attention through `scaled_dot_product_attention`, SwiGLU MLP, no biases, one
 learned absolute position table (std 0.02), dropout on embeddings, residual and MLP, linear
 and embedding init std 0.02, zero-initialised output head over the codes and `<EOB>`
@@ -38,7 +38,7 @@ __all__ = ["ARGenerator", "GeneratorKVCache", "RMSNorm", "SwiGLU"]
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm computed in fp32 (Zhang & Sennrich 2019; GENERATOR.md eps 1e-5).
+    """Root-mean-square norm computed in fp32 (Zhang & Sennrich 2019; docs/METHOD.md section 5.1: eps 1e-5).
 
     Args:
         width: Feature size D.
