@@ -8,10 +8,12 @@ datamodule reads the same WebDataset video shards and yields, per window::
      "class_name": str, "window_start": int (frame index in the source video)}
 
 Windows are deterministic (short side resized to ``resolution``, center crop, no flip, as the
-reference annotates) and each video is decoded once for all its windows. Shards are split
-between ranks (``rank::world_size``) and then between DataLoader workers, so every window is
-produced exactly once over the whole job. Keys handed to :meth:`VideoWindowsDataModule.exclude_keys`
-(windows a previous, interrupted run has already written) are not decoded again.
+reference annotates). Each video is decoded once for all its windows, one frame at a time,
+holding only the frames a later window still needs, so memory stays bounded whatever the
+source's resolution and length. Shards are split between ranks (``rank::world_size``) and
+then between DataLoader workers, so every window is produced exactly once over the whole job.
+Keys handed to :meth:`VideoWindowsDataModule.exclude_keys` (windows a previous, interrupted
+run has already written) are not decoded again.
 
 The windows come from the shared :class:`~adaptok.data.shard_stream.ShardStream` (one ordered
 pass; tar grouping, shard split and skip reports as for the clip and token streams). Bad data
@@ -41,10 +43,10 @@ from adaptok.data.tar_samples import PROBLEM_KEY
 from adaptok.data.video_io import (
     VIDEO_SUFFIXES,
     VideoDecodeError,
-    VideoTruncatedError,
-    decode_video,
+    VideoReader,
     probe_video,
     short_side_shape,
+    sliding_windows,
     stored_stream,
 )
 from adaptok.data.writer import sanitize_key
@@ -89,31 +91,51 @@ def window_starts(
 
 
 @dataclass
-class _DecodedVideo:
-    """The decoded, resized and cropped frames of one source video and its windows to cut.
+class _VideoPlan:
+    """One source video and the windows to cut from it (nothing decoded yet).
 
     Attributes:
-        frames: ``(N, H, W, 3)`` uint8, the frames any remaining window needs.
-        row: Source frame index -> row of ``frames``.
-        starts: First frames of the windows still to produce.
+        video: The encoded video.
+        stream: Video stream ordinal to read (``None``: the best one).
+        resize: Displayed ``(height, width)`` to resize frames to (``None``: as stored).
+        corner: ``(top, left)`` of the centre crop in the resized frame.
+        starts: First frames of every window the metadata's frame count allows.
+        excluded: Starts among ``starts`` whose windows are not to be produced.
+        last: The last start to produce (frames after its window are not decoded).
         source: The source sample's key.
         label: Class id (-1 when unknown).
         class_name: Class name ("" when unknown).
+        url: The shard the sample came from (for skip reports).
     """
 
-    frames: np.ndarray
-    row: dict[int, int]
-    starts: list[int]
+    video: bytes
+    stream: int | None
+    resize: tuple[int, int] | None
+    corner: tuple[int, int]
+    starts: range
+    excluded: frozenset[int]
+    last: int
     source: str
     label: int
     class_name: str
+    url: str | None
 
 
 class VideoWindowsDataset(ShardStream):
     """Iterates the windows of the videos in ``shards`` (one pass, fixed order).
 
+    A video is decoded once, one frame at a time: each frame is resized and cropped as it is
+    decoded, and only the frames a later window still needs are held (at most one window's
+    span), so memory does not grow with the video's length or resolution. Decoding stops
+    after the last window's frames.
+
     Each window dict also carries ``skipped``, a skip report (see :class:`ShardStream`); a
-    worker without windows sends its counts in one report-only item.
+    worker without windows sends its counts in one report-only item. Problems found before
+    decoding (metadata, a video too short by its metadata) skip the sample at once; problems
+    found while decoding are counted when they appear, after the windows already cut: a
+    video that turns out corrupt part-way keeps the windows before the damage, and one that
+    ends before its metadata's frame count keeps the windows that fit (counted as a note,
+    and as ``too short`` when not one window fits).
 
     Args:
         shards: Shard URLs (already resolved).
@@ -154,24 +176,28 @@ class VideoWindowsDataset(ShardStream):
         self.resolution = resolution
         self.exclude = frozenset(exclude)
 
+    @property
+    def span(self) -> int:
+        """Source frames one window covers, first to last: ``(T - 1) * frame_stride + 1``."""
+        return (self.num_frames - 1) * self.frame_stride + 1
+
     def pass_decoder(self, worker: int) -> Decode:
-        """Decode a video once (eagerly, so its errors are counted), then cut its windows."""
+        """Check a sample's metadata at once, then decode its windows as they are consumed."""
 
         def decode(sample: dict[str, Any], tracker: SkipTracker) -> Iterator[dict[str, Any]]:
-            decoded = self._decode(sample, tracker)
-            if decoded is None:
+            plan = self._plan(sample)
+            if plan is None:
                 return iter(())
-            # Windows are cut one at a time: with stride 1 a video has ~T_video of them.
-            return (self._window(decoded, start) for start in decoded.starts)
+            return self._windows(plan, tracker)
 
         return decode
 
-    def _decode(self, sample: dict[str, Any], tracker: SkipTracker) -> _DecodedVideo | None:
-        """Decode the frames every remaining window of one source video needs (None: all done).
+    def _plan(self, sample: dict[str, Any]) -> _VideoPlan | None:
+        """What to decode from one sample and which windows to cut (None: all excluded).
 
         Raises:
-            SkipSample: Missing or corrupt video, bad metadata, too short for one window, or a
-                key repeated in its shard.
+            SkipSample: Missing or unreadable video, bad metadata, an unknown class, or too
+                short for one window by its metadata's frame count.
         """
         video = next((sample[s] for s in VIDEO_SUFFIXES if s in sample), None)
         if video is None:
@@ -195,59 +221,102 @@ class VideoWindowsDataset(ShardStream):
             if not {"frames", "height", "width"} <= set(meta):
                 info = probe_video(video, stream)
                 meta = {"frames": info.frames, "height": info.height, "width": info.width, **meta}
-            stored = (int(meta["height"]), int(meta["width"]))
-            height, width = short_side_shape(*stored, self.resolution)
-            resize = (height, width) if (height, width) != stored else None
-            try:
-                starts, needed = self._plan(source, int(meta["frames"]))
-                if not starts:
-                    return None
-                frames = decode_video(video, needed, output_size=resize, stream=stream)
-            except VideoTruncatedError as error:  # a header count the video contradicts
-                tracker.count(
-                    "metadata frame count above the decoded frames (windows re-planned)",
-                    sample.get("__url__"),
-                )
-                starts, needed = self._plan(source, error.decoded)
-                if not starts:
-                    return None
-                frames = decode_video(video, needed, output_size=resize, stream=stream)
         except VideoDecodeError as error:
             raise SkipSample("corrupt video") from error
-        top, left = (height - self.resolution) // 2, (width - self.resolution) // 2
-        frames = frames[:, top : top + self.resolution, left : left + self.resolution]
-        return _DecodedVideo(
-            frames=frames,
-            row={frame: i for i, frame in enumerate(needed)},
+        stored = (int(meta["height"]), int(meta["width"]))
+        height, width = short_side_shape(*stored, self.resolution)
+        total = int(meta["frames"])
+        starts = range(0, max(0, total - self.span + 1), self.stride)
+        if not starts:
+            raise SkipSample("too short")
+        excluded = (
+            frozenset(start for start in starts if window_key(source, start) in self.exclude)
+            if self.exclude
+            else frozenset()
+        )
+        last = next((start for start in reversed(starts) if start not in excluded), None)
+        if last is None:
+            return None
+        return _VideoPlan(
+            video=video,
+            stream=stream,
+            resize=(height, width) if (height, width) != stored else None,
+            corner=((height - self.resolution) // 2, (width - self.resolution) // 2),
             starts=starts,
+            excluded=excluded,
+            last=last,
             source=source,
             label=label,
             class_name=class_name,
+            url=sample.get("__url__"),
         )
 
-    def _plan(self, source: str, total: int) -> tuple[list[int], list[int]]:
-        """Window starts still to produce and the frames they need.
+    def _wanted(self, plan: _VideoPlan, start: int) -> bool:
+        """Whether the window at ``start`` is to be produced."""
+        return start in plan.starts and start <= plan.last and start not in plan.excluded
 
-        Raises:
-            SkipSample: ``too short`` for one window.
+    def _needed(self, plan: _VideoPlan, index: int) -> bool:
+        """Whether frame ``index`` belongs to a window that is to be produced."""
+        return any(
+            self._wanted(plan, index - step * self.frame_stride) for step in range(self.num_frames)
+        )
+
+    def _windows(self, plan: _VideoPlan, tracker: SkipTracker) -> Iterator[dict[str, Any]]:
+        """Decode the video frame by frame and yield each window once its last frame is in.
+
+        Decoding problems are counted on ``tracker`` (they end the video, never the pass).
         """
-        starts = window_starts(total, self.num_frames, self.stride, self.frame_stride)
-        if not starts:
-            raise SkipSample("too short")
-        starts = [s for s in starts if window_key(source, s) not in self.exclude]
-        offsets = self.frame_stride * np.arange(self.num_frames)
-        return starts, sorted({int(s + o) for s in starts for o in offsets})
+        end = plan.last + self.span  # frames to decode
+        decoded = 0
 
-    def _window(self, decoded: _DecodedVideo, start: int) -> dict[str, Any]:
-        """The window at ``start``, cut from the decoded frames (a fresh uint8 copy)."""
-        rows = [decoded.row[int(start + self.frame_stride * i)] for i in range(self.num_frames)]
-        clip = np.ascontiguousarray(decoded.frames[rows].transpose(3, 0, 1, 2))
+        def frames(reader: VideoReader) -> Iterator[np.ndarray | None]:
+            """Cropped frames (None for a frame no window to produce uses), up to ``end``."""
+            nonlocal decoded
+            size, (top, left) = self.resolution, plan.corner
+            for index, (_, frame) in enumerate(reader.frames()):
+                decoded = index + 1
+                cropped = None
+                if self._needed(plan, index):  # a copy: the crop keeps no full frame alive
+                    rgb = reader.to_rgb(frame, plan.resize)
+                    cropped = rgb[top : top + size, left : left + size].copy()
+                    del rgb
+                del frame  # the decoded picture is not held while the window is used
+                yield cropped
+                if decoded == end:
+                    return
+
+        try:
+            with VideoReader(plan.video, plan.stream) as reader:
+                for start, held in sliding_windows(frames(reader), self.span, self.stride):
+                    if not self._wanted(plan, start):
+                        continue
+                    window = self._window(plan, start, held[:: self.frame_stride])
+                    del held  # only the stream's own buffer outlives the window
+                    yield window
+        except VideoDecodeError:
+            tracker.count("corrupt video", plan.url)
+            return
+        except Exception as error:  # bad data must never end the pass
+            tracker.count(f"unreadable sample ({type(error).__name__})", plan.url)
+            return
+        if decoded == 0:
+            tracker.count("corrupt video", plan.url)
+        elif decoded < end:  # the metadata promised more frames than the video has
+            tracker.count(
+                "metadata frame count above the decoded frames (windows re-planned)", plan.url
+            )
+            if decoded < self.span:
+                tracker.count("too short", plan.url)
+
+    def _window(self, plan: _VideoPlan, start: int, frames: list[np.ndarray]) -> dict[str, Any]:
+        """The window dict for ``frames`` (``T`` cropped frames) starting at ``start``."""
+        clip = np.ascontiguousarray(np.stack(frames).transpose(3, 0, 1, 2))
         return {
             "video": torch.from_numpy(clip),
-            "key": window_key(decoded.source, start),
-            "source_key": decoded.source,
-            "label": decoded.label,
-            "class_name": decoded.class_name,
+            "key": window_key(plan.source, start),
+            "source_key": plan.source,
+            "label": plan.label,
+            "class_name": plan.class_name,
             "window_start": int(start),
         }
 
