@@ -632,9 +632,20 @@ def _prepare(task: ClipTask, options: ShardOptions) -> _Prepared | _Skipped:
 
 
 def _read_shard_keys(path: Path) -> list[str]:
-    """Keys of the samples in a finished shard (from the member names, payloads unread)."""
-    with tarfile.open(path, "r:") as archive:
-        return sorted({name.split(".", 1)[0] for name in archive.getnames()})
+    """Keys of the samples in a finished shard (from the member names, payloads unread).
+
+    Raises:
+        ValueError: The shard cannot be read as a tar archive (named, with what to do).
+    """
+    try:
+        with tarfile.open(path, "r:") as archive:
+            return sorted({name.split(".", 1)[0] for name in archive.getnames()})
+    except (tarfile.TarError, OSError) as error:
+        raise ValueError(
+            f"{path} is in the output folder but cannot be read as a shard ({error}): a re-run "
+            "resumes from the finished shards there, so move or delete it (adaptok-shards "
+            "verify lists the readable ones)"
+        ) from error
 
 
 def _existing_shards(out_dir: Path) -> dict[str, list[Path]]:

@@ -144,6 +144,20 @@ def test_the_shard_writer_refuses_a_folder_of_token_shards(tmp_path: Path, capsy
     assert running.is_file()
 
 
+def test_an_unreadable_shard_in_the_output_folder_is_named_in_one_line(
+    tmp_path: Path, capsys
+) -> None:
+    """A re-run resumes from the finished shards of its folder; a damaged one was a traceback."""
+    out = tmp_path / "shards"
+    out.mkdir()
+    (out / "train-000000.tar").write_bytes(b"not a tar archive" * 100)
+    argv = ["synthetic", "--num-clips", "2", "--num-frames", "8", "--size", "32", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "train-000000.tar is in the output folder but cannot be read as a shard" in err
+
+
 # ------------------------------------------------------------------ --keep-original: same record
 def _by_class(folder_path: Path) -> dict[str, dict]:
     return {meta["class_name"]: meta for meta in metas(folder_path).values()}
