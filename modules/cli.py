@@ -98,16 +98,21 @@ class ProvenanceSaveConfigCallback(SaveConfigCallback):
     """Saves the resolved config next to the logs and records it in every checkpoint.
 
     Each checkpoint gets ``checkpoint["adaptok_provenance"] = {"commit", "config"}``: the
-    suite commit at save time (``+dirty`` with uncommitted changes) and the run's full config
-    as YAML text, so ``adaptok export`` can ship the exact recipe with the weights.
+    suite commit when the run started, i.e. the code it imported (``+dirty`` with uncommitted
+    changes; the checkout may move on while a long run trains), and the run's full config as
+    YAML text, so ``adaptok export`` can ship the exact recipe with the weights.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commit = git_commit()
 
     @override
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         config = self.parser.dump(self.config, skip_none=False)
-        checkpoint[PROVENANCE_KEY] = {"commit": git_commit(), "config": config}
+        checkpoint[PROVENANCE_KEY] = {"commit": self.commit, "config": config}
 
 
 class AdapTokCLI(LightningCLI):

@@ -76,7 +76,11 @@ def test_killed_annotation_process_resumes_without_loss_or_duplicates(
         args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
-    while not list(out.glob("train-*.tar")) and time.monotonic() < deadline:
+
+    def mid_second_shard() -> bool:  # a finished shard is renamed at once; the next
+        return bool(list(out.glob("train-*.tar")) and list(out.glob(".*.tmp")))  # opens later
+
+    while not mid_second_shard() and time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before it could be killed"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)

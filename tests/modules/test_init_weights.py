@@ -83,9 +83,7 @@ def test_resumed_fit_keeps_its_own_weights(workspace: Path, exported: Path) -> N
     assert all(torch.equal(v, before[k]) for k, v in module.tokenizer.state_dict().items())
 
 
-def test_other_spec_is_refused_naming_the_first_difference(
-    workspace: Path, exported: Path
-) -> None:
+def test_other_spec_is_refused_naming_the_first_difference(workspace: Path, exported: Path) -> None:
     cli = _build(
         workspace,
         f"--model.init_args.init_weights={exported}",
@@ -115,3 +113,18 @@ def test_other_training_shards_give_a_warning(workspace: Path, exported: Path) -
                 "--trainer.enable_checkpointing=false",
             ]
         )
+
+
+def test_checkpoints_record_the_commit_the_run_started_at(monkeypatch) -> None:
+    """A long run must not record whatever the checkout holds when it saves."""
+    from jsonargparse import Namespace
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    import modules.cli as cli
+
+    monkeypatch.setattr(cli, "git_commit", lambda: "started-at")
+    callback = cli.ProvenanceSaveConfigCallback(LightningArgumentParser(), Namespace())
+    monkeypatch.setattr(cli, "git_commit", lambda: "moved-on")
+    checkpoint: dict = {}
+    callback.on_save_checkpoint(None, None, checkpoint)  # type: ignore[arg-type]
+    assert checkpoint[PROVENANCE_KEY]["commit"] == "started-at"
