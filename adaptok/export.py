@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 from safetensors.torch import save_file
 
+from adaptok.cache import sha256_file
 from adaptok.pretrained import (
     EXPORT_FORMAT,
     PretrainedAdapTok,
@@ -42,7 +43,7 @@ from adaptok.pretrained import (
     load_pretrained,
     read_checkpoint_safely,
 )
-from adaptok.provenance import PROVENANCE_KEY, file_sha256, shard_fingerprint
+from adaptok.provenance import PROVENANCE_KEY, training_record
 
 __all__ = ["export", "main", "model_card", "training_data"]
 
@@ -108,27 +109,22 @@ def training_data(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     """Where the checkpoint's weights come from (``info.training_data`` of an export).
 
     Returns:
-        ``{"commit", "train_urls", "fingerprint", "files"}``: the suite commit the checkpoint
-        was saved at (None if not recorded), its training shards and their content
-        fingerprint (fingerprint and files None when the shards are remote or no longer on
-        this machine); None when the checkpoint records no datamodule with ``train_urls``
-        (converted official weights).
+        ``{"commit", "train_urls", "fingerprint", "files", "fingerprinted_at"}``: the suite
+        commit the run started at (None if not recorded) and its training shards with their
+        content fingerprint as recorded at fit start (:func:`adaptok.provenance.training_record`;
+        checkpoints that predate the record are fingerprinted now, from the shards on this
+        machine); None when the checkpoint names no ``train_urls`` (converted official weights).
     """
-    data = checkpoint.get("datamodule_hyper_parameters") or {}
-    urls = data.get("train_urls") if isinstance(data, Mapping) else None
-    if not urls:
-        return None
-    try:
-        found = shard_fingerprint(urls, "train")
-    except (FileNotFoundError, ValueError):
-        found = None
     saved = checkpoint.get(PROVENANCE_KEY) or {}
-    return {
-        "commit": saved.get("commit") if isinstance(saved, Mapping) else None,
-        "train_urls": urls,
-        "fingerprint": None if found is None else found["sha256"],
-        "files": None if found is None else found["files"],
-    }
+    saved = saved if isinstance(saved, Mapping) else {}
+    record = saved.get("training_data")
+    if not isinstance(record, Mapping):
+        data = checkpoint.get("datamodule_hyper_parameters") or {}
+        urls = data.get("train_urls") if isinstance(data, Mapping) else None
+        record = training_record(urls, "export")
+    if record is None:
+        return None
+    return {"commit": saved.get("commit"), **record}
 
 
 def _recipe(checkpoint: Mapping[str, Any], source: Path) -> list[str]:
@@ -215,10 +211,13 @@ def model_card(
             f"`{json.dumps(others)}` |"
         )
     lines += ["", "## Training recipe and data", "", *_recipe(checkpoint, source)]
-    data = training_data(checkpoint)
+    data = model.info.get("training_data")
     if data is not None:
         fingerprint = data["fingerprint"] or "not computed (shards remote or absent)"
-        lines.append(f"- training shards fingerprint (SHA-256 of their bytes): `{fingerprint}`")
+        lines.append(
+            f"- training shards fingerprint (SHA-256 of their bytes, taken at "
+            f"{data.get('fingerprinted_at')}): `{fingerprint}`"
+        )
         lines.append(f"- suite commit at training: `{data['commit'] or 'not recorded'}`")
     lines.append("")
     lines += ["## Results", ""]
@@ -263,8 +262,9 @@ def export(
     checkpoint = read_checkpoint_safely(source)
     if (out / "spec.json").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds an export (pass --force to replace it)")
-    specs, info = checkpoint_contents(checkpoint, source)
+    specs, _ = checkpoint_contents(checkpoint, source)
     model = load_pretrained(source)
+    model.info["training_data"] = training_data(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / "model.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.export_state().items()}
@@ -272,12 +272,12 @@ def export(
     spec = {
         "format": EXPORT_FORMAT,
         "networks": specs,
-        "info": {**info, "training_data": training_data(checkpoint)},
+        "info": model.info,
         "parameters": {
             name: sum(p.numel() for p in getattr(model, name).parameters()) for name in specs
         },
         "source": str(source),
-        "weights_sha256": file_sha256(weights),
+        "weights_sha256": sha256_file(weights),
     }
     recorded = checkpoint.get(PROVENANCE_KEY) or {}
     if config is not None:

@@ -14,25 +14,28 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from adaptok.cache import sha256_file
 from adaptok.data.shards import resolve_shards
 
-__all__ = ["PROVENANCE_KEY", "file_sha256", "git_commit", "shard_fingerprint"]
+__all__ = [
+    "MAX_FINGERPRINT_BYTES",
+    "PROVENANCE_KEY",
+    "git_commit",
+    "shard_fingerprint",
+    "training_record",
+]
+
+MAX_FINGERPRINT_BYTES = 2 << 30
+"""Shard sets larger than this (2 GiB) are not hashed: minutes of reading for a check."""
 
 PROVENANCE_KEY = "adaptok_provenance"
 """Checkpoint entry ``{"commit": git_commit(), "config": run config YAML}`` (``adaptok`` CLI runs)."""
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 hex digest of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def shard_fingerprint(
-    urls: Sequence[str] | str | None, split: str | None = None
+    urls: Sequence[str] | str | None,
+    split: str | None = None,
+    max_bytes: int = MAX_FINGERPRINT_BYTES,
 ) -> dict[str, object] | None:
     """Fingerprint of the local shards that ``urls`` name.
 
@@ -40,12 +43,14 @@ def shard_fingerprint(
         urls: Shard specifications as a datamodule takes them (paths, globs, brace patterns,
             folders; see :func:`adaptok.data.shards.resolve_shards`).
         split: The split the URLs are for (a folder then gives only that split's shards).
+        max_bytes: Shard sets larger than this are not read (None is returned).
 
     Returns:
-        ``{"sha256": combined digest, "files": {path: sha256}}`` with the files sorted by path
-        (the combined digest hashes one ``path sha256`` line per file, so renaming a shard changes
-        it); None when ``urls`` is empty or names a remote shard: such data cannot be
-        fingerprinted here.
+        ``{"sha256": combined digest, "files": {path: sha256}}``, files sorted by name; the
+        combined digest hashes one ``name sha256`` line per file (file names, not paths, so
+        the same shards given by another path agree). None when ``urls`` is empty, names a
+        remote shard, or the shards exceed ``max_bytes``: such data is not fingerprinted.
+        The bytes depend on the encoder build too (another PyAV/x264 gives other shards).
 
     Raises:
         FileNotFoundError / ValueError: As :func:`adaptok.data.shards.resolve_shards`.
@@ -55,9 +60,37 @@ def shard_fingerprint(
     shards = resolve_shards(urls, "shard URLs", split)
     if any(not Path(shard).is_file() for shard in shards):
         return None
-    files = {path: file_sha256(path) for path in sorted(shards)}
-    combined = hashlib.sha256("".join(f"{p} {h}\n" for p, h in files.items()).encode())
-    return {"sha256": combined.hexdigest(), "files": files}
+    if sum(Path(shard).stat().st_size for shard in shards) > max_bytes:
+        return None
+    files = {path: sha256_file(path) for path in sorted(shards, key=lambda p: Path(p).name)}
+    lines = "".join(f"{Path(p).name} {h}\n" for p, h in files.items())
+    return {"sha256": hashlib.sha256(lines.encode()).hexdigest(), "files": files}
+
+
+def training_record(urls: Sequence[str] | str | None, when: str) -> dict[str, object] | None:
+    """What a checkpoint records of its training shards: the URLs and their fingerprint.
+
+    Args:
+        urls: The datamodule's ``train_urls``.
+        when: When the fingerprint is taken (``"fit start"``; ``"export"`` for checkpoints that
+            did not record one), kept in the record.
+
+    Returns:
+        ``{"train_urls", "fingerprint", "files", "fingerprinted_at"}`` (fingerprint and files
+        None when the shards are remote, absent or too large to hash), or None without URLs.
+    """
+    if not urls:
+        return None
+    try:
+        found = shard_fingerprint(urls, "train")
+    except (FileNotFoundError, ValueError):
+        found = None
+    return {
+        "train_urls": [urls] if isinstance(urls, str) else list(urls),
+        "fingerprint": None if found is None else found["sha256"],
+        "files": None if found is None else found["files"],
+        "fingerprinted_at": when,
+    }
 
 
 def git_commit() -> str:

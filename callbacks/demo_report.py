@@ -61,11 +61,13 @@ def tokenizer_start(root: Path) -> str | None:
     spec_path, recipe_path = Path(source) / "spec.json", Path(source) / "config.yaml"
     if spec_path.is_file():
         data = (json.loads(spec_path.read_text()).get("info") or {}).get("training_data") or {}
-        recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.is_file() else {}
-        trained = ((recipe or {}).get("trainer") or {}).get("max_steps")
+        recipe = (yaml.safe_load(recipe_path.read_text()) if recipe_path.is_file() else {}) or {}
+        trained = (recipe.get("trainer") or {}).get("max_steps")
+        parent = ((recipe.get("model") or {}).get("init_args") or {}).get("init_weights")
+        how = f"from `{parent}`" if parent else "from scratch"
         line += (
-            f", trained from scratch for {trained} steps at commit {data.get('commit')} on "
-            f"shards with fingerprint {str(data.get('fingerprint'))[:12]} (`make demo-weights`)"
+            f", which were trained {how} for {trained} steps at commit {data.get('commit')} on "
+            f"shards with fingerprint {str(data.get('fingerprint'))[:12]}"
         )
     return line
 

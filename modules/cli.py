@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from typing_extensions import override
 
 from adaptok.data.shards import ShardURLError
-from adaptok.provenance import PROVENANCE_KEY, git_commit
+from adaptok.provenance import PROVENANCE_KEY, git_commit, training_record
 from modules.checkpoint_args import with_model_from_checkpoint
 from modules.loading import CheckpointError
 from modules.preflight import PreflightError, check_run, check_settings
@@ -97,22 +97,38 @@ def check_config_files(args: Sequence[str]) -> None:
 class ProvenanceSaveConfigCallback(SaveConfigCallback):
     """Saves the resolved config next to the logs and records it in every checkpoint.
 
-    Each checkpoint gets ``checkpoint["adaptok_provenance"] = {"commit", "config"}``: the
-    suite commit when the run started, i.e. the code it imported (``+dirty`` with uncommitted
-    changes; the checkout may move on while a long run trains), and the run's full config as
-    YAML text, so ``adaptok export`` can ship the exact recipe with the weights.
+    Each checkpoint gets ``checkpoint["adaptok_provenance"] = {"commit", "config",
+    "training_data"}``: the suite commit when the run started, i.e. the code it imported
+    (``+dirty`` with uncommitted changes; the checkout may move on while a long run trains),
+    the run's full config as YAML text, and (fit runs) the training shards with their content
+    fingerprint taken at fit start on rank 0 (:func:`adaptok.provenance.training_record`), so
+    ``adaptok export`` can ship the exact recipe and data record with the weights.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.commit = git_commit()
+        self.training_data: dict[str, Any] | None = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        datamodule = getattr(trainer, "datamodule", None)
+        if stage == "fit" and trainer.is_global_zero and datamodule is not None:
+            # once, on the rank that saves checkpoints: the shards this run trains on
+            urls = datamodule.hparams.get("train_urls")
+            self.training_data = training_record(urls, "fit start")
 
     @override
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         config = self.parser.dump(self.config, skip_none=False)
-        checkpoint[PROVENANCE_KEY] = {"commit": self.commit, "config": config}
+        checkpoint[PROVENANCE_KEY] = {
+            "commit": self.commit,
+            "config": config,
+            "training_data": self.training_data,
+        }
 
 
 class AdapTokCLI(LightningCLI):

@@ -21,7 +21,8 @@ from adaptok.metrics.token_diagnostics import block_mean_baseline, code_diagnost
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer
 from adaptok.pretrained import initialise_tokenizer
-from adaptok.provenance import shard_fingerprint
+from adaptok.provenance import training_record
+from modules.loading import CheckpointError
 from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["TokenizerModule"]
@@ -47,10 +48,10 @@ class TokenizerModule(StageModule):
             groups alike). The official training script passes ``optimizer.prior_lr_mult 50``.
         init_weights: An export folder (``adaptok export``) or suite checkpoint whose tokenizer
             weights a fit starts from, e.g. the committed demo weights
-            ``pretrained/demo-tokenizer`` (docs/demo_weights.md). Loaded when a fit starts
-            without ``ckpt_path`` (a resumed fit keeps its own weights); its tokenizer spec must
-            equal this one's; training shards other than the ones it was trained on (by content
-            fingerprint) give a warning.
+            ``pretrained/demo-tokenizer`` (docs/demo_weights.md). Loaded in ``setup("fit")``
+            (before the strategy wraps the model; a resumed fit restores its own weights after
+            it); its tokenizer spec must agree with this one's; training shards with other
+            bytes than the ones it was trained on (content fingerprint) give a warning.
 
     Raises:
         ValueError: ``prior_lr_mult`` not positive.
@@ -92,24 +93,33 @@ class TokenizerModule(StageModule):
 
     # ------------------------------------------------------------------ initial weights
     @override
-    def on_fit_start(self) -> None:
-        if self.init_weights is None or self.trainer.ckpt_path is not None:
+    def setup(self, stage: str) -> None:
+        # Before the strategy wraps or shards the model; a resumed fit restores its checkpoint
+        # after this hook, so its own weights win either way.
+        if stage != "fit" or self.init_weights is None or self.trainer.ckpt_path is not None:
             return
         spec = self.hparams.get("tokenizer")
-        trained_on = initialise_tokenizer(
-            self.tokenizer, self.init_weights, spec if isinstance(spec, dict) else None
-        )
+        try:
+            trained_on = initialise_tokenizer(
+                self.tokenizer, self.init_weights, spec if isinstance(spec, dict) else None
+            )
+        except (FileNotFoundError, ValueError) as error:
+            raise CheckpointError(
+                f"model.init_args.init_weights: {error} (the demo's weights are made by "
+                "`make demo-weights`; without them train from scratch: leave init_weights unset)"
+            ) from error
         datamodule = getattr(self.trainer, "datamodule", None)
         urls = None if datamodule is None else datamodule.hparams.get("train_urls")
-        if trained_on is None or not trained_on.get("fingerprint") or not urls:
+        if not (self.trainer.is_global_zero and trained_on and trained_on.get("fingerprint")):
             return
-        current = shard_fingerprint(urls, "train")
-        if current is not None and current["sha256"] != trained_on["fingerprint"]:
+        current = training_record(urls, "fit start")
+        if current is not None and current["fingerprint"] not in (None, trained_on["fingerprint"]):
             rank_zero_warn(
-                f"init_weights {self.init_weights!r} were trained on other shards than this "
-                f"run's train_urls (fingerprint {trained_on['fingerprint'][:12]} vs "
-                f"{current['sha256'][:12]}): rebuild the data (`make demo-data`) or retrain "
-                "the weights (`make demo-weights`)"
+                f"init_weights {self.init_weights!r} were trained on shards with other bytes "
+                f"than this run's train_urls (fingerprint {trained_on['fingerprint'][:12]} vs "
+                f"{current['fingerprint'][:12]}): other data, or the same data encoded by another "
+                "PyAV/x264 build; fine-tuning goes on (for the demo: `make demo-data` rebuilds "
+                "the shards, `make demo-weights` retrains the weights)"
             )
 
     # ------------------------------------------------------------------ optimisers

@@ -108,5 +108,5 @@ def test_report_says_where_the_tokenizer_started(tmp_path: Path) -> None:
     line = tokenizer_start(tmp_path / "runs")
     assert line is not None
     assert f"fine-tuned for 200 steps from `{export}`" in line
-    assert "from scratch for 5000 steps at commit abc1234" in line
-    assert "fingerprint ffffffffffff " in line
+    assert "trained from scratch for 5000 steps at commit abc1234" in line
+    assert line.endswith("fingerprint ffffffffffff")

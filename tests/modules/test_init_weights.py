@@ -43,6 +43,7 @@ def test_export_records_commit_data_fingerprint_and_config(
         expected = shard_fingerprint("data/demo/synthetic/train-*.tar", "train")
     assert expected is not None and data["fingerprint"] == expected["sha256"]
     assert data["commit"] == checkpoint[PROVENANCE_KEY]["commit"]
+    assert data["fingerprinted_at"] == "fit start"  # recorded by the run, not at export
     assert (exported / "config.yaml").is_file()  # found beside the checkpoint's run
     card = (exported / "README.md").read_text()
     assert expected["sha256"] in card
@@ -55,6 +56,9 @@ def test_fingerprint_follows_the_bytes(tmp_path: Path, workspace: Path) -> None:
     pattern = str(tmp_path / "train-*.tar")
     first = shard_fingerprint(pattern, "train")
     assert first == shard_fingerprint([pattern], "train")  # stable
+    by_folder = shard_fingerprint(str(tmp_path), "train")  # same files, another spelling
+    assert by_folder is not None and by_folder["sha256"] == first["sha256"]
+    assert shard_fingerprint(pattern, "train", max_bytes=100) is None  # too large to hash
     with (tmp_path / shards[0].name).open("ab") as handle:
         handle.write(b"\0" * 512)  # one more tar block: same members, other bytes
     assert shard_fingerprint(pattern, "train")["sha256"] != first["sha256"]
@@ -67,8 +71,8 @@ def test_fit_starts_from_the_exported_weights(workspace: Path, exported: Path) -
     module = cli.model
     stored = load_pretrained(exported).tokenizer.state_dict()
     assert any(not torch.equal(v, stored[k]) for k, v in module.tokenizer.state_dict().items())
-    module.trainer = cli.trainer  # a fit without ckpt_path: on_fit_start loads the weights
-    module.on_fit_start()
+    module.trainer = cli.trainer  # a fit without ckpt_path: setup("fit") loads the weights
+    module.setup("fit")
     for key, value in module.tokenizer.state_dict().items():
         assert torch.equal(value, stored[key]), key
 
@@ -79,7 +83,7 @@ def test_resumed_fit_keeps_its_own_weights(workspace: Path, exported: Path) -> N
     before = {k: v.clone() for k, v in module.tokenizer.state_dict().items()}
     cli.trainer.ckpt_path = "resumed.ckpt"  # what Trainer.fit(ckpt_path=...) sets
     module.trainer = cli.trainer
-    module.on_fit_start()
+    module.setup("fit")
     assert all(torch.equal(v, before[k]) for k, v in module.tokenizer.state_dict().items())
 
 
@@ -91,12 +95,21 @@ def test_other_spec_is_refused_naming_the_first_difference(workspace: Path, expo
     )
     cli.model.trainer = cli.trainer
     with pytest.raises(ValueError, match=r"init_args\.codebook_size 64 != 32"):
-        cli.model.on_fit_start()
+        cli.model.setup("fit")
+
+
+def test_missing_init_weights_is_a_one_line_user_error(workspace: Path) -> None:
+    from modules.loading import CheckpointError
+
+    cli = _build(workspace, "--model.init_args.init_weights=nowhere/demo-tokenizer")
+    cli.model.trainer = cli.trainer
+    with pytest.raises(CheckpointError, match="init_weights: .*nowhere.*make demo-weights"):
+        cli.model.setup("fit")
 
 
 def test_other_training_shards_give_a_warning(workspace: Path, exported: Path) -> None:
     one_shard = sorted((workspace / "data" / "demo" / "synthetic").glob("train-*.tar"))[0]
-    with working_directory(workspace), pytest.warns(UserWarning, match="other shards"):
+    with working_directory(workspace), pytest.warns(UserWarning, match="shards with other bytes"):
         run_cli(
             [
                 "fit",
