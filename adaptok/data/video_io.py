@@ -840,10 +840,12 @@ def note_resampling(
     repeated: int,
     dropped: int,
 ) -> None:
-    """Complete ``adjustments["irregular_timestamps"]`` (when present) with what was done.
+    """Complete ``adjustments["irregular_timestamps"]`` with what was done.
 
     Adds ``rule`` and the ``frames_repeated`` / ``frames_dropped`` counts of the resampling
-    that gave the timeline a constant rate (:class:`ConstantRate`).
+    that gave the timeline a constant rate (:class:`ConstantRate`). A timeline the reader did
+    not flag gets the entry too when the resampling repeated or dropped frames (jittered
+    timestamps can), so no changed frame count goes unrecorded.
 
     Args:
         adjustments: A reader's adjustments (changed in place).
@@ -854,7 +856,11 @@ def note_resampling(
     """
     irregular = adjustments.get("irregular_timestamps")
     if not isinstance(irregular, dict):
-        return
+        if not (repeated or dropped) or asked_fps is not None:  # --fps is recorded anyway
+            return
+        irregular = adjustments["irregular_timestamps"] = {
+            "note": "timestamps within the reader's tolerance, but resampling changed frames"
+        }
     if asked_fps is not None:
         irregular["rule"] = f"resampled to --fps {asked_fps:g} by presentation time"
     else:

@@ -379,11 +379,11 @@ def _select_indices(
 def _describe_irregular(
     adjustments: dict, options: ShardOptions, rate: float, repeated: int, dropped: int
 ) -> None:
-    """Say in ``adjustments.irregular_timestamps`` (when present) what was done about it."""
+    """Say in ``adjustments.irregular_timestamps`` what was done about the timeline."""
     irregular = adjustments.get("irregular_timestamps")
-    if not isinstance(irregular, dict):
-        return
     if options.keep_original:
+        if not isinstance(irregular, dict):
+            return
         irregular["rule"] = (
             "stored as is (--keep-original): loaders read its frames in order, so gaps are "
             "not filled and it plays shorter than the source; write it without "

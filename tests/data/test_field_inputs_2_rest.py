@@ -249,3 +249,16 @@ def test_an_annotation_shard_that_fails_to_close_leaves_no_temporary_file(tmp_pa
     sink.abandon()  # must not raise
     assert list(tmp_path.iterdir()) == []
     assert sink.stats.keys == [] and sink.count == 0
+
+
+def test_resampling_a_timeline_the_reader_did_not_flag_is_recorded() -> None:
+    """Jittered timestamps within the reader's tolerance can still repeat or drop frames."""
+    from adaptok.data.video_io import note_resampling
+
+    adjustments: dict = {}
+    note_resampling(adjustments, 25.0, None, repeated=2, dropped=1)
+    entry = adjustments["irregular_timestamps"]
+    assert entry["frames_repeated"] == 2 and entry["frames_dropped"] == 1
+    untouched: dict = {}
+    note_resampling(untouched, 25.0, None, repeated=0, dropped=0)
+    assert untouched == {}
