@@ -1,7 +1,7 @@
 """Provenance of trained weights: the code commit and the exact training shards.
 
-An export records the fingerprint of its training shards (``adaptok export``), and a stage that
-starts from exported weights (``TokenizerModule(init_weights=...)``) compares it with the shards
+A CLI run records its commit, config and training-shard fingerprint in every checkpoint, an
+export carries them (``adaptok export``), and a stage that starts from exported weights (``TokenizerModule(init_weights=...)``) compares it with the shards
 it is given, so weights trained on other data are noticed rather than silently fine-tuned. The
 demo's shards are rebuilt byte for byte by ``make demo-data`` (fixed seeds, one encoder thread),
 so the same commit and library versions reproduce the same fingerprint.
@@ -29,7 +29,7 @@ MAX_FINGERPRINT_BYTES = 2 << 30
 """Shard sets larger than this (2 GiB) are not hashed: minutes of reading for a check."""
 
 PROVENANCE_KEY = "adaptok_provenance"
-"""Checkpoint entry ``{"commit": git_commit(), "config": run config YAML}`` (``adaptok`` CLI runs)."""
+"""Checkpoint entry ``{"commit", "config", "training_data"}`` written by ``adaptok`` CLI runs."""
 
 
 def shard_fingerprint(
