@@ -4,7 +4,8 @@ Every experiment YAML ``experiments/<set>/<stage>.yaml`` has a tiny overlay
 ``tests/conf/<set>/<stage>.yaml`` that shrinks the networks, steps and data to seconds on
 2 CPU cores. It only overrides: run the shipped YAML, then the overlay, as LightningCLI
 composes several ``--config`` files (a later one merges into the earlier ones; a list of
-callbacks with the same ``class_path`` at each position merges element by element)::
+callbacks of the same length and ``class_path`` at each position merges element by element;
+another length replaces the list)::
 
     run_cli(["fit", *tiny_args("demo/tokenizer.yaml"), "--trainer.max_steps=2"])
 
