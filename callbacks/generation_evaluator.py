@@ -1,14 +1,15 @@
 """``GenerationEvaluator``: gFVD and asked-vs-produced tokens of the AR generator's samples.
 
-At the end of validation runs and of testing, the callback reads real windows from video
-shards (short side resized to the tokenizer's size, center crop) and for every window and
-budget level generates one clip with the module's ``sample``. Which windows
+At the end of validation runs and of testing, the callback takes batches of real windows
+from :class:`datamodules.real_clips.RealClips` (built from ``real_urls``, ``real_windows``,
+``window_seed``, ``batch_size`` and ``num_workers``; the data set-up lives there) and for
+every window and budget level generates one clip with the module's ``sample``. Which windows
 (``real_windows``):
 
 - ``"nonoverlapping"`` (the official protocol, ``sample.py``): ``num_samples`` distinct
   windows drawn with ``window_seed`` among every non-overlapping ``T``-frame window of every
-  video (``adaptok.metrics.windows``; needs local shards whose metadata gives ``frames``).
-  Each rank reads the drawn windows of its shards, so the total is exactly ``num_samples``;
+  video; each rank reads the drawn windows of its shards, so the total is exactly
+  ``num_samples``;
 - ``"first"``: the first ``T`` frames of the first ``num_samples`` videos (one window per
   video, as ``datamodules.VideoShardsDataModule`` evaluates), NOT the paper's protocol.
 
@@ -29,10 +30,7 @@ numbers are those of all ranks. Sample clips go to TensorBoard (rank 0); testing
 
 from __future__ import annotations
 
-import json
 import math
-import tarfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,60 +44,15 @@ from typing_extensions import override
 from adaptok.metrics import VideoQualityMeter
 from adaptok.metrics.frame_quality import describe_psnr
 from adaptok.metrics.fvd import FVD_FRAMES
-from adaptok.metrics.windows import draw_windows, nonoverlapping_windows
 from adaptok.nn.sampling import nearest_reachable_total
 from callbacks.media import log_video, side_by_side
 from callbacks.report import write_report
+from datamodules.real_clips import RealClips, RealWindows
 
-__all__ = ["GenerationEvaluator", "shard_frame_counts"]
+__all__ = ["GenerationEvaluator"]
 
 Split = Literal["val", "test"]
 LengthRule = Literal["free", "exact", "at_most"]
-RealWindows = Literal["first", "nonoverlapping"]
-
-
-def shard_frame_counts(shards: list[str]) -> dict[str, int]:
-    """Frame count of every video in local WebDataset shards, from their ``.json`` metadata.
-
-    Keys are the samples' ``__key__`` (member path up to the first dot of its name, the
-    WebDataset rule). Only the metadata members are read.
-
-    Args:
-        shards: Local shard paths.
-
-    Returns:
-        Video key -> ``frames`` of its metadata.
-
-    Raises:
-        ValueError: A remote shard, an unreadable shard, or a video whose metadata has no
-            ``frames`` (naming the shard and key).
-    """
-    counts: dict[str, int] = {}
-    for shard in shards:
-        if not Path(shard).is_file():
-            raise ValueError(
-                f"real_windows: nonoverlapping reads the frame counts from local shards; "
-                f"{shard} is not a local file"
-            )
-        try:
-            with tarfile.open(shard, "r:*") as archive:
-                for member in archive:
-                    name = member.name.rsplit("/", 1)
-                    base, _, ext = name[-1].partition(".")
-                    if ext != "json":
-                        continue
-                    key = "/".join([*name[:-1], base])
-                    handle = archive.extractfile(member)
-                    meta = json.loads(handle.read()) if handle is not None else {}
-                    if not isinstance(meta, dict) or "frames" not in meta:
-                        raise ValueError(
-                            f"{shard}: video {key!r} has no 'frames' in its metadata; rewrite "
-                            "the shards with adaptok-shards"
-                        )
-                    counts[key] = int(meta["frames"])
-        except (OSError, tarfile.TarError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read the metadata of {shard}: {error}") from error
-    return counts
 
 
 class GenerationEvaluator(pl.Callback):
@@ -173,10 +126,6 @@ class GenerationEvaluator(pl.Callback):
         window_seed: int = 42,
     ) -> None:
         super().__init__()
-        if real_windows not in ("first", "nonoverlapping"):
-            raise ValueError(
-                f"real_windows must be 'first' or 'nonoverlapping', got {real_windows!r}"
-            )
         if num_samples < 1 or (val_num_samples is not None and val_num_samples < 1):
             raise ValueError("num_samples and val_num_samples must be at least 1")
         if batch_size < 1 or every_n_validations < 0:
@@ -184,6 +133,13 @@ class GenerationEvaluator(pl.Callback):
         if length_rule not in ("free", "exact", "at_most"):
             raise ValueError(f"length_rule must be free, exact or at_most, got {length_rule!r}")
         self.real_urls = real_urls
+        self.real_clips = RealClips(
+            urls=real_urls,
+            windows=real_windows,
+            window_seed=window_seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
         self.num_samples = num_samples
         self.val_num_samples = val_num_samples or num_samples
         self.budget_levels = budget_levels
@@ -227,57 +183,6 @@ class GenerationEvaluator(pl.Callback):
             )
         return [int(level) for level in levels]
 
-    def _real_loader(
-        self, pl_module: Any, trainer: pl.Trainer, split: Split, count: int
-    ) -> tuple[Callable[[Any], Any], Any]:
-        """``(prepare, loader)``: batches of real windows and the function preparing each."""
-        if self.real_windows == "nonoverlapping":
-            return (lambda batch: batch), self._window_loader(pl_module, trainer, split, count)
-        from datamodules.video_shards import VideoShardsDataModule
-
-        tokenizer = pl_module.tokenizer
-        data = VideoShardsDataModule(
-            test_urls=self.real_urls,
-            num_frames=tokenizer.num_frames,
-            resolution=tokenizer.image_size,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-        )
-        data.trainer = trainer  # rank and world size for the shard split
-        return (lambda batch: data.on_before_batch_transfer(batch, 0)), data.test_dataloader()
-
-    def _window_loader(self, pl_module: Any, trainer: pl.Trainer, split: Split, count: int) -> Any:
-        """This rank's share of ``count`` non-overlapping windows drawn with ``window_seed``."""
-        from torch.utils.data import DataLoader
-
-        from adaptok.data.shards import resolve_shards
-        from datamodules.video_windows import VideoWindowsDataset, collate_windows, window_key
-
-        tokenizer = pl_module.tokenizer
-        frames = tokenizer.num_frames
-        shards = resolve_shards(self.real_urls, "real_urls")
-        counts = shard_frame_counts(shards)
-        every = nonoverlapping_windows(counts, frames)
-        chosen = set(draw_windows(counts, frames, count, self.window_seed))
-        self.window_counts[split] = {"drawn": count, "windows": len(every), "videos": len(counts)}
-        # the dataset leaves out excluded windows without decoding their frames
-        exclude = {window_key(key, start) for key, start in every if (key, start) not in chosen}
-        rank, world = trainer.global_rank, trainer.world_size
-        dataset = VideoWindowsDataset(
-            shards,
-            num_frames=frames,
-            stride=frames,
-            frame_stride=1,
-            resolution=tokenizer.image_size,
-            rank=rank,
-            world_size=world,
-            exclude=exclude,
-        )
-        workers = min(self.num_workers, len(shards[rank::world]))
-        return DataLoader(
-            dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=collate_windows
-        )
-
     def _resize_for_fvd(self, video: Tensor, frame_prediction: bool) -> Tensor:
         size = self.fvd_resolution or (64 if frame_prediction else None)
         if size is None or video.shape[-1] == size and video.shape[-2] == size:
@@ -312,7 +217,7 @@ class GenerationEvaluator(pl.Callback):
         device = pl_module.device
         levels = self._levels(pl_module)
         wanted = self.num_samples if split == "test" else self.val_num_samples
-        windowed = self.real_windows == "nonoverlapping"
+        windowed = not self.real_clips.per_rank_share
         # windowed: each rank reads the drawn windows of its shards (together: ``wanted``)
         per_rank = math.inf if windowed else math.ceil(wanted / trainer.world_size)
         frame_prediction = bool(pl_module.frame_prediction)
@@ -351,10 +256,12 @@ class GenerationEvaluator(pl.Callback):
             }
             for level in levels
         }
-        prepare, loader = self._real_loader(pl_module, trainer, split, wanted)
+        tokenizer = pl_module.tokenizer
+        batches = self.real_clips.batches(
+            tokenizer.num_frames, tokenizer.image_size, wanted, trainer
+        )
         seen = 0
-        for batch_index, batch in enumerate(loader):
-            batch = prepare(batch)
+        for batch_index, batch in enumerate(batches):
             if windowed and batch["video"].ndim != 5:
                 continue  # a batch of skip counts only (a worker without windows)
             limit = None if windowed else per_rank - seen
@@ -412,6 +319,8 @@ class GenerationEvaluator(pl.Callback):
             seen += real.shape[0]
             if seen >= per_rank:
                 break
+        if windowed and self.real_clips.counts is not None:
+            self.window_counts[split] = self.real_clips.counts.as_dict()
 
         rows = []
         self.histograms[split] = {}

@@ -40,6 +40,7 @@ from lightning.pytorch import LightningModule
 
 from adaptok.alloc import StreamingAllocator, allocate, block_targets
 from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
+from adaptok.nn.frame_condition import condition_clip
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 from modules.loading import load_frozen_scorer
 
@@ -294,10 +295,7 @@ class AnnotatorModule(LightningModule):
         Returns:
             ``(B, C, T, H, W)``.
         """
-        count = int(self.condition_frames or video.shape[2])
-        head = video[:, :, :count]
-        tail = head[:, :, -1:].expand(-1, -1, video.shape[2] - count, -1, -1)
-        return torch.cat([head, tail], dim=2)
+        return condition_clip(video, int(self.condition_frames or video.shape[2]))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Annotate one batch of windows.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,9 +12,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from adaptok.nn.frame_condition import condition_clip
 from adaptok.nn.generator import ARGenerator
 from adaptok.nn.sampling import BudgetRule, SampleOutput, sample
 from adaptok.schedules import WarmupCosineLR
+from modules.annotator import state_sha256
+from modules.loading import annotation_tokenizer_sha256, check_tokenizer_matches_shards
 from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["GeneratorModule"]
@@ -35,7 +39,10 @@ class GeneratorModule(StageModule):
 
     The frozen tokenizer decodes samples (and encodes frame-prediction conditions); it is
     stored in this module's checkpoint (its spec as the `tokenizer_spec` hyperparameter, its
-    weights under `tokenizer.`), so a generator checkpoint describes itself.
+    weights under `tokenizer.`), so a generator checkpoint describes itself. At the start of
+    fitting (training and validation shards) and testing (test shards) its weights' SHA-256
+    is compared with the one every token shard records (`check_tokenizer_of_shards`): a
+    tokenizer retrained after annotation stops the run in one line.
 
     Optimisation (docs/METHOD.md section 5.6): two parameter groups, the weights of linear
     layers and the rest (embeddings, positions and norms), the second with `weight_decay`
@@ -172,6 +179,57 @@ class GeneratorModule(StageModule):
         fractions = torch.tensor(self.budgets, device=budget_level.device)[budget_level]
         return (fractions * self.max_tokens).round().long()
 
+    # ------------------------------------------------------------------------ start-up
+    def check_tokenizer_of_shards(self, splits: Sequence[str]) -> None:
+        """Refuse token shards annotated with another tokenizer than this module's.
+
+        Reads the hash each local shard of `splits` records (the trainer's datamodule's
+        resolved `shards`; nothing is checked without them) and compares it with
+        `modules.annotator.state_sha256` of the tokenizer, as the annotator computed it (fp32
+        weights; under a true half precision the check is skipped with a warning). Shards
+        recording no hash are named in a warning.
+
+        Args:
+            splits: Datamodule splits whose shards are checked, e.g. `("train", "val")`.
+
+        Raises:
+            modules.loading.TokenizerMismatchError: A shard records another hash (naming both
+                hashes and the fix).
+        """
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        resolved = getattr(datamodule, "shards", None)
+        if not isinstance(resolved, Mapping):
+            return
+        shards = [shard for split in splits for shard in resolved.get(split) or []]
+        if not shards:
+            return
+        dtypes = {parameter.dtype for parameter in self.tokenizer.parameters()}
+        if dtypes != {torch.float32}:
+            rank_zero_warn(
+                f"GeneratorModule: tokenizer weights are {sorted(map(str, dtypes))}, not the "
+                "fp32 weights annotations are hashed from: the token shards' tokenizer hash "
+                "is NOT checked"
+            )
+            return
+        recorded = {shard: annotation_tokenizer_sha256(shard) for shard in shards}
+        ckpt = self.hparams.get("tokenizer_ckpt")
+        source = f"tokenizer_ckpt={ckpt}" if ckpt else "the tokenizer stored in this generator"
+        unchecked = check_tokenizer_matches_shards(state_sha256(self.tokenizer), recorded, source)
+        if unchecked:
+            rank_zero_warn(
+                f"GeneratorModule: {len(unchecked)} token shard(s) (e.g. {unchecked[0]}) record "
+                "no tokenizer hash (not local, or annotated elsewhere): whether they were made "
+                "with this tokenizer is NOT checked"
+            )
+
+    @override
+    def on_fit_start(self) -> None:
+        self.check_tokenizer_of_shards(("train", "val"))
+
+    @override
+    def on_test_start(self) -> None:
+        self.check_tokenizer_of_shards(("test",))
+
     # ------------------------------------------------------------------------ training
     def _labels(self, label: Tensor) -> Tensor:
         if self.generator.num_classes == 0:
@@ -287,9 +345,10 @@ class GeneratorModule(StageModule):
     def encode_condition(self, video: Tensor) -> Tensor:
         """Codes of the frame-prediction condition of real clips.
 
-        The first `condition_frames` frames, the last one repeated to the clip length, are
-        encoded by the frozen tokenizer without dropping (argmax codes; docs/METHOD.md
-        section 5.3).
+        The condition clip (`adaptok.nn.frame_condition.condition_clip`, the one the
+        annotator encodes too: the first `condition_frames` frames, the last one repeated to
+        the clip length) is encoded by the frozen tokenizer without dropping (argmax codes;
+        docs/METHOD.md section 5.3).
 
         Args:
             video: `(B, C, T, H, W)` in [0, 1], T = the tokenizer's clip length.
@@ -297,10 +356,7 @@ class GeneratorModule(StageModule):
         Returns:
             Long `(B, K, M)`.
         """
-        frames = video[:, :, : self.condition_frames]
-        missing = video.shape[2] - frames.shape[2]
-        condition = torch.cat([frames, frames[:, :, -1:].expand(-1, -1, missing, -1, -1)], 2)
-        codes = self.tokenizer.encode(condition).codes
+        codes = self.tokenizer.encode(condition_clip(video, self.condition_frames)).codes
         return codes.view(
             video.shape[0], self.generator.num_blocks, self.generator.tokens_per_block
         )

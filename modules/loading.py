@@ -18,7 +18,9 @@ Any stage checkpoint (tokenizer, scorer, generator, annotator) can be restored w
 from __future__ import annotations
 
 import importlib
+import json
 import pickle
+import tarfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,10 @@ from adaptok.nn.tokenizer import AdapTokTokenizer
 __all__ = [
     "FROZEN_METRIC_TYPES",
     "CheckpointError",
+    "TokenizerMismatchError",
+    "annotation_tokenizer_sha256",
     "check_checkpoint",
+    "check_tokenizer_matches_shards",
     "NetworkSpec",
     "build_network",
     "drop_frozen_metric_weights",
@@ -159,6 +164,76 @@ def check_checkpoint(checkpoint: Mapping[str, Any], source: str | Path) -> None:
                     f"(datamodule_hyper_parameters); the stored weights belong to "
                     f"{argument}={trained}"
                 )
+
+
+class TokenizerMismatchError(CheckpointError):
+    """A stage's tokenizer is not the one its token shards were annotated with."""
+
+
+def annotation_tokenizer_sha256(shard: str | Path) -> str | None:
+    """The tokenizer hash the first annotation of a local token shard records.
+
+    ``callbacks.AnnotationWriter`` stores the SHA-256 of the tokenizer's weights
+    (``modules.annotator.state_sha256``) in every annotation's ``json`` as
+    ``tokenizer.sha256``. Only the shard's first ``json`` member is read.
+
+    Args:
+        shard: A token shard path.
+
+    Returns:
+        The recorded hash; None when the shard is not a readable local file or its first
+        annotation records none (shards written elsewhere or by older versions).
+    """
+    path = Path(shard)
+    if not path.is_file():
+        return None
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                if member.name.rsplit("/", 1)[-1].partition(".")[2] != "json":
+                    continue
+                handle = archive.extractfile(member)
+                meta = json.loads(handle.read()) if handle is not None else None
+                provenance = meta.get("tokenizer") if isinstance(meta, dict) else None
+                recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
+                return str(recorded) if recorded else None
+    except (OSError, tarfile.TarError, ValueError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def check_tokenizer_matches_shards(
+    tokenizer_sha256: str, recorded: Mapping[str, str | None], tokenizer_source: str
+) -> list[str]:
+    """Refuse token shards annotated with another tokenizer, in one line.
+
+    A tokenizer retrained after annotation has the same sizes, so only the weights' hash
+    tells that the generator would decode its samples with other weights than the codes
+    were made with.
+
+    Args:
+        tokenizer_sha256: ``modules.annotator.state_sha256`` of the stage's tokenizer.
+        recorded: Shard -> the hash it records (:func:`annotation_tokenizer_sha256`).
+        tokenizer_source: Where the stage's tokenizer came from, for the message.
+
+    Returns:
+        The shards that record no hash (they cannot be checked).
+
+    Raises:
+        TokenizerMismatchError: Naming the shard, both hashes and the two fixes.
+    """
+    for shard, found in recorded.items():
+        if found is not None and found != tokenizer_sha256:
+            raise TokenizerMismatchError(
+                f"token shard {shard} was annotated with the tokenizer of sha256 {found}, "
+                f"but the generator's tokenizer ({tokenizer_source}) has sha256 "
+                f"{tokenizer_sha256}: its samples would be decoded with other weights than "
+                "the codes were made with; re-annotate the shards with this tokenizer "
+                "(`adaptok predict --config experiments/<set>/annotate.yaml` on a scorer "
+                "trained on it) or point model.init_args.tokenizer_ckpt at the checkpoint the "
+                "shards were annotated with"
+            )
+    return [shard for shard, found in recorded.items() if found is None]
 
 
 def read_checkpoint_safely(ckpt_path: str | Path) -> dict[str, Any]:

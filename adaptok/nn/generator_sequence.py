@@ -2,7 +2,8 @@
 
 A clip tokenised into K blocks of M codes with kept lengths `L_b` becomes one stream: for each
 block its first `L_b` codes, then `<EOB>`. Frame prediction (FP) puts a prefix in front: the
-codes of the condition clip's first blocks and a separator `<SEP>`; the stream then starts at
+codes of the condition clip's first blocks and a separator `<SEP>`
+(`adaptok.nn.frame_condition.condition_prefix`, shared with sampling); the stream then starts at
 block 1, because block 0 is copied from the condition at sampling (docs/METHOD.md
 section 5.3).
 
@@ -23,6 +24,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from adaptok.nn.frame_condition import condition_prefix
 
 __all__ = [
     "SEQUENCE_KEYS",
@@ -162,17 +165,11 @@ def build_sequence(
                 f"without <SEP>: build_sequence appends it), got "
                 f"[{int(prefix.min())}, {int(prefix.max())}]"
             )
-        num_prefix_blocks = prefix.shape[0]
-        tokens += [prefix.reshape(-1), torch.tensor([vocab.sep])]
-        block_index += [
-            torch.arange(num_prefix_blocks).repeat_interleave(block_size),
-            torch.tensor([num_prefix_blocks - 1]),
-        ]
-        block_position += [
-            torch.arange(block_size).repeat(num_prefix_blocks),
-            torch.tensor([block_size]),
-        ]
-        prefix_length = prefix.numel() + 1
+        head = condition_prefix(prefix, vocab.sep)
+        tokens.append(head.tokens)
+        block_index.append(head.block_index)
+        block_position.append(head.block_position)
+        prefix_length = head.length
         loss_mask.append(torch.zeros(prefix_length, dtype=torch.bool))
 
     for b in range(start_block, num_blocks):

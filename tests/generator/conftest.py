@@ -90,6 +90,7 @@ def write_annotation_shard(
     cond: np.ndarray | None = None,
     candidate_lengths: Sequence[int] = (2, 4, 6, 8),
     codebook_size: int = 64,
+    tokenizer_sha256: str | None = None,
 ) -> Path:
     """Writes one annotation shard in the format of `callbacks.AnnotationWriter`.
 
@@ -102,6 +103,8 @@ def write_annotation_shard(
         cond: Optional `(N, K, M)` condition codes (frame-prediction shards).
         candidate_lengths: The scorer's candidates recorded in the metadata.
         codebook_size: V recorded in the metadata.
+        tokenizer_sha256: The tokenizer hash the annotations record (None: none, as shards
+            annotated elsewhere; the generator then warns that it cannot check them).
     """
     import webdataset as wds
 
@@ -119,7 +122,9 @@ def write_annotation_shard(
                 "num_blocks": num_blocks,
                 "tokens_per_block": block_size,
                 "codebook_size": codebook_size,
-                "tokenizer": {"ckpt": "test", "sha256": "0"},
+                "tokenizer": {"ckpt": "test"}
+                if tokenizer_sha256 is None
+                else {"ckpt": "test", "sha256": tokenizer_sha256},
             }
             sample = {
                 "__key__": f"clip{i:03d}_w00000",
@@ -144,3 +149,22 @@ def tiny_tokenizer_spec() -> dict:
 def annotation_shard_writer() -> Callable[..., Path]:
     """`write_annotation_shard(path, codes, lengths, labels, budgets, cond=None)`."""
     return write_annotation_shard
+
+
+@pytest.fixture
+def tiny_tokenizer_ckpt(tmp_path: Path, tiny_tokenizer_spec: dict) -> tuple[Path, str]:
+    """A tokenizer checkpoint of the tiny spec (seeded random weights) and its weights' hash.
+
+    Annotations written with that hash are what `GeneratorModule(tokenizer_ckpt=...)` accepts.
+    """
+    import torch
+
+    from modules.annotator import state_sha256
+    from modules.loading import build_network
+
+    torch.manual_seed(0)
+    tokenizer = build_network(tiny_tokenizer_spec)
+    path = tmp_path / "tiny_tokenizer.ckpt"
+    state = {f"tokenizer.{key}": value for key, value in tokenizer.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"tokenizer": tiny_tokenizer_spec}}, path)
+    return path, state_sha256(tokenizer)

@@ -1,4 +1,7 @@
-"""GenerationEvaluator's official real-window protocol: the drawn windows, split over ranks."""
+"""The official real-window protocol of generation evaluations: drawn windows, split over ranks.
+
+``datamodules.real_clips.RealClips`` sets up the real data that ``GenerationEvaluator`` reads.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from adaptok.data.cli import main as shards
 from adaptok.data.shards import resolve_shards
 from adaptok.metrics.windows import draw_windows
 from callbacks import GenerationEvaluator
-from callbacks.generation_evaluator import shard_frame_counts
+from datamodules.real_clips import RealClips, shard_frame_counts
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +26,10 @@ def long_videos(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(out / "*.tar")
 
 
-def _read(evaluator: GenerationEvaluator, rank: int, world: int, count: int) -> list[tuple]:
-    module = SimpleNamespace(tokenizer=SimpleNamespace(num_frames=16, image_size=32))
+def _read(real: RealClips, rank: int, world: int, count: int) -> list[tuple]:
     trainer = SimpleNamespace(global_rank=rank, world_size=world)
-    loader = evaluator._window_loader(module, trainer, "test", count)
     read = []
-    for batch in loader:
+    for batch in real.batches(16, 32, count, trainer):
         if batch["video"].ndim != 5:
             continue
         assert batch["video"].shape[1:] == (3, 16, 32, 32) and batch["video"].max() <= 1
@@ -40,20 +41,41 @@ def test_the_drawn_windows_are_read_exactly_once_over_ranks(long_videos: str) ->
     evaluator = GenerationEvaluator(
         real_urls=long_videos, real_windows="nonoverlapping", window_seed=42, batch_size=2
     )
+    real = evaluator.real_clips  # the evaluator's YAML settings build its data set-up
+    assert (real.urls, real.windows, real.window_seed, real.batch_size) == (
+        long_videos,
+        "nonoverlapping",
+        42,
+        2,
+    )
     counts = shard_frame_counts(resolve_shards(long_videos))
     assert len(counts) == 6 and set(counts.values()) == {40}
     drawn = set(draw_windows(counts, 16, 5, seed=42))
     assert {start for _, start in drawn} <= {0, 16}
-    assert set(_read(evaluator, 0, 1, 5)) == drawn
-    assert evaluator.window_counts["test"] == {"drawn": 5, "windows": 12, "videos": 6}
-    rank0, rank1 = _read(evaluator, 0, 2, 5), _read(evaluator, 1, 2, 5)
+    assert set(_read(real, 0, 1, 5)) == drawn
+    assert real.counts is not None
+    assert real.counts.as_dict() == {"drawn": 5, "windows": 12, "videos": 6}
+    rank0, rank1 = _read(real, 0, 2, 5), _read(real, 1, 2, 5)
     assert len(rank0) + len(rank1) == 5 and set(rank0) | set(rank1) == drawn
     # later windows of a video are drawn too (the first-16-frames protocol never reads them)
     assert any(start == 16 for _, start in drawn)
     with pytest.raises(ValueError, match="hold only 12"):
-        _read(evaluator, 0, 1, 13)
+        _read(real, 0, 1, 13)
 
 
 def test_unknown_protocol_is_refused() -> None:
     with pytest.raises(ValueError, match="real_windows"):
         GenerationEvaluator(real_urls="x", real_windows="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="real_windows"):
+        RealClips(urls="x", windows="random")  # type: ignore[arg-type]
+
+
+def test_first_frames_protocol_reads_one_window_per_video(long_videos: str) -> None:
+    real = RealClips(urls=long_videos, windows="first", batch_size=4)
+    assert real.per_rank_share
+    trainer = SimpleNamespace(global_rank=0, world_size=1)
+    batches = list(real.batches(16, 32, 6, trainer))
+    keys = [key for batch in batches for key in batch["key"]]
+    assert len(keys) == len(set(keys)) == 6
+    assert all("skipped" not in batch for batch in batches)
+    assert all(batch["video"].shape[1:] == (3, 16, 32, 32) for batch in batches)

@@ -157,7 +157,7 @@ def test_budget_conditioning_moves_the_mean_length() -> None:
 
 # ---------------------------------------------------------------------------- CLI runs
 def test_cli_fit_then_test_writes_a_generation_report(
-    tmp_path: Path, tiny_tokenizer_spec: dict, annotation_shard_writer
+    tmp_path: Path, tiny_tokenizer_ckpt: tuple[Path, str], annotation_shard_writer
 ) -> None:
     from adaptok.data.cli import main as shards
     from modules.cli import run_cli
@@ -194,8 +194,10 @@ def test_cli_fit_then_test_writes_a_generation_report(
         lengths,
         labels=[i % 4 for i in range(n)],
         budgets=[0.25, 0.5, 0.75, 1.0][:2],
+        tokenizer_sha256=tiny_tokenizer_ckpt[1],  # annotated with the generator's tokenizer
     )
-    # the tiny overlays, with the 16-frame random tokenizer of the fixtures and 2 budgets;
+    # the tiny overlays, with the 16-frame random tokenizer checkpoint of the fixtures (the
+    # one the shards record) and 2 budgets;
     # the GenerationEvaluator is the last callback (the earlier ones are named to keep them)
     kept = [
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint"},
@@ -208,7 +210,7 @@ def test_cli_fit_then_test_writes_a_generation_report(
         "fit",
         *tiny_args("demo/generator.yaml"),
         *write_overlay(tmp_path / "fit.yaml", {"trainer": {"callbacks": [*kept, two_levels]}}),
-        f"--model.init_args.tokenizer_spec={json.dumps(tiny_tokenizer_spec)}",
+        f"--model.init_args.tokenizer_ckpt={tiny_tokenizer_ckpt[0]}",
         "--model.init_args.budgets=[0.25, 0.5]",
         "--model.init_args.generator.init_args.num_budgets=2",
     ]

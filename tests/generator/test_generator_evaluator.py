@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from torch import nn
 from adaptok.nn.generator import ARGenerator
 from callbacks import GenerationEvaluator
 from datamodules.token_shards import TokenShardsDataModule
+from modules.annotator import state_sha256
 from modules.generator import GeneratorModule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,17 +49,6 @@ def test_frame_prediction_evaluation_copies_condition_and_hits_exact_budgets(
     tmp_path: Path, tiny_tokenizer_spec: dict, annotation_shard_writer
 ) -> None:
     _videos(tmp_path / "videos", clips=8, shard_samples=8)
-    rng = np.random.default_rng(0)
-    n = 8
-    lengths = np.stack([np.full((n, 4), 2), np.full((n, 4), 8)], 1)
-    annotation_shard_writer(
-        tmp_path / "tokens/test-000000.tar",
-        rng.integers(0, 64, (n, 4, 8)),
-        lengths,
-        labels=[0] * n,
-        budgets=[0.25, 1.0],
-        cond=rng.integers(0, 64, (n, 4, 8)),
-    )
     generator = ARGenerator(
         codebook_size=64,
         num_blocks=4,
@@ -77,6 +66,19 @@ def test_frame_prediction_evaluation_copies_condition_and_hits_exact_budgets(
         tokenizer_spec=tiny_tokenizer_spec,
         budgets=[0.25, 1.0],
         candidate_lengths=[2, 4, 6, 8],
+    )
+    # annotated with the module's tokenizer: the start-up hash check passes
+    rng = np.random.default_rng(0)
+    n = 8
+    lengths = np.stack([np.full((n, 4), 2), np.full((n, 4), 8)], 1)
+    annotation_shard_writer(
+        tmp_path / "tokens/test-000000.tar",
+        rng.integers(0, 64, (n, 4, 8)),
+        lengths,
+        labels=[0] * n,
+        budgets=[0.25, 1.0],
+        cond=rng.integers(0, 64, (n, 4, 8)),
+        tokenizer_sha256=state_sha256(module.tokenizer),
     )
     evaluator = GenerationEvaluator(
         real_urls=str(tmp_path / "videos/*.tar"),
@@ -145,7 +147,7 @@ def test_condition_codes_come_from_the_first_frames_only(tiny_tokenizer_spec: di
 
 @pytest.mark.slow
 def test_token_statistics_are_summed_over_ddp_ranks(
-    tmp_path: Path, tiny_tokenizer_spec: dict, annotation_shard_writer
+    tmp_path: Path, tiny_tokenizer_ckpt: tuple[Path, str], annotation_shard_writer
 ) -> None:
     """2 gloo ranks, 8 real windows in 2 shards: the report counts all 8, not one rank's 4."""
     _videos(tmp_path / "data/demo/synthetic", clips=8, shard_samples=4)
@@ -157,6 +159,7 @@ def test_token_statistics_are_summed_over_ddp_ranks(
             np.full((4, 4, 4), 4),
             labels=[0, 1, 2, 3],
             budgets=[0.25, 0.5, 0.75, 1.0],
+            tokenizer_sha256=tiny_tokenizer_ckpt[1],
         )
     from modules.cli import run_cli
     from tests.helpers import tiny_args, working_directory, write_overlay
@@ -166,7 +169,7 @@ def test_token_statistics_are_summed_over_ddp_ranks(
             [
                 "fit",
                 *tiny_args("demo/generator.yaml"),
-                f"--model.init_args.tokenizer_spec={json.dumps(tiny_tokenizer_spec)}",
+                f"--model.init_args.tokenizer_ckpt={tiny_tokenizer_ckpt[0]}",
                 "--trainer.max_steps=2",
                 "--trainer.limit_val_batches=0",
                 "--data.init_args.epoch_length=8",
