@@ -7,8 +7,9 @@ tokenizer keeps and how many tokens each temporal block got.
 Windows are cut the way the evaluation data path cuts clips: frames are taken by
 presentation time at a constant rate (``fps``, default the video's own; variable-frame-rate
 input is resampled to it, as ``adaptok-shards`` does), display rotation is applied, the short
-side is resized to the tokenizer's ``image_size`` and the centre square is kept
-(``VideoWindowsDataset``). Windows start every ``stride`` frames (default: back to back);
+side is resized to the tokenizer's ``image_size`` and the centre square is kept. The
+decoding and cutting are those of the annotation loader (one implementation,
+:mod:`adaptok.data.windows`). Windows start every ``stride`` frames (default: back to back);
 frames after the last full window are not tokenized (the result says how many).
 
 The video is streamed (:class:`WindowSource`): frames are decoded, converted and cut into
@@ -36,10 +37,10 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import av
 import numpy as np
@@ -49,17 +50,9 @@ from tqdm.auto import tqdm
 from adaptok.alloc import InfeasibleBudgetError, allocate
 from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
 from adaptok.budget_planner import TokenBudgetPlanner
-from adaptok.data.video_io import (
-    ConstantRate,
-    VideoDecodeError,
-    VideoEncoder,
-    VideoReader,
-    frames_at_rate,
-    note_resampling,
-    probe_video,
-    short_side_shape,
-    sliding_windows,
-)
+from adaptok.data.pictures import SideBySideFrames, video_to_uint8
+from adaptok.data.video_io import VideoDecodeError, VideoEncoder, probe_video
+from adaptok.data.windows import WindowDecoder, window_starts
 from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tokenizer import AdapTokTokenizer
@@ -141,17 +134,18 @@ class VideoWindows:
         return self.frames[start : start + self.num_frames]
 
 
-class WindowSource:
+class WindowSource(WindowDecoder):
     """A video file opened for tokenizer windows, decoded one frame at a time.
 
-    Opening probes the file (errors come at once); :meth:`frames` then decodes it, taking
-    frames at a constant rate by presentation time (:class:`~adaptok.data.video_io.ConstantRate`:
-    an even timeline at the video's own rate keeps every frame, gaps repeat the frame before
-    them), resizing the short side to ``S`` in swscale and keeping the centre square, and
-    :meth:`windows` cuts those frames into windows holding only what a later window still
-    needs. At the video's own rate this is a single pass; at another rate (``fps``) or when
-    the file gives no rate, a first pass reads the timestamps (no pixels) to choose frames.
-    After a full pass the counts, properties and adjustments are set.
+    The tokenizer's reading of the shared window decoding
+    (:class:`~adaptok.data.windows.WindowDecoder`): frames are taken at a constant rate by
+    presentation time (``constant_rate`` timing: an even timeline at the video's own rate
+    keeps every frame, gaps repeat the frame before them), the short side is resized to ``S``
+    in swscale and the centre square kept, and :meth:`windows` cuts them into windows holding
+    only what a later window still needs. At the video's own rate this is a single pass; at
+    another rate (``fps``) or when the file gives no rate, a first pass reads the timestamps
+    (no pixels) to choose frames. Opening probes the file, so errors come at once; after a
+    full pass the counts, properties and adjustments are set.
 
     Args:
         path: The video file (any container/codec FFmpeg reads).
@@ -188,33 +182,33 @@ class WindowSource:
         stream: int | None = None,
         background: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
-        self.stride = num_frames if stride is None else int(stride)
-        if self.stride < 1:
-            raise ValueError(f"stride must be >= 1 frame, got {self.stride}")
-        if fps is not None and not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
+        self.check_settings(num_frames if stride is None else int(stride), fps=fps)
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"video file not found: {self.path}")
         if not self.path.is_file():
             raise FileNotFoundError(f"not a file: {self.path}")
-        self.num_frames, self.image_size = int(num_frames), int(image_size)
-        self.asked_fps, self.stream, self.background = fps, stream, background
         with self._decoding():
             info = probe_video(self.path, stream)
+            super().__init__(
+                self.path,
+                num_frames,
+                image_size,
+                (info.height, info.width),
+                stride,
+                timing="constant_rate",
+                fps=fps,
+                nominal_fps=info.fps,
+                stream=stream,
+                background=background,
+            )
+        self.image_size = self.size
         self.source_size = (info.height, info.width)
-        self.resized = short_side_shape(info.height, info.width, image_size)
-        self.nominal_fps = info.fps
         self.header_frames = info.frames
-        self._repeats: np.ndarray | None = None
-        if fps is not None or not info.fps > 0:
-            self._plan_from_timestamps()
-        self.fps = float(fps) if fps is not None else self.nominal_fps
         self.total_frames = 0
         self.source_frames = 0
         self.rotation = 0
         self.properties: dict = {}
-        self.adjustments: dict = {}
 
     @contextlib.contextmanager
     def _decoding(self) -> Iterator[None]:
@@ -223,83 +217,41 @@ class WindowSource:
         except (VideoDecodeError, av.FFmpegError) as error:
             raise VideoDecodeError(f"cannot decode {self.path} as a video: {error}") from error
 
-    def _plan_from_timestamps(self) -> None:
-        """First pass (times only): which frame fills each output frame at the asked rate."""
-        with self._decoding(), VideoReader(self.path, self.stream, self.background) as reader:
-            times = np.array([time for time, _ in reader.frames()], dtype=np.float64)
-        steps = np.diff(times)
-        if not self.nominal_fps > 0:
-            self.nominal_fps = 1.0 / float(np.median(steps)) if len(times) > 1 else 25.0
-        rate = float(self.asked_fps) if self.asked_fps is not None else self.nominal_fps
-        even = len(times) < 2 or bool(np.abs(steps - 1.0 / rate).max() < 0.25 / rate)
-        if even:
-            indices = np.arange(len(times))
-        else:  # half a measured source interval of slack
-            indices = frames_at_rate(times, rate, 0.5 * float(np.median(steps)))
-        self._repeats = np.bincount(indices, minlength=len(times))
-
     def estimated_windows(self) -> int | None:
         """Windows the container's frame count promises (a progress estimate), if any."""
         if self.header_frames <= 0 or not self.nominal_fps > 0:
             return None
         frames = int(self.header_frames * self.fps / self.nominal_fps)
-        return max(0, (frames - self.num_frames) // self.stride + 1)
+        return len(window_starts(frames, self.num_frames, self.stride))
 
-    def frames(self) -> Iterator[np.ndarray]:
+    def frames(
+        self, needed: Callable[[int], bool] | None = None, end: int | None = None
+    ) -> Iterator[np.ndarray | None]:
         """``(S, S, 3)`` uint8 frames at :attr:`fps`, upright, resized and centre-cropped.
 
         One pass decodes the file once; a repeated frame is yielded again as the same array.
+        Arguments as :meth:`~adaptok.data.windows.WindowDecoder.frames`.
 
         Raises:
-            VideoDecodeError: The file is corrupt (the message names it).
+            VideoDecodeError: The file is corrupt or holds no decodable frame (the message
+                names it).
         """
-        height, width = self.resized
-        top, left = (height - self.image_size) // 2, (width - self.image_size) // 2
-        size = self.image_size
-        grid = ConstantRate(self.fps) if self._repeats is None else None
-        pending: av.VideoFrame | None = None
-        taken = decoded = 0
-
-        with self._decoding(), VideoReader(self.path, self.stream, self.background) as reader:
-
-            def convert(frame: av.VideoFrame) -> np.ndarray:
-                rgb = reader.to_rgb(frame, self.resized)
-                return np.ascontiguousarray(rgb[top : top + size, left : left + size])
-
-            for index, (time, frame) in enumerate(reader.frames()):
-                decoded += 1
-                if grid is None:
-                    copies = int(self._repeats[index]) if index < len(self._repeats) else 0
-                    picture = frame
-                else:
-                    copies, picture, pending = grid.push(time), pending, frame
-                if copies and picture is not None:
-                    array = convert(picture)
-                    for _ in range(copies):
-                        taken += 1
-                        yield array
-            if grid is not None and pending is not None:
-                array = convert(pending)
-                for _ in range(grid.finish()):
-                    taken += 1
-                    yield array
-            properties = reader.properties
-            adjustments = dict(reader.adjustments)
-        if properties is None:
+        with self._decoding():
+            yield from super().frames(needed, end)
+        if end is not None and self.taken >= end:
+            return  # stopped early: the file's counts are not known
+        if self.source_properties is None:
             raise VideoDecodeError(f"cannot decode {self.path} as a video: no decodable frames")
-        if grid is not None:
-            repeated, dropped = grid.repeated, grid.dropped
-        else:
-            used = int(np.count_nonzero(self._repeats))
-            repeated, dropped = taken - used, decoded - used
-        note_resampling(adjustments, self.nominal_fps, self.asked_fps, repeated, dropped)
-        self.total_frames, self.source_frames = taken, decoded
-        self.rotation = properties.rotation
-        self.properties = properties.as_dict()
-        self.adjustments = adjustments
+        self.total_frames, self.source_frames = self.taken, self.decoded
+        self.rotation = self.source_properties.rotation
+        self.properties = self.source_properties.as_dict()
 
-    def windows(self) -> Iterator[tuple[int, np.ndarray]]:
+    def windows(
+        self, skip: Collection[int] = frozenset(), last: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, (T, S, S, 3) uint8)`` windows every ``stride`` frames, lazily.
+
+        Arguments as :meth:`~adaptok.data.windows.WindowDecoder.windows`.
 
         Raises:
             VideoTooShortError: The video ends before one window (the message gives both
@@ -307,7 +259,7 @@ class WindowSource:
             VideoDecodeError: The file is corrupt.
         """
         produced = 0
-        for start, frames in sliding_windows(self.frames(), self.num_frames, self.stride):
+        for start, frames in super().windows(skip, last):
             produced += 1
             yield start, np.stack(frames)
         if not produced:
@@ -324,28 +276,18 @@ class WindowSource:
 
 
 def read_windows(
-    path: str | Path,
-    num_frames: int,
-    image_size: int,
-    stride: int | None = None,
-    fps: float | None = None,
-    stream: int | None = None,
-    background: tuple[int, int, int] = (0, 0, 0),
+    path: str | Path, num_frames: int, image_size: int, **options: Any
 ) -> VideoWindows:
     """Decode a whole video file into tokenizer windows in memory (short videos; tests).
 
-    :func:`tokenize_video` streams instead (:class:`WindowSource`); both take the same frames.
+    :func:`tokenize_video` streams instead; both take the same frames (:class:`WindowSource`).
 
     Args:
         path: The video file (any container/codec FFmpeg reads).
         num_frames: Frames per window ``T`` (the tokenizer's clip length).
         image_size: Side ``S`` of the square frames (the tokenizer's ``image_size``).
-        stride: Frames between window starts (>= 1); default ``num_frames`` (no overlap).
-        fps: Rate to take frames at, by presentation time; default the video's average rate.
-            Constant-rate video at its own rate keeps every frame.
-        stream: Video stream ordinal for files with several (``None``: the best one, as
-            ffmpeg picks it).
-        background: Colour transparent pixels of alpha sources are composited over.
+        **options: ``stride``, ``fps``, ``stream`` and ``background``, as
+            :class:`WindowSource` takes them.
 
     Returns:
         The frames and window starts, with what decoding changed (``adjustments``).
@@ -356,19 +298,19 @@ def read_windows(
         VideoTooShortError: Fewer frames than ``num_frames`` (the message gives both counts).
         ValueError: ``stride`` or ``fps`` is not positive.
     """
-    source = WindowSource(path, num_frames, image_size, stride, fps, stream, background)
+    source = WindowSource(path, num_frames, image_size, **options)
     frames = np.stack(list(source.frames()))
-    if len(frames) < num_frames:
+    starts = window_starts(len(frames), num_frames, source.stride)
+    if not starts:
         raise VideoTooShortError(
             f"{source.path} is too short: it has {len(frames)} frames at {source.fps:.4g} fps "
             f"({source.source_frames} decoded), and one tokenizer window needs {num_frames} "
             "frames"
         )
-    starts = np.arange(0, len(frames) - num_frames + 1, source.stride, dtype=np.int64)
     return VideoWindows(
         frames=frames,
         fps=source.fps,
-        starts=starts,
+        starts=np.asarray(starts, dtype=np.int64),
         num_frames=num_frames,
         source_frames=source.source_frames,
         source_size=source.source_size,
@@ -597,12 +539,6 @@ def _as_video(frames: np.ndarray, device: torch.device) -> torch.Tensor:
     return video.permute(0, 4, 1, 2, 3).float().div_(255.0)
 
 
-def _to_uint8(video: torch.Tensor) -> np.ndarray:
-    """``(B, 3, T, S, S)`` float in [0, 1] -> ``(B, T, S, S, 3)`` uint8."""
-    scaled = video.clamp(0, 1).mul(255.0).round().to(torch.uint8)
-    return scaled.permute(0, 2, 3, 4, 1).cpu().numpy()
-
-
 @dataclass(frozen=True)
 class TokenizedWindow:
     """One window as :func:`tokenize_video` finishes it (handed to ``on_window``).
@@ -763,7 +699,7 @@ def tokenize_video(
         chosen_array = chosen.cpu().numpy().astype(np.int16)
         lengths.append(chosen_array)
         if keep_frames or on_window is not None:
-            recon_frames = _to_uint8(recon)
+            recon_frames = video_to_uint8(recon)
             if keep_frames:
                 inputs.append(frames)
                 recons.append(recon_frames)
@@ -820,11 +756,34 @@ def tokenize_video(
 
 
 # --------------------------------------------------------------------------- video output
+def _windows_of(result: TokenizedVideo) -> Iterator[TokenizedWindow]:
+    """The windows of a result that holds its frames, in order.
+
+    Raises:
+        ValueError: The result holds no frames (loaded from npz, or ``keep_frames=False``).
+    """
+    inputs, reconstruction = result.inputs, result.reconstruction
+    if inputs is None or reconstruction is None:
+        raise ValueError("the result holds no frames: tokenize with keep_frames=True")
+    return (
+        TokenizedWindow(
+            index=index,
+            start=int(result.window_starts[index]),
+            fps=result.fps,
+            inputs=inputs[index],
+            reconstruction=reconstruction[index],
+            lengths=result.lengths[index],
+        )
+        for index in range(result.num_windows)
+    )
+
+
 def side_by_side_frames(result: TokenizedVideo, scale: int = 1) -> np.ndarray:
     """Input | reconstruction frames in the video's time order.
 
     Each window contributes its frames up to the next window's start (all of them for the
-    last window), so overlapping windows are not shown twice.
+    last window), so overlapping windows are not shown twice
+    (:class:`~adaptok.data.pictures.SideBySideFrames`, as :class:`SideBySideWriter` writes).
 
     Args:
         result: A result with ``inputs`` and ``reconstruction``.
@@ -834,35 +793,27 @@ def side_by_side_frames(result: TokenizedVideo, scale: int = 1) -> np.ndarray:
         ``(F, S * scale, 2 * S * scale, 3)`` uint8.
 
     Raises:
-        ValueError: The result holds no frames (loaded from npz, or ``keep_frames=False``).
+        ValueError: The result holds no frames (loaded from npz, or ``keep_frames=False``),
+            or ``scale`` is below 1.
     """
-    if result.inputs is None or result.reconstruction is None:
-        raise ValueError("the result holds no frames: tokenize with keep_frames=True")
-    if scale < 1:
-        raise ValueError(f"scale must be >= 1, got {scale}")
-    starts = result.window_starts
-    pieces = []
-    for index in range(result.num_windows):
-        shown = result.num_frames
-        if index + 1 < result.num_windows:
-            shown = min(shown, int(starts[index + 1] - starts[index]))
-        pair = np.concatenate(
-            [result.inputs[index, :shown], result.reconstruction[index, :shown]], axis=2
-        )
-        pieces.append(pair)
-    frames = np.concatenate(pieces)
-    if scale > 1:
-        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    return np.ascontiguousarray(frames)
+    windows = _windows_of(result)
+    layout = SideBySideFrames(scale)
+    pictures: list[np.ndarray] = []
+    for window in windows:
+        pictures.extend(layout.add(window.start, window.inputs, window.reconstruction))
+    pictures.extend(layout.finish())
+    return np.stack(pictures)
 
 
 class SideBySideWriter:
     """Write input | reconstruction as an MP4 while the windows come (memory stays flat).
 
     Each window contributes its frames up to the next window's start (all of them for the
-    last window), as :func:`side_by_side_frames` does, so overlapping windows are not shown
-    twice. Only the compressed video and one window are held; the file is written (through a
-    temporary file, renamed) by :meth:`finish`.
+    last window), as :func:`side_by_side_frames` does
+    (:class:`~adaptok.data.pictures.SideBySideFrames`), so overlapping windows are not shown
+    twice. Only the compressed video and one window are held; the frames are encoded by the
+    suite's one MP4 encoder (:class:`~adaptok.data.video_io.VideoEncoder`, crf 12) and the
+    file is written (through a temporary file, renamed) by :meth:`finish`.
 
     Args:
         path: The ``.mp4`` to write.
@@ -884,27 +835,16 @@ class SideBySideWriter:
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         if codec not in ("libx264", "mpeg4"):
             raise ValueError(f"codec must be auto, libx264 or mpeg4, got {codec!r}")
-        if scale < 1:
-            raise ValueError(f"scale must be >= 1, got {scale}")
+        self.layout = SideBySideFrames(scale)
         self.path, self.scale, self.codec = Path(path), int(scale), codec
         self.encoder: VideoEncoder | None = None
-        self._held: TokenizedWindow | None = None
 
     def add(self, window: TokenizedWindow) -> None:
         """Take the next window (in order); the one before it is encoded now."""
-        if self._held is not None:
-            self._encode(self._held, window.start - self._held.start)
-        self._held = window
-
-    def _encode(self, window: TokenizedWindow, shown: int) -> None:
         if self.encoder is None:
             self.encoder = VideoEncoder(window.fps, crf=12, codec=self.codec)
-        count = max(0, min(len(window.inputs), shown))
-        for picture, recon in zip(window.inputs[:count], window.reconstruction[:count]):
-            pair = np.concatenate([picture, recon], axis=1)
-            if self.scale > 1:
-                pair = pair.repeat(self.scale, axis=0).repeat(self.scale, axis=1)
-            self.encoder.add(pair)
+        for picture in self.layout.add(window.start, window.inputs, window.reconstruction):
+            self.encoder.add(picture)
 
     def finish(self) -> Path:
         """Encode the last window whole, write the file and return its path.
@@ -913,11 +853,10 @@ class SideBySideWriter:
             ValueError: No window was added.
             OSError: The write failed (names the file; nothing is left behind).
         """
-        if self._held is not None:
-            self._encode(self._held, len(self._held.inputs))
-            self._held = None
         if self.encoder is None:
             raise ValueError("no windows to write")
+        for picture in self.layout.finish():
+            self.encoder.add(picture)
         data = self.encoder.finish()
         _write_atomic(self.path, lambda handle: handle.write(data))
         return self.path
@@ -926,7 +865,7 @@ class SideBySideWriter:
         """Drop an unfinished video (after an error)."""
         if self.encoder is not None:
             self.encoder.close()
-        self._held = None
+        self.layout = SideBySideFrames(self.scale)
 
 
 def write_side_by_side(
@@ -950,21 +889,11 @@ def write_side_by_side(
     Raises:
         ValueError: The result holds no frames, or an unknown codec.
     """
-    if result.inputs is None or result.reconstruction is None:
-        raise ValueError("the result holds no frames: tokenize with keep_frames=True")
+    windows = _windows_of(result)
     writer = SideBySideWriter(path, scale, codec)
     try:
-        for index in range(result.num_windows):
-            writer.add(
-                TokenizedWindow(
-                    index=index,
-                    start=int(result.window_starts[index]),
-                    fps=result.fps,
-                    inputs=result.inputs[index],
-                    reconstruction=result.reconstruction[index],
-                    lengths=result.lengths[index],
-                )
-            )
+        for window in windows:
+            writer.add(window)
         return writer.finish()
     finally:
         writer.close()

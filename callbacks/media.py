@@ -1,7 +1,9 @@
 """Videos and figures to TensorBoard.
 
 Videos are written as animated GIF image summaries (what TensorBoard's own ``add_video``
-writes) encoded with Pillow, so no ``moviepy`` is needed. With any other logger the helpers
+writes; TensorBoard shows no MP4) encoded with Pillow, so no ``moviepy`` is needed. Their
+8-bit frames come from the suite's one conversion (:func:`adaptok.data.pictures.video_to_uint8`,
+as the ``adaptok tokenize`` MP4). With any other logger the helpers
 do nothing and say so once at debug level.
 """
 
@@ -21,6 +23,8 @@ from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
+
+from adaptok.data.pictures import video_to_uint8
 
 __all__ = ["encode_gif", "log_figure", "log_video", "side_by_side", "tensorboard_writer"]
 
@@ -47,24 +51,32 @@ def tensorboard_writer(target: Target) -> SummaryWriter | None:
     return None
 
 
-def side_by_side(real: Tensor, fake: Tensor, gap: int = 2) -> Tensor:
-    """Place each real clip left of its fake clip, with a white ``gap`` between them.
+def side_by_side(real: Tensor, *fakes: Tensor, gap: int = 2) -> Tensor:
+    """Place each real clip left of its fake clip(s), with a white ``gap`` between panels.
 
     Args:
         real: (B, C, T, H, W) in [0, 1].
-        fake: (B, C, T, H, W) in [0, 1].
-        gap: Separator width in pixels.
+        *fakes: One or more (B, C, T, H, W) videos in [0, 1] (converted to ``real``'s dtype
+            and device).
+        gap: Separator width in pixels (0: panels touch).
 
     Returns:
-        (B, C, T, H, 2 * W + gap).
+        (B, C, T, H, P * W + (P - 1) * gap) for ``P`` panels.
+
+    Raises:
+        ValueError: No fake, or a video that is not (B, C, T, H, W) of ``real``'s shape.
     """
-    if real.shape != fake.shape or real.ndim != 5:
+    if not fakes or real.ndim != 5 or any(fake.shape != real.shape for fake in fakes):
+        shapes = " and ".join(str(tuple(v.shape)) for v in (real, *fakes))
         raise ValueError(
-            f"side_by_side expects two (B, C, T, H, W) videos of equal shape, got "
-            f"{tuple(real.shape)} and {tuple(fake.shape)}"
+            f"side_by_side expects (B, C, T, H, W) videos of equal shape, at least two, "
+            f"got {shapes}"
         )
-    separator = real.new_ones(*real.shape[:-1], gap)
-    return torch.cat([real, separator, fake.to(real)], dim=-1)
+    separator = real.new_ones(*real.shape[:-1], gap)  # 0 wide when gap is 0
+    panels = [real]
+    for fake in fakes:
+        panels += [separator, fake.to(real)]
+    return torch.cat(panels, dim=-1)
 
 
 def encode_gif(video: Tensor, fps: int = 4) -> tuple[bytes, int, int]:
@@ -78,8 +90,7 @@ def encode_gif(video: Tensor, fps: int = 4) -> tuple[bytes, int, int]:
         GIF bytes, height (B * H) and width (W).
     """
     b, c, t, h, w = video.shape
-    frames = video.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
-    frames = frames.permute(2, 0, 3, 4, 1).reshape(t, b * h, w, c).numpy()
+    frames = video_to_uint8(video).transpose(1, 0, 2, 3, 4).reshape(t, b * h, w, c)
     if c == 1:
         frames = np.repeat(frames, 3, axis=-1)
     images = [Image.fromarray(frame) for frame in frames]

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 from typing_extensions import override
 
-from callbacks.media import log_video
+from callbacks.media import log_video, side_by_side
 
 __all__ = ["ReconstructionMedia"]
 
@@ -45,7 +45,8 @@ class ReconstructionMedia(pl.Callback):
         tokenizer = getattr(pl_module, "tokenizer", None)
         if tokenizer is None:
             raise TypeError(
-                f"ReconstructionMedia needs a module with a `tokenizer`; got {type(pl_module).__name__}"
+                "ReconstructionMedia needs a module with a `tokenizer`; got "
+                f"{type(pl_module).__name__}"
             )
         tokens = tokenizer.tokens_per_block
         self.tokens_per_block = sorted({max(1, round(f * tokens)) for f in self.fractions})
@@ -65,7 +66,7 @@ class ReconstructionMedia(pl.Callback):
                 panels.append(tokenizer.decode(codes, lengths).clamp(0, 1))
         counts = ",".join(str(c) for c in self.tokens_per_block)
         tag = f"{self.split}/reconstructions_real_then_{counts}_tokens"
-        log_video(trainer, tag, torch.cat(panels, dim=-1), trainer.global_step)
+        log_video(trainer, tag, side_by_side(*panels, gap=0), trainer.global_step)
 
     @override
     def on_validation_batch_end(

@@ -8,12 +8,15 @@ datamodule reads the same WebDataset video shards and yields, per window::
      "class_name": str, "window_start": int (frame index in the source video)}
 
 Windows are deterministic (short side resized to ``resolution``, center crop, no flip, as the
-reference annotates). Each video is decoded once for all its windows, one frame at a time,
-holding only the frames a later window still needs, so memory stays bounded whatever the
-source's resolution and length. Shards are split between ranks (``rank::world_size``) and
-then between DataLoader workers, so every window is produced exactly once over the whole job.
-Keys handed to :meth:`VideoWindowsDataModule.exclude_keys` (windows a previous, interrupted
-run has already written) are not decoded again.
+reference annotates) and cut by the suite's one window decoding,
+:class:`~adaptok.data.windows.WindowDecoder`, which ``adaptok tokenize`` uses too: each video
+is decoded once for all its windows, one frame at a time, holding only the frames a later
+window still needs, so memory stays bounded whatever the source's resolution and length.
+Shards are split between ranks (``rank::world_size``) and then between DataLoader workers, so
+every window is produced exactly once over the whole job. Keys handed to
+:meth:`VideoWindowsDataModule.exclude_keys` (windows a previous, interrupted run has already
+written) are not decoded again. The datamodule sits on
+:class:`~datamodules.shard_data.ShardDataModule` (shard resolution, worker clamp, skip totals).
 
 The windows come from the shared :class:`~adaptok.data.shard_stream.ShardStream` (one ordered
 pass; tar grouping, shard split and skip reports as for the clip and token streams). Bad data
@@ -26,31 +29,22 @@ from __future__ import annotations
 import json
 import tarfile
 import warnings
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from adaptok.data.shard_stream import Decode, ShardStream
-from adaptok.data.shards import resolve_shards
 from adaptok.data.skips import REPORT_KEY, SkipSample, SkipTracker, merge_reports
 from adaptok.data.tar_samples import PROBLEM_KEY
-from adaptok.data.video_io import (
-    VIDEO_SUFFIXES,
-    VideoDecodeError,
-    VideoReader,
-    probe_video,
-    short_side_shape,
-    sliding_windows,
-    stored_stream,
-)
+from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, probe_video, stored_stream
+from adaptok.data.windows import WindowDecoder, window_span, window_starts
 from adaptok.data.writer import sanitize_key
 from adaptok.distributed import rank_and_world_size
+from datamodules.shard_data import ShardDataModule
 
 __all__ = [
     "VideoWindowsDataModule",
@@ -69,27 +63,6 @@ def window_key(source_key: str, start: int) -> str:
     return f"{sanitize_key(source_key)}_w{int(start):05d}"
 
 
-def window_starts(
-    total_frames: int, num_frames: int, stride: int, frame_stride: int = 1
-) -> list[int]:
-    """First frame of every window ``start, start + frame_stride, ...`` that fits the video.
-
-    Args:
-        total_frames: Frames in the source video.
-        num_frames: Frames per window ``T``.
-        stride: Frames between consecutive window starts (>= 1).
-        frame_stride: Step between the frames of one window (>= 1).
-
-    Returns:
-        ``[0, stride, 2 * stride, ...]`` up to the last start whose window fits; empty when
-        the video is shorter than one window.
-    """
-    span = (num_frames - 1) * frame_stride + 1
-    if total_frames < span:
-        return []
-    return list(range(0, total_frames - span + 1, stride))
-
-
 @dataclass
 class _VideoPlan:
     """One source video and the windows to cut from it (nothing decoded yet).
@@ -97,8 +70,7 @@ class _VideoPlan:
     Attributes:
         video: The encoded video.
         stream: Video stream ordinal to read (``None``: the best one).
-        resize: Displayed ``(height, width)`` to resize frames to (``None``: as stored).
-        corner: ``(top, left)`` of the centre crop in the resized frame.
+        stored: Displayed ``(height, width)`` of the stored frames.
         starts: First frames of every window the metadata's frame count allows.
         excluded: Starts among ``starts`` whose windows are not to be produced.
         last: The last start to produce (frames after its window are not decoded).
@@ -110,8 +82,7 @@ class _VideoPlan:
 
     video: bytes
     stream: int | None
-    resize: tuple[int, int] | None
-    corner: tuple[int, int]
+    stored: tuple[int, int]
     starts: range
     excluded: frozenset[int]
     last: int
@@ -179,7 +150,7 @@ class VideoWindowsDataset(ShardStream):
     @property
     def span(self) -> int:
         """Source frames one window covers, first to last: ``(T - 1) * frame_stride + 1``."""
-        return (self.num_frames - 1) * self.frame_stride + 1
+        return window_span(self.num_frames, self.frame_stride)
 
     def pass_decoder(self, worker: int) -> Decode:
         """Check a sample's metadata at once, then decode its windows as they are consumed."""
@@ -224,7 +195,6 @@ class VideoWindowsDataset(ShardStream):
         except VideoDecodeError as error:
             raise SkipSample("corrupt video") from error
         stored = (int(meta["height"]), int(meta["width"]))
-        height, width = short_side_shape(*stored, self.resolution)
         total = int(meta["frames"])
         starts = range(0, max(0, total - self.span + 1), self.stride)
         if not starts:
@@ -240,8 +210,7 @@ class VideoWindowsDataset(ShardStream):
         return _VideoPlan(
             video=video,
             stream=stream,
-            resize=(height, width) if (height, width) != stored else None,
-            corner=((height - self.resolution) // 2, (width - self.resolution) // 2),
+            stored=stored,
             starts=starts,
             excluded=excluded,
             last=last,
@@ -251,61 +220,42 @@ class VideoWindowsDataset(ShardStream):
             url=sample.get("__url__"),
         )
 
-    def _wanted(self, plan: _VideoPlan, start: int) -> bool:
-        """Whether the window at ``start`` is to be produced."""
-        return start in plan.starts and start <= plan.last and start not in plan.excluded
-
-    def _needed(self, plan: _VideoPlan, index: int) -> bool:
-        """Whether frame ``index`` belongs to a window that is to be produced."""
-        return any(
-            self._wanted(plan, index - step * self.frame_stride) for step in range(self.num_frames)
-        )
-
     def _windows(self, plan: _VideoPlan, tracker: SkipTracker) -> Iterator[dict[str, Any]]:
         """Decode the video frame by frame and yield each window once its last frame is in.
 
-        Decoding problems are counted on ``tracker`` (they end the video, never the pass).
+        The shared window decoding (:class:`~adaptok.data.windows.WindowDecoder`, frames as
+        decoded: the shards hold constant-rate clips) converts only the frames of windows to
+        produce and stops after the last one. Decoding problems are counted on ``tracker``
+        (they end the video, never the pass).
         """
-        end = plan.last + self.span  # frames to decode
-        decoded = 0
-
-        def frames(reader: VideoReader) -> Iterator[np.ndarray | None]:
-            """Cropped frames (None for a frame no window to produce uses), up to ``end``."""
-            nonlocal decoded
-            size, (top, left) = self.resolution, plan.corner
-            for index, (_, frame) in enumerate(reader.frames()):
-                decoded = index + 1
-                cropped = None
-                if self._needed(plan, index):  # a copy: the crop keeps no full frame alive
-                    rgb = reader.to_rgb(frame, plan.resize)
-                    cropped = rgb[top : top + size, left : left + size].copy()
-                    del rgb
-                del frame  # the decoded picture is not held while the window is used
-                yield cropped
-                if decoded == end:
-                    return
-
+        decoder = WindowDecoder(
+            plan.video,
+            self.num_frames,
+            self.resolution,
+            plan.stored,
+            self.stride,
+            self.frame_stride,
+            stream=plan.stream,
+        )
         try:
-            with VideoReader(plan.video, plan.stream) as reader:
-                for start, held in sliding_windows(frames(reader), self.span, self.stride):
-                    if not self._wanted(plan, start):
-                        continue
-                    window = self._window(plan, start, held[:: self.frame_stride])
-                    del held  # only the stream's own buffer outlives the window
-                    yield window
+            for start, frames in decoder.windows(skip=plan.excluded, last=plan.last):
+                window = self._window(plan, start, frames)
+                del frames  # only the decoder's own buffer outlives the window
+                yield window
         except VideoDecodeError:
             tracker.count("corrupt video", plan.url)
             return
         except Exception as error:  # bad data must never end the pass
             tracker.count(f"unreadable sample ({type(error).__name__})", plan.url)
             return
-        if decoded == 0:
+        end = plan.last + self.span  # frames the metadata promised up to the last window
+        if decoder.decoded == 0:
             tracker.count("corrupt video", plan.url)
-        elif decoded < end:  # the metadata promised more frames than the video has
+        elif decoder.decoded < end:  # the metadata promised more frames than the video has
             tracker.count(
                 "metadata frame count above the decoded frames (windows re-planned)", plan.url
             )
-            if decoded < self.span:
+            if decoder.decoded < self.span:
                 tracker.count("too short", plan.url)
 
     def _window(self, plan: _VideoPlan, start: int, frames: list[np.ndarray]) -> dict[str, Any]:
@@ -365,8 +315,14 @@ def _count_windows(shard: str, num_frames: int, stride: int, frame_stride: int) 
     return total
 
 
-class VideoWindowsDataModule(LightningDataModule):
+class VideoWindowsDataModule(ShardDataModule):
     """Every ``num_frames`` window (at ``stride``) of video shards, for ``adaptok predict``.
+
+    A :class:`~datamodules.shard_data.ShardDataModule` of the ``predict`` split: the base
+    resolves the shards and clamps the workers to this rank's shards. Unlike the training
+    datamodules, a rank that gets no shard annotates nothing (with a warning) instead of
+    failing, and the skip counts stay in every batch (``skipped``) for the annotation writer's
+    summary; they are summed in :attr:`skip_counts` as the batches come.
 
     Args:
         predict_urls: Video shards: glob, brace pattern, folder, local path or URL, or a list.
@@ -396,7 +352,13 @@ class VideoWindowsDataModule(LightningDataModule):
         num_workers: int = 1,
         class_names: list[str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            {"predict": predict_urls},
+            seed=0,  # the windows are read in order: nothing is drawn
+            noun="window",
+            empty_pass_error=False,
+            shard_advice="write smaller shards (adaptok-shards --shard-samples)",
+        )
         if class_names is not None and len(set(class_names)) != len(class_names):
             raise ValueError(f"class_names must be distinct, got {class_names}")
         if stride < 1 or frame_stride < 1 or batch_size < 1 or num_workers < 0:
@@ -411,10 +373,9 @@ class VideoWindowsDataModule(LightningDataModule):
         self.resolution = resolution
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.pin_memory = False
         self.class_names = class_names
-        self.shards: list[str] = []
         self.excluded: set[str] = set()
-        self.skip_counts: Counter = Counter()
 
     def configure_clip(self, num_frames: int, resolution: int) -> None:
         """Adopt the tokenizer's clip size where unset; refuse a contradicting one.
@@ -446,49 +407,50 @@ class VideoWindowsDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Resolve and check the shards (errors name the pattern or file)."""
-        if not self.shards:
-            self.shards = resolve_shards(self.predict_urls, "predict_urls")
+        self._shards_of("predict")
 
     def expected_windows(self) -> int | None:
         """Windows this rank will produce (before skips and exclusions); None if unknown."""
-        self.setup()
+        shards = self._shards_of("predict")
         if self.num_frames is None:
             return None
         rank, world_size = rank_and_world_size(self.trainer)
         total = 0
-        for shard in self.shards[rank::world_size]:
+        for shard in shards[rank::world_size]:
             count = _count_windows(shard, self.num_frames, self.stride, self.frame_stride)
             if count is None:
                 return None
             total += count
         return total
 
+    def _workers(self, split: str, shards: list[str], rank: int, world_size: int) -> int:
+        """The base's clamp, except that a rank without shards warns and reads nothing."""
+        if not shards[rank::world_size]:
+            warnings.warn(
+                f"rank {rank}: none of the {len(shards)} shard(s) falls to this rank "
+                f"of {world_size}; it annotates nothing",
+                stacklevel=3,
+            )
+            return 0
+        return super()._workers(split, shards, rank, world_size)
+
     def predict_dataloader(self) -> DataLoader:
-        """Windows of this rank's shards, in order."""
-        self.setup()
+        """Windows of this rank's shards, in order.
+
+        A plain DataLoader (not the base's ``ShardLoader``): every batch, report-only ones
+        included, reaches the annotating module with its ``skipped`` counts, and no warning
+        is raised per pass (the annotation writer reports the skips).
+        """
+        shards = self._shards_of("predict")
         if self.num_frames is None or self.resolution is None:
             raise ValueError(
                 "num_frames and resolution are unset: give them in the data section or use a "
                 "module that sets them from its tokenizer (AnnotatorModule does)"
             )
         rank, world_size = rank_and_world_size(self.trainer)
-        own = len(self.shards[rank::world_size])
-        workers = self.num_workers
-        if own == 0:
-            warnings.warn(
-                f"rank {rank}: none of the {len(self.shards)} shard(s) falls to this rank "
-                f"of {world_size}; it annotates nothing",
-                stacklevel=2,
-            )
-            workers = 0
-        elif workers > own:
-            warnings.warn(
-                f"num_workers={workers} > {own} shard(s) on this rank; using {own} worker(s)",
-                stacklevel=2,
-            )
-            workers = own
+        workers = self._workers("predict", shards, rank, world_size)
         dataset = VideoWindowsDataset(
-            self.shards,
+            shards,
             num_frames=self.num_frames,
             stride=self.stride,
             frame_stride=self.frame_stride,

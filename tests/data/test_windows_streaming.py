@@ -20,7 +20,7 @@ import av
 import numpy as np
 import pytest
 
-from adaptok.data import video_io
+from adaptok.data import video_io, windows
 from adaptok.data.skips import REPORT_KEY, merge_reports
 from adaptok.data.video_io import decode_video, encode_video, short_side_shape
 from datamodules import video_windows
@@ -105,12 +105,14 @@ class _TrackingReader(video_io.VideoReader):
 
 @pytest.fixture
 def tracking(monkeypatch: pytest.MonkeyPatch) -> type[_TrackingReader]:
-    """Every reader the loader opens (directly or through ``video_io``) is a tracking one."""
+    """Every reader the loader opens (through the shared window decoding or ``video_io``)
+    is a tracking one."""
     monkeypatch.setattr(_Tracked, "alive", 0)
     monkeypatch.setattr(_TrackingReader, "decoded", 0)
     monkeypatch.setattr(_TrackingReader, "alive_at_decode", [])
     monkeypatch.setattr(_TrackingReader, "fail_after", None)
     monkeypatch.setattr(video_io, "VideoReader", _TrackingReader)
+    monkeypatch.setattr(windows, "VideoReader", _TrackingReader)
     monkeypatch.setattr(video_windows, "VideoReader", _TrackingReader, raising=False)
     return _TrackingReader
 
