@@ -757,12 +757,24 @@ class ConstantRate:
     """Resample a stream of presentation times to a constant rate, one frame at a time.
 
     Output frame ``k`` (at ``k / fps`` seconds) is the source frame on screen then: the last
-    one whose time is at or before ``k / fps + slack``. Output frames run up to the last
-    source frame's time (plus ``slack``). A gap in the source repeats the frame before it; a
-    frame that another replaces before its output time comes is dropped. Only the times
-    are seen here, so the caller holds at most one frame: :meth:`push` the next frame's
-    time and get how many output frames the previous one fills; :meth:`finish` gives the
-    last frame's count.
+    one whose time is at or before ``k / fps + slack``. A gap in the source repeats the frame
+    before it; a frame that another replaces before its output time comes is dropped.
+
+    Length: the source lasts ``D`` = the last frame's time plus its duration (the interval
+    before it, the source's rate where it ends; one output interval when there is a single
+    frame), and the output has ``round(D * fps)`` frames (a half rounds up; at least one):
+    an output frame is kept when at least half of its interval ``[k, k + 1) / fps`` lies
+    within the source, so the output's duration is the nearest one to the source's on the
+    output grid. An even source of ``n`` frames at rate ``r`` gives ``round(n * fps / r)``
+    frames (``n`` at its own rate).
+
+    Only the times are seen here, so the caller holds at most one frame: :meth:`push` the
+    next frame's time and get how many output frames the previous one fills; :meth:`finish`
+    gives the last frame's count. With a ``slack`` below half an output interval (less than
+    a source frame's tolerance when downsampling more than threefold), :meth:`push` can have
+    given out more frames than the length allows before the last frame is seen:
+    :attr:`length` is then below :attr:`slots`, and :func:`frames_at_rate`, which sees the
+    whole timeline, keeps only the first :attr:`length`.
 
     Args:
         fps: Output rate (> 0).
@@ -772,7 +784,9 @@ class ConstantRate:
     Attributes:
         repeated: Output frames that repeat a source frame (filled gaps).
         dropped: Source frames that fill no output frame.
-        slots: Output frames so far.
+        slots: Output frames given out so far.
+        length: Output frames the source's duration gives (``round(D * fps)``), set by
+            :meth:`finish`; ``None`` before.
     """
 
     def __init__(self, fps: float, slack: float | None = None) -> None:
@@ -783,7 +797,9 @@ class ConstantRate:
         self.slots = 0
         self.repeated = 0
         self.dropped = 0
+        self.length: int | None = None
         self._last: float | None = None
+        self._interval: float | None = None
 
     def _count(self, end: int) -> int:
         copies = max(0, end - self.slots)
@@ -802,15 +818,22 @@ class ConstantRate:
         previous, self._last = self._last, float(time)
         if previous is None:
             return 0
+        self._interval = self._last - previous
         # slots k with k / fps + slack < time belong to the previous frame
         return self._count(max(0, math.ceil((time - self.slack) * self.fps - 1e-9)))
 
     def finish(self) -> int:
-        """How many output frames the last source frame fills (0 when none was pushed)."""
+        """How many output frames the last source frame fills (0 when none was pushed).
+
+        Sets :attr:`length`, the output frames of the whole source (see the class docstring).
+        """
         if self._last is None:
             return 0
         last, self._last = self._last, None
-        return self._count(math.floor((last + self.slack) * self.fps + 1e-9) + 1)
+        interval = self._interval if self._interval is not None and self._interval > 0 else 0.0
+        duration = interval or 1.0 / self.fps
+        self.length = max(1, math.floor((last + duration) * self.fps + 0.5 + 1e-9))
+        return self._count(self.length)
 
 
 def frames_at_rate(
@@ -824,13 +847,14 @@ def frames_at_rate(
         slack: Tolerance for early timestamps (default half an output interval).
 
     Returns:
-        ``(N,)`` int64 non-decreasing indices into ``times`` (repeats fill gaps).
+        ``(N,)`` int64 non-decreasing indices into ``times`` (repeats fill gaps), ``N =
+        round(D * fps)`` for a source of duration ``D`` (:attr:`ConstantRate.length`).
     """
     if not len(times):
         return np.zeros(0, dtype=np.int64)
     grid = ConstantRate(fps, slack)
     counts = [grid.push(t) for t in times][1:] + [grid.finish()]
-    return np.repeat(np.arange(len(times), dtype=np.int64), counts)
+    return np.repeat(np.arange(len(times), dtype=np.int64), counts)[: grid.length]
 
 
 def note_resampling(

@@ -139,7 +139,8 @@ class ShardOptions:
     Attributes:
         fps: Resample to this frame rate by presentation time: at each output time ``k / fps``
             the source frame shown then is kept, so variable-frame-rate sources come out
-            evenly timed (a frame repeats where the source has a longer gap). Sources with
+            evenly timed (a frame repeats where the source has a longer gap); a source of
+            ``D`` seconds gives ``round(D * fps)`` frames. Sources with
             an even rate at or below ``fps`` are kept as they are. Without ``fps``, a source
             whose timestamps are not evenly spaced at its nominal rate (dropped or
             duplicated frames, variable frame rate) is resampled to that rate the same way,
@@ -355,9 +356,11 @@ def _select_indices(
 
     With ``options.fps``, output frame ``k`` is the source frame on screen at time ``k / fps``
     (the last frame whose presentation time is at or before it, half a source frame of
-    slack), for every ``k / fps`` up to the last frame's time. Without it, a timeline that
-    is not even at the nominal ``rate`` is resampled to ``rate`` by the same rule (half a
-    nominal interval of slack) before ``frame_stride`` applies.
+    slack), and a source lasting ``D`` seconds (its last frame's time plus the interval
+    before it) gives ``round(D * fps)`` frames (:class:`ConstantRate`: an output frame is
+    kept when at least half of its interval lies within the source). Without it, a
+    timeline that is not even at the nominal ``rate`` is resampled to ``rate`` by the same
+    rule (half a nominal interval of slack) before ``frame_stride`` applies.
     """
     times = times if times is not None and len(times) == count else None
     if not rate > 0:
