@@ -117,11 +117,10 @@ def read_shard_index(path: Path) -> dict[str, Any]:
         for key, files in members.items():
             if "lengths.npy" not in files:
                 continue
-            lengths = np.load(io.BytesIO(files["lengths.npy"]), allow_pickle=False)
-            meta = json.loads(files["json"]) if "json" in files else {}
             if not stats.keys:
+                meta = json.loads(files["json"]) if "json" in files else {}
                 stats.info = {k: v for k, v in meta.items() if k not in _PER_WINDOW}
-            stats.add(key, lengths, meta.get("budgets", []))
+            stats.add_window(key, files)
     return stats.as_dict()
 
 
@@ -136,7 +135,14 @@ class _ShardStats:
         self.hist: list[Counter] = []
         self.clip_totals: list[Counter] = []
 
+    def add_window(self, key: str, files: dict[str, bytes]) -> None:
+        """Count a window from its members (``lengths.npy``, and ``json``'s budgets)."""
+        lengths = np.load(io.BytesIO(files["lengths.npy"]), allow_pickle=False)
+        meta = json.loads(files["json"]) if "json" in files else {}
+        self.add(key, lengths, meta.get("budgets", []))
+
     def add(self, key: str, lengths: np.ndarray, budgets: list[float]) -> None:
+        """Count a window: its key and its (P, K) lengths at the P ``budgets``."""
         self.keys.append(key)
         lengths = np.asarray(lengths, dtype=np.int64)
         if self.length_sum is None:
@@ -168,7 +174,8 @@ class _AnnotationSink(ShardSink):
 
     The sidecar ``NAME.keys.json`` (the shard's keys and length statistics, see
     :func:`read_shard_index`) is written before the tar gets its final name, so a finished
-    shard always has it.
+    shard always has it. A window is counted once it is in the shard (read from the members
+    written), so the statistics hold exactly the shard's windows.
     """
 
     def __init__(
@@ -178,12 +185,9 @@ class _AnnotationSink(ShardSink):
         self.info = info
         self.stats = _ShardStats(info)
 
-    def add_window(
-        self, key: str, files: dict[str, bytes], lengths: np.ndarray, budgets: list
-    ) -> None:
-        """Append one annotated window and count its lengths in the shard's statistics."""
-        self.stats.add(key, lengths, budgets)
-        self.add(key, files)
+    def _added(self, key: str, files: dict[str, bytes]) -> None:
+        """Count a window once it is in the shard (a failed write counts nothing)."""
+        self.stats.add_window(key, files)
 
     def _before_rename(self, final: Path) -> None:
         final.with_name(final.name + _SIDECAR).write_text(json.dumps(self.stats.as_dict()))
@@ -442,14 +446,13 @@ class AnnotationWriter(BasePredictionWriter):
         if self.sink is None:
             raise RuntimeError("AnnotationWriter.setup did not run (predict stage only)")
         self.skipped.update(prediction.get("skipped") or {})
-        budgets = self.info.get("budgets", [])
         count = 0
         for i, key in enumerate(prediction["key"]):
             if key in self.done:
                 self.duplicates += 1
                 continue
             files = self._sample_files(prediction, i)
-            self.sink.add_window(key, files, prediction["lengths"][i], budgets)
+            self.sink.add(key, files)
             self.done.add(key)
             count += 1
         self.written += count

@@ -32,8 +32,8 @@ class ShardSink:
     larger sample still gets a shard of its own), and at :meth:`close`. Members are written
     in sorted suffix order, with fixed modes and times, so equal samples give equal bytes.
 
-    Subclasses add what a finished shard needs next to it by overriding :meth:`_before_rename`
-    and :meth:`_reset`.
+    Subclasses keep per-shard state by overriding :meth:`_added` (a sample is in the shard),
+    :meth:`_before_rename` (what a finished shard needs next to it) and :meth:`_reset`.
 
     Args:
         out_dir: Folder of the shards (must exist).
@@ -95,6 +95,7 @@ class ShardSink:
             self.archive.addfile(info, io.BytesIO(payload))
         self.count += 1
         self.bytes += size
+        self._added(key, files)
         if self.count >= self.max_samples:
             self.close()
 
@@ -132,6 +133,13 @@ class ShardSink:
             self.temporary().unlink(missing_ok=True)
         self.count, self.bytes = 0, 0
         self._reset()
+
+    def _added(self, key: str, files: dict[str, bytes]) -> None:
+        """Called once a sample is in the current shard, before a full shard is finished.
+
+        Never called for a sample whose write failed; a shard finished to make room for
+        the sample (byte limit) was finished before it.
+        """
 
     def _before_rename(self, final: Path) -> None:
         """Called with the final path after the tar is closed, before it is renamed."""

@@ -66,8 +66,7 @@ def _token_shard(folder: Path, count: int = 3) -> Path:
     sink = _AnnotationSink(folder, "train", 0, 100, writer.info)
     prediction = _prediction(count)
     for i, key in enumerate(prediction["key"]):
-        files = writer._sample_files(prediction, i)
-        sink.add_window(key, files, prediction["lengths"][i], [0.25, 1.0])
+        sink.add(key, writer._sample_files(prediction, i))
     sink.close()
     return folder / "train-000000.tar"
 
@@ -238,8 +237,7 @@ def test_an_annotation_shard_that_fails_to_close_leaves_no_temporary_file(tmp_pa
     writer.info = dict(_TOKEN_INFO)
     sink = _AnnotationSink(tmp_path, "train", 0, 100, writer.info)
     prediction = _prediction(1)
-    files = writer._sample_files(prediction, 0)
-    sink.add_window("clip0_w00000", files, prediction["lengths"][0], [0.25, 1.0])
+    sink.add("clip0_w00000", writer._sample_files(prediction, 0))
     assert sink.temporary().is_file()
 
     def full(*args: object) -> None:
