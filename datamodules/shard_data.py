@@ -118,13 +118,19 @@ class ShardDataModule(LightningDataModule):
         raise NotImplementedError
 
     def _loader(
-        self, split: Split, collate_fn: Callable[[list], Any], counts_in_batch: bool = False
+        self,
+        split: Split,
+        collate_fn: Callable[[list], Any],
+        counts_in_batch: bool = False,
+        persistent_workers: bool = False,
     ) -> ShardLoader:
         """A :class:`ShardLoader` of ``split`` (the training one resumes a checkpoint's pass).
 
         Reads whole passes of the split's shards (clamping the workers to this rank's
         shards) unless the subclass's stream is resampled (``epoch_length``).
-        ``counts_in_batch``: see :class:`ShardLoader`.
+        ``counts_in_batch``: see :class:`ShardLoader`. ``persistent_workers``: keep the
+        DataLoader workers from one pass to the next (where there are workers); each pass
+        still reads its own epoch (:meth:`ShardStream.set_epoch`).
         """
         shards = self._shards_of(split)
         rank, world_size = rank_and_world_size(self.trainer)
@@ -146,6 +152,7 @@ class ShardDataModule(LightningDataModule):
             num_workers=workers,
             pin_memory=self.pin_memory,
             collate_fn=collate_fn,
+            persistent_workers=persistent_workers and workers > 0,
         )
 
     def _samples_per_worker(self, world_size: int, workers: int) -> int:

@@ -16,8 +16,9 @@ depend on the worker or rank that reads the sample. The stream is built by
 ``collate_sequences`` to the longest stream of the batch, every ``<EOB>`` included.
 
 Bad or mismatched samples (missing members, wrong shapes, lengths out of range, codes outside
-the codebook, other budgets or tokenizer sizes than the rest of the data) are skipped and
-counted by reason; the counts travel in the batches and are reported once per pass as a
+the codebook, other budgets or tokenizer sizes than the rest of the data: the one definition
+of a valid sample in ``adaptok.data.token_samples``, which ``adaptok-shards verify`` applies
+too) are skipped and counted by reason; the counts travel in the batches and are reported once per pass as a
 :class:`SkippedSamplesWarning`; totals are in ``datamodule.skip_counts``.
 
 Resume: as every shard datamodule (:class:`~datamodules.shard_data.ShardDataModule`), the
@@ -28,8 +29,6 @@ with ``--ckpt_path`` continues the token stream where it stopped.
 
 from __future__ import annotations
 
-import io
-import json
 import random
 import zlib
 from collections.abc import Iterator, Sequence
@@ -50,6 +49,13 @@ from adaptok.data.skips import (
     SkipTracker,
     merge_reports,
 )
+from adaptok.data.token_samples import (
+    SPEC_KEYS,
+    InvalidTokenSample,
+    TokenSpec,
+    check_token_sample,
+    sample_spec,
+)
 from adaptok.nn.generator_sequence import GeneratorVocab, build_sequence, collate_sequences
 from datamodules.shard_data import ShardDataModule, Split
 
@@ -63,29 +69,6 @@ __all__ = [
 ]
 
 Condition = Literal["class", "frame_prediction"]
-
-TokenSpec = dict[str, Any]
-"""What every sample of a dataset must agree on: ``num_blocks`` K, ``tokens_per_block`` M,
-``codebook_size`` V, ``budgets`` (the P annotated fractions)."""
-
-_SPEC_KEYS = ("num_blocks", "tokens_per_block", "codebook_size", "budgets")
-
-
-def _load_npy(sample: dict[str, Any], member: str) -> np.ndarray:
-    if member not in sample:
-        raise SkipSample(f"missing {member}")
-    try:
-        return np.load(io.BytesIO(sample[member]), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise SkipSample(f"unreadable {member}") from error
-
-
-def _integer_array(array: np.ndarray, member: str, shape: tuple[int, ...]) -> np.ndarray:
-    if array.dtype.kind not in "iu":
-        raise SkipSample(f"{member}: not integers")
-    if array.shape != shape:
-        raise SkipSample(f"{member}: wrong shape")
-    return array.astype(np.int64)
 
 
 class TokenSampleDecoder:
@@ -114,7 +97,7 @@ class TokenSampleDecoder:
         num_classes: int | None,
         seed: int,
     ) -> None:
-        self.spec = {k: spec[k] for k in _SPEC_KEYS}
+        self.spec = {k: spec[k] for k in SPEC_KEYS}
         self.condition, self.condition_blocks = condition, condition_blocks
         levels = range(len(spec["budgets"])) if budget_levels is None else budget_levels
         self.levels = [int(x) for x in levels]
@@ -128,62 +111,40 @@ class TokenSampleDecoder:
     def decode(self, sample: dict[str, Any], epoch: int) -> dict[str, Any]:
         """Check one raw sample and build its sequence at this epoch's budget.
 
+        The sample must be a valid token sample of this data's sizes and budgets
+        (:func:`~adaptok.data.token_samples.check_token_sample`, the check ``adaptok-shards
+        verify`` makes too) and, class-conditional, carry a label in range.
+
         Raises:
             SkipSample: With the reason, for any bad or mismatched sample.
         """
         key = str(sample.get("__key__", ""))
-        if "json" not in sample:
-            raise SkipSample("missing json")
         try:
-            meta = json.loads(sample["json"])
-            if not isinstance(meta, dict):
-                raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError) as error:
-            raise SkipSample("bad metadata") from error
-        spec = self.spec
-        if any(meta.get(k) != spec[k] for k in _SPEC_KEYS[:3]):
-            raise SkipSample("mismatched tokenizer sizes")
-        budgets = meta.get("budgets")
-        if not isinstance(budgets, list) or [float(b) for b in budgets] != spec["budgets"]:
-            raise SkipSample("mismatched budgets")
-        blocks, block_size, vocab = (
-            spec["num_blocks"],
-            spec["tokens_per_block"],
-            spec["codebook_size"],
-        )
-        codes = _integer_array(_load_npy(sample, "codes.npy"), "codes", (blocks, block_size))
-        lengths = _integer_array(
-            _load_npy(sample, "lengths.npy"), "lengths", (len(spec["budgets"]), blocks)
-        )
-        if codes.min() < 0 or codes.max() >= vocab:
-            raise SkipSample("code out of range")
-        if lengths.min() < 1 or lengths.max() > block_size:
-            raise SkipSample("length out of range")
-        prefix = None
-        if self.condition == "frame_prediction":
-            cond = _integer_array(_load_npy(sample, "cond.npy"), "cond", (blocks, block_size))
-            if cond.min() < 0 or cond.max() >= vocab:
-                raise SkipSample("code out of range")
-            prefix = torch.from_numpy(cond[: self.condition_blocks])
-        label = meta.get("label", -1)
-        if not isinstance(label, int) or isinstance(label, bool):
-            raise SkipSample("bad label")
+            checked = check_token_sample(
+                sample, self.spec, need_cond=self.condition == "frame_prediction"
+            )
+        except InvalidTokenSample as error:
+            raise SkipSample(error.reason) from error
+        label = checked.label
         if self.condition == "class" and (
             label < 0 or (self.num_classes is not None and label >= self.num_classes)
         ):
             raise SkipSample("label out of range")
+        prefix = None
+        if self.condition == "frame_prediction":
+            prefix = torch.from_numpy(checked.cond[: self.condition_blocks])
         level = self.choose_level(key, epoch)
         sequence = build_sequence(
-            torch.from_numpy(codes),
-            torch.from_numpy(lengths[level]),
+            torch.from_numpy(checked.codes),
+            torch.from_numpy(checked.lengths[level]),
             prefix,
-            codebook_size=vocab,
+            codebook_size=self.spec["codebook_size"],
         )
         return {
             **sequence,
             "label": label,
             "budget_level": level,
-            "budget": float(spec["budgets"][level]),
+            "budget": float(self.spec["budgets"][level]),
             "key": key,
         }
 
@@ -229,12 +190,9 @@ class TokenStream(ShardStream):
         decoder: Checks samples and builds their sequences.
         draw_per_epoch: Budget draws follow the epoch (training); off: every pass draws as
             epoch 0 (evaluation: the same budgets every time).
-        seed: Base seed.
-        rank: Process rank.
-        world_size: Number of processes.
-        shuffle_buffer: Samples mixed in the shuffle buffer (0 or 1: none).
-        samples_per_worker: Sequences per worker and pass (required for ``resampled``).
-        split: Split name (for messages).
+        **stream: The other arguments of :class:`ShardStream` (seed, rank, world size,
+            shuffle buffer, samples per worker, split; not ``max_consecutive_skips`` nor
+            ``complete``, fixed as above).
     """
 
     def __init__(
@@ -243,25 +201,9 @@ class TokenStream(ShardStream):
         order: ShardOrder,
         decoder: TokenSampleDecoder,
         draw_per_epoch: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle_buffer: int = 0,
-        samples_per_worker: int | None = None,
-        split: str = "train",
+        **stream: Any,
     ) -> None:
-        super().__init__(
-            urls,
-            order,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            shuffle_buffer=shuffle_buffer,
-            samples_per_worker=samples_per_worker,
-            max_consecutive_skips=None,
-            split=split,
-            complete=None,
-        )
+        super().__init__(urls, order, max_consecutive_skips=None, complete=None, **stream)
         self.decoder, self.draw_per_epoch = decoder, draw_per_epoch
 
     def shard_order(self, worker: int, num_workers: int) -> Iterator[str]:
@@ -297,22 +239,16 @@ class TokenStream(ShardStream):
 
 
 def read_token_spec(url: str) -> TokenSpec:
-    """The sizes and budgets of the first annotation in shard ``url``.
+    """The sizes and budgets of the first annotation in shard ``url`` that names them.
 
     Raises:
-        ValueError: The shard holds no annotation with a readable ``json``.
+        ValueError: The shard holds no annotation whose ``json`` names them
+            (:func:`~adaptok.data.token_samples.sample_spec`).
     """
     for sample in wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()):
-        try:
-            meta = json.loads(sample["json"])
-            return {
-                "num_blocks": int(meta["num_blocks"]),
-                "tokens_per_block": int(meta["tokens_per_block"]),
-                "codebook_size": int(meta["codebook_size"]),
-                "budgets": [float(b) for b in meta["budgets"]],
-            }
-        except (KeyError, ValueError, TypeError, UnicodeDecodeError):
-            continue
+        spec = sample_spec(sample)
+        if spec is not None:
+            return spec
     raise ValueError(f"no annotation with readable metadata in shard {url!r}")
 
 
@@ -462,7 +398,14 @@ class TokenShardsDataModule(ShardDataModule):
             raise ValueError(f"{split}_urls is not set: no {split} data")
         self.setup()
         pad = GeneratorVocab(self.spec["codebook_size"]).pad
-        return self._loader(split, partial(collate_tokens, pad_id=pad), counts_in_batch=True)
+        # Training workers persist from epoch to epoch (not started again for every epoch);
+        # each pass still reads its own epoch.
+        return self._loader(
+            split,
+            partial(collate_tokens, pad_id=pad),
+            counts_in_batch=True,
+            persistent_workers=split == "train",
+        )
 
     def train_dataloader(self) -> ShardLoader:
         """Training sequences: shuffled, a fresh budget draw per sample each epoch."""

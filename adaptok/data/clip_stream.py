@@ -27,7 +27,7 @@ ClipLoader = ShardLoader
 
 
 class ClipStream(ShardStream):
-    """Clips of one split for the current epoch (see :meth:`set_epoch`).
+    """Clips of one split for the current epoch (a :class:`ShardStream` of clips).
 
     Each output is a :class:`~adaptok.data.clips.ClipDecoder` clip plus ``skipped``, a skip
     report (see :class:`~adaptok.data.shard_stream.ShardStream`); a worker without clips
@@ -37,17 +37,10 @@ class ClipStream(ShardStream):
         urls: Resolved shard URLs.
         order: Shard order (``ordered`` for evaluation, ``shuffled`` or ``resampled``).
         decoder: Turns samples into clips.
-        seed: Base seed.
-        rank: Process rank.
-        world_size: Number of processes.
-        shuffle_buffer: Samples mixed in the shuffle buffer (0 or 1: none).
-        samples_per_worker: Clips per worker and pass (required for ``resampled``, which is
-            endless otherwise); ``None``: until the shards are exhausted.
-        max_consecutive_skips: Failed samples in a row after which a worker stops with
-            :class:`~adaptok.data.skips.NoUsableSamplesError` (``None``: never).
         max_upscale: Clips whose short side is enlarged more than this factor are counted
             as a warning (``upscaled more than ...``).
-        split: Split name (for messages).
+        **stream: The other arguments of :class:`ShardStream` (seed, rank, world size,
+            shuffle buffer, samples per worker, max consecutive skips, split).
     """
 
     def __init__(
@@ -55,26 +48,10 @@ class ClipStream(ShardStream):
         urls: Sequence[str],
         order: ShardOrder,
         decoder: ClipDecoder,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        shuffle_buffer: int = 0,
-        samples_per_worker: int | None = None,
-        max_consecutive_skips: int | None = 100,
         max_upscale: float = 2.0,
-        split: str = "train",
+        **stream: Any,
     ) -> None:
-        super().__init__(
-            urls,
-            order,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            shuffle_buffer=shuffle_buffer,
-            samples_per_worker=samples_per_worker,
-            max_consecutive_skips=max_consecutive_skips,
-            split=split,
-        )
+        super().__init__(urls, order, **stream)
         self.decoder, self.max_upscale = decoder, max_upscale
 
     def pass_decoder(self, worker: int) -> Decode:

@@ -29,6 +29,7 @@ import random
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from adaptok.data.shards import ShardOrder, shards_for_pass
@@ -110,11 +111,22 @@ class ShardStream(IterableDataset):
         self.shuffle_buffer, self.samples_per_worker = shuffle_buffer, samples_per_worker
         self.max_consecutive_skips, self.split = max_consecutive_skips, split
         self.complete = None if complete is None else frozenset(complete)
-        self.epoch = 0
+        # In shared memory, so that persistent DataLoader workers (started once, holding
+        # their own copy of the stream) read the epoch the main process sets for each pass.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the pass the next iteration produces."""
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the pass the next iteration produces (set before workers start)."""
-        self.epoch = int(epoch)
+        """Select the pass the next iteration produces.
+
+        Set before the pass starts: the value is shared with the DataLoader workers, the
+        persistent ones included (they read it when the pass begins).
+        """
+        self._epoch.fill_(int(epoch))
 
     # ------------------------------------------------------------------------- the stages
     def shard_order(self, worker: int, num_workers: int) -> Iterator[str]:
@@ -201,8 +213,8 @@ class ShardLoader(DataLoader):
             restart).
         counts_in_batch: Leave the batch's skip counts (reason -> n) under ``skipped`` for
             consumers that read them (the ledger has them all the same).
-        **kwargs: DataLoader arguments (workers are started afresh for every pass, so they
-            read the pass's epoch).
+        **kwargs: DataLoader arguments. ``persistent_workers`` may be on: the epoch set
+            before each pass is shared with the workers (:meth:`ShardStream.set_epoch`).
     """
 
     def __init__(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Callable, Collection, Iterable, Iterator
-from typing import Any
+from typing import IO, Any
 
 from adaptok.data.video_io import VIDEO_SUFFIXES
 
@@ -133,13 +133,49 @@ def group_members(
         }
 
 
-def read_tar_members(path: str) -> Iterator[tuple[str, bytes]]:
-    """Regular files of a local tar in stream order (raises ``tarfile.TarError`` when broken)."""
-    with tarfile.open(path, "r|*") as archive:
+class _EndNotingTarInfo(tarfile.TarInfo):
+    """A ``TarInfo`` that notes on its archive the header error that ended the reading.
+
+    ``tarfile`` ends a stream quietly at a header it cannot read after the first member (the
+    file cut at a member's end, a cut or garbled header): only a zero block
+    (``EOFHeaderError``) is the archive's proper end.
+    """
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.HeaderError as error:
+            archive.end_error = error  # type: ignore[attr-defined]
+            raise
+
+
+def read_tar_members(source: str | IO[bytes]) -> Iterator[tuple[str, bytes]]:
+    """Regular files of a tar in stream order.
+
+    Args:
+        source: A local path, or an open binary stream (not closed here).
+
+    Raises:
+        tarfile.TarError: The tar is broken, also when it stops before its end-of-archive
+            blocks (truncated at a member's end, a damaged header): the members before the
+            damage are yielded first.
+    """
+    opened = {"name": source} if isinstance(source, str) else {"fileobj": source}
+    with tarfile.open(mode="r|*", tarinfo=_EndNotingTarInfo, **opened) as archive:
+        count = 0
         for member in archive:
             if member.isfile():
                 handle = archive.extractfile(member)
                 yield member.name, handle.read() if handle else b""
+            count += 1
+            archive.members = []  # a stream of many members holds none of them
+        end = getattr(archive, "end_error", None)
+        if count and not isinstance(end, tarfile.EOFHeaderError):
+            raise tarfile.ReadError(
+                f"the tar stops after {count} member(s) without its end-of-archive blocks "
+                f"({type(end).__name__ if end else 'no end'}): truncated or damaged"
+            )
 
 
 def tar_samples(
@@ -160,16 +196,12 @@ def tar_samples(
     """
     # webdataset imports torch (about 700 MB): only the clip stream pays for it, not
     # `adaptok-shards` and `verify`, which read local tars with tarfile.
-    from webdataset.tariterators import tar_file_iterator, url_opener
+    from webdataset.tariterators import url_opener
 
     for url in urls:
         try:
             for opened in url_opener([{"url": url}], handler=handler):
-                members = (
-                    (item["fname"], item["data"])
-                    for item in tar_file_iterator(opened["stream"], skip_meta=None)
-                )
-                yield from group_members(members, url, complete)
+                yield from group_members(read_tar_members(opened["stream"]), url, complete)
         except Exception as error:  # a broken shard is counted and the stream goes on
             error.args = (*error.args, url)
             if not handler(error):

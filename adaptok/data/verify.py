@@ -11,7 +11,6 @@ reported as videos without a video.
 from __future__ import annotations
 
 import glob
-import io
 import json
 import sys
 import tarfile
@@ -21,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-
 from adaptok.data.files import walk_files
 from adaptok.data.tar_samples import PROBLEM_KEY, group_members, member_key, read_tar_members
+from adaptok.data.token_samples import TokenSpec, check_token_sample, sample_spec
 from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, VideoReader, stored_stream
 
 __all__ = ["TOKEN_MEMBERS", "SplitReport", "find_shards", "is_token_shard", "verify_shards"]
@@ -106,41 +104,14 @@ def is_token_shard(shard: str | Path) -> bool:
     return not suffixes & set(VIDEO_SUFFIXES) and bool(suffixes & {"codes.npy", "lengths.npy"})
 
 
-def _token_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes | str]]]:
-    """Samples of a token shard: runs of adjacent members with one key (WebDataset's rule).
-
-    A key that comes back after another key's members is a duplicate (the loader would read
-    it as a second sample): it is reported as a problem, not merged.
-    """
-    seen: set[str] = set()
-    key: str | None = None
-    files: dict[str, bytes | str] = {}
-
-    def finish() -> tuple[str, dict[str, bytes | str]]:
-        if key in seen:
-            return key, {PROBLEM_KEY: "duplicate key in shard", **files}
-        seen.add(key)
-        return key, files
-
-    for name, data in read_tar_members(str(shard)):
-        parts = member_key(name)
-        if parts is None:
-            continue
-        if key is not None and parts[0] != key:
-            yield finish()
-            files = {}
-        key = parts[0]
-        files[parts[1]] = data
-    if key is not None:
-        yield finish()
-
-
 def _samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes | str]]]:
-    """Samples of a shard, grouped as its loader groups them (raises on a broken tar)."""
-    if is_token_shard(shard):
-        yield from _token_samples(shard)
-        return
-    for sample in group_members(read_tar_members(str(shard)), str(shard)):
+    """Samples of a shard, grouped as its loader groups them (raises on a broken tar).
+
+    Token shards are grouped as the token loader groups them: runs of adjacent members with
+    one key, a key that comes back after another key's members flagged as a duplicate.
+    """
+    complete = None if is_token_shard(shard) else VIDEO_SUFFIXES
+    for sample in group_members(read_tar_members(str(shard)), str(shard), complete):
         files = {k: v for k, v in sample.items() if k not in ("__key__", "__url__")}
         yield sample["__key__"], files
 
@@ -151,96 +122,23 @@ def _is_token_sample(files: dict[str, bytes | str]) -> bool:
     return not has_video and any(member in files for member in TOKEN_MEMBERS)
 
 
-def _load_array(files: dict[str, bytes | str], member: str) -> np.ndarray:
-    """One ``.npy`` member (no pickles), or ``ValueError`` naming it."""
-    data = files[member]
-    if not isinstance(data, bytes):
-        raise ValueError(f"{member} is not file data")
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{member} does not load as a .npy array: {error}") from error
+def _check_token_sample(files: dict[str, bytes | str], spec: TokenSpec | None) -> tuple[dict, str]:
+    """Check one token annotation sample as the token loader does.
 
+    The checks are :func:`~adaptok.data.token_samples.check_token_sample`'s, against
+    ``spec``, the sizes and budgets of the split's first token sample that names them (the
+    loader likewise skips samples whose sizes or budgets differ from its data's).
 
-def _int_field(meta: dict, name: str) -> int | None:
-    value = meta.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"metadata {name!r} is not an integer: {value!r}")
-    return value
-
-
-def _check_token_sample(files: dict[str, bytes | str]) -> tuple[dict, str]:
-    """Check one token annotation sample; returns (metadata, "tokens KxM, P budgets").
-
-    Checks what the token loader relies on: the JSON is an object; ``codes`` is an integer
-    ``(K, M)`` array inside the codebook; ``lengths`` an integer ``(P, K)`` array with
-    ``1 <= length <= M`` and one row per listed budget; ``costs`` (when present) a finite
-    float ``(K, J)`` array with one column per candidate length; ``cond`` (when present)
-    shaped like ``codes``; sizes named in the JSON agree with the arrays.
+    Returns:
+        (metadata, ``"tokens KxM, P budgets"``).
 
     Raises:
-        ValueError: The first inconsistency found.
+        ValueError: The first fault found
+            (:class:`~adaptok.data.token_samples.InvalidTokenSample`).
     """
-    if PROBLEM_KEY in files:
-        raise ValueError(str(files[PROBLEM_KEY]))
-    missing = [m for m in ("json", "codes.npy", "lengths.npy") if m not in files]
-    if missing:
-        raise ValueError(f"token sample without {', '.join(missing)} (members: {sorted(files)})")
-    try:
-        meta = json.loads(files["json"])
-    except (ValueError, UnicodeDecodeError, TypeError) as error:
-        raise ValueError(f"metadata is not valid JSON: {error}") from error
-    if not isinstance(meta, dict):
-        raise ValueError(f"metadata is JSON {type(meta).__name__}, not an object")
-    codes = _load_array(files, "codes.npy")
-    lengths = _load_array(files, "lengths.npy")
-    if codes.ndim != 2 or codes.dtype.kind not in "iu":
-        raise ValueError(f"codes.npy is {codes.dtype} {codes.shape}, not integer (K, M)")
-    blocks, tokens = codes.shape
-    if lengths.ndim != 2 or lengths.dtype.kind not in "iu" or lengths.shape[1] != blocks:
-        raise ValueError(
-            f"lengths.npy is {lengths.dtype} {lengths.shape}, not integer (P, {blocks}) for "
-            f"codes of {blocks} blocks"
-        )
-    if lengths.size and (lengths.min() < 1 or lengths.max() > tokens):
-        raise ValueError(
-            f"lengths.npy holds {int(lengths.min())}..{int(lengths.max())}, outside "
-            f"1..{tokens} (the tokens per block of codes.npy)"
-        )
-    for name, value in (("num_blocks", blocks), ("tokens_per_block", tokens)):
-        listed = _int_field(meta, name)
-        if listed is not None and listed != value:
-            raise ValueError(f"metadata {name}={listed} but codes.npy is {codes.shape}")
-    codebook = _int_field(meta, "codebook_size")
-    if codebook is not None and codes.size and (codes.min() < 0 or codes.max() >= codebook):
-        raise ValueError(
-            f"codes.npy holds {int(codes.min())}..{int(codes.max())}, outside the codebook "
-            f"of {codebook}"
-        )
-    budgets = meta.get("budgets")
-    if isinstance(budgets, list) and len(budgets) != lengths.shape[0]:
-        raise ValueError(
-            f"lengths.npy has {lengths.shape[0]} rows, metadata lists {len(budgets)} budgets"
-        )
-    if "costs.npy" in files:
-        costs = _load_array(files, "costs.npy")
-        if costs.ndim != 2 or costs.dtype.kind != "f" or costs.shape[0] != blocks:
-            raise ValueError(f"costs.npy is {costs.dtype} {costs.shape}, not float ({blocks}, J)")
-        if not np.isfinite(costs).all():
-            raise ValueError("costs.npy holds NaN or infinite costs")
-        candidates = meta.get("candidate_lengths")
-        if isinstance(candidates, list) and len(candidates) != costs.shape[1]:
-            raise ValueError(
-                f"costs.npy has {costs.shape[1]} columns, metadata lists "
-                f"{len(candidates)} candidate lengths"
-            )
-    if "cond.npy" in files:
-        cond = _load_array(files, "cond.npy")
-        if cond.shape != codes.shape or cond.dtype.kind not in "iu":
-            raise ValueError(f"cond.npy is {cond.dtype} {cond.shape}, codes.npy {codes.shape}")
-    return meta, f"tokens {blocks}x{tokens}, {lengths.shape[0]} budgets"
+    checked = check_token_sample(files, spec)
+    blocks, tokens = checked.codes.shape
+    return checked.meta, f"tokens {blocks}x{tokens}, {len(checked.spec['budgets'])} budgets"
 
 
 def _check_sidecar(shard: Path, keys: list[str]) -> str | None:
@@ -306,9 +204,11 @@ def verify_shards(target: str | Path, out: TextIO | None = None) -> dict[str, Sp
     Never raises on the data: unreadable tars, samples whose files are split apart or
     duplicated, metadata that is not a JSON object or disagrees with the video, and
     undecodable videos are each counted and listed under ``corrupt``. Token annotation
-    samples (no video; ``codes.npy`` / ``lengths.npy``) are checked as such (arrays load,
-    shapes and ranges agree with each other and the JSON, the sidecar lists the shard's
-    keys) and counted as ``windows``.
+    samples (no video; ``codes.npy`` / ``lengths.npy``) are checked as the token loader
+    checks them (:func:`~adaptok.data.token_samples.check_token_sample`: arrays load,
+    shapes and ranges agree with each other and the JSON, sizes and budgets agree with the
+    split's first token sample that names them) and the sidecar must list the shard's keys;
+    valid ones are counted as ``windows``.
 
     Args:
         target: A folder (searched recursively for ``*.tar``) or a glob.
@@ -319,8 +219,10 @@ def verify_shards(target: str | Path, out: TextIO | None = None) -> dict[str, Sp
     """
     root = Path(target) if Path(target).is_dir() else None
     reports: dict[str, SplitReport] = {}
+    token_specs: dict[str, TokenSpec] = {}  # per split: the first token sample's that names one
     for shard in find_shards(target):
-        report = reports.setdefault(_split_name(shard, root), SplitReport())
+        split = _split_name(shard, root)
+        report = reports.setdefault(split, SplitReport())
         report.shards += 1
         report.bytes += shard.stat().st_size
         token_keys: list[str] = []
@@ -330,7 +232,9 @@ def verify_shards(target: str | Path, out: TextIO | None = None) -> dict[str, Sp
                 try:
                     if token:
                         token_keys.append(key)
-                        meta, size = _check_token_sample(files)
+                        if split not in token_specs and (spec := sample_spec(files)):
+                            token_specs[split] = spec
+                        meta, size = _check_token_sample(files, token_specs.get(split))
                         frames = 0
                     else:
                         meta, frames, size = _check_sample(files)

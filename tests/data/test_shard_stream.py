@@ -128,3 +128,48 @@ def test_loader_drops_resumed_batches_and_reports_each_pass(tmp_path: Path) -> N
     )
     with pytest.warns(SkippedSamplesWarning, match="produced no sample"):
         assert list(empty) == []
+
+
+@pytest.mark.parametrize("damage", ["cut at a member's end", "garbled header"])
+def test_a_damaged_shard_is_a_counted_skip_in_a_worker(tmp_path: Path, damage: str) -> None:
+    """``tarfile`` ends quietly at such damage: the rest of the shard must not vanish unseen."""
+    damaged = Path(_shard(tmp_path / "bad.tar", [1, 2, 3]))
+    data = damaged.read_bytes()[: 2 * 1024]  # two whole members (header + data block each)
+    if damage == "garbled header":
+        data += b"\x07" * 1024 + damaged.read_bytes()[3 * 1024 :]
+    damaged.write_bytes(data)
+    good = _shard(tmp_path / "good.tar", [4, 5])
+    counts: Counter = Counter()
+    loader = ShardLoader(
+        _Values([str(damaged), good]),
+        SkipLedger(counts, noun="thing"),
+        batch_size=1,
+        num_workers=1,
+        collate_fn=_collate,
+    )
+    with pytest.warns(SkippedSamplesWarning, match=r"unreadable shard \(ReadError\): 1"):
+        values = [value for batch in loader for value in batch["value"]]
+    assert values == [1, 4, 5]  # the damaged shard's last whole sample goes with the damage
+    assert counts == {"unreadable shard (ReadError)": 1}
+    report = merge_reports(
+        [item[REPORT_KEY] for item in _Values([str(damaged)]) if REPORT_KEY in item]
+    )
+    assert report["shards"] == {str(damaged): 1}
+
+
+def test_persistent_workers_read_each_pass_s_epoch(tmp_path: Path) -> None:
+    urls = [_shard(tmp_path / f"s{i}.tar", list(range(10 * i + 1, 10 * i + 9))) for i in range(2)]
+
+    def passes(**kwargs: Any) -> list[list[int]]:
+        loader = ShardLoader(
+            _Values(urls, order="shuffled", shuffle_buffer=5, seed=3),
+            SkipLedger(),
+            batch_size=4,
+            collate_fn=_collate,
+            **kwargs,
+        )
+        return [[v for batch in loader for v in batch["value"]] for _ in range(3)]
+
+    reference = passes()
+    assert reference[0] != reference[1] != reference[2]  # each epoch its own order
+    assert passes(num_workers=1, persistent_workers=True) == reference

@@ -269,3 +269,21 @@ def test_resampled_epochs_urls_and_workers(tmp_path: Path) -> None:
             assert set(keys) <= {s["__key__"] for s in samples}
     with pytest.raises(ValueError, match="epoch_length"):
         TokenShardsDataModule(train_urls=brace, epoch_length=0)
+
+
+def test_training_workers_persist_and_read_each_epoch(tmp_path: Path) -> None:
+    urls = _shards(tmp_path, random_annotations(8, K, M, V, BUDGETS), per_shard=4)
+
+    def epochs(workers: int) -> list[list[tuple[str, int]]]:
+        data = _datamodule(urls, num_workers=workers, val_urls=urls)
+        loader = data.train_dataloader()
+        assert loader.persistent_workers is (workers > 0)
+        assert not data.val_dataloader().persistent_workers
+        return [
+            [(k, int(b)) for batch in loader for k, b in zip(batch["key"], batch["budget_level"])]
+            for _ in range(3)
+        ]
+
+    reference = epochs(0)
+    assert len({tuple(levels) for levels in reference}) == 3  # budgets drawn per epoch
+    assert epochs(1) == reference
