@@ -22,7 +22,7 @@ from adaptok.metrics.frame_quality import psnr_per_video  # noqa: E402
 from adaptok.metrics.token_diagnostics import block_mean_baseline  # noqa: E402
 from datamodules.video_shards import VideoShardsDataModule  # noqa: E402
 
-SETTINGS = [(1, None), (2, None), (4, None), (4, 3), (4, 2), (8, None), (8, 2)]
+SETTINGS = [(1, None), (2, None), (4, None), (4, 3), (4, 6), (4, 2), (8, None), (8, 2)]
 """(grid cells per side, bits per value or None for exact)."""
 
 
