@@ -2,14 +2,18 @@
 
 This is where the networks meet the allocator: the scorer (or, for the oracle, real
 decodes) supplies each block's cost at every candidate length, and ``adaptok.alloc`` solves
-the budgeted choice. The same planner serves the ``TokenAllocator`` callback, annotation
-writers and benchmarks.
+the budgeted choice. It is the one planning path: the ``AllocationEvaluator`` callback, the
+annotator (``modules.AnnotatorModule``), ``adaptok tokenize`` and ``load_pretrained`` all
+allocate through :meth:`TokenBudgetPlanner.plan`, so the same costs and budget give the same
+lengths everywhere. Budgets are :class:`adaptok.alloc.TokenBudget` values.
 
 Conditioning. A block's cost depends on the lengths kept by earlier blocks (the decoder is
 block-causal). In ``streaming`` and ``causal_table`` modes the planner scores block ``b``
 after fixing blocks ``< b`` (causal: each decision uses only the past, as a streaming encoder
 must). In ``batch`` and ``per_clip`` modes all blocks are scored at once with every earlier
-block at full length, then solved jointly.
+block at full length, then solved jointly. In ``streaming`` mode the price per token is
+carried from call to call (a stream of clips) or, with ``carry_price=False``, started afresh
+for every clip alone, so a clip's lengths depend on nothing but the clip (annotation).
 
 ``causal_table`` is the official code's IPAL (``models/adaptok.py::encode_eval``): for
 ``b = 0..K-1``, score block ``b`` given the chosen lengths of blocks ``< b``, then solve one
@@ -24,10 +28,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from adaptok.alloc import StreamingAllocator, allocate, block_targets
+from adaptok.alloc import StreamingAllocator, TokenBudget, allocate, block_targets
+from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
 from adaptok.losses.block_quality import BlockQuality, measure_block_costs
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
@@ -75,6 +81,10 @@ class TokenBudgetPlanner:
         block_table: ``causal_table``'s targets: budget fraction -> one target fraction (of
             the tokens per block) per block; None = the official table
             (:data:`adaptok.alloc.REFERENCE_BLOCK_TABLE`, 4 blocks).
+        carry_price: ``streaming``: keep each budget's price per token from call to call (a
+            stream of clips; a clip's lengths depend on the clips before it) or, False, run
+            every clip alone from a fresh price (lengths independent of batch-mates, batch
+            size and order).
 
     Raises:
         ValueError: An unknown mode, or candidate lengths outside ``[1, M]``.
@@ -90,6 +100,7 @@ class TokenBudgetPlanner:
         equality: bool = True,
         candidates: Sequence[int] | None = None,
         block_table: Mapping[float, Sequence[float]] | None = None,
+        carry_price: bool = True,
     ) -> None:
         if mode not in PLANNER_MODES:
             raise ValueError(f"mode must be one of {PLANNER_MODES}, got {mode!r}")
@@ -100,6 +111,7 @@ class TokenBudgetPlanner:
         self.mode = mode
         self.solver = solver
         self.equality = equality
+        self.carry_price = carry_price
         if candidates is None:
             candidates = (
                 scorer.candidate_lengths
@@ -115,42 +127,85 @@ class TokenBudgetPlanner:
             )
         self._streaming: dict[tuple[float, str], StreamingAllocator] = {}
 
+    def budget(self, budget: TokenBudget | float) -> TokenBudget:
+        """``budget`` as a :class:`TokenBudget` of this tokenizer.
+
+        Args:
+            budget: A :class:`TokenBudget`, or a number read as mean tokens per block.
+
+        Raises:
+            ValueError: A budget of another tokens-per-block, or a mean outside ``(0, M]``.
+        """
+        tokens = self.tokenizer.tokens_per_block
+        if isinstance(budget, TokenBudget):
+            if budget.tokens_per_block != tokens:
+                raise ValueError(
+                    f"budget {budget} is of {budget.tokens_per_block} tokens per block, the "
+                    f"tokenizer has {tokens}"
+                )
+            return budget
+        return TokenBudget(float(budget), tokens)
+
+    def check_budget(self, budget: TokenBudget, mode: PlannerMode | None = None) -> None:
+        """Refuse, before any work, a budget the planner cannot meet in ``mode``.
+
+        ``causal_table``: the block table must have a row for the budget. The other modes:
+        each clip's total ``K x mean`` must be reachable with the candidate lengths (an
+        equality budget exactly; ``batch`` is then feasible for any batch size too).
+
+        Raises:
+            ValueError: ``causal_table`` and no row in the block table.
+            InfeasibleBudgetError: A clip total the candidates cannot meet (with the range).
+        """
+        mode = mode or self.mode
+        if mode == "causal_table":
+            self.block_targets(budget)
+            return
+        blocks = self.tokenizer.num_blocks
+        grid = TokenGrid.from_lengths(np.asarray(self.candidates, dtype=np.int64))
+        total = total_from_mean(self.budget(budget).mean_tokens, blocks, self.equality)
+        check_total(total, blocks, grid, self.equality)
+
     def _streaming_allocator(
-        self, mean_tokens: float, policy: AllocationPolicy
+        self, budget: TokenBudget, policy: AllocationPolicy
     ) -> StreamingAllocator:
         """One streaming allocator per (budget, policy), kept across batches.
 
         Its price per token carries over time instead of restarting from an estimate on every
         batch.
         """
-        key = (float(mean_tokens), policy)
+        key = (budget.mean_tokens, policy)
         if key not in self._streaming:
-            self._streaming[key] = StreamingAllocator(
-                self.candidates,
-                mean_tokens=mean_tokens,
-                num_blocks=self.tokenizer.num_blocks,
-                equality=self.equality,
-                solver=self.solver,
-            )
+            self._streaming[key] = self._fresh_streaming_allocator(budget)
         return self._streaming[key]
 
-    def block_targets(self, mean_tokens: float) -> list[float]:
+    def _fresh_streaming_allocator(self, budget: TokenBudget) -> StreamingAllocator:
+        """A streaming allocator at ``budget`` with no price yet."""
+        return StreamingAllocator(
+            self.candidates,
+            mean_tokens=budget.mean_tokens,
+            num_blocks=self.tokenizer.num_blocks,
+            equality=self.equality,
+            solver=self.solver,
+        )
+
+    def block_targets(self, budget: TokenBudget | float) -> list[float]:
         """``causal_table``'s target mean tokens of each block position at this budget.
 
         Raises:
-            ValueError: The table has no row for ``mean_tokens / M`` or not K entries.
+            ValueError: The table has no row for the budget's fraction or not K entries.
         """
-        tokens = self.tokenizer.tokens_per_block
+        budget = self.budget(budget)
         targets = block_targets(
-            mean_tokens / tokens, tokens, self.tokenizer.num_blocks, self.block_table
+            budget.fraction, budget.tokens_per_block, self.tokenizer.num_blocks, self.block_table
         )
         return targets.tolist()
 
-    def table_allocator(self, mean_tokens: float) -> StreamingAllocator:
+    def table_allocator(self, budget: TokenBudget | float) -> StreamingAllocator:
         """A fresh ``causal_table`` allocator: one batch ILP per block, totals rounded down."""
         return StreamingAllocator(
             self.candidates,
-            block_budgets=self.block_targets(mean_tokens),
+            block_budgets=self.block_targets(budget),
             equality=True,
             solver=self.solver,
             round_budgets=True,
@@ -202,7 +257,7 @@ class TokenBudgetPlanner:
         self,
         video: Tensor,
         encoding: TokenizerEncoding,
-        mean_tokens: float,
+        budget: TokenBudget | float,
         policy: AllocationPolicy = "scorer",
         mode: PlannerMode | None = None,
         costs: Tensor | None = None,
@@ -212,8 +267,9 @@ class TokenBudgetPlanner:
         Args:
             video: ``(B, C, T, H, W)`` clips in [0, 1] (used by the oracle only).
             encoding: ``tokenizer.encode(video)``.
-            mean_tokens: Target mean tokens per block (e.g. 256 of 512).
-            policy: ``scorer`` (IPAL), ``uniform`` (every block ``round(mean_tokens)``) or
+            budget: The budget (a :class:`TokenBudget`; a number is read as mean tokens per
+                block, e.g. 256 of 512).
+            policy: ``scorer`` (IPAL), ``uniform`` (every block ``round(mean tokens)``) or
                 ``oracle`` (IPAL on measured instead of predicted costs).
             mode: Overrides the planner's mode for this call.
             costs: ``(B, K, J)`` from :meth:`costs` for this ``policy``, to reuse across
@@ -222,9 +278,16 @@ class TokenBudgetPlanner:
 
         Returns:
             ``(B, K)`` long lengths.
+
+        Raises:
+            ValueError: An unknown mode, a uniform count outside ``[1, M]``, a budget of
+                another tokenizer.
+            InfeasibleBudgetError: A budget the candidate lengths cannot meet.
         """
         batch, device = video.shape[0], video.device
         num_blocks = self.tokenizer.num_blocks
+        budget = self.budget(budget)
+        mean_tokens = budget.mean_tokens
         if policy == "uniform":
             count = int(round(mean_tokens))
             if not 1 <= count <= self.tokenizer.tokens_per_block:
@@ -235,17 +298,8 @@ class TokenBudgetPlanner:
         mode = mode or self.mode
         if mode not in PLANNER_MODES:
             raise ValueError(f"mode must be one of {PLANNER_MODES}, got {mode!r}")
-        chosen = self.full_lengths(batch, device)
         if mode in ("streaming", "causal_table"):
-            allocator = (
-                self._streaming_allocator(mean_tokens, policy)
-                if mode == "streaming"
-                else self.table_allocator(mean_tokens)
-            )
-            for block in range(num_blocks):
-                costs = self._block_costs(policy, video, encoding, chosen, block)
-                chosen[:, block] = torch.as_tensor(allocator.step(costs), device=device)
-            return chosen
+            return self._plan_causal(video, encoding, budget, policy, mode)
         if costs is None:
             costs = self.costs(policy, video, encoding)
         result = allocate(
@@ -257,3 +311,34 @@ class TokenBudgetPlanner:
             equality=self.equality,
         )
         return torch.as_tensor(result.lengths, dtype=torch.long, device=device)
+
+    def _plan_causal(
+        self,
+        video: Tensor,
+        encoding: TokenizerEncoding,
+        budget: TokenBudget,
+        policy: AllocationPolicy,
+        mode: PlannerMode,
+    ) -> Tensor:
+        """``streaming`` / ``causal_table``: block ``b`` scored given the lengths of ``< b``.
+
+        The scorer runs over the whole batch (a clip's scores do not depend on its
+        batch-mates); the allocators are one for the batch (``causal_table``, a carried
+        ``streaming`` price) or one per clip (``streaming`` without ``carry_price``).
+        """
+        batch = video.shape[0]
+        chosen = self.full_lengths(batch, video.device)
+        if mode == "causal_table":
+            allocators = [self.table_allocator(budget)]
+        elif self.carry_price:
+            allocators = [self._streaming_allocator(budget, policy)]
+        else:
+            allocators = [self._fresh_streaming_allocator(budget) for _ in range(batch)]
+        for block in range(self.tokenizer.num_blocks):
+            costs = self._block_costs(policy, video, encoding, chosen, block)
+            if len(allocators) == 1:
+                step = allocators[0].step(costs)
+            else:  # every clip alone: its price follows its own blocks only
+                step = np.concatenate([a.step(costs[i : i + 1]) for i, a in enumerate(allocators)])
+            chosen[:, block] = torch.as_tensor(step, device=video.device)
+        return chosen

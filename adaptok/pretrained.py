@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from adaptok.nn.generator import ARGenerator
-from adaptok.nn.scorer import BlockCausalScorer
+from adaptok.nn.scorer import BlockCausalScorer, upgrade_scorer_checkpoint
 from adaptok.nn.state_check import first_weight_mismatch
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 
@@ -127,6 +127,7 @@ def read_checkpoint_safely(path: str | Path) -> dict[str, Any]:
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a suite checkpoint (no 'state_dict')")
+    upgrade_scorer_checkpoint(checkpoint)  # a scorer saved before its label buffers existed
     return checkpoint
 
 
@@ -272,14 +273,10 @@ class PretrainedAdapTok(nn.Module):
             lengths = torch.full((video.shape[0], k), count, dtype=torch.long, device=self.device)
         elif mode == "target":
             assert self.scorer is not None
-            mean, std = self.info.get("cost_normalisation", (0.0, 1.0))
             costs = self.scorer(encoding.latents, encoding.quantized)
-            result = allocate(
-                costs,
-                self.candidate_lengths,
-                mode="target",
-                threshold=(float(threshold) - mean) / std,  # type: ignore[arg-type]
-            )
+            asked = torch.tensor(float(threshold), device=self.device)  # type: ignore[arg-type]
+            limit = self.scorer.from_label_units(asked)  # label units -> the predictions' units
+            result = allocate(costs, self.candidate_lengths, mode="target", threshold=float(limit))
             lengths = torch.as_tensor(result.lengths, dtype=torch.long, device=self.device)
         else:
             mean_tokens = budget_to_mean_tokens(
@@ -351,7 +348,12 @@ def _from_export(folder: Path) -> PretrainedAdapTok:
     spec = json.loads(spec_path.read_text())
     if spec.get("format") != EXPORT_FORMAT:
         raise ValueError(f"{spec_path}: unknown format {spec.get('format')!r}")
-    return _assemble(spec["networks"], load_file(str(weights_path)), spec.get("info", {}), folder)
+    weights, info = load_file(str(weights_path)), spec.get("info", {})
+    mean, std = info.get("cost_normalisation", (None, None))  # exports before the label buffers
+    upgrade_scorer_checkpoint(
+        {"state_dict": weights, "hyper_parameters": {"target_mean": mean, "target_std": std}}
+    )
+    return _assemble(spec["networks"], weights, info, folder)
 
 
 def _load_exactly(network: nn.Module, weights: Mapping[str, Tensor], source: str) -> None:
@@ -431,9 +433,9 @@ def checkpoint_contents(checkpoint: Mapping[str, Any], source: Any) -> tuple[dic
             specs[name] = dict(spec)
     info: dict[str, Any] = {"stage": stage}
     if "scorer" in specs:
-        info["cost_normalisation"] = [
-            float(hparams.get("target_mean", 0.0)),
-            float(hparams.get("target_std", 1.0)),
+        info["cost_normalisation"] = [  # the scorer's label buffers (older: hyperparameters)
+            float(state.get("scorer.label_mean", hparams.get("target_mean", 0.0))),
+            float(state.get("scorer.label_std", hparams.get("target_std", 1.0))),
         ]
         info["metric"] = hparams.get("metric", "lpips")
     if "generator" in specs:

@@ -82,7 +82,7 @@ class TokenHealth(pl.Callback):
         grids: Grid sizes of the block-mean baselines (1 = mean colour, always included);
             each must divide the tokenizer's image size.
         num_samples: Clips per rank (the first ones of the test loader), None = all; set it
-            as `TokenAllocator.num_samples` so both reports describe the same clips.
+            as `AllocationEvaluator.num_samples` so both reports describe the same clips.
 
     Raises:
         ValueError: On a grid < 1 (here) or one that does not divide the frame (at setup),

@@ -8,6 +8,10 @@ Per window (docs/METHOD.md section 5.4): deterministic (argmax) codes of
 all K blocks x M tokens, the scorer's predicted cost table (K x J, in the metric's units, for the
 full-length context), and the per-block lengths chosen by IPAL at each of P budgets.
 
+The lengths come from :class:`adaptok.budget_planner.TokenBudgetPlanner`, the planning path the
+``AllocationEvaluator`` callback uses too, on the scorer's predictions: for the same clips,
+budget and mode, annotation and evaluation choose the same lengths.
+
 Allocation modes (``allocation``):
 
 - ``causal_table``: the official code's annotation (``scripts/prepare_annotations_for_ar.sh``,
@@ -19,7 +23,8 @@ Allocation modes (``allocation``):
   batch size and the number of devices (the reference: 128 windows per GPU).
 - ``per_clip``: every window exactly ``K x budget`` tokens, only the split between its blocks
   adapts; independent of batch-mates and hardware.
-- ``streaming``: a causal price per token, run on each clip alone (independent too).
+- ``streaming``: causal, block by block (each block scored given the lengths chosen for the
+  earlier ones) with a price per token started afresh for each clip alone (independent too).
 
 ``annotation_summary.md`` reports the spread of the clip totals. Everything runs in fp32
 whatever the trainer's precision (the reference annotated in fp16 and evaluated prefixes in
@@ -38,8 +43,8 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 
-from adaptok.alloc import StreamingAllocator, allocate, block_targets
-from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
+from adaptok.alloc import TokenBudget
+from adaptok.budget_planner import TokenBudgetPlanner
 from adaptok.nn.frame_condition import condition_clip
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 from modules.loading import load_frozen_scorer
@@ -94,7 +99,7 @@ class AnnotatorModule(LightningModule):
         allocation: ``causal_table`` (the official procedure over each batch: clip totals
             vary with content, lengths depend on the batch), ``per_clip`` (exact knapsack per
             clip, docs/METHOD.md section 4 with a per-clip budget) or ``streaming`` (causal
-            block-by-block price, run on each clip alone).
+            block-by-block price, started afresh for each clip alone).
         solver: ``fast`` (exact numpy) or ``mip`` (python-mip CBC).
         equality: Spend each clip's budget exactly (IPAL, the paper) rather than at most
             (``per_clip``, ``streaming``; ``causal_table`` spends its rounded block totals
@@ -135,10 +140,6 @@ class AnnotatorModule(LightningModule):
         self.tokenizer: AdapTokTokenizer = stage.tokenizer
         self.scorer = stage.scorer
         self.candidate_lengths = [int(x) for x in stage.candidate_lengths]
-        # The stage's denormalise is affine (z-score inverse): keep it as two numbers so the
-        # scorer stage's metric networks (LPIPS) need not be held here.
-        ends = stage.denormalise(torch.tensor([0.0, 1.0], dtype=torch.float64))
-        self.cost_offset, self.cost_scale = float(ends[0]), float(ends[1] - ends[0])
         self.scorer_ckpt = str(scorer_ckpt)
         self.budgets = [float(b) for b in budgets]
         self.allocation, self.solver, self.equality = allocation, solver, equality
@@ -152,17 +153,25 @@ class AnnotatorModule(LightningModule):
             raise ValueError(f"condition_frames must lie in [1, {clip}], got {condition_frames}")
         self.condition_frames = condition_frames
         self.block_table = block_table
-        grid = TokenGrid.from_lengths(np.asarray(self.candidate_lengths, dtype=np.int64))
+        # The YAML's fractions, converted once; the planner allocates every window.
+        self.token_budgets = [
+            TokenBudget.from_fraction(fraction, self.tokens_per_block) for fraction in self.budgets
+        ]
+        self.planner = TokenBudgetPlanner(
+            self.tokenizer,
+            self.scorer,
+            mode=allocation,
+            solver=solver,
+            equality=equality,
+            candidates=self.candidate_lengths,
+            block_table=block_table,
+            carry_price=False,  # streaming: every window alone, whatever its batch
+        )
         self.block_targets: dict[float, list[float]] = {}
-        for fraction in self.budgets:
+        for fraction, budget in zip(self.budgets, self.token_budgets, strict=True):
+            self.planner.check_budget(budget)
             if allocation == "causal_table":
-                targets = block_targets(
-                    fraction, self.tokens_per_block, self.num_blocks, block_table
-                )
-                self.block_targets[fraction] = targets.tolist()
-                continue
-            total = total_from_mean(fraction * self.tokens_per_block, self.num_blocks, equality)
-            check_total(total, self.num_blocks, grid, equality)
+                self.block_targets[fraction] = self.planner.block_targets(budget)
         self.provenance = {
             "ckpt": self.scorer_ckpt,
             "sha256": state_sha256(self.tokenizer),
@@ -209,81 +218,37 @@ class AnnotatorModule(LightningModule):
         Args:
             video: ``(B, C, T, H, W)`` float in [0, 1] at the tokenizer's clip size.
         """
-        codes, costs, _ = self._encode(video)
-        return codes, costs
+        codes, predictions, _ = self._encode(video)
+        return codes, self.scorer.to_label_units(predictions)
 
     @torch.no_grad()
     def _encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, TokenizerEncoding]:
-        """:meth:`encode_codes` plus the encoding itself (fp32)."""
+        """Codes ``(B, K, M)``, predictions ``(B, K, J)`` (normalised) and the encoding (fp32)."""
         self.tokenizer.eval()
         self.scorer.eval()
         with torch.autocast(video.device.type, enabled=False):
             encoding = self.tokenizer.encode(video.float())
-            costs = self.scorer(encoding.latents, encoding.quantized, None).float()
+            predictions = self.scorer(encoding.latents, encoding.quantized, None).float()
         codes = encoding.codes.view(video.shape[0], self.num_blocks, self.tokens_per_block)
-        return codes, costs * self.cost_scale + self.cost_offset, encoding
+        return codes, predictions, encoding
 
     @torch.no_grad()
-    def causal_table_lengths(self, encoding: TokenizerEncoding) -> np.ndarray:
-        """Per-block lengths ``(B, P, K)`` by the official procedure over this batch.
-
-        For each budget and block ``b = 0..K-1``: score block ``b`` given the lengths chosen
-        for blocks ``< b``, then one ILP over the batch spends ``B x target[b]`` tokens
-        (rounded down onto the candidate grid). The normalised scores are used: the ILP's
-        optimum does not change under the positive affine map to metric units.
+    def allocate_lengths(
+        self, video: torch.Tensor, encoding: TokenizerEncoding, predictions: torch.Tensor
+    ) -> np.ndarray:
+        """Per-block lengths ``(B, P, K)`` at each budget, by the planner in ``allocation`` mode.
 
         Args:
-            encoding: ``tokenizer.encode`` of the batch (fp32).
+            video: ``(B, C, T, H, W)`` the windows (fp32).
+            encoding: ``tokenizer.encode(video)`` (fp32).
+            predictions: ``(B, K, J)`` the scorer's predictions for the full-length context
+                (reused by ``per_clip``; the causal modes re-score block by block).
         """
-        size = encoding.latents.shape[0]
-        device = encoding.latents.device
-        lengths = np.zeros((size, len(self.budgets), self.num_blocks), dtype=np.int64)
-        for level, fraction in enumerate(self.budgets):
-            allocator = StreamingAllocator(
-                self.candidate_lengths,
-                block_budgets=self.block_targets[fraction],
-                solver=self.solver,
-                round_budgets=True,
-            )
-            chosen = torch.full(
-                (size, self.num_blocks), self.tokens_per_block, dtype=torch.long, device=device
-            )
-            for block in range(self.num_blocks):
-                with torch.autocast(device.type, enabled=False):
-                    scores = self.scorer(encoding.latents, encoding.quantized, chosen)[:, block]
-                step = allocator.step(scores.float().cpu().numpy().astype(np.float64))
-                chosen[:, block] = torch.as_tensor(step, device=device)
-            lengths[:, level] = chosen.cpu().numpy()
-        return lengths
-
-    def allocate_lengths(self, costs: np.ndarray) -> np.ndarray:
-        """Per-block lengths ``(B, P, K)`` at each budget, each clip allocated on its own.
-
-        Args:
-            costs: ``(B, K, J)`` predicted costs (lower is better).
-
-        Raises:
-            ValueError: In ``causal_table`` mode (it re-scores: :meth:`causal_table_lengths`).
-        """
-        if self.allocation == "causal_table":
-            raise ValueError("causal_table re-scores block by block: use causal_table_lengths")
-        size = costs.shape[0]
-        lengths = np.zeros((size, len(self.budgets), self.num_blocks), dtype=np.int64)
-        for level, fraction in enumerate(self.budgets):
-            mean = fraction * self.tokens_per_block
-            if self.allocation == "per_clip":  # clip b gets K * mean on its own (no sharing)
-                result = allocate(
-                    costs, self.candidate_lengths, mean, mode="per_clip",
-                    solver=self.solver, equality=self.equality,
-                )  # fmt: skip
-                lengths[:, level] = result.lengths
-            else:  # the streaming price is estimated per clip, so run each clip alone
-                for b in range(size):
-                    result = allocate(
-                        costs[b : b + 1], self.candidate_lengths, mean, mode="streaming",
-                        solver=self.solver, equality=self.equality,
-                    )  # fmt: skip
-                    lengths[b, level] = result.lengths[0]
+        lengths = np.zeros((video.shape[0], len(self.budgets), self.num_blocks), dtype=np.int64)
+        with torch.autocast(video.device.type, enabled=False):
+            for level, budget in enumerate(self.token_budgets):
+                chosen = self.planner.plan(video, encoding, budget, "scorer", costs=predictions)
+                lengths[:, level] = chosen.cpu().numpy()
         return lengths
 
     def condition_clip(self, video: torch.Tensor) -> torch.Tensor:
@@ -311,14 +276,10 @@ class AnnotatorModule(LightningModule):
         if video.numel() == 0:
             out["key"] = []
             return out
-        codes, costs, encoding = self._encode(video)
-        cost_array = costs.cpu().numpy().astype(np.float32)
+        codes, predictions, encoding = self._encode(video)
         out["codes"] = codes.cpu().numpy().astype(np.uint16)
-        out["costs"] = cost_array
-        if self.allocation == "causal_table":
-            lengths = self.causal_table_lengths(encoding)
-        else:
-            lengths = self.allocate_lengths(cost_array.astype(np.float64))
+        out["costs"] = self.scorer.to_label_units(predictions).cpu().numpy().astype(np.float32)
+        lengths = self.allocate_lengths(video.float(), encoding, predictions)
         out["lengths"] = lengths.astype(np.int16)
         if self.condition_frames is not None:
             cond_codes, _ = self.encode_codes(self.condition_clip(video))

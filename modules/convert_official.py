@@ -504,6 +504,9 @@ def convert_scorer(checkpoint: OfficialCheckpoint) -> tuple[BlockCausalScorer, d
     for ours, official in (("head.0", "ffn.0"), ("head.2", "ffn.2")):
         mapper.copy(f"{ours}.weight", f"{official}.weight")
         mapper.copy(f"{ours}.bias", f"{official}.bias")
+    mean, std = OFFICIAL_LABEL_NORMALISATION  # the label units of the official predictions
+    mapper.put("label_mean", torch.tensor(mean), "OFFICIAL_LABEL_NORMALISATION")
+    mapper.put("label_std", torch.tensor(std), "OFFICIAL_LABEL_NORMALISATION")
     mapper.finish(scorer, ())
     scorer.eval().requires_grad_(False)
     return scorer, spec

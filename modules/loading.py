@@ -31,6 +31,7 @@ from torch import nn
 
 from adaptok.metrics.i3d import InceptionI3d
 from adaptok.metrics.lpips import LPIPS
+from adaptok.nn.scorer import upgrade_scorer_checkpoint
 from adaptok.nn.state_check import first_weight_mismatch
 from adaptok.nn.tokenizer import AdapTokTokenizer
 
@@ -263,6 +264,7 @@ def read_checkpoint_safely(ckpt_path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+    upgrade_scorer_checkpoint(checkpoint)  # a scorer saved before its label buffers existed
     check_checkpoint(checkpoint, path)
     return checkpoint
 
@@ -321,6 +323,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+    upgrade_scorer_checkpoint(checkpoint)  # a scorer saved before its label buffers existed
     return checkpoint
 
 

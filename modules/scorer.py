@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from scipy.stats import spearmanr
 from typing_extensions import override
 
 from adaptok.distributed import gather_rows
 from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_block_costs
-from adaptok.nn.scorer import BlockCausalScorer
+from adaptok.nn.scorer import BlockCausalScorer, upgrade_scorer_checkpoint
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import TokenizerEncoding
 from modules.stage import OptimizerParameters, StageModule
@@ -30,6 +32,14 @@ class ScorerModule(StageModule):
     is the z-normalised cost of block ``q`` (LPIPS by default); the loss is the MSE between
     the scorer's ``J`` predictions for block ``q`` and those labels.
 
+    Label units: the normalisation lives in the scorer network's buffers (``label_mean``,
+    ``label_std``, saved with its weights); ``scorer.to_label_units`` turns predictions into
+    the metric's units and ``scorer.from_label_units`` makes the labels. ``target_mean`` and
+    ``target_std`` set them; left null they are estimated before the first training step
+    from the labels of the first ``label_stat_batches`` training batches (gathered over every
+    rank), and the values are logged, so a retrained tokenizer needs no hand-measured
+    constants.
+
     Validation reports what the paper did not: MAE (in the metric's own units) and the
     Spearman rank correlation between predicted and true costs, overall and per candidate.
 
@@ -40,8 +50,13 @@ class ScorerModule(StageModule):
             ``class_path``/``init_args``): restoring builds the tokenizer from it and never
             reads ``tokenizer_ckpt`` again. Leave unset.
         metric: Label metric: ``lpips`` (paper), ``psnr``, ``mse`` or ``ssim``.
-        target_mean: Mean used to z-normalise labels (paper, LPIPS: 0.1975).
-        target_std: Std used to z-normalise labels (paper, LPIPS: 0.0762).
+        target_mean: Mean used to z-normalise labels (paper, LPIPS: 0.1975); None: estimated
+            from the first training batches' labels.
+        target_std: Std used to z-normalise labels (paper, LPIPS: 0.0762), > 0; None:
+            estimated likewise.
+        label_stat_batches: Training batches whose labels estimate a null ``target_mean`` /
+            ``target_std`` before training starts (default 4; the batches are drawn from a
+            fresh iterator of the training loader, so training still sees them).
         context_drop: Sampler of the context lengths (default: the paper's truncated normal,
             scaled to the tokenizer's tokens per block).
         optimizer: Optimizer factory (default AdamW lr 1e-4, weight decay 0.01).
@@ -56,13 +71,14 @@ class ScorerModule(StageModule):
         scorer: BlockCausalScorer,
         tokenizer_ckpt: str | None = None,
         metric: QualityMetric = "lpips",
-        target_mean: float = 0.1975,
-        target_std: float = 0.0762,
+        target_mean: float | None = 0.1975,
+        target_std: float | None = 0.0762,
         context_drop: TailDropSampler | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         lpips_net: str = "vgg",
         tokenizer_spec: dict[str, Any] | None = None,
+        label_stat_batches: int = 4,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters()
@@ -82,10 +98,16 @@ class ScorerModule(StageModule):
 
             perceptual = load_lpips(lpips_net)
         self.quality = BlockQuality(metric, perceptual)
-        if target_std <= 0:
-            raise ValueError(f"target_std must be > 0, got {target_std}")
-        self.target_mean = target_mean
-        self.target_std = target_std
+        if target_std is not None and not target_std > 0:
+            raise ValueError(f"target_std must be > 0 or null (estimated), got {target_std}")
+        if label_stat_batches < 1:
+            raise ValueError(f"label_stat_batches must be >= 1, got {label_stat_batches}")
+        self.label_stat_batches = label_stat_batches
+        self._given_normalisation = (target_mean, target_std)
+        if target_mean is None or target_std is None:
+            scorer.set_label_normalisation(math.nan, math.nan)  # estimated in on_fit_start
+        else:
+            scorer.set_label_normalisation(target_mean, target_std)
         tokens = self.tokenizer.tokens_per_block
         self.context_drop = context_drop or TailDropSampler(
             mean=tokens / 2, std=tokens / 4, min_tokens=max(1, tokens // 16), max_tokens=tokens
@@ -99,13 +121,15 @@ class ScorerModule(StageModule):
         """The scorer's candidate lengths (tokens per block), ascending."""
         return self.scorer.candidate_lengths
 
-    def normalise(self, cost: torch.Tensor) -> torch.Tensor:
-        """Cost in the metric's units -> the z-normalised label the scorer predicts."""
-        return (cost - self.target_mean) / self.target_std
+    @property
+    def target_mean(self) -> float:
+        """The label mean in use (the scorer's ``label_mean`` buffer; NaN before estimation)."""
+        return self.scorer.label_normalisation[0]
 
-    def denormalise(self, score: torch.Tensor) -> torch.Tensor:
-        """Scorer output -> cost in the metric's units (inverse of :meth:`normalise`)."""
-        return score * self.target_std + self.target_mean
+    @property
+    def target_std(self) -> float:
+        """The label std in use (the scorer's ``label_std`` buffer; NaN before estimation)."""
+        return self.scorer.label_normalisation[1]
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> TokenizerEncoding:
@@ -119,9 +143,15 @@ class ScorerModule(StageModule):
         """Predicted normalised costs ``(B, K, J)``; block b is conditioned on blocks < b at ``context_lengths``."""
         return self.scorer(encoding.latents, encoding.quantized, context_lengths)
 
-    def _step(
+    def _draw(
         self, batch: dict[str, Any], generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[TokenizerEncoding, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One draw of a training step.
+
+        Returns:
+            The encoding, context lengths ``(B, K)``, target blocks ``(B,)`` and the target
+            blocks' labels ``(B, J)`` in the metric's units.
+        """
         video = batch["video"]
         size, num_blocks = video.shape[0], self.tokenizer.num_blocks
         encoding = self.encode(video)
@@ -136,13 +166,79 @@ class ScorerModule(StageModule):
             blocks,
             self.candidate_lengths,
         )
-        labels = self.normalise(raw)
-        predictions = self.predict_costs(encoding, context)[
-            torch.arange(size, device=video.device), blocks
-        ]
+        return encoding, context, blocks, raw
+
+    def _step(
+        self, batch: dict[str, Any], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        encoding, context, blocks, raw = self._draw(batch, generator)
+        labels = self.scorer.from_label_units(raw)
+        rows = torch.arange(blocks.shape[0], device=blocks.device)
+        predictions = self.predict_costs(encoding, context)[rows, blocks]
         return predictions, labels
 
+    def estimate_label_normalisation(self, batches: list[dict[str, Any]]) -> tuple[float, float]:
+        """Set a null ``target_mean`` / ``target_std`` from the labels of ``batches``.
+
+        The labels of every rank are gathered, so every rank stores the same values. A
+        value given in the configuration is kept.
+
+        Args:
+            batches: Training batches (``video`` on this module's device).
+
+        Returns:
+            ``(mean, std)`` now in the scorer's buffers.
+
+        Raises:
+            ValueError: No labels, or labels with zero spread (a std of 0 cannot normalise).
+        """
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            local = [self._draw(batch, generator)[3].double().flatten() for batch in batches]
+        labels = gather_rows(torch.cat([torch.zeros(0, device=self.device).double(), *local]))
+        if labels.numel() == 0:
+            raise ValueError("no training labels to estimate target_mean/target_std from")
+        given_mean, given_std = self._given_normalisation
+        mean = float(labels.mean()) if given_mean is None else float(given_mean)
+        std = float(labels.std(correction=0)) if given_std is None else float(given_std)
+        if not std > 0:
+            raise ValueError(
+                f"the {labels.numel()} training labels all equal {float(labels[0]):.6g}: their "
+                "std is 0; set target_std in the scorer YAML"
+            )
+        self.scorer.set_label_normalisation(mean, std)
+        rank_zero_info(
+            f"ScorerModule: label normalisation estimated from {len(batches)} training "
+            f"batch(es) per rank ({labels.numel()} labels, metric {self.hparams.metric}): "
+            f"target_mean {mean:.6g}, target_std {std:.6g}"
+        )
+        return mean, std
+
     # ------------------------------------------------------------------ Lightning hooks
+    @override
+    def on_fit_start(self) -> None:
+        """Estimate a null label normalisation before any step (a restored one is kept)."""
+        if self.scorer.has_label_normalisation:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            raise ValueError(
+                "target_mean/target_std null are estimated from the training data: give a "
+                "datamodule, or set both in the scorer YAML"
+            )
+        batches = []
+        for batch in datamodule.train_dataloader():
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
+            batches.append(datamodule.on_after_batch_transfer(batch, 0))
+            if len(batches) == self.label_stat_batches:
+                break
+        self.estimate_label_normalisation(batches)
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        upgrade_scorer_checkpoint(checkpoint)  # written before the label buffers existed
+        super().on_load_checkpoint(checkpoint)
+
     @override
     def optimizer_parameters(self) -> OptimizerParameters:
         return [p for p in self.scorer.parameters() if p.requires_grad]
@@ -181,8 +277,9 @@ class ScorerModule(StageModule):
         labels = gather_rows(torch.cat([empty, *self._val_labels]))
         if predictions.shape[0] == 0:
             return
+        to_label_units = self.scorer.to_label_units
         accuracy = scorer_accuracy(
-            self.denormalise(predictions), self.denormalise(labels), self.candidate_lengths, split
+            to_label_units(predictions), to_label_units(labels), self.candidate_lengths, split
         )
         self.log_dict(accuracy, sync_dist=False, rank_zero_only=True)
 

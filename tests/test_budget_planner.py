@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from adaptok.alloc import InfeasibleBudgetError, TokenBudget
 from adaptok.budget_planner import TokenBudgetPlanner
 from adaptok.losses import BlockQuality
 from adaptok.nn.scorer import BlockCausalScorer
@@ -36,7 +37,7 @@ def parts(tokenizer_ckpt: Path) -> tuple:
 def test_every_clip_spends_its_budget_exactly(parts: tuple, mode: str, policy: str) -> None:
     tokenizer, scorer, video, encoding = parts
     planner = TokenBudgetPlanner(tokenizer, scorer, BlockQuality("mse"), mode=mode)
-    lengths = planner.plan(video, encoding, mean_tokens=4, policy=policy)
+    lengths = planner.plan(video, encoding, TokenBudget.from_fraction(0.5, 8), policy=policy)
     assert lengths.shape == (3, 4)
     assert set(lengths.flatten().tolist()) <= {2, 4, 6, 8}
     if mode == "batch":
@@ -48,9 +49,14 @@ def test_every_clip_spends_its_budget_exactly(parts: tuple, mode: str, policy: s
 def test_uniform_policy_and_its_range_check(parts: tuple) -> None:
     tokenizer, scorer, video, encoding = parts
     planner = TokenBudgetPlanner(tokenizer, scorer)
-    assert planner.plan(video, encoding, 5, "uniform").unique().tolist() == [5]
-    with pytest.raises(ValueError, match="outside"):
+    assert planner.plan(video, encoding, TokenBudget(5, 8), "uniform").unique().tolist() == [5]
+    assert planner.plan(video, encoding, 5, "uniform").unique().tolist() == [5]  # a mean
+    with pytest.raises(ValueError, match=r"mean in \(0, 8\]"):
         planner.plan(video, encoding, 9, "uniform")
+    with pytest.raises(ValueError, match="outside"):
+        planner.plan(video, encoding, TokenBudget(0.25, 8), "uniform")  # rounds to 0 tokens
+    with pytest.raises(ValueError, match="of 16 tokens per block, the tokenizer has 8"):
+        planner.plan(video, encoding, TokenBudget(5, 16), "uniform")
 
 
 def test_oracle_beats_or_ties_uniform_on_the_measured_cost(parts: tuple) -> None:
@@ -72,7 +78,7 @@ def test_oracle_needs_no_scorer(parts: tuple) -> None:
     tokenizer, _, video, encoding = parts
     planner = TokenBudgetPlanner(tokenizer, None, BlockQuality("mse"), mode="per_clip")
     assert planner.candidates == [1, 2, 3, 4, 5, 6, 7, 8]
-    lengths = planner.plan(video, encoding, mean_tokens=3, policy="oracle")
+    lengths = planner.plan(video, encoding, TokenBudget(3, 8), policy="oracle")
     assert lengths.sum(1).tolist() == [12, 12, 12]
     assert len(set(lengths.flatten().tolist())) > 1  # not every block kept in full
     with pytest.raises(ValueError, match="candidate lengths"):
@@ -97,7 +103,7 @@ def test_causal_table_is_the_official_procedure(parts: tuple, policy: str) -> No
     quality = BlockQuality("mse")
     table = {0.5: [0.9, 0.45, 0.35, 0.3]}  # x 8 tokens: 7.2, 3.6, 2.8, 2.4
     planner = TokenBudgetPlanner(tokenizer, scorer, quality, mode="causal_table", block_table=table)
-    lengths = planner.plan(video, encoding, mean_tokens=4, policy=policy)
+    lengths = planner.plan(video, encoding, TokenBudget(4, 8), policy=policy)
     # 3 clips: floor(3 x 7.2) = 21 -> 20 on the grid of 2; 10.8 -> 10; 8.4 -> 8; 7.2 -> 6
     assert lengths.sum(0).tolist() == [20, 10, 8, 6]
     context = planner.full_lengths(3, video.device)
@@ -116,10 +122,45 @@ def test_causal_table_default_is_the_official_table(parts: tuple) -> None:
     tokenizer, scorer, video, encoding = parts
     planner = TokenBudgetPlanner(tokenizer, scorer, mode="causal_table")
     # official t1024_b4 row 64 of 256 = [142, 40, 36, 36] -> x 8 / 256 tokens per block
-    assert planner.block_targets(2) == [142 / 32, 40 / 32, 36 / 32, 36 / 32]
-    lengths = planner.plan(video, encoding, mean_tokens=2)
+    assert planner.block_targets(TokenBudget(2, 8)) == [142 / 32, 40 / 32, 36 / 32, 36 / 32]
+    lengths = planner.plan(video, encoding, TokenBudget.from_fraction(0.25, 8))
     assert lengths.sum(0).tolist() == [12, 6, 6, 6]  # floor(3 x 4.4375) = 13 -> 12; 3.75 -> 6
     with pytest.raises(ValueError, match="no row"):
-        planner.plan(video, encoding, mean_tokens=2.5)  # 0.3125 x M: not a row
+        planner.plan(video, encoding, TokenBudget(2.5, 8))  # 0.3125 x M: not a row
     with pytest.raises(ValueError, match="mode must be"):
         TokenBudgetPlanner(tokenizer, scorer, mode="paper")  # type: ignore[arg-type]
+
+
+def test_streaming_price_is_carried_or_started_per_clip(parts: tuple) -> None:
+    """carry_price=False (annotation): every clip alone from a fresh price, so a clip's
+    lengths do not depend on its batch-mates; the carried price (a stream) does remember."""
+    tokenizer, scorer, video, encoding = parts
+    budget = TokenBudget(4, 8)
+    alone = TokenBudgetPlanner(tokenizer, scorer, mode="streaming", carry_price=False)
+    together = alone.plan(video, encoding, budget)
+    for clip in range(3):
+        single = tokenizer.encode(video[clip : clip + 1])
+        one = alone.plan(video[clip : clip + 1], single, budget)
+        assert one.tolist() == together[clip : clip + 1].tolist()
+        # the same as a fresh carried-price planner that sees only this clip
+        fresh = TokenBudgetPlanner(tokenizer, scorer, mode="streaming")
+        assert fresh.plan(video[clip : clip + 1], single, budget).tolist() == one.tolist()
+    assert together.sum(1).tolist() == [16, 16, 16]
+    stream = TokenBudgetPlanner(tokenizer, scorer, mode="streaming")
+    stream.plan(video, encoding, budget)
+    assert stream._streaming[(4.0, "scorer")].blocks_allocated == 12
+    stream.plan(video, encoding, budget)
+    assert stream._streaming[(4.0, "scorer")].blocks_allocated == 24  # one price, carried
+
+
+def test_check_budget_refuses_what_the_candidates_cannot_meet(parts: tuple) -> None:
+    tokenizer, scorer, _, _ = parts
+    planner = TokenBudgetPlanner(tokenizer, scorer, mode="per_clip")  # candidates 2, 4, 6, 8
+    planner.check_budget(TokenBudget.from_fraction(0.25, 8))
+    with pytest.raises(InfeasibleBudgetError, match="infeasible"):
+        planner.check_budget(TokenBudget(1, 8))  # 4 tokens per clip < 4 x 2
+    with pytest.raises(InfeasibleBudgetError, match="cannot be met exactly"):
+        planner.check_budget(TokenBudget(4.25, 8))  # 17 tokens: odd, the grid is even
+    planner.check_budget(TokenBudget(1, 8), mode="causal_table")  # 0.125: a table row
+    with pytest.raises(ValueError, match="no row"):
+        planner.check_budget(TokenBudget(2.5, 8), mode="causal_table")  # 0.3125: none

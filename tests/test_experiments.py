@@ -5,7 +5,7 @@ Where each config is smoke-run:
 
 - demo tokenizer, scorer, annotate, generator: the session fixtures of tests/conftest.py
   (checked here); demo eval_gen, tokenizer.pretrain, tokenizer.finetune: here;
-- demo eval_recon: tests/callbacks/test_token_allocator.py;
+- demo eval_recon: tests/callbacks/test_allocation_evaluator.py;
 - ucf101 tokenizer, scorer, eval_recon: here, on CPU;
 - ucf101 and k600 annotate: tests/generator/test_annotation_configs.py;
 - ucf101 and k600 generator and eval_gen: tests/generator/test_generator_configs.py (slow).

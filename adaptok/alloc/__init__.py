@@ -7,10 +7,13 @@ Public API:
     StreamingAllocator: causal block-by-block allocation with a learned price per token.
     InfeasibleBudgetError: a budget no allocation can meet (states the feasible range).
     REFERENCE_BLOCK_TABLE, block_targets: the official code's per-block targets.
+    TokenBudget: a budget as a fraction of the tokens per block, with explicit conversions
+        to mean tokens per block and tokens per clip.
 """
 
 from adaptok.alloc.allocation import MODES, Allocation, allocate
 from adaptok.alloc.block_table import REFERENCE_BLOCK_TABLE, block_targets
+from adaptok.alloc.budget import TokenBudget
 from adaptok.alloc.feasibility import InfeasibleBudgetError
 from adaptok.alloc.knapsack import SOLVERS
 from adaptok.alloc.streaming import StreamingAllocator
@@ -24,6 +27,7 @@ __all__ = [
     "Allocation",
     "InfeasibleBudgetError",
     "StreamingAllocator",
+    "TokenBudget",
     "allocate",
     "block_targets",
 ]

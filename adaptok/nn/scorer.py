@@ -22,11 +22,21 @@ block (``adaptok.nn.block_layout.scorer_layout``; per-sample groups when the sam
 lengths differ), and computes only the read-out slots in the last layer; "dense" is the
 reference, literally the official procedure: K masked passes, one per scored block. Both give
 the same scores within float rounding.
+
+Label units: the network predicts z-normalised labels (docs/METHOD.md section 3: LPIPS
+standardised with a mean and a standard deviation). The two numbers are buffers of the
+network (``label_mean``, ``label_std``, saved with its weights), and
+:meth:`BlockCausalScorer.to_label_units` is the one conversion from predictions to the label
+metric's units (:meth:`~BlockCausalScorer.from_label_units` its inverse). Weights written
+before the buffers existed get them from the stage's hyper-parameters
+(:func:`upgrade_scorer_checkpoint`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from collections.abc import MutableMapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +52,10 @@ from adaptok.nn.masks import encoder_mask
 from adaptok.nn.precision import Precision, autocast_for, check_precision
 from adaptok.nn.transformer import TransformerStack, init_weights
 
-__all__ = ["BlockCausalScorer"]
+__all__ = ["LABEL_BUFFERS", "BlockCausalScorer", "upgrade_scorer_checkpoint"]
+
+LABEL_BUFFERS = ("label_mean", "label_std")
+"""The scorer's buffers holding its label normalisation (mean, standard deviation)."""
 
 
 class BlockCausalScorer(nn.Module):
@@ -69,6 +82,16 @@ class BlockCausalScorer(nn.Module):
             runs the "dense" passes (one per scored block), as the official inference does;
             without ``context_lengths`` the earlier blocks are kept whole and the later
             ones dropped, so a block's scores still never depend on later blocks.
+
+    Attributes:
+        label_mean: Buffer, the mean of the labels the predictions are z-normalised with,
+            in the label metric's units (0 until :meth:`set_label_normalisation`).
+        label_std: Buffer, their standard deviation (1 until set): with the defaults the
+            predictions are the labels.
+
+    Raises:
+        ValueError: ``num_candidates`` does not divide ``tokens_per_block``, or an unknown
+            ``attention``/``precision``/``context_attention``.
     """
 
     def __init__(
@@ -87,6 +110,8 @@ class BlockCausalScorer(nn.Module):
         context_attention: Literal["block_causal", "full"] = "block_causal",
     ) -> None:
         super().__init__()
+        self.register_buffer("label_mean", torch.tensor(0.0))
+        self.register_buffer("label_std", torch.tensor(1.0))
         check_attention(attention)
         check_precision(precision)
         self.attention = attention
@@ -123,6 +148,53 @@ class BlockCausalScorer(nn.Module):
         self._readout_tuple = tuple(readout.tolist())
         self.apply(init_weights)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def set_label_normalisation(self, mean: float, std: float) -> None:
+        """Store the label mean and standard deviation the predictions are normalised with.
+
+        Args:
+            mean: Label mean, in the label metric's units (finite), or NaN (not known yet).
+            std: Label standard deviation (finite and > 0), or NaN with a NaN ``mean``.
+
+        Raises:
+            ValueError: A non-finite or non-positive ``std``, or only one of them NaN.
+        """
+        mean, std = float(mean), float(std)
+        unknown = math.isnan(mean) and math.isnan(std)
+        if not unknown and not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ValueError(
+                f"label normalisation needs a finite mean and a std > 0, got mean {mean}, std {std}"
+            )
+        self.label_mean.fill_(mean)
+        self.label_std.fill_(std)
+
+    @property
+    def label_normalisation(self) -> tuple[float, float]:
+        """``(mean, std)`` of the labels, in the label metric's units (NaN: not known yet)."""
+        return float(self.label_mean), float(self.label_std)
+
+    @property
+    def has_label_normalisation(self) -> bool:
+        """Whether the label mean and standard deviation are known (not NaN)."""
+        return not math.isnan(float(self.label_std))
+
+    def to_label_units(self, predictions: Tensor) -> Tensor:
+        """Predictions (z-normalised) -> costs in the label metric's units.
+
+        Args:
+            predictions: Any shape, e.g. ``(B, K, J)`` from :meth:`forward`.
+
+        Returns:
+            ``predictions x label_std + label_mean`` in float32 (lower = better).
+        """
+        return predictions.float() * self.label_std.float() + self.label_mean.float()
+
+    def from_label_units(self, costs: Tensor) -> Tensor:
+        """Costs in the label metric's units -> the z-normalised values the network predicts.
+
+        The inverse of :meth:`to_label_units` (training labels, quality thresholds).
+        """
+        return (costs.float() - self.label_mean.float()) / self.label_std.float()
 
     @property
     def candidate_lengths(self) -> list[int]:
@@ -236,3 +308,36 @@ class BlockCausalScorer(nn.Module):
             output_layout=scorer_layout(rows, k, m, self._readout_tuple),
         )
         return hidden.reshape(batch, k, self.num_candidates, -1)
+
+
+def upgrade_scorer_checkpoint(checkpoint: MutableMapping[str, Any]) -> None:
+    """Give a scorer stage checkpoint written before the label buffers existed its buffers.
+
+    Such a checkpoint keeps the label normalisation only in its hyper-parameters
+    (``target_mean``, ``target_std``); they are copied into ``scorer.label_mean`` and
+    ``scorer.label_std`` of its state dict, in place, so strict loading finds every tensor.
+    A checkpoint without scorer weights, or with the buffers already, is left as it is.
+
+    Args:
+        checkpoint: A suite checkpoint (``hyper_parameters``, ``state_dict``).
+
+    Raises:
+        ValueError: The buffers are missing and the hyper-parameters hold no normalisation.
+    """
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, MutableMapping):
+        return
+    if not any(key.startswith("scorer.") for key in state):
+        return
+    missing = [name for name in LABEL_BUFFERS if f"scorer.{name}" not in state]
+    if not missing:
+        return
+    hparams = checkpoint.get("hyper_parameters") or {}
+    values = {"label_mean": hparams.get("target_mean"), "label_std": hparams.get("target_std")}
+    for name in missing:
+        if values[name] is None:
+            raise ValueError(
+                f"the checkpoint's scorer has no {name} and its hyper-parameters no "
+                "target_mean/target_std to fill it from"
+            )
+        state[f"scorer.{name}"] = torch.tensor(float(values[name]))

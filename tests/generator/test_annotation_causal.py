@@ -40,8 +40,8 @@ def test_causal_table_is_the_official_procedure_over_the_batch(scorer_ckpt: Path
         0,
     )
     lengths = out["lengths"].astype(np.int64)  # (B, P, K)
-    _, _, encoding = module._encode(video)
-    np.testing.assert_array_equal(lengths, module.causal_table_lengths(encoding))
+    _, predictions, encoding = module._encode(video)
+    np.testing.assert_array_equal(lengths, module.allocate_lengths(video, encoding, predictions))
     grid = TokenGrid.from_lengths(np.array(module.candidate_lengths))
     for level, fraction in enumerate(module.budgets):
         targets = module.block_targets[fraction]
@@ -73,8 +73,6 @@ def test_causal_table_refuses_budgets_without_a_row(scorer_ckpt: Path) -> None:
         block_table={0.3: [0.5, 0.25, 0.25, 0.2]},
     )
     assert custom.block_targets == {0.3: [4.0, 2.0, 2.0, 1.6]}
-    with pytest.raises(ValueError, match="re-scores"):
-        custom.allocate_lengths(np.zeros((1, 4, 4)))
 
 
 def test_summary_reports_the_spread_of_clip_totals() -> None:

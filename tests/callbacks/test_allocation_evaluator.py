@@ -1,4 +1,4 @@
-"""TokenAllocator in a real `adaptok test` run of experiments/demo/eval_recon.yaml."""
+"""AllocationEvaluator in a real `adaptok test` run of experiments/demo/eval_recon.yaml."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ MODES = next(
     for callback in yaml.safe_load((EXPERIMENTS / "demo" / "eval_recon.yaml").read_text())[
         "trainer"
     ]["callbacks"]
-    if callback["class_path"] == "callbacks.TokenAllocator"
+    if callback["class_path"] == "callbacks.AllocationEvaluator"
 )
 
 
@@ -124,7 +124,7 @@ def test_report_is_the_same_on_two_ranks_with_uneven_shards(
             "--trainer.accelerator=cpu",
             f"--trainer.devices={devices}",
             f"--trainer.logger.init_args.save_dir=runs/ddp{devices}",
-            '--trainer.callbacks=[{"class_path": "callbacks.TokenAllocator", "init_args": '
+            '--trainer.callbacks=[{"class_path": "callbacks.AllocationEvaluator", "init_args": '
             '{"modes": ["per_clip"], "budgets": [0.25, 0.5], "fvd": false}}]',
             f"--ckpt_path={scorer_ckpt}",
         ]
@@ -157,7 +157,7 @@ def test_causal_table_mode_runs_the_official_procedure(workspace: Path, scorer_c
     from adaptok.alloc.feasibility import TokenGrid
 
     callbacks = (
-        '[{"class_path": "callbacks.TokenAllocator", "init_args": {"modes": ["causal_table", '
+        '[{"class_path": "callbacks.AllocationEvaluator", "init_args": {"modes": ["causal_table", '
         '"per_clip"], "budgets": [0.25, 0.5], "fvd": false, "lpips": false, '
         '"uniform_curve": false}}]'
     )
@@ -204,7 +204,7 @@ def test_report_names_the_data_the_datamodule_reads(tmp_path: Path) -> None:
 
     import torch
 
-    from callbacks.token_allocator import TokenAllocator
+    from callbacks.allocation_evaluator import AllocationEvaluator
     from datamodules import VideoShardsDataModule
 
     for name in ("test-000000.tar", "test-000001.tar"):
@@ -216,14 +216,14 @@ def test_report_names_the_data_the_datamodule_reads(tmp_path: Path) -> None:
     datamodule = VideoShardsDataModule(test_urls=[pattern])
     assert not hasattr(datamodule, "test_urls")  # what the report once read
     datamodule.setup("test")
-    allocator = TokenAllocator(modes=["per_clip"], fvd=False, lpips=False)
-    allocator._keys, allocator._frames = [], {}
+    evaluator = AllocationEvaluator(modes=["per_clip"], fvd=False, lpips=False)
+    evaluator._keys, evaluator._frames = [], {}
     (tmp_path / "out").mkdir()  # the run's log folder, which Lightning creates
     rows = [
         {"mode": "-", "policy": "uniform", "mean_tokens_per_block": float(m), "psnr": 20.0 + m}
         for m in (2, 4)
     ]
-    allocator._write(
+    evaluator._write(
         SimpleNamespace(datamodule=datamodule, global_step=0),
         tmp_path / "out",
         "test",

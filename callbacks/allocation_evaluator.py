@@ -1,6 +1,7 @@
-"""TokenAllocator: rate-distortion of scorer-driven vs uniform vs oracle allocation.
+"""AllocationEvaluator: rate-distortion of scorer-driven vs uniform vs oracle allocation.
 
-At validation and test epoch ends (the work is done batch by batch; only running sums, the
+It allocates no tokens for later stages: it evaluates allocation policies on the evaluation
+data and reports them. At validation and test epoch ends (the work is done batch by batch; only running sums, the
 chosen lengths and the cost tables are kept), for every budget and allocation mode it
 encodes the clips with
 
@@ -12,7 +13,8 @@ encodes the clips with
 and evaluates each with ``VideoQualityMeter`` (PSNR, SSIM, LPIPS with the SAME backbone the
 scorer's labels use, FVD). Everything a report shows is gathered across ranks, and only rank 0
 writes ``allocation_report.md/.csv`` and the PNG plots beside them, so an N-rank report equals
-the single-process one.
+the single-process one. Every policy allocates through
+:class:`adaptok.budget_planner.TokenBudgetPlanner`, the planning path annotation uses too.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from scipy.stats import spearmanr
 from torch import Tensor
 from typing_extensions import override
 
-from adaptok.alloc import allocate
+from adaptok.alloc import TokenBudget, allocate
 from adaptok.budget_planner import PLANNER_MODES, AllocationPolicy, PlannerMode, TokenBudgetPlanner
 from adaptok.distributed import gather_rows
 from adaptok.metrics.allocation_gain import captured_gain, uniform_tokens_to_match
@@ -47,7 +49,7 @@ from callbacks.allocation_plots import (
 from callbacks.media import log_figure, tensorboard_writer
 from callbacks.report import git_commit, markdown_table, write_report
 
-__all__ = ["TokenAllocator"]
+__all__ = ["AllocationEvaluator"]
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +59,17 @@ RowKey = tuple[str, str, float]  # (policy, mode, mean tokens per block); unifor
 _QUALITY = ("psnr", "ssim", "lpips", "fvd", "fvd_unstable", "num_samples")
 
 
-class TokenAllocator(pl.Callback):
+class AllocationEvaluator(pl.Callback):
     """Evaluate token allocation policies at several budgets and allocation modes.
 
     The module under test must expose ``tokenizer`` (frozen ``AdapTokTokenizer``), ``scorer``
-    (``BlockCausalScorer``), ``quality`` (``BlockQuality``, the oracle's cost) and may expose
-    ``denormalise`` (scorer output -> cost units) and ``hparams.lpips_net``, as
-    ``modules.ScorerModule`` does.
+    (``BlockCausalScorer``; ``scorer.to_label_units`` puts its predictions in the cost's
+    units), ``quality`` (``BlockQuality``, the oracle's cost) and may expose
+    ``hparams.lpips_net``, as ``modules.ScorerModule`` does.
 
     Args:
-        budgets: Mean tokens per block as fractions of the tokens per block (0.25 = a quarter).
+        budgets: Mean tokens per block as fractions of the tokens per block (0.25 = a quarter);
+            converted once to :class:`adaptok.alloc.TokenBudget` when an evaluation starts.
         policies: Which of ``scorer``, ``uniform``, ``oracle`` to run.
         modes: Allocation modes for ``scorer`` and ``oracle``, each named in every report row:
             ``causal_table`` (the official code's IPAL: block by block, each block scored
@@ -139,7 +142,7 @@ class TokenAllocator(pl.Callback):
         for attribute in ("tokenizer", "scorer", "quality"):
             if not hasattr(pl_module, attribute):
                 raise TypeError(
-                    f"TokenAllocator needs a module with `{attribute}` (e.g. modules.ScorerModule); "
+                    f"AllocationEvaluator needs a module with `{attribute}` (e.g. modules.ScorerModule); "
                     f"got {type(pl_module).__name__}"
                 )
         tokens = pl_module.tokenizer.tokens_per_block
@@ -151,15 +154,18 @@ class TokenAllocator(pl.Callback):
             equality=self.equality,
             block_table=self.block_table,
         )
+        self._token_budgets = {
+            fraction: TokenBudget.from_fraction(fraction, tokens) for fraction in self.budgets
+        }
         # causal_table's per-block targets, checked before any work (a budget without a row)
         self._block_targets = {
-            budget: self._planner.block_targets(budget * tokens)
-            for budget in self.budgets
+            fraction: self._planner.block_targets(budget)
+            for fraction, budget in self._token_budgets.items()
             if "causal_table" in self.modes
         }
         self._keys: list[RowKey] = []
-        for budget in self.budgets:
-            mean = budget * tokens
+        for budget in self._token_budgets.values():
+            mean = budget.mean_tokens
             for policy in self.policies:
                 if policy == "uniform":
                     self._keys.append(("uniform", "-", float(round(mean))))
@@ -205,18 +211,19 @@ class TokenAllocator(pl.Callback):
             if "oracle" in self.policies:
                 costs["oracle"] = planner.costs("oracle", video, encoding)
             if len(costs) == 2:
-                denormalise = getattr(pl_module, "denormalise", lambda x: x)
-                self._predicted.append(denormalise(costs["scorer"]).float().cpu())
+                to_label_units = pl_module.scorer.to_label_units
+                self._predicted.append(to_label_units(costs["scorer"]).float().cpu())
                 self._measured.append(costs["oracle"].float().cpu())
             if first_batch and "scorer" in costs:
-                self._check_solvers(costs["scorer"], tokenizer.tokens_per_block)
+                self._check_solvers(costs["scorer"])
             for key in self._keys:
                 policy, mode, mean = key
+                budget = TokenBudget(mean, tokenizer.tokens_per_block)
                 if policy == "uniform":
-                    lengths = planner.plan(video, encoding, mean, "uniform")
+                    lengths = planner.plan(video, encoding, budget, "uniform")
                 else:
                     reuse = costs.get(policy) if mode in ("batch", "per_clip") else None
-                    lengths = planner.plan(video, encoding, mean, policy, mode=mode, costs=reuse)
+                    lengths = planner.plan(video, encoding, budget, policy, mode=mode, costs=reuse)
                 recon = tokenizer.decode(encoding.codes, lengths).clamp(0, 1)
                 self._meters[key].update(video, recon)
                 self._lengths[key].append(lengths.cpu())
@@ -230,12 +237,12 @@ class TokenAllocator(pl.Callback):
             complexity = torch.full((video.shape[0], video.shape[2]), float("nan"))
         self._complexity.append(complexity[: video.shape[0]].float().cpu())
 
-    def _check_solvers(self, costs: Tensor, tokens_per_block: int) -> None:
+    def _check_solvers(self, costs: Tensor) -> None:
         """The other exact solver must reach the same objective on the same costs."""
         other = "fast" if self.solver == "mip" else "mip"
         candidates = self._planner.candidates
-        for budget in self.budgets:
-            mean = budget * tokens_per_block
+        for budget, token_budget in self._token_budgets.items():
+            mean = token_budget.mean_tokens
             kwargs = {"mode": "batch", "equality": self.equality}
             try:
                 ours = allocate(costs, candidates, mean, solver=self.solver, **kwargs)
@@ -491,7 +498,7 @@ class TokenAllocator(pl.Callback):
         write_report(directory, "allocation_summary", "Allocation summary", summary)
         if accuracy:
             write_report(directory, "allocation_scorer_accuracy", "Scorer accuracy", accuracy)
-        log.info("TokenAllocator report written to %s", md)
+        log.info("AllocationEvaluator report written to %s", md)
 
     # ------------------------------------------------------------------ hooks
     @override
