@@ -144,6 +144,7 @@ def _recipe(checkpoint: Mapping[str, Any], source: Path) -> list[str]:
         ]
     lines = [f"- stage: `{hparams.get('_class_path', 'unknown')}`"]
     skip = {"_class_path", "_instantiator", "tokenizer_spec", "tokenizer", "scorer", "generator"}
+    skip |= {"scorer_spec", "generator_spec"}
     for key, value in sorted(hparams.items()):
         if key not in skip:
             lines.append(f"- `{key}`: `{json.dumps(value, default=str)}`")

@@ -427,7 +427,9 @@ def checkpoint_contents(checkpoint: Mapping[str, Any], source: Any) -> tuple[dic
     specs["tokenizer"] = dict(tokenizer)
     state = checkpoint.get("state_dict") or {}
     for name in ("scorer", "generator"):  # the stage's own network, when it has one
-        spec = hparams.get(name)
+        # the resolved spec (the geometry read from the tokenizer included); checkpoints
+        # written before it existed hold the whole spec under the network's name
+        spec = hparams.get(f"{name}_spec") or hparams.get(name)
         has_weights = any(key.startswith(f"{name}.") for key in state)
         if isinstance(spec, Mapping) and "class_path" in spec and has_weights:
             specs[name] = dict(spec)

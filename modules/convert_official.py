@@ -54,6 +54,7 @@ from torch import Tensor
 from adaptok.nn.generator import ARGenerator
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tokenizer import AdapTokTokenizer
+from modules.loading import upgrade_network_specs
 
 __all__ = [
     "OFFICIAL_CONDITION_FRAMES",
@@ -780,6 +781,9 @@ def write_suite_checkpoints(
             "lpips_net": "vgg",
             "tokenizer_spec": scorer_tok_spec,
         }
+        # `scorer`: the network's own arguments, `scorer_spec`: the resolved spec, as
+        # ScorerModule saves them
+        upgrade_network_specs({"hyper_parameters": hparams})
         state = {**_prefixed("tokenizer", scorer_tok), **_prefixed("scorer", net)}
         written["scorer"] = out / "scorer.ckpt"
         provenance = {"converted_from": {"scorer": official.source}, "weights_source": source}
@@ -812,6 +816,7 @@ def write_suite_checkpoints(
         }
         if frame_prediction:  # the official K600 protocol conditions on 5 frames
             hparams["condition_frames"] = min(OFFICIAL_CONDITION_FRAMES, tok.num_frames)
+        upgrade_network_specs({"hyper_parameters": hparams})  # as GeneratorModule saves them
         state = {**_prefixed("tokenizer", tok), **_prefixed("generator", net)}
         written[name] = out / f"{name}.ckpt"
         provenance = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,10 +17,21 @@ from adaptok.nn.generator import ARGenerator
 from adaptok.nn.sampling import BudgetRule, SampleOutput, sample
 from adaptok.schedules import WarmupCosineLR
 from modules.annotator import state_sha256
-from modules.loading import annotation_tokenizer_sha256, check_tokenizer_matches_shards
+from modules.loading import (
+    annotation_metadata,
+    annotation_tokenizer_sha256,
+    build_child_network,
+    check_tokenizer_matches_shards,
+)
 from modules.stage import OptimizerParameters, StageModule
 
-__all__ = ["GeneratorModule"]
+__all__ = ["GeneratorFactory", "GeneratorModule"]
+
+GeneratorFactory = Callable[[int, int, int], ARGenerator]
+"""Builds the AR network from the tokenizer's ``(codebook_size, num_blocks,
+tokens_per_block)``: in a YAML, ``class_path: adaptok.nn.ARGenerator`` with only its own
+``init_args`` (``num_classes``, ``num_budgets``, ``width``, ``depth``, ...); in Python, e.g.
+``functools.partial(ARGenerator, num_classes=6, width=96, depth=3, heads=4)``."""
 
 _OPTIMIZER_KEYS = ("lr", "betas", "weight_decay")
 """Older init arguments that set the default optimizer (``optimizer`` replaces them)."""
@@ -54,16 +65,29 @@ class GeneratorModule(StageModule):
     `min_lr_ratio`); the optimizer receives both groups and its `weight_decay` applies to the
     first.
 
+    Geometry: the network's codebook size, blocks K and tokens per block M are the frozen
+    tokenizer's, read from it and given to the `generator` factory; the scorer's candidate
+    lengths are read from the token shards (every annotation records them) when fitting
+    starts. The YAML states only the generator's own settings; the resolved network spec
+    (`generator_spec`) and candidate lengths are saved in the checkpoint, so a generator
+    checkpoint restores alone.
+
     Args:
-        generator: The AR network; its K, M and codebook must match the tokenizer's.
+        generator: Builds the AR network from the tokenizer's geometry
+            (:data:`GeneratorFactory`); may be left unset when `generator_spec` is given.
         tokenizer_ckpt: Tokenizer (or scorer) stage checkpoint holding the tokenizer.
         tokenizer_spec: Filled in by this module (restoring from its own checkpoint). Leave
             unset.
+        generator_spec: Filled in by this module and saved in its checkpoint (the network's
+            resolved `class_path`/`init_args`, geometry included). Leave unset.
         budgets: The annotated budget fractions, in level order (must match the shards'
             `budgets`, e.g. [0.25, 0.5, 0.75, 1.0]); level i asks for about
             `budgets[i] * K * M` tokens per clip.
         candidate_lengths: The scorer's candidate lengths: at sampling `<EOB>` is banned below
-            the smallest; grid mode closes blocks only at these. None: 1..M.
+            the smallest; grid mode closes blocks only at these. Leave unset: read from the
+            first training token shard when fitting starts (and then saved); a value that
+            contradicts the shards stops the fit. None after that (shards recording none,
+            converted official generators): 1..M.
         condition_frames: Frame prediction: frames of the condition clip (paper 5), the last
             repeated to the clip length before encoding.
         optimizer: Optimizer factory, given the two parameter groups (None: AdamW, lr 6e-4
@@ -86,14 +110,14 @@ class GeneratorModule(StageModule):
         min_lr_ratio: Older setting, see `warmup_steps`.
 
     Raises:
-        ValueError: When the generator and the tokenizer disagree, or on bad settings.
+        ValueError: On bad settings.
     """
 
     frozen_parts = ("tokenizer",)
 
     def __init__(
         self,
-        generator: ARGenerator,
+        generator: GeneratorFactory | None = None,
         tokenizer_ckpt: str | None = None,
         tokenizer_spec: dict[str, Any] | None = None,
         budgets: list[float] | None = None,
@@ -111,10 +135,11 @@ class GeneratorModule(StageModule):
         warmup_steps: int | None = None,
         total_steps: int | None = None,
         min_lr_ratio: float | None = None,
+        generator_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters()
-        self.attach_frozen_tokenizer(tokenizer_ckpt, tokenizer_spec)
+        tokenizer = self.attach_frozen_tokenizer(tokenizer_ckpt, tokenizer_spec)
         for name, keys, factory in (
             ("optimizer", _OPTIMIZER_KEYS, optimizer),
             ("scheduler", _SCHEDULE_KEYS, scheduler),
@@ -125,22 +150,15 @@ class GeneratorModule(StageModule):
                     f"GeneratorModule: {', '.join(older)} ignored because `{name}` is given "
                     f"(they shape only the default {name}; state them in `{name}`)"
                 )
-        tokenizer_sizes = (
-            self.tokenizer.num_blocks,
-            self.tokenizer.tokens_per_block,
-            self.tokenizer.quantizer.codebook_size,
+        geometry = {
+            "codebook_size": tokenizer.quantizer.codebook_size,
+            "num_blocks": tokenizer.num_blocks,
+            "tokens_per_block": tokenizer.tokens_per_block,
+        }
+        network, self.hparams["generator_spec"] = build_child_network(
+            "generator", generator, self.hparams.get("generator"), generator_spec, geometry
         )
-        generator_sizes = (
-            generator.num_blocks,
-            generator.tokens_per_block,
-            generator.codebook_size,
-        )
-        if tokenizer_sizes != generator_sizes:
-            raise ValueError(
-                "generator is built for (blocks, tokens per block, codebook) = "
-                f"{generator_sizes}, the tokenizer has {tokenizer_sizes}"
-            )
-        self.generator = generator
+        generator = self.generator = network
         self.budgets = list(budgets) if budgets is not None else [0.25, 0.5, 0.75, 1.0]
         if len(self.budgets) != generator.num_budgets or not all(
             0.0 < b <= 1.0 for b in self.budgets
@@ -149,17 +167,10 @@ class GeneratorModule(StageModule):
                 f"budgets {self.budgets} must be {generator.num_budgets} fractions in (0, 1] "
                 "(one per budget level of the generator)"
             )
-        if candidate_lengths is not None and (
-            not candidate_lengths
-            or min(candidate_lengths) < 1
-            or max(candidate_lengths) > generator.tokens_per_block
-        ):
-            raise ValueError(
-                f"candidate_lengths {candidate_lengths} must lie in [1, {generator.tokens_per_block}]"
-            )
+        self.candidate_lengths = None if candidate_lengths is None else list(candidate_lengths)
+        self._check_candidates(candidate_lengths, "candidate_lengths")
         if generator.prefix_blocks > 0 and not 1 <= condition_frames <= self.tokenizer.num_frames:
             raise ValueError(f"condition_frames must lie in [1, {self.tokenizer.num_frames}]")
-        self.candidate_lengths = candidate_lengths
         self.condition_frames = condition_frames
         self._checked_budgets = False
 
@@ -179,7 +190,54 @@ class GeneratorModule(StageModule):
         fractions = torch.tensor(self.budgets, device=budget_level.device)[budget_level]
         return (fractions * self.max_tokens).round().long()
 
+    def _check_candidates(self, candidates: Sequence[int] | None, source: str) -> None:
+        """Raise ValueError unless ``candidates`` (None: unset) lie in ``[1, M]``."""
+        limit = self.generator.tokens_per_block
+        if candidates is not None and (
+            not candidates or min(candidates) < 1 or max(candidates) > limit
+        ):
+            raise ValueError(f"{source} {list(candidates)} must lie in [1, {limit}]")
+
     # ------------------------------------------------------------------------ start-up
+    def _training_shards(self) -> list[str]:
+        """The trainer's datamodule's resolved training shards (empty when it has none)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        resolved = getattr(datamodule, "shards", None)
+        if not isinstance(resolved, Mapping):
+            return []
+        return list(resolved.get("train") or [])
+
+    def resolve_candidate_lengths(self) -> list[int] | None:
+        """Read the scorer's candidate lengths from the first training token shard.
+
+        Every annotation records the candidate lengths of the scorer it was made with
+        (``callbacks.AnnotationWriter``). Unset ``candidate_lengths`` take them (and the
+        hyperparameter saved in the checkpoint too); given ones must equal them.
+
+        Returns:
+            The candidate lengths in use (None: none known, so 1..M).
+
+        Raises:
+            ValueError: Given ``candidate_lengths`` contradict the shard's, or the shard's
+                do not lie in ``[1, M]``.
+        """
+        shards = self._training_shards()
+        meta = annotation_metadata(shards[0]) if shards else None
+        recorded = meta.get("candidate_lengths") if meta is not None else None
+        if not isinstance(recorded, list):
+            return self.candidate_lengths
+        recorded = [int(length) for length in recorded]
+        if self.candidate_lengths is None:
+            self._check_candidates(recorded, f"token shard {shards[0]}: candidate_lengths")
+            self.candidate_lengths = recorded
+            self.hparams["candidate_lengths"] = recorded
+        elif list(self.candidate_lengths) != recorded:
+            raise ValueError(
+                f"model candidate_lengths={list(self.candidate_lengths)} but token shard "
+                f"{shards[0]} was annotated with candidate_lengths={recorded}"
+            )
+        return self.candidate_lengths
+
     def check_tokenizer_of_shards(self, splits: Sequence[str]) -> None:
         """Refuse token shards annotated with another tokenizer than this module's.
 
@@ -222,12 +280,40 @@ class GeneratorModule(StageModule):
                 "with this tokenizer is NOT checked"
             )
 
+    def check_shard_sizes(self) -> None:
+        """Refuse token shards of other sizes than the tokenizer's, in one line.
+
+        The trainer's datamodule reads K, M and the codebook size from its first shard
+        (``TokenShardsDataModule.spec``); the network is sized by the tokenizer.
+
+        Raises:
+            ValueError: Naming the size, the shards' value and the tokenizer's.
+        """
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        spec = getattr(datamodule, "spec", None)
+        if not isinstance(spec, Mapping):
+            return
+        ours = {
+            "num_blocks": self.generator.num_blocks,
+            "tokens_per_block": self.generator.tokens_per_block,
+            "codebook_size": self.generator.codebook_size,
+        }
+        for name, value in ours.items():
+            if name in spec and int(spec[name]) != value:
+                raise ValueError(
+                    f"the token shards hold {name}={spec[name]} but the generator's tokenizer "
+                    f"has {name}={value}"
+                )
+
     @override
     def on_fit_start(self) -> None:
+        self.check_shard_sizes()
         self.check_tokenizer_of_shards(("train", "val"))
+        self.resolve_candidate_lengths()
 
     @override
     def on_test_start(self) -> None:
+        self.check_shard_sizes()
         self.check_tokenizer_of_shards(("test",))
 
     # ------------------------------------------------------------------------ training

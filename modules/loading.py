@@ -17,11 +17,12 @@ Any stage checkpoint (tokenizer, scorer, generator, annotator) can be restored w
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import pickle
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ __all__ = [
     "FROZEN_METRIC_TYPES",
     "CheckpointError",
     "TokenizerMismatchError",
+    "annotation_metadata",
     "annotation_tokenizer_sha256",
+    "build_child_network",
     "check_checkpoint",
     "check_tokenizer_matches_shards",
     "NetworkSpec",
@@ -54,6 +57,7 @@ __all__ = [
     "read_checkpoint_safely",
     "restore_frozen_metric_weights",
     "tokenizer_spec_of",
+    "upgrade_network_specs",
 ]
 
 NetworkSpec = dict[str, Any]
@@ -72,8 +76,19 @@ class CheckpointError(ValueError):
     """A checkpoint this version cannot use as it is; the message names the file and field."""
 
 
-_SPEC_PREFIXES = {"tokenizer_spec": "tokenizer.", "tokenizer": "tokenizer.", "scorer": "scorer."}
-"""Hyperparameters holding a network spec, and where that network's weights are stored."""
+_SPEC_PREFIXES = {
+    "tokenizer_spec": "tokenizer.",
+    "tokenizer": "tokenizer.",
+    "scorer_spec": "scorer.",
+    "scorer": "scorer.",
+    "generator_spec": "generator.",
+}
+"""Hyperparameters holding a network spec, and where that network's weights are stored.
+
+A stage that builds its network from a factory and its parent's geometry stores the resolved
+spec as ``<name>_spec`` (``scorer_spec``, ``generator_spec``); ``<name>`` then holds only the
+network's own arguments and is not checked (checkpoints written before that hold the whole
+spec under ``<name>``)."""
 _DATA_GEOMETRY = {"image_size": "resolution", "num_frames": "num_frames"}
 """Tokenizer init argument -> the data setting it was trained with (must be equal)."""
 
@@ -145,7 +160,7 @@ def check_checkpoint(checkpoint: Mapping[str, Any], source: str | Path) -> None:
     data = checkpoint.get("datamodule_hyper_parameters") or {}
     for name, prefix in _SPEC_PREFIXES.items():
         spec = hparams.get(name)
-        if not (isinstance(spec, Mapping) and "class_path" in spec):
+        if not _is_spec(spec) or _is_spec(hparams.get(f"{name}_spec")):
             continue
         problem = _spec_problem(spec, state, prefix)
         if problem is not None:
@@ -167,23 +182,132 @@ def check_checkpoint(checkpoint: Mapping[str, Any], source: str | Path) -> None:
                 )
 
 
+def _is_spec(value: Any) -> bool:
+    return isinstance(value, Mapping) and "class_path" in value
+
+
+_DERIVED_GEOMETRY = {
+    "scorer": ("token_width", "num_blocks", "tokens_per_block"),
+    "generator": ("codebook_size", "num_blocks", "tokens_per_block"),
+}
+"""A stage network's init arguments read from its parent tokenizer (never stated)."""
+
+
+def upgrade_network_specs(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """Give a checkpoint written before ``scorer_spec``/``generator_spec`` existed those keys.
+
+    Such a checkpoint holds the whole network spec under ``scorer`` (``generator``); it is
+    copied to ``scorer_spec`` and ``scorer`` keeps only the network's own arguments (what
+    the stage's factory takes), in place.
+
+    Args:
+        checkpoint: A suite checkpoint (``hyper_parameters``).
+
+    Returns:
+        The changed hyperparameters (name -> new value; empty when nothing changed), e.g.
+        to pass as overrides to ``load_from_checkpoint``.
+    """
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict):
+        return {}
+    changed: dict[str, Any] = {}
+    for name, derived in _DERIVED_GEOMETRY.items():
+        spec = hparams.get(name)
+        if not _is_spec(spec) or f"{name}_spec" in hparams:
+            continue
+        own = {k: v for k, v in dict(spec.get("init_args") or {}).items() if k not in derived}
+        changed[f"{name}_spec"] = dict(spec)
+        changed[name] = {"class_path": spec["class_path"], "init_args": own}
+    hparams.update(changed)
+    return changed
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _factory_spec(factory: Any, config: Any, geometry: Mapping[str, int]) -> NetworkSpec | None:
+    """The spec of what ``factory(*geometry.values())`` builds, when it can be told."""
+    if _is_spec(config):  # LightningCLI: the YAML's class_path and the network's own arguments
+        class_path, own = config["class_path"], dict(config.get("init_args") or {})
+    elif isinstance(factory, functools.partial) and isinstance(factory.func, type):
+        if factory.args:
+            return None
+        class_path, own = _class_path(factory.func), dict(factory.keywords)
+    elif isinstance(factory, type):
+        class_path, own = _class_path(factory), {}
+    else:
+        return None
+    return {"class_path": class_path, "init_args": {**geometry, **own}}
+
+
+def build_child_network(
+    name: str,
+    factory: Callable[..., nn.Module] | None,
+    factory_config: Any,
+    spec: Mapping[str, Any] | None,
+    geometry: Mapping[str, int],
+) -> tuple[nn.Module, NetworkSpec | None]:
+    """A later stage's own network, sized by its parent, and the spec to store for it.
+
+    The geometry (e.g. the tokenizer's token width, blocks and tokens per block) is read
+    from the parent network, never restated: ``factory`` takes it as its leading positional
+    arguments, in the order of ``geometry``, and holds the network's own settings (width,
+    depth, ...). In a LightningCLI YAML the factory is written as a ``class_path`` with only
+    those own ``init_args`` (jsonargparse's callable-returning-a-class type); the resolved
+    spec is stored in the stage's checkpoint (``<name>_spec``), the way litgpt and nanoGPT
+    store their model configuration, so restoring never needs the parent's file.
+
+    Args:
+        name: The network's name in the stage (``scorer``, ``generator``), for messages.
+        factory: Builds the network from the geometry; unused when ``spec`` is given.
+        factory_config: How the factory was given: the hyperparameter LightningCLI saved
+            (a ``{"class_path", "init_args"}`` dict), or the factory itself (Python).
+        spec: The resolved spec saved in the stage's own checkpoint (restoring); wins.
+        geometry: The parent's sizes, in the factory's positional order.
+
+    Returns:
+        ``(network, spec)``; ``spec`` is None when it cannot be told from a factory built in
+        Python (a ``functools.partial`` of the class, or the class, can be told).
+
+    Raises:
+        ValueError: Neither ``factory`` nor ``spec`` is given.
+        TypeError: ``factory`` is a built network instead of a factory.
+    """
+    if spec is not None:
+        return build_network(spec), dict(spec)
+    if factory is None:
+        raise ValueError(
+            f"give `{name}`: the network's class_path and its own init_args (its "
+            f"{', '.join(geometry)} are the tokenizer's)"
+        )
+    if isinstance(factory, nn.Module):
+        raise TypeError(
+            f"`{name}` takes a factory called with ({', '.join(geometry)}), e.g. "
+            f"functools.partial({type(factory).__name__}, width=...), not a built network"
+        )
+    network = factory(*geometry.values())
+    return network, _factory_spec(factory, factory_config, geometry)
+
+
 class TokenizerMismatchError(CheckpointError):
     """A stage's tokenizer is not the one its token shards were annotated with."""
 
 
-def annotation_tokenizer_sha256(shard: str | Path) -> str | None:
-    """The tokenizer hash the first annotation of a local token shard records.
+def annotation_metadata(shard: str | Path) -> dict[str, Any] | None:
+    """The ``json`` object of the first annotation in a local token shard.
 
-    ``callbacks.AnnotationWriter`` stores the SHA-256 of the tokenizer's weights
-    (``modules.annotator.state_sha256``) in every annotation's ``json`` as
-    ``tokenizer.sha256``. Only the shard's first ``json`` member is read.
+    ``callbacks.AnnotationWriter`` writes into every annotation the sizes (``num_blocks``,
+    ``tokens_per_block``, ``codebook_size``), ``budgets``, ``candidate_lengths`` and the
+    tokenizer's provenance (``tokenizer.sha256``). Only the shard's first ``json`` member is
+    read.
 
     Args:
         shard: A token shard path.
 
     Returns:
-        The recorded hash; None when the shard is not a readable local file or its first
-        annotation records none (shards written elsewhere or by older versions).
+        The object; None when the shard is not a readable local file or its first ``json``
+        member is not an object.
     """
     path = Path(shard)
     if not path.is_file():
@@ -195,12 +319,30 @@ def annotation_tokenizer_sha256(shard: str | Path) -> str | None:
                     continue
                 handle = archive.extractfile(member)
                 meta = json.loads(handle.read()) if handle is not None else None
-                provenance = meta.get("tokenizer") if isinstance(meta, dict) else None
-                recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
-                return str(recorded) if recorded else None
+                return meta if isinstance(meta, dict) else None
     except (OSError, tarfile.TarError, ValueError, UnicodeDecodeError):
         return None
     return None
+
+
+def annotation_tokenizer_sha256(shard: str | Path) -> str | None:
+    """The tokenizer hash the first annotation of a local token shard records.
+
+    ``callbacks.AnnotationWriter`` stores the SHA-256 of the tokenizer's weights
+    (``modules.annotator.state_sha256``) in every annotation's ``json`` as
+    ``tokenizer.sha256`` (read with :func:`annotation_metadata`).
+
+    Args:
+        shard: A token shard path.
+
+    Returns:
+        The recorded hash; None when the shard is not a readable local file or its first
+        annotation records none (shards written elsewhere or by older versions).
+    """
+    meta = annotation_metadata(shard)
+    provenance = meta.get("tokenizer") if meta is not None else None
+    recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
+    return str(recorded) if recorded else None
 
 
 def check_tokenizer_matches_shards(
@@ -265,6 +407,7 @@ def read_checkpoint_safely(ckpt_path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     upgrade_scorer_checkpoint(checkpoint)  # a scorer saved before its label buffers existed
+    upgrade_network_specs(checkpoint)  # saved before the specs were derived from the parent
     check_checkpoint(checkpoint, path)
     return checkpoint
 
@@ -324,6 +467,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     upgrade_scorer_checkpoint(checkpoint)  # a scorer saved before its label buffers existed
+    upgrade_network_specs(checkpoint)  # saved before the specs were derived from the parent
     return checkpoint
 
 
@@ -459,7 +603,15 @@ def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
             f"{ckpt_path} does not name its LightningModule (hyper_parameters['_class_path']); "
             "restore it with `YourModule.load_from_checkpoint` instead"
         )
-    module = _import(class_path).load_from_checkpoint(ckpt_path, map_location=map_location)
+    overrides = {  # an older checkpoint's specs, as upgrade_network_specs moved them
+        key: checkpoint["hyper_parameters"][key]
+        for name in _DERIVED_GEOMETRY
+        for key in (name, f"{name}_spec")
+        if _is_spec(checkpoint["hyper_parameters"].get(key))
+    }
+    module = _import(class_path).load_from_checkpoint(
+        ckpt_path, map_location=map_location, **overrides
+    )
     return freeze(module)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,16 @@ from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_bl
 from adaptok.nn.scorer import BlockCausalScorer, upgrade_scorer_checkpoint
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import TokenizerEncoding
+from modules.loading import build_child_network
 from modules.stage import OptimizerParameters, StageModule
 
-__all__ = ["ScorerModule"]
+__all__ = ["ScorerFactory", "ScorerModule"]
+
+ScorerFactory = Callable[[int, int, int], BlockCausalScorer]
+"""Builds the scorer network from the tokenizer's ``(token_width, num_blocks,
+tokens_per_block)``: in a YAML, ``class_path: adaptok.nn.BlockCausalScorer`` with only its own
+``init_args`` (``num_candidates``, ``width``, ``depth``, ``heads``, ...); in Python, e.g.
+``functools.partial(BlockCausalScorer, num_candidates=8, width=128, depth=2, heads=4)``."""
 
 
 class ScorerModule(StageModule):
@@ -43,12 +51,22 @@ class ScorerModule(StageModule):
     Validation reports what the paper did not: MAE (in the metric's own units) and the
     Spearman rank correlation between predicted and true costs, overall and per candidate.
 
+    Geometry: the scorer's token width, blocks K and tokens per block M are the frozen
+    tokenizer's (``tokenizer.width``, ``num_blocks``, ``tokens_per_block``), read from it and
+    given to the ``scorer`` factory; the YAML states only the scorer's own settings. The
+    resolved network spec is saved in the checkpoint (``scorer_spec``), so a scorer checkpoint
+    restores alone.
+
     Args:
-        scorer: The block-causal scorer network.
+        scorer: Builds the block-causal scorer network from the tokenizer's geometry
+            (:data:`ScorerFactory`); may be left unset when ``scorer_spec`` is given.
         tokenizer_ckpt: The tokenizer stage's checkpoint (loaded frozen when training starts).
         tokenizer_spec: Filled in by this module and saved in its checkpoint (the tokenizer's
             ``class_path``/``init_args``): restoring builds the tokenizer from it and never
             reads ``tokenizer_ckpt`` again. Leave unset.
+        scorer_spec: Filled in by this module and saved in its checkpoint (the scorer's
+            resolved ``class_path``/``init_args``, geometry included): restoring builds the
+            scorer from it. Leave unset.
         metric: Label metric: ``lpips`` (paper), ``psnr``, ``mse`` or ``ssim``.
         target_mean: Mean used to z-normalise labels (paper, LPIPS: 0.1975); None: estimated
             from the first training batches' labels.
@@ -68,7 +86,7 @@ class ScorerModule(StageModule):
 
     def __init__(
         self,
-        scorer: BlockCausalScorer,
+        scorer: ScorerFactory | None = None,
         tokenizer_ckpt: str | None = None,
         metric: QualityMetric = "lpips",
         target_mean: float | None = 0.1975,
@@ -79,19 +97,20 @@ class ScorerModule(StageModule):
         lpips_net: str = "vgg",
         tokenizer_spec: dict[str, Any] | None = None,
         label_stat_batches: int = 4,
+        scorer_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters()
-        self.attach_frozen_tokenizer(tokenizer_ckpt, tokenizer_spec)
-        if (scorer.num_blocks, scorer.tokens_per_block) != (
-            self.tokenizer.num_blocks,
-            self.tokenizer.tokens_per_block,
-        ):
-            raise ValueError(
-                f"scorer is built for {scorer.num_blocks} blocks x {scorer.tokens_per_block} tokens, "
-                f"the tokenizer has {self.tokenizer.num_blocks} x {self.tokenizer.tokens_per_block}"
-            )
-        self.scorer = scorer
+        tokenizer = self.attach_frozen_tokenizer(tokenizer_ckpt, tokenizer_spec)
+        geometry = {
+            "token_width": tokenizer.width,
+            "num_blocks": tokenizer.num_blocks,
+            "tokens_per_block": tokenizer.tokens_per_block,
+        }
+        network, self.hparams["scorer_spec"] = build_child_network(
+            "scorer", scorer, self.hparams.get("scorer"), scorer_spec, geometry
+        )
+        scorer = self.scorer = network
         perceptual = None
         if metric == "lpips":
             from adaptok.metrics.lpips import load_lpips

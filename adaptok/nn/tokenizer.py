@@ -295,6 +295,11 @@ class AdapTokTokenizer(nn.Module):
         """N = K * M, latent tokens of a full clip."""
         return self.num_blocks * self.tokens_per_block
 
+    @property
+    def width(self) -> int:
+        """D, width of the latent tokens (``encode``'s ``latents`` and ``quantized``)."""
+        return self.patch_query.shape[0]
+
     def parameter_count(self, include_prior: bool = True) -> int:
         """Number of parameters, optionally leaving out the prior."""
         total = sum(p.numel() for p in self.parameters())

@@ -225,6 +225,15 @@ def test_cli_fit_then_test_writes_a_generation_report(
         assert ckpt.is_file()
         hparams = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
         assert hparams["tokenizer_spec"]["init_args"]["tokens_per_block"] == 8
+        # geometry from the tokenizer, candidates from the shards: none of it in the YAML
+        assert hparams["candidate_lengths"] == [2, 4, 6, 8]
+        assert "tokens_per_block" not in hparams["generator"]["init_args"]
+        resolved = hparams["generator_spec"]["init_args"]
+        assert [resolved[k] for k in ("codebook_size", "num_blocks", "tokens_per_block")] == [
+            64,
+            4,
+            8,
+        ]
         run_cli(evaluate)
     reports = sorted((tmp_path / "runs/demo/eval_gen").rglob("generation_report.md"))
     assert reports, sorted(str(p) for p in (tmp_path / "runs").rglob("*"))

@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -49,10 +50,8 @@ def test_frame_prediction_evaluation_copies_condition_and_hits_exact_budgets(
     tmp_path: Path, tiny_tokenizer_spec: dict, annotation_shard_writer
 ) -> None:
     _videos(tmp_path / "videos", clips=8, shard_samples=8)
-    generator = ARGenerator(
-        codebook_size=64,
-        num_blocks=4,
-        tokens_per_block=8,
+    generator = partial(  # K, M and the codebook are the tokenizer's
+        ARGenerator,
         num_classes=0,
         num_budgets=2,
         prefix_blocks=2,
@@ -123,10 +122,8 @@ def test_frame_prediction_evaluation_copies_condition_and_hits_exact_budgets(
 
 
 def test_condition_codes_come_from_the_first_frames_only(tiny_tokenizer_spec: dict) -> None:
-    generator = ARGenerator(
-        codebook_size=64,
-        num_blocks=4,
-        tokens_per_block=8,
+    generator = partial(
+        ARGenerator,
         num_classes=0,
         prefix_blocks=2,
         width=32,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -22,10 +23,8 @@ from modules.loading import (
 
 
 def _module(tokenizer_ckpt: Path) -> GeneratorModule:
-    generator = ARGenerator(
-        codebook_size=64,
-        num_blocks=4,
-        tokens_per_block=8,
+    generator = partial(  # K, M and the codebook are the tokenizer's
+        ARGenerator,
         num_classes=4,
         num_budgets=2,
         width=16,
@@ -33,9 +32,7 @@ def _module(tokenizer_ckpt: Path) -> GeneratorModule:
         heads=2,
         mlp_hidden=32,
     )
-    return GeneratorModule(
-        generator, tokenizer_ckpt=str(tokenizer_ckpt), budgets=[0.25, 1.0], candidate_lengths=[2, 8]
-    )
+    return GeneratorModule(generator, tokenizer_ckpt=str(tokenizer_ckpt), budgets=[0.25, 1.0])
 
 
 def _shards(folder: Path, writer, split: str, sha256: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -10,21 +11,14 @@ import torch
 from adaptok.nn import TailDropSampler
 from adaptok.nn.scorer import BlockCausalScorer
 from modules import ScorerModule
-from modules.scorer import scorer_accuracy
+from modules.scorer import ScorerFactory, scorer_accuracy
 
 
-def tiny_scorer(**overrides: int) -> BlockCausalScorer:
-    args = dict(
-        token_width=32,
-        num_blocks=4,
-        tokens_per_block=8,
-        num_candidates=4,
-        width=32,
-        depth=1,
-        heads=2,
-    )
+def tiny_scorer(**overrides: int) -> ScorerFactory:
+    """The tiny scorer's own settings; its geometry comes from the tokenizer it is given."""
+    args = dict(num_candidates=4, width=32, depth=1, heads=2)
     args.update(overrides)
-    return BlockCausalScorer(**args)
+    return partial(BlockCausalScorer, **args)
 
 
 def test_missing_tokenizer_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
@@ -34,11 +28,51 @@ def test_missing_tokenizer_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         ScorerModule(tiny_scorer(), tokenizer_ckpt=str(tmp_path / "nope.ckpt"), metric="mse")
 
 
-def test_scorer_shape_mismatch_is_refused(tokenizer_ckpt: Path) -> None:
-    with pytest.raises(ValueError, match="scorer is built for"):
-        ScorerModule(
-            tiny_scorer(tokens_per_block=16), tokenizer_ckpt=str(tokenizer_ckpt), metric="mse"
-        )
+def test_scorer_geometry_is_the_tokenizers(tokenizer_ckpt: Path) -> None:
+    """Token width, K and M come from the tokenizer checkpoint; the resolved spec is kept."""
+    from modules.loading import load_frozen_tokenizer
+
+    tokenizer = load_frozen_tokenizer(tokenizer_ckpt)
+    module = ScorerModule(tiny_scorer(), tokenizer_ckpt=str(tokenizer_ckpt), metric="mse")
+    scorer = module.scorer
+    assert (scorer.num_blocks, scorer.tokens_per_block) == (
+        tokenizer.num_blocks,
+        tokenizer.tokens_per_block,
+    )
+    assert scorer.input_proj.in_features == 2 * tokenizer.width
+    assert module.hparams["scorer_spec"] == {
+        "class_path": "adaptok.nn.scorer.BlockCausalScorer",
+        "init_args": {
+            "token_width": tokenizer.width,
+            "num_blocks": tokenizer.num_blocks,
+            "tokens_per_block": tokenizer.tokens_per_block,
+            "num_candidates": 4,
+            "width": 32,
+            "depth": 1,
+            "heads": 2,
+        },
+    }
+    encoding = tokenizer.encode(torch.rand(2, 3, tokenizer.num_frames, 32, 32))
+    assert module.predict_costs(encoding).shape == (2, tokenizer.num_blocks, 4)
+    with pytest.raises(TypeError, match="not a built network"):
+        ScorerModule(tiny_scorer()(32, 4, 8), tokenizer_ckpt=str(tokenizer_ckpt))
+    with pytest.raises(ValueError, match="give `scorer`"):
+        ScorerModule(tokenizer_ckpt=str(tokenizer_ckpt))
+
+
+def test_another_tokenizer_gives_a_scorer_of_its_geometry(tokenizer_ckpt: Path) -> None:
+    """A tokenizer of 16 tokens per block (and another width) sizes the same scorer settings
+    anew: nothing to edit but the parent."""
+    from modules.loading import tokenizer_spec_of
+
+    stored = torch.load(tokenizer_ckpt, map_location="cpu", weights_only=True)
+    spec = tokenizer_spec_of(stored)
+    spec["init_args"] = {**spec["init_args"], "tokens_per_block": 16, "width": 48, "heads": 3}
+    module = ScorerModule(tiny_scorer(), tokenizer_spec=spec, metric="mse")
+    assert (module.scorer.num_blocks, module.scorer.tokens_per_block) == (4, 16)
+    assert module.scorer.input_proj.in_features == 2 * 48
+    assert module.candidate_lengths == [4, 8, 12, 16]
+    assert module.hparams["scorer_spec"]["init_args"]["tokens_per_block"] == 16
 
 
 def test_labels_fall_with_more_tokens_and_training_reduces_loss(tokenizer_ckpt: Path) -> None:
@@ -177,3 +211,51 @@ def test_checkpoints_from_before_the_label_buffers_load(scorer_ckpt: Path, tmp_p
     model = load_pretrained(old)
     assert model.scorer.label_normalisation == (0.25, 0.125)
     assert model.info["cost_normalisation"] == [0.25, 0.125]
+
+
+def test_scorer_checkpoint_holds_the_resolved_geometry(scorer_ckpt: Path) -> None:
+    """`adaptok fit` on a YAML that states no geometry: the checkpoint's `scorer` holds the
+    scorer's own settings, `scorer_spec` the whole spec, and it restores alone."""
+    from adaptok.pretrained import load_pretrained
+    from modules.loading import load_frozen_scorer
+
+    hparams = torch.load(scorer_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    own = hparams["scorer"]["init_args"]
+    assert not {"token_width", "num_blocks", "tokens_per_block"} & set(own)
+    resolved = hparams["scorer_spec"]["init_args"]
+    assert (resolved["token_width"], resolved["num_blocks"], resolved["tokens_per_block"]) == (
+        32,
+        4,
+        8,
+    )
+    assert {k: resolved[k] for k in own} == own
+    restored = load_frozen_scorer(scorer_ckpt)
+    assert restored.scorer.tokens_per_block == 8 and restored.candidate_lengths == [2, 4, 6, 8]
+    assert load_pretrained(scorer_ckpt).candidate_lengths == [2, 4, 6, 8]
+
+
+def test_checkpoints_from_before_the_derived_geometry_load(
+    scorer_ckpt: Path, tmp_path: Path
+) -> None:
+    """A scorer checkpoint holding the whole spec under `scorer` (no `scorer_spec`) restores
+    through Lightning, `load_pretrained` and `--ckpt_path` without a model section."""
+    import json
+
+    from adaptok.pretrained import load_pretrained
+    from modules.checkpoint_args import with_model_from_checkpoint
+    from modules.loading import load_frozen_scorer
+
+    checkpoint = torch.load(scorer_ckpt, map_location="cpu", weights_only=False)
+    hparams = checkpoint["hyper_parameters"]
+    hparams["scorer"] = hparams.pop("scorer_spec")
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    reference = load_frozen_scorer(scorer_ckpt).scorer.state_dict()
+    for restored in (load_frozen_scorer(old).scorer, load_pretrained(old).scorer):
+        assert restored.tokens_per_block == 8
+        for key, value in reference.items():
+            assert torch.equal(restored.state_dict()[key], value)
+    args = with_model_from_checkpoint(["test", "--ckpt_path", str(old)])
+    model = json.loads(next(a for a in args if a.startswith("--model=")).split("=", 1)[1])
+    assert "tokens_per_block" not in model["init_args"]["scorer"]["init_args"]
+    assert model["init_args"]["scorer_spec"]["init_args"]["tokens_per_block"] == 8

@@ -9,6 +9,7 @@ loads and trains with them.
 from __future__ import annotations
 
 import types
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ GENERATOR_ARGS = {
     "heads": 2,
     "mlp_hidden": 64,
 }
+GEOMETRY = ("codebook_size", "num_blocks", "tokens_per_block")  # the tokenizer's
+OWN_GENERATOR_ARGS = {k: v for k, v in GENERATOR_ARGS.items() if k not in GEOMETRY}
 OLDER_DEMO_SETTINGS = {
     "lr": 0.002,
     "betas": [0.9, 0.95],
@@ -90,7 +93,7 @@ def _attach(module: pl.LightningModule, estimated_steps: float | None) -> None:
 def _generator(**options: Any) -> GeneratorModule:
     torch.manual_seed(0)
     return GeneratorModule(
-        ARGenerator(**GENERATOR_ARGS),
+        partial(ARGenerator, **OWN_GENERATOR_ARGS),
         tokenizer_spec=TOKENIZER_SPEC,
         candidate_lengths=[2, 4, 6, 8],
         **options,

@@ -356,6 +356,7 @@ def test_suite_checkpoint_with_yaml_class_paths(converted, tmp_path):
     checkpoint = torch.load(converted["scorer"], weights_only=True)
     hparams = checkpoint["hyper_parameters"]
     hparams["scorer"]["class_path"] = "adaptok.nn.BlockCausalScorer"
+    hparams["scorer_spec"]["class_path"] = "adaptok.nn.BlockCausalScorer"
     hparams["tokenizer_spec"]["class_path"] = "adaptok.nn.AdapTokTokenizer"
     hparams["_class_path"] = "modules.ScorerModule"
     checkpoint.pop("adaptok_official")
