@@ -134,7 +134,8 @@ def write_checkpoint(case: str, folder: Path) -> Path:
     hparams = {
         "_class_path": "modules.scorer.ScorerModule",
         "_instantiator": "lightning.pytorch.cli.instantiate_module",
-        "scorer": {"class_path": "adaptok.nn.BlockCausalScorer", "init_args": scorer_args},
+        "scorer": {"class_path": "adaptok.nn.BlockCausalScorer", "init_args": settings["scorer"]},
+        "scorer_spec": {"class_path": "adaptok.nn.BlockCausalScorer", "init_args": scorer_args},
         "tokenizer_ckpt": "runs/demo/tokenizer/checkpoints/last.ckpt",
         "metric": metric,
         "target_mean": 0.37,
