@@ -92,3 +92,25 @@ def test_shards_of_other_sizes_than_the_tokenizer_are_refused(tiny_tokenizer_spe
     _attach(module, [], {**sizes, "tokens_per_block": 16})
     with pytest.raises(ValueError, match="shards hold tokens_per_block=16 but the generator's"):
         module.check_shard_sizes()
+
+
+@pytest.mark.parametrize(
+    ("stage", "option"),
+    [
+        ("scorer", "--model.init_args.scorer.init_args.tokens_per_block=32"),
+        ("generator", "--model.init_args.generator.init_args.codebook_size=512"),
+    ],
+)
+def test_a_restated_geometry_is_refused_by_the_parser(
+    stage: str, option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The YAML cannot restate what the tokenizer decides: the factory does not accept it."""
+    from modules.cli import run_cli
+    from tests.helpers import EXPERIMENTS
+
+    config = EXPERIMENTS / "demo" / f"{stage}.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--config", str(config), option, "--print_config"])
+    assert exit_info.value.code != 0
+    name = option.split(".")[-1].split("=")[0]
+    assert f"'{name}' is not accepted" in capsys.readouterr().err
