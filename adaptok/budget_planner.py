@@ -5,7 +5,9 @@ decodes) supplies each block's cost at every candidate length, and ``adaptok.all
 the budgeted choice. It is the one planning path: the ``AllocationEvaluator`` callback, the
 annotator (``modules.AnnotatorModule``), ``adaptok tokenize`` and ``load_pretrained`` all
 allocate through :meth:`TokenBudgetPlanner.plan`, so the same costs and budget give the same
-lengths everywhere. Budgets are :class:`adaptok.alloc.TokenBudget` values.
+lengths everywhere. Budgets are :class:`adaptok.alloc.TokenBudget` values (a bare number is
+refused: it could be a fraction or a mean). ``target`` allocation (the fewest tokens whose
+predicted cost reaches a quality threshold) is :meth:`TokenBudgetPlanner.plan_target`.
 
 Conditioning. A block's cost depends on the lengths kept by earlier blocks (the decoder is
 block-causal). In ``streaming`` and ``causal_table`` modes the planner scores block ``b``
@@ -32,7 +34,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from adaptok.alloc import StreamingAllocator, TokenBudget, allocate, block_targets
+from adaptok.alloc import (
+    InfeasibleBudgetError,
+    StreamingAllocator,
+    TokenBudget,
+    allocate,
+    block_targets,
+)
 from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
 from adaptok.losses.block_quality import BlockQuality, measure_block_costs
 from adaptok.nn.scorer import BlockCausalScorer
@@ -40,6 +48,7 @@ from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 
 __all__ = [
     "PLANNER_MODES",
+    "PLANNING_VERSION",
     "AllocationPolicy",
     "PlannerMode",
     "TokenBudgetPlanner",
@@ -49,6 +58,11 @@ __all__ = [
 AllocationPolicy = Literal["scorer", "uniform", "oracle"]
 PlannerMode = Literal["batch", "per_clip", "streaming", "causal_table"]
 PLANNER_MODES: tuple[str, ...] = ("batch", "per_clip", "streaming", "causal_table")
+PLANNING_VERSION = 2
+"""Version of the planning procedure: raised whenever the same weights, budgets and settings
+may give other lengths (2: ``per_clip`` and ``batch`` solve on the scorer's normalised
+predictions, and ``streaming`` scores each block given the lengths chosen for the earlier
+ones). Annotation sets record it, so a resumed run refuses shards planned the old way."""
 
 
 def default_candidates(tokens_per_block: int, count: int = 8) -> list[int]:
@@ -127,44 +141,132 @@ class TokenBudgetPlanner:
             )
         self._streaming: dict[tuple[float, str], StreamingAllocator] = {}
 
-    def budget(self, budget: TokenBudget | float) -> TokenBudget:
-        """``budget`` as a :class:`TokenBudget` of this tokenizer.
+    def budget(self, budget: TokenBudget) -> TokenBudget:
+        """``budget``, checked to be a :class:`TokenBudget` of this tokenizer.
 
         Args:
-            budget: A :class:`TokenBudget`, or a number read as mean tokens per block.
+            budget: A :class:`TokenBudget` (build one from a YAML fraction with
+                :meth:`TokenBudget.from_fraction`).
+
+        Returns:
+            ``budget`` unchanged.
 
         Raises:
-            ValueError: A budget of another tokens-per-block, or a mean outside ``(0, M]``.
+            TypeError: Not a :class:`TokenBudget` (a bare number could be a fraction or a
+                mean: the planner does not guess).
+            ValueError: A budget of another tokens-per-block.
         """
+        if not isinstance(budget, TokenBudget):
+            raise TypeError(
+                f"budgets are TokenBudget values, got {type(budget).__name__} {budget!r}: build "
+                "one with TokenBudget.from_fraction(fraction, tokens_per_block) or "
+                "TokenBudget(mean_tokens, tokens_per_block)"
+            )
         tokens = self.tokenizer.tokens_per_block
-        if isinstance(budget, TokenBudget):
-            if budget.tokens_per_block != tokens:
-                raise ValueError(
-                    f"budget {budget} is of {budget.tokens_per_block} tokens per block, the "
-                    f"tokenizer has {tokens}"
-                )
-            return budget
-        return TokenBudget(float(budget), tokens)
+        if budget.tokens_per_block != tokens:
+            raise ValueError(
+                f"budget {budget} is of {budget.tokens_per_block} tokens per block, the "
+                f"tokenizer has {tokens}"
+            )
+        return budget
 
-    def check_budget(self, budget: TokenBudget, mode: PlannerMode | None = None) -> None:
+    def feasible_range(self) -> str:
+        """The budgets the candidate lengths can meet, in words (for error messages)."""
+        tokens = self.tokenizer.tokens_per_block
+        low, high = self.candidates[0] / tokens, self.candidates[-1] / tokens
+        return (
+            f"feasible budgets lie in [{low:.4g}, {high:.4g}] (the candidate lengths "
+            f"{self.candidates} of {tokens} tokens per block)"
+        )
+
+    def budget_from_fraction(self, fraction: float) -> TokenBudget:
+        """``TokenBudget.from_fraction(fraction, M)``, refusing a fraction outside ``(0, 1]``.
+
+        The boundary where a user's fraction (``--budget``, ``tokenize(budget=...)``) becomes
+        a budget: the refusal names the feasible range. Call :meth:`check_budget` on the
+        result to refuse what the candidates cannot meet.
+
+        Args:
+            fraction: Share of the ``M`` tokens of each block kept on average.
+
+        Returns:
+            The :class:`TokenBudget`.
+
+        Raises:
+            InfeasibleBudgetError: ``fraction`` is not a number in ``(0, 1]`` (NaN and
+                infinities included); the message names the feasible range.
+        """
+        try:
+            return TokenBudget.from_fraction(fraction, self.tokenizer.tokens_per_block)
+        except (TypeError, ValueError) as error:
+            raise InfeasibleBudgetError(
+                f"budget {fraction} is not a fraction of the tokens per block in (0, 1]; "
+                f"{self.feasible_range()}"
+            ) from error
+
+    def check_budget(
+        self,
+        budget: TokenBudget,
+        mode: PlannerMode | None = None,
+        policy: AllocationPolicy = "scorer",
+    ) -> list[float] | None:
         """Refuse, before any work, a budget the planner cannot meet in ``mode``.
 
+        ``uniform`` policy: ``round(mean tokens)`` must be a length in ``[1, M]``.
         ``causal_table``: the block table must have a row for the budget. The other modes:
-        each clip's total ``K x mean`` must be reachable with the candidate lengths (an
-        equality budget exactly; ``batch`` is then feasible for any batch size too).
+        the mean must lie within the candidate lengths (above the longest is allowed when
+        spending at most), and each clip's total
+        ``K x mean`` must be reachable with them (an equality budget exactly; ``batch`` is
+        then feasible for any batch size too).
+
+        Args:
+            budget: The budget.
+            mode: Overrides the planner's mode.
+            policy: ``uniform`` checks the uniform count only; ``scorer``/``oracle`` the mode.
+
+        Returns:
+            ``causal_table``: the target mean tokens of each block position
+            (:meth:`block_targets`); otherwise None.
 
         Raises:
-            ValueError: ``causal_table`` and no row in the block table.
-            InfeasibleBudgetError: A clip total the candidates cannot meet (with the range).
+            TypeError: ``budget`` is not a :class:`TokenBudget`.
+            ValueError: ``causal_table`` and no row in the block table; a uniform budget
+                that rounds to no token; a budget of another tokens-per-block.
+            InfeasibleBudgetError: A mean outside the candidate lengths, or a clip total
+                they cannot meet (the message names the feasible range).
         """
+        budget = self.budget(budget)
+        mean_tokens = budget.mean_tokens
+        if policy == "uniform":
+            count = round(mean_tokens)
+            if count < 1:  # mean_tokens <= M already (TokenBudget)
+                raise ValueError(
+                    f"uniform allocation at budget {budget} keeps round({mean_tokens:g}) = "
+                    f"{count} tokens per block; it needs at least 1"
+                )
+            return None
         mode = mode or self.mode
         if mode == "causal_table":
-            self.block_targets(budget)
-            return
+            return self.block_targets(budget)
+        above = mean_tokens > self.candidates[-1] + 1e-9  # at most: every block at the longest
+        if mean_tokens < self.candidates[0] - 1e-9 or (above and self.equality):
+            raise InfeasibleBudgetError(
+                f"budget {budget.fraction:g} ({mean_tokens:.4g} tokens per block) is "
+                f"infeasible: {self.feasible_range()}"
+            )
         blocks = self.tokenizer.num_blocks
         grid = TokenGrid.from_lengths(np.asarray(self.candidates, dtype=np.int64))
-        total = total_from_mean(self.budget(budget).mean_tokens, blocks, self.equality)
-        check_total(total, blocks, grid, self.equality)
+        try:
+            total = total_from_mean(mean_tokens, blocks, self.equality)
+            check_total(total, blocks, grid, self.equality)
+        except InfeasibleBudgetError as error:
+            raise InfeasibleBudgetError(
+                f"budget {budget.fraction:g} ({mean_tokens:.4g} tokens per block, {blocks} "
+                f"blocks per clip) cannot be spent exactly: {error}. Choose a budget whose "
+                "clip total is a reachable whole number of tokens, or spend at most the "
+                "budget (equality=False)"
+            ) from error
+        return None
 
     def _streaming_allocator(
         self, budget: TokenBudget, policy: AllocationPolicy
@@ -189,10 +291,17 @@ class TokenBudgetPlanner:
             solver=self.solver,
         )
 
-    def block_targets(self, budget: TokenBudget | float) -> list[float]:
+    def block_targets(self, budget: TokenBudget) -> list[float]:
         """``causal_table``'s target mean tokens of each block position at this budget.
 
+        Args:
+            budget: The budget; its fraction selects the table's row.
+
+        Returns:
+            ``K`` target mean tokens, one per block position.
+
         Raises:
+            TypeError: ``budget`` is not a :class:`TokenBudget`.
             ValueError: The table has no row for the budget's fraction or not K entries.
         """
         budget = self.budget(budget)
@@ -201,8 +310,13 @@ class TokenBudgetPlanner:
         )
         return targets.tolist()
 
-    def table_allocator(self, budget: TokenBudget | float) -> StreamingAllocator:
-        """A fresh ``causal_table`` allocator: one batch ILP per block, totals rounded down."""
+    def table_allocator(self, budget: TokenBudget) -> StreamingAllocator:
+        """A fresh ``causal_table`` allocator: one batch ILP per block, totals rounded down.
+
+        Raises:
+            TypeError: ``budget`` is not a :class:`TokenBudget`.
+            ValueError: The block table has no row for the budget.
+        """
         return StreamingAllocator(
             self.candidates,
             block_budgets=self.block_targets(budget),
@@ -257,7 +371,7 @@ class TokenBudgetPlanner:
         self,
         video: Tensor,
         encoding: TokenizerEncoding,
-        budget: TokenBudget | float,
+        budget: TokenBudget,
         policy: AllocationPolicy = "scorer",
         mode: PlannerMode | None = None,
         costs: Tensor | None = None,
@@ -267,8 +381,8 @@ class TokenBudgetPlanner:
         Args:
             video: ``(B, C, T, H, W)`` clips in [0, 1] (used by the oracle only).
             encoding: ``tokenizer.encode(video)``.
-            budget: The budget (a :class:`TokenBudget`; a number is read as mean tokens per
-                block, e.g. 256 of 512).
+            budget: The budget, a :class:`TokenBudget` (e.g.
+                ``TokenBudget.from_fraction(0.5, M)``).
             policy: ``scorer`` (IPAL), ``uniform`` (every block ``round(mean tokens)``) or
                 ``oracle`` (IPAL on measured instead of predicted costs).
             mode: Overrides the planner's mode for this call.
@@ -280,8 +394,9 @@ class TokenBudgetPlanner:
             ``(B, K)`` long lengths.
 
         Raises:
-            ValueError: An unknown mode, a uniform count outside ``[1, M]``, a budget of
-                another tokenizer.
+            TypeError: ``budget`` is not a :class:`TokenBudget`.
+            ValueError: An unknown mode, a uniform count below 1, a budget of another
+                tokenizer.
             InfeasibleBudgetError: A budget the candidate lengths cannot meet.
         """
         batch, device = video.shape[0], video.device
@@ -289,11 +404,8 @@ class TokenBudgetPlanner:
         budget = self.budget(budget)
         mean_tokens = budget.mean_tokens
         if policy == "uniform":
-            count = int(round(mean_tokens))
-            if not 1 <= count <= self.tokenizer.tokens_per_block:
-                raise ValueError(
-                    f"mean_tokens {mean_tokens} outside [1, {self.tokenizer.tokens_per_block}]"
-                )
+            self.check_budget(budget, policy="uniform")
+            count = round(mean_tokens)
             return torch.full((batch, num_blocks), count, dtype=torch.long, device=device)
         mode = mode or self.mode
         if mode not in PLANNER_MODES:
@@ -342,3 +454,32 @@ class TokenBudgetPlanner:
                 step = np.concatenate([a.step(costs[i : i + 1]) for i, a in enumerate(allocators)])
             chosen[:, block] = torch.as_tensor(step, device=video.device)
         return chosen
+
+    @torch.no_grad()
+    def plan_target(self, video: Tensor, encoding: TokenizerEncoding, threshold: float) -> Tensor:
+        """``target`` allocation: per block, the fewest tokens predicted to reach ``threshold``.
+
+        The scorer scores every block with the earlier blocks at full length; the threshold
+        is converted once into the predictions' units with the scorer's own label
+        normalisation (:meth:`BlockCausalScorer.from_label_units`). A block that reaches the
+        threshold at no candidate gets its lowest-cost length (``adaptok.alloc.target``).
+
+        Args:
+            video: ``(B, C, T, H, W)`` clips in [0, 1].
+            encoding: ``tokenizer.encode(video)``.
+            threshold: The predicted cost each block must reach, in the scorer metric's units
+                (LPIPS for the paper's scorer; lower is better).
+
+        Returns:
+            ``(B, K)`` long lengths.
+
+        Raises:
+            ValueError: The planner has no scorer.
+        """
+        if self.scorer is None:
+            raise ValueError("target allocation needs a scorer")
+        costs = self.costs("scorer", video, encoding)
+        asked = torch.tensor(float(threshold), device=self.scorer.label_mean.device)
+        limit = float(self.scorer.from_label_units(asked))
+        result = allocate(costs, self.candidates, mode="target", threshold=limit)
+        return torch.as_tensor(result.lengths, dtype=torch.long, device=video.device)

@@ -245,12 +245,11 @@ class PretrainedAdapTok(nn.Module):
 
         Raises:
             ValueError: An unknown mode, a scorer-based mode without a scorer, a budget in
-                ``target`` mode (or none in the others), a wrong video shape.
-            adaptok.alloc.InfeasibleBudgetError: A budget the candidate lengths cannot meet.
+                ``target`` mode (or none in the others), a ``uniform`` budget that rounds to
+                no token, a wrong video shape.
+            adaptok.alloc.InfeasibleBudgetError: A budget outside (0, 1] or one the candidate
+                lengths cannot meet (checked by the planner, before any encoding).
         """
-        from adaptok.alloc import allocate
-        from adaptok.tokenize import budget_to_mean_tokens
-
         modes = ("per_clip", "streaming", "target", "uniform")
         if mode not in modes:
             raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(modes)}")
@@ -263,31 +262,22 @@ class PretrainedAdapTok(nn.Module):
             budget is not None
         ):
             raise ValueError("target mode takes a threshold and no budget; the others a budget")
+        m, k = self.tokens_per_block, self.num_blocks
+        # uniform and target plan in per_clip's planner: neither uses its mode
+        planner = self._planner(mode if mode == "streaming" else "per_clip", solver, equality)
+        token_budget = None
+        if budget is not None:  # checked before any encoding
+            token_budget = planner.budget_from_fraction(budget)
+            policy = "uniform" if mode == "uniform" else "scorer"
+            planner.check_budget(token_budget, policy=policy)
         video = self._as_batch(video)
         encoding = self.tokenizer.encode(video)
-        m, k = self.tokens_per_block, self.num_blocks
-        if mode == "uniform":
-            count = int(round(float(budget) * m))  # type: ignore[arg-type]
-            if not (0.0 < float(budget) <= 1.0) or count < 1:  # type: ignore[arg-type]
-                raise ValueError(f"budget {budget} keeps no token of {m} per block")
-            lengths = torch.full((video.shape[0], k), count, dtype=torch.long, device=self.device)
-        elif mode == "target":
-            assert self.scorer is not None
-            costs = self.scorer(encoding.latents, encoding.quantized)
-            asked = torch.tensor(float(threshold), device=self.device)  # type: ignore[arg-type]
-            limit = self.scorer.from_label_units(asked)  # label units -> the predictions' units
-            result = allocate(costs, self.candidate_lengths, mode="target", threshold=float(limit))
-            lengths = torch.as_tensor(result.lengths, dtype=torch.long, device=self.device)
+        if token_budget is None:  # target mode
+            lengths = planner.plan_target(video, encoding, float(threshold))  # type: ignore[arg-type]
+        elif mode == "uniform":
+            lengths = planner.plan(video, encoding, token_budget, policy="uniform")
         else:
-            mean_tokens = budget_to_mean_tokens(
-                float(budget),  # type: ignore[arg-type]
-                m,
-                self.candidate_lengths,
-                k,
-                equality,
-            )
-            planner = self._planner(mode, solver, equality)
-            lengths = planner.plan(video, encoding, mean_tokens, policy="scorer", mode=mode)
+            lengths = planner.plan(video, encoding, token_budget, policy="scorer", mode=mode)
         codes = encoding.codes.view(-1, k, m)
         dropped = torch.arange(m, device=codes.device)[None, None, :] >= lengths[:, :, None]
         return Tokens(codes=codes.masked_fill(dropped, -1), lengths=lengths.long())
@@ -435,9 +425,9 @@ def checkpoint_contents(checkpoint: Mapping[str, Any], source: Any) -> tuple[dic
             specs[name] = dict(spec)
     info: dict[str, Any] = {"stage": stage}
     if "scorer" in specs:
-        info["cost_normalisation"] = [  # the scorer's label buffers (older: hyperparameters)
-            float(state.get("scorer.label_mean", hparams.get("target_mean", 0.0))),
-            float(state.get("scorer.label_std", hparams.get("target_std", 1.0))),
+        info["cost_normalisation"] = [  # the scorer's label buffers (read_checkpoint_safely
+            float(state["scorer.label_mean"]),  # gives older checkpoints them)
+            float(state["scorer.label_std"]),
         ]
         info["metric"] = hparams.get("metric", "lpips")
     if "generator" in specs:

@@ -26,9 +26,11 @@ Allocation (IPAL, docs/METHOD.md section 4; costs predicted by the scorer of sec
 * ``streaming``: causal, block by block, windows in temporal order, the planner's price per
   token carried from one window to the next (each window's total is still enforced);
 * ``target``: no budget, the fewest tokens whose predicted cost reaches ``threshold``
-  (:func:`adaptok.alloc.allocate`, ``mode="target"``).
+  (:meth:`~adaptok.budget_planner.TokenBudgetPlanner.plan_target`).
 
-Budgets here are FRACTIONS of the tokens per block ``M`` (``0.25`` = a quarter of them).
+Budgets here are FRACTIONS of the tokens per block ``M`` (``0.25`` = a quarter of them),
+turned into :class:`adaptok.alloc.TokenBudget` values and checked by the planner
+(:meth:`~adaptok.budget_planner.TokenBudgetPlanner.check_budget`) before any decoding.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -47,8 +49,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adaptok.alloc import InfeasibleBudgetError, allocate
-from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
+from adaptok.alloc import TokenBudget
 from adaptok.budget_planner import TokenBudgetPlanner
 from adaptok.data.pictures import SideBySideFrames, video_to_uint8
 from adaptok.data.video_io import VideoDecodeError, VideoEncoder, probe_video
@@ -67,7 +68,6 @@ __all__ = [
     "VideoTooShortError",
     "VideoWindows",
     "WindowSource",
-    "budget_to_mean_tokens",
     "load_npz",
     "read_windows",
     "save_npz",
@@ -320,60 +320,6 @@ def read_windows(
     )
 
 
-# --------------------------------------------------------------------------- budgets
-def budget_to_mean_tokens(
-    budget: float,
-    tokens_per_block: int,
-    candidates: Sequence[int],
-    num_blocks: int,
-    equality: bool = True,
-) -> float:
-    """Mean tokens per block of a fractional budget, refusing budgets no allocation meets.
-
-    Args:
-        budget: Fraction of the ``tokens_per_block`` tokens each block keeps on average,
-            in (0, 1].
-        tokens_per_block: ``M``.
-        candidates: The scorer's candidate lengths (ascending).
-        num_blocks: Blocks per window ``K`` (each window spends ``K * budget * M`` tokens).
-        equality: The window's total must be met exactly (else at most).
-
-    Returns:
-        ``budget * M``.
-
-    Raises:
-        InfeasibleBudgetError: ``budget`` is outside (0, 1], outside the candidates' range
-            (the message names the feasible fractions and token counts), or its per-window
-            total cannot be met.
-    """
-    candidates = sorted(int(c) for c in candidates)
-    low, high = candidates[0] / tokens_per_block, candidates[-1] / tokens_per_block
-    feasible = (
-        f"feasible budgets lie in [{low:.4g}, {high:.4g}] (the scorer's candidate lengths "
-        f"{candidates} of {tokens_per_block} tokens per block)"
-    )
-    if not (0.0 < budget <= 1.0):
-        raise InfeasibleBudgetError(
-            f"budget {budget} is not a fraction of the tokens per block in (0, 1]; {feasible}"
-        )
-    mean_tokens = budget * tokens_per_block
-    if mean_tokens < candidates[0] - 1e-9 or mean_tokens > candidates[-1] + 1e-9:
-        raise InfeasibleBudgetError(
-            f"budget {budget} ({mean_tokens:.4g} tokens per block) is infeasible: {feasible}"
-        )
-    try:
-        total = total_from_mean(mean_tokens, num_blocks, equality)
-        check_total(total, num_blocks, TokenGrid.from_lengths(np.asarray(candidates)), equality)
-    except InfeasibleBudgetError as error:
-        raise InfeasibleBudgetError(
-            f"budget {budget} ({mean_tokens:.4g} tokens per block, {num_blocks} blocks per "
-            f"window) cannot be spent exactly: {error}. Choose a budget whose window total "
-            "is a reachable whole number of tokens, or spend at most the budget "
-            "(equality=False, `--at-most`)"
-        ) from error
-    return mean_tokens
-
-
 # --------------------------------------------------------------------------- result
 @dataclass
 class TokenizedVideo:
@@ -569,7 +515,6 @@ def tokenize_video(
     mode: TokenizeMode = "per_clip",
     *,
     threshold: float | None = None,
-    cost_normalisation: tuple[float, float] = (0.0, 1.0),
     solver: Literal["fast", "mip"] = "fast",
     equality: bool = True,
     stride: int | None = None,
@@ -599,9 +544,8 @@ def tokenize_video(
             by block, price carried over windows) or ``target``.
         threshold: ``target`` mode: the predicted cost each block must reach, in the scorer
             metric's units (LPIPS for the paper's scorer; ``-PSNR`` / ``-SSIM`` for those
-            metrics, see ``adaptok.losses.block_quality``).
-        cost_normalisation: ``(mean, std)`` the scorer's labels were z-normalised with
-            (``ScorerModule.target_mean/target_std``), to convert ``threshold``.
+            metrics, see ``adaptok.losses.block_quality``); converted to the predictions'
+            units with the scorer's own label normalisation (``scorer.from_label_units``).
         solver: ``fast`` (exact) or ``mip`` (python-mip CBC).
         equality: Spend each window's budget exactly (the paper) instead of at most.
         stride: Frames between window starts; default ``num_frames``.
@@ -622,8 +566,9 @@ def tokenize_video(
     Raises:
         ValueError: Unknown mode, a budget in ``target`` mode or a threshold in the others,
             a scorer that does not match the tokenizer, a codebook too large for uint16.
-        InfeasibleBudgetError: A budget outside (0, 1] or outside the candidates' range (the
-            message names the feasible range).
+        InfeasibleBudgetError: A budget outside (0, 1], outside the candidates' range, or
+            whose window total cannot be spent (the message names the feasible range; see
+            :meth:`TokenBudgetPlanner.check_budget`).
         FileNotFoundError / VideoDecodeError / VideoTooShortError: see :class:`WindowSource`.
     """
     if mode not in TOKENIZE_MODES:
@@ -640,23 +585,6 @@ def tokenize_video(
         raise ValueError(f"codebooks over {CODE_PAD} codes do not fit the uint16 codes array")
     tokens, blocks = tokenizer.tokens_per_block, tokenizer.num_blocks
     candidates = list(scorer.candidate_lengths)
-    mean_tokens = float("nan")
-    if mode == "target":
-        if threshold is None or budget is not None:
-            raise ValueError("target mode takes a threshold (--threshold) and no budget")
-    else:
-        if threshold is not None:
-            raise ValueError(f"a threshold is only used in target mode, not {mode}")
-        if budget is None:
-            raise ValueError(f"{mode} mode needs a budget (a fraction in (0, 1])")
-        mean_tokens = budget_to_mean_tokens(budget, tokens, candidates, blocks, equality)
-    source = WindowSource(
-        path, tokenizer.num_frames, tokenizer.image_size, stride, fps, stream, background
-    )
-
-    tokenizer.eval()
-    scorer.eval()
-    device = next(tokenizer.parameters()).device
     planner = TokenBudgetPlanner(
         tokenizer,
         scorer,
@@ -665,6 +593,24 @@ def tokenize_video(
         equality=equality,
         candidates=candidates,
     )
+    token_budget: TokenBudget | None = None
+    if mode == "target":
+        if threshold is None or budget is not None:
+            raise ValueError("target mode takes a threshold (--threshold) and no budget")
+    else:
+        if threshold is not None:
+            raise ValueError(f"a threshold is only used in target mode, not {mode}")
+        if budget is None:
+            raise ValueError(f"{mode} mode needs a budget (a fraction in (0, 1])")
+        token_budget = planner.budget_from_fraction(budget)
+        planner.check_budget(token_budget)
+    source = WindowSource(
+        path, tokenizer.num_frames, tokenizer.image_size, stride, fps, stream, background
+    )
+
+    tokenizer.eval()
+    scorer.eval()
+    device = next(tokenizer.parameters()).device
     step = 1 if mode == "streaming" else max(1, int(batch_size))
     starts: list[int] = []
     codes: list[np.ndarray] = []
@@ -681,15 +627,10 @@ def tokenize_video(
         frames = np.stack([window for _, window in batch])
         video = _as_video(frames, device)
         encoding = tokenizer.encode(video)
-        if mode == "target":
-            mean, std = cost_normalisation
-            costs = planner.costs("scorer", video, encoding)
-            target = allocate(
-                costs, candidates, mode="target", threshold=(float(threshold) - mean) / std
-            )
-            chosen = torch.as_tensor(target.lengths, dtype=torch.long, device=device)
+        if token_budget is None:  # target mode
+            chosen = planner.plan_target(video, encoding, float(threshold))  # type: ignore[arg-type]
         else:
-            chosen = planner.plan(video, encoding, mean_tokens, policy="scorer", mode=mode)
+            chosen = planner.plan(video, encoding, token_budget, policy="scorer", mode=mode)
         recon = tokenizer.decode(encoding.codes, chosen).clamp(0, 1)
         psnr.append(psnr_per_video(video, recon).cpu().numpy())
         ssim.append(ssim_per_video(video, recon).cpu().numpy())

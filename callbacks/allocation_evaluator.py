@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 Split = Literal["val", "test"]
 POLICIES: tuple[AllocationPolicy, ...] = ("scorer", "uniform", "oracle")
-RowKey = tuple[str, str, float]  # (policy, mode, mean tokens per block); uniform mode is "-"
+RowKey = tuple[str, str, TokenBudget]  # (policy, mode, budget); uniform mode is "-"
 _QUALITY = ("psnr", "ssim", "lpips", "fvd", "fvd_unstable", "num_samples")
 
 
@@ -157,23 +157,28 @@ class AllocationEvaluator(pl.Callback):
         self._token_budgets = {
             fraction: TokenBudget.from_fraction(fraction, tokens) for fraction in self.budgets
         }
-        # causal_table's per-block targets, checked before any work (a budget without a row)
-        self._block_targets = {
-            fraction: self._planner.block_targets(budget)
-            for fraction, budget in self._token_budgets.items()
-            if "causal_table" in self.modes
-        }
+        # Every budget checked before any work: a uniform count that rounds to no token, a
+        # causal_table budget without a row (its per-block targets kept for the notes).
+        self._block_targets: dict[float, list[float]] = {}
         self._keys: list[RowKey] = []
-        for budget in self._token_budgets.values():
-            mean = budget.mean_tokens
+        for fraction, budget in self._token_budgets.items():
             for policy in self.policies:
                 if policy == "uniform":
-                    self._keys.append(("uniform", "-", float(round(mean))))
-                else:
-                    self._keys += [(policy, mode, mean) for mode in self.modes]
+                    self._planner.check_budget(budget, policy="uniform")
+                    uniform = TokenBudget(round(budget.mean_tokens), tokens)
+                    self._keys.append(("uniform", "-", uniform))
+                    continue
+                for mode in self.modes:
+                    if mode == "causal_table":
+                        targets = self._planner.check_budget(budget, mode=mode)
+                        if targets is not None:  # always, in causal_table mode
+                            self._block_targets[fraction] = targets
+                    self._keys.append((policy, mode, budget))
         self._budget_keys = budget_keys = set(self._keys)  # rows at the asked budgets
         if self.uniform_curve and "uniform" in self.policies:
-            self._keys += [("uniform", "-", float(c)) for c in self._planner.candidates]
+            self._keys += [
+                ("uniform", "-", TokenBudget(c, tokens)) for c in self._planner.candidates
+            ]
         self._keys = list(dict.fromkeys(self._keys))
         lpips_net = getattr(getattr(pl_module, "hparams", {}), "lpips_net", None) or "vgg"
         self._lpips_net = lpips_net
@@ -217,8 +222,7 @@ class AllocationEvaluator(pl.Callback):
             if first_batch and "scorer" in costs:
                 self._check_solvers(costs["scorer"])
             for key in self._keys:
-                policy, mode, mean = key
-                budget = TokenBudget(mean, tokenizer.tokens_per_block)
+                policy, mode, budget = key
                 if policy == "uniform":
                     lengths = planner.plan(video, encoding, budget, "uniform")
                 else:
@@ -229,7 +233,8 @@ class AllocationEvaluator(pl.Callback):
                 self._lengths[key].append(lengths.cpu())
                 shown = policy == "uniform" or (policy == "scorer" and mode == self.modes[0])
                 if first_batch and shown and key in self._budget_keys:
-                    self._frames[f"{policy} {mean:g} ({lengths[0].tolist()})"] = recon[0].cpu()
+                    label = f"{policy} {budget.mean_tokens:g} ({lengths[0].tolist()})"
+                    self._frames[label] = recon[0].cpu()
             if first_batch:
                 self._frames = {"input": video[0].cpu(), **self._frames}
         complexity = batch.get("complexity")
@@ -283,7 +288,7 @@ class AllocationEvaluator(pl.Callback):
             row = {
                 "mode": mode,
                 "policy": policy,
-                "budget": key[2] / tokens,  # asked, as a fraction of the tokens per block
+                "budget": key[2].fraction,  # asked, as a fraction of the tokens per block
                 "mean_tokens_per_block": float(chosen.mean()) if chosen.numel() else math.nan,
                 "tokens_per_clip": float(chosen.sum(1).mean()) if chosen.numel() else math.nan,
                 **{k: v for k, v in results.items() if k in _QUALITY},
@@ -292,7 +297,8 @@ class AllocationEvaluator(pl.Callback):
             tag = f"{split}/alloc/{policy}" + ("" if mode == "-" else f"_{mode}")
             for name in ("psnr", "ssim", "lpips", "fvd"):
                 if name in results and not math.isnan(results[name]):
-                    pl_module.log(f"{tag}@{key[2]:g}/{name}", results[name], sync_dist=False)
+                    mean = key[2].mean_tokens
+                    pl_module.log(f"{tag}@{mean:g}/{name}", results[name], sync_dist=False)
         summary = self._summary(rows, tokens)
         per_block = _per_block(complexity, tokenizer.frames_per_block)
         rho = self._complexity_spearman(lengths, per_block)
@@ -383,9 +389,10 @@ class AllocationEvaluator(pl.Callback):
         """Spearman(block complexity, scorer tokens) per (mode, mean tokens); NaN if unknown."""
         valid = ~torch.isnan(per_block)
         out = {}
-        for (policy, mode, mean), chosen in lengths.items():
+        for (policy, mode, budget), chosen in lengths.items():
             if policy != "scorer":
                 continue
+            mean = budget.mean_tokens
             out[(mode, mean)] = math.nan
             if not valid.any():
                 continue
@@ -443,8 +450,8 @@ class AllocationEvaluator(pl.Callback):
         step = trainer.global_step
         figures: dict[str, Figure] = {"rate_distortion": rate_distortion_figure(rows)}
         chosen = {  # the first mode in the figure; every mode's histogram goes to TensorBoard
-            f"{mode} @ {mean / tokens:g}": lengths[(policy, mode, mean)]
-            for policy, mode, mean in self._keys
+            f"{mode} @ {budget.fraction:g}": lengths[(policy, mode, budget)]
+            for policy, mode, budget in self._keys
             if policy == "scorer"
         }
         shown_lengths = {k: v for k, v in chosen.items() if k.startswith(f"{self.modes[0]} @")}

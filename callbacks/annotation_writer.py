@@ -9,15 +9,16 @@ rank its own). Sample members (the format ``datamodules.TokenShardsDataModule`` 
 - ``lengths.npy`` int16 (P, K): per-block lengths at each of the P budgets;
 - ``cond.npy`` uint16 (K, M): frame prediction only, codes of the condition clip;
 - ``json``: source key, label, class name, window start, budgets, candidate lengths, K, M,
-  codebook size and the tokenizer's provenance (checkpoint + SHA-256 of its weights).
+  codebook size, the tokenizer's provenance (checkpoint + SHA-256 of its weights) and the
+  allocation procedure (mode, ``equality``, solver, ``allocation_version``).
 
 Resumable: a shard is written as a hidden ``.NAME.tmp`` and renamed when complete, next to a
 ``NAME.keys.json`` sidecar (its keys, length statistics and the run's settings). Finished
-shards made with other settings (tokenizer, scorer, budgets, allocation, strides, class names)
-stop the run, or with ``on_mismatch: overwrite`` are deleted, so stale annotations are never
-mixed with new ones. Otherwise a re-run deletes this rank's leftover temporary files, reads
-which windows the finished shards hold, asks the datamodule not to produce them again
-(``exclude_keys``) and drops any that still arrive, and numbers its new shards after the
+shards made with other settings (tokenizer, scorer, budgets, allocation procedure, strides,
+class names) stop the run, or with ``on_mismatch: overwrite`` are deleted, so stale annotations
+are never mixed with new ones. Otherwise a re-run deletes this rank's leftover temporary
+files, reads which windows the finished shards hold, asks the datamodule not to produce them
+again (``exclude_keys``) and drops any that still arrive, and numbers its new shards after the
 existing ones: nothing is lost (an unfinished shard's windows are annotated again) and nothing
 is duplicated.
 
@@ -61,9 +62,19 @@ _PER_WINDOW = ("source_key", "label", "class_name", "window_start")
 def annotation_fingerprint(info: dict[str, Any]) -> dict[str, Any]:
     """What must be equal for two annotation runs to write the same windows.
 
-    The budgets, candidate lengths, sizes, allocation mode, condition frames, window strides,
-    class names and the SHA-256 of the tokenizer's and the scorer's weights; the checkpoint
-    path is left out (the same weights may be read from another file).
+    The budgets, candidate lengths, sizes, allocation procedure (mode, ``equality``, solver
+    and ``allocation_version``, :data:`adaptok.budget_planner.PLANNING_VERSION`: a change of
+    the planning code that may change lengths), condition frames, window strides, class names
+    and the SHA-256 of the tokenizer's and the scorer's weights; the checkpoint path is left
+    out (the same weights may be read from another file). Shards written before a field
+    existed lack it, so they differ from a run that has it.
+
+    Args:
+        info: The fields every window of a run shares (``AnnotatorModule.annotation_info``
+            and the datamodule's ``window_info``), or a shard's recorded ones.
+
+    Returns:
+        The comparable fields, JSON-normalised.
     """
     fingerprint = {k: v for k, v in info.items() if k not in (*_PER_WINDOW, "tokenizer")}
     provenance = info.get("tokenizer") or {}
@@ -289,7 +300,7 @@ class AnnotationWriter(BasePredictionWriter):
         progress: Show a progress bar of windows written (rank 0).
         summary: Write and print ``annotation_summary.md`` at the end.
         on_mismatch: What to do with finished shards made with other settings (tokenizer,
-            scorer, budgets, allocation, strides, class names: see
+            scorer, budgets, allocation procedure, strides, class names: see
             :func:`annotation_fingerprint`): ``error`` (stop, naming what differs) or
             ``overwrite`` (delete them and annotate anew).
         write_interval: Kept at ``batch``: each batch is written as it comes.

@@ -44,7 +44,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from adaptok.alloc import TokenBudget
-from adaptok.budget_planner import TokenBudgetPlanner
+from adaptok.budget_planner import PLANNING_VERSION, TokenBudgetPlanner
 from adaptok.nn.frame_condition import condition_clip
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 from modules.loading import load_frozen_scorer
@@ -169,9 +169,9 @@ class AnnotatorModule(LightningModule):
         )
         self.block_targets: dict[float, list[float]] = {}
         for fraction, budget in zip(self.budgets, self.token_budgets, strict=True):
-            self.planner.check_budget(budget)
-            if allocation == "causal_table":
-                self.block_targets[fraction] = self.planner.block_targets(budget)
+            targets = self.planner.check_budget(budget)  # causal_table: the block targets
+            if targets is not None:
+                self.block_targets[fraction] = targets
         self.provenance = {
             "ckpt": self.scorer_ckpt,
             "sha256": state_sha256(self.tokenizer),
@@ -180,7 +180,12 @@ class AnnotatorModule(LightningModule):
 
     # ------------------------------------------------------------------ metadata
     def annotation_info(self) -> dict[str, Any]:
-        """Fields every annotation's ``json`` shares (budgets, grid, sizes, provenance)."""
+        """Fields every annotation's ``json`` shares (budgets, grid, sizes, provenance).
+
+        The allocation procedure is part of it: the mode, ``equality``, the solver and
+        :data:`adaptok.budget_planner.PLANNING_VERSION`, so a resumed run refuses (or, with
+        ``on_mismatch: overwrite``, replaces) shards whose lengths were planned otherwise.
+        """
         return {
             "budgets": list(self.budgets),
             "candidate_lengths": list(self.candidate_lengths),
@@ -189,6 +194,9 @@ class AnnotatorModule(LightningModule):
             "codebook_size": self.codebook_size,
             "tokenizer": dict(self.provenance),
             "allocation": self.allocation,
+            "allocation_version": PLANNING_VERSION,
+            "equality": self.equality,
+            "solver": self.solver,
             "condition_frames": self.condition_frames,
             # only for causal_table: earlier annotation sets keep their fingerprint
             **({"block_targets": dict(self.block_targets)} if self.block_targets else {}),
@@ -259,8 +267,15 @@ class AnnotatorModule(LightningModule):
 
         Returns:
             ``(B, C, T, H, W)``.
+
+        Raises:
+            ValueError: Class-conditional annotation (``condition_frames`` None): no condition.
         """
-        return condition_clip(video, int(self.condition_frames or video.shape[2]))
+        if self.condition_frames is None:
+            raise ValueError(
+                "condition_frames is None: class-conditional annotation has no condition clip"
+            )
+        return condition_clip(video, self.condition_frames)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Annotate one batch of windows.

@@ -256,7 +256,6 @@ def _run(args: argparse.Namespace) -> int:
             budget,
             args.mode,
             threshold=args.threshold,
-            cost_normalisation=(float(module.target_mean), float(module.target_std)),
             solver=args.solver,
             equality=not args.at_most,
             stride=args.stride,

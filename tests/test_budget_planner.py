@@ -50,10 +50,9 @@ def test_uniform_policy_and_its_range_check(parts: tuple) -> None:
     tokenizer, scorer, video, encoding = parts
     planner = TokenBudgetPlanner(tokenizer, scorer)
     assert planner.plan(video, encoding, TokenBudget(5, 8), "uniform").unique().tolist() == [5]
-    assert planner.plan(video, encoding, 5, "uniform").unique().tolist() == [5]  # a mean
     with pytest.raises(ValueError, match=r"mean in \(0, 8\]"):
-        planner.plan(video, encoding, 9, "uniform")
-    with pytest.raises(ValueError, match="outside"):
+        planner.plan(video, encoding, TokenBudget(9, 8), "uniform")
+    with pytest.raises(ValueError, match=r"keeps round\(0.25\) = 0 tokens per block"):
         planner.plan(video, encoding, TokenBudget(0.25, 8), "uniform")  # rounds to 0 tokens
     with pytest.raises(ValueError, match="of 16 tokens per block, the tokenizer has 8"):
         planner.plan(video, encoding, TokenBudget(5, 16), "uniform")
@@ -67,8 +66,8 @@ def test_oracle_beats_or_ties_uniform_on_the_measured_cost(parts: tuple) -> None
     def cost(lengths: torch.Tensor) -> float:
         return float(quality(video, tokenizer.decode(encoding.codes, lengths)).sum())
 
-    oracle = planner.plan(video, encoding, 4, "oracle")
-    uniform = planner.plan(video, encoding, 4, "uniform")
+    oracle = planner.plan(video, encoding, TokenBudget(4, 8), "oracle")
+    uniform = planner.plan(video, encoding, TokenBudget(4, 8), "uniform")
     # per-block costs are measured with earlier blocks at full length, so allow a small slack
     assert cost(oracle) <= cost(uniform) * 1.05
 
@@ -164,3 +163,73 @@ def test_check_budget_refuses_what_the_candidates_cannot_meet(parts: tuple) -> N
     planner.check_budget(TokenBudget(1, 8), mode="causal_table")  # 0.125: a table row
     with pytest.raises(ValueError, match="no row"):
         planner.check_budget(TokenBudget(2.5, 8), mode="causal_table")  # 0.3125: none
+
+
+@pytest.mark.parametrize("bare", [0.5, 4, 4.0])
+def test_a_bare_number_is_refused_not_read_as_a_mean_or_a_fraction(parts: tuple, bare) -> None:
+    """plan(video, enc, 0.5) once planned half a token per block: now every entry refuses it."""
+    tokenizer, scorer, video, encoding = parts
+    planner = TokenBudgetPlanner(tokenizer, scorer, mode="per_clip")
+    calls = [
+        lambda: planner.plan(video, encoding, bare),
+        lambda: planner.plan(video, encoding, bare, "uniform"),
+        lambda: planner.check_budget(bare),
+        lambda: planner.block_targets(bare),
+        lambda: planner.table_allocator(bare),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="budgets are TokenBudget values.*from_fraction"):
+            call()
+
+
+def test_budget_from_fraction_names_the_feasible_range(parts: tuple) -> None:
+    tokenizer, scorer, _, _ = parts
+    planner = TokenBudgetPlanner(tokenizer, scorer, mode="per_clip")  # candidates 2, 4, 6, 8
+    assert planner.budget_from_fraction(0.5) == TokenBudget(4, 8)
+    for fraction in (0.0, 1.5, float("nan")):
+        with pytest.raises(
+            InfeasibleBudgetError,
+            match=rf"budget {fraction} is not a fraction .* feasible budgets lie in \[0.25, 1\]",
+        ):
+            planner.budget_from_fraction(fraction)
+    with pytest.raises(InfeasibleBudgetError, match=r"budget 0.125 \(1 tokens per block\)"):
+        planner.check_budget(planner.budget_from_fraction(0.125))
+    assert planner.check_budget(planner.budget_from_fraction(0.25)) is None
+    table = planner.check_budget(planner.budget_from_fraction(0.25), mode="causal_table")
+    assert table == planner.block_targets(TokenBudget(2, 8))  # the targets, computed once
+
+
+def test_plan_target_converts_the_threshold_with_the_scorers_label_units(parts: tuple) -> None:
+    """The threshold is in the label metric's units; the scorer's own buffers convert it."""
+    from adaptok.alloc import allocate
+
+    tokenizer, _, video, encoding = parts
+    torch.manual_seed(0)
+    scorer = BlockCausalScorer(
+        token_width=32,
+        num_blocks=4,
+        tokens_per_block=8,
+        num_candidates=4,
+        width=32,
+        depth=1,
+        heads=2,
+    ).eval()
+    scorer.set_label_normalisation(0.3, 0.05)
+    planner = TokenBudgetPlanner(tokenizer, scorer, mode="per_clip")
+    costs = planner.costs("scorer", video, encoding)
+    labels = scorer.to_label_units(costs)  # what the predictions mean in the metric's units
+    ordered = labels.flatten().sort().values
+    middle = len(ordered) // 2
+    threshold = float(ordered[middle] + ordered[middle + 1]) / 2  # between two costs: no ties
+    lengths = planner.plan_target(video, encoding, threshold)
+    limit = (threshold - 0.3) / 0.05
+    expected = allocate(costs, planner.candidates, mode="target", threshold=limit).lengths
+    assert lengths.tolist() == torch.as_tensor(expected).tolist()
+    # each block keeps its shortest candidate whose label-unit cost reaches the threshold
+    grid = torch.tensor(planner.candidates)
+    reached = labels <= threshold
+    for clip, block in itertools.product(range(3), range(4)):
+        if reached[clip, block].any():
+            first = int(grid[reached[clip, block]].min())
+            assert int(lengths[clip, block]) == first
+    assert (planner.plan_target(video, encoding, 1e6) == 2).all()  # anything reaches it

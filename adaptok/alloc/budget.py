@@ -53,8 +53,17 @@ class TokenBudget:
     def from_fraction(cls, fraction: float, tokens_per_block: int) -> TokenBudget:
         """The budget keeping ``fraction`` of the ``tokens_per_block`` tokens of each block.
 
+        Args:
+            fraction: Share of each block's tokens kept on average, in ``(0, 1]`` (the YAML's
+                ``budgets`` entries, ``--budget``).
+            tokens_per_block: ``M``, an integer >= 1.
+
+        Returns:
+            The budget of mean ``fraction x M`` tokens per block.
+
         Raises:
-            ValueError: A fraction outside ``(0, 1]``.
+            ValueError: A fraction outside ``(0, 1]`` or not finite, or ``tokens_per_block``
+                not an integer >= 1.
         """
         return cls(float(fraction) * tokens_per_block, tokens_per_block)
 

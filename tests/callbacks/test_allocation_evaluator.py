@@ -240,3 +240,26 @@ def test_report_names_the_data_the_datamodule_reads(tmp_path: Path) -> None:
     report = (tmp_path / "out" / "allocation_report.md").read_text()
     assert f"- data: {pattern}\n" in report
     assert "- data shards: 2 (all ranks together)\n" in report
+
+
+def test_a_uniform_budget_of_no_token_is_refused_when_evaluation_starts(
+    tokenizer_ckpt: Path,
+) -> None:
+    """0.05 x 8 tokens rounds to 0: refused before any batch, saying so (it once failed mid-batch
+    inside TokenBudget); the row keys hold the TokenBudget itself."""
+    from types import SimpleNamespace
+
+    from adaptok.alloc import TokenBudget
+    from callbacks.allocation_evaluator import AllocationEvaluator
+    from modules.loading import load_frozen_tokenizer
+
+    tokenizer = load_frozen_tokenizer(tokenizer_ckpt)  # 4 blocks x 8 tokens
+    stage = SimpleNamespace(tokenizer=tokenizer, scorer=None, quality=None, device="cpu")
+    trainer = SimpleNamespace(current_epoch=0, sanity_checking=False)
+    refused = AllocationEvaluator(budgets=[0.05], policies=["uniform"], fvd=False, lpips=False)
+    with pytest.raises(ValueError, match=r"keeps round\(0.4\) = 0 tokens per block"):
+        refused._start(trainer, stage, "test")
+    evaluator = AllocationEvaluator(budgets=[0.3], policies=["uniform"], fvd=False, lpips=False)
+    evaluator._start(trainer, stage, "test")
+    assert evaluator._keys[0] == ("uniform", "-", TokenBudget(2, 8))  # round(2.4) tokens
+    assert [key[2].mean_tokens for key in evaluator._keys[1:]] == [1, 3, 4, 5, 6, 7, 8]

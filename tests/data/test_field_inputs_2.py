@@ -14,19 +14,21 @@ import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
 
 from adaptok.alloc import InfeasibleBudgetError, StreamingAllocator, allocate
+from adaptok.budget_planner import TokenBudgetPlanner
 from adaptok.data import writer as writer_module
 from adaptok.data.cli import main
 from adaptok.data.clips import ClipDecoder
 from adaptok.data.colour import hdr_to_sdr, parse_background
 from adaptok.data.shards import ShardURLError, resolve_shards
 from adaptok.data.video_io import count_frames, decode_video, decode_video_timed, probe_video
-from adaptok.tokenize import budget_to_mean_tokens, read_windows
+from adaptok.tokenize import read_windows
 from datamodules import VideoShardsDataModule
 from datamodules.token_shards import TokenShardsDataModule
 from datamodules.video_windows import VideoWindowsDataModule
@@ -418,6 +420,12 @@ def test_one_frame_files_are_written_and_counted_too_short_by_the_loader(tmp_pat
 
 
 # ------------------------------------------------------------------ 15: NaN / inf budgets
+def _planner_of_8_tokens(candidates: list[int]) -> TokenBudgetPlanner:
+    """A planner of 4 blocks x 8 tokens (only the geometry is read: no networks)."""
+    geometry = SimpleNamespace(tokens_per_block=8, num_blocks=4)
+    return TokenBudgetPlanner(geometry, candidates=candidates)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("budget", [float("nan"), float("inf"), [4.0, float("nan")]])
 def test_non_finite_budgets_are_refused_in_one_line(budget: object) -> None:
     costs = np.random.default_rng(0).random((2, 4, 3))
@@ -429,7 +437,7 @@ def test_non_finite_budgets_are_refused_in_one_line(budget: object) -> None:
         with pytest.raises(InfeasibleBudgetError, match="not a valid budget"):
             StreamingAllocator([2, 4, 8], budget, num_blocks=4)
         with pytest.raises(InfeasibleBudgetError, match=r"budget (nan|inf) is not a fraction"):
-            budget_to_mean_tokens(budget, 8, [2, 4, 8], 4)
+            _planner_of_8_tokens([2, 4, 8]).budget_from_fraction(budget)
 
 
 # ------------------------------------------------------------------ 16: header frame counts

@@ -263,6 +263,38 @@ def test_shards_of_other_settings_stop_the_run_or_are_replaced(
     assert all(files["lengths.npy"].shape == (2, 4) for files in stored.values())
 
 
+def test_shards_planned_by_another_allocation_procedure_stop_the_run(
+    tmp_path: Path,
+    window_shards: Path,
+    scorer_ckpt: Path,
+    annotated_tokens: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same weights, budgets and mode, but lengths planned by another version of the planning
+    code (or shards from before the version was recorded): resuming must not mix them."""
+    import modules.annotator
+    from callbacks.annotation_writer import annotation_fingerprint
+
+    out = tmp_path / "planned"
+    _annotate(scorer_ckpt, window_shards, out, batch_size=8, budgets=(0.5,))
+    stored = next(iter(read_annotations(out).values()))["json"]
+    assert stored["allocation_version"] == modules.annotator.PLANNING_VERSION
+    assert (stored["allocation"], stored["equality"], stored["solver"]) == (
+        "per_clip",
+        True,
+        "fast",
+    )
+    before = sorted(p.name for p in out.glob("*.tar"))
+    monkeypatch.setattr(modules.annotator, "PLANNING_VERSION", stored["allocation_version"] + 1)
+    with pytest.raises(ValueError, match=r"\(allocation_version differ\)"):
+        _annotate(scorer_ckpt, window_shards, out, batch_size=8, budgets=(0.5,))
+    assert sorted(p.name for p in out.glob("*.tar")) == before  # nothing touched
+    older = {
+        k: v for k, v in stored.items() if k not in ("allocation_version", "equality", "solver")
+    }
+    assert annotation_fingerprint(older) != annotation_fingerprint(stored)
+
+
 def test_class_names_give_one_label_space(window_shards: Path) -> None:
     names = ["hectic", "busy", "moderate", "calm"]
     full = VideoWindowsDataModule(

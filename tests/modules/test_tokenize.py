@@ -65,13 +65,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(scorer, path: Path, **kwargs):
-    return tokenize_video(
-        path,
-        scorer.tokenizer,
-        scorer.scorer,
-        cost_normalisation=(scorer.target_mean, scorer.target_std),
-        **kwargs,
-    )
+    return tokenize_video(path, scorer.tokenizer, scorer.scorer, **kwargs)
 
 
 def test_cli_round_trip_per_clip_budget_and_side_by_side_video(
@@ -137,6 +131,23 @@ def test_streaming_is_causal_over_windows_and_meets_each_window_budget(
 def test_target_mode_takes_the_fewest_tokens_that_reach_the_threshold(scorer, clip) -> None:
     easy = run(scorer, clip, budget=None, mode="target", threshold=1e6, keep_frames=False)
     assert (easy.lengths == 2).all() and np.isnan(easy.budget)
+    # the threshold is in the metric's units: the scorer's own label mean/std convert it
+    windows = read_windows(clip, 8, scorer.tokenizer.image_size)
+    video = torch.from_numpy(windows.frames[windows.starts[0] : windows.starts[0] + 8])
+    video = video.permute(3, 0, 1, 2)[None].float() / 255.0
+    encoding = scorer.tokenizer.encode(video)
+    full = torch.full((1, 4), 8, dtype=torch.long)
+    costs = scorer.scorer.to_label_units(scorer.scorer(encoding.latents, encoding.quantized, full))[
+        0
+    ]  # (K, J) in the metric's units
+    ordered = costs.flatten().sort().values
+    threshold = float(ordered[7] + ordered[8]) / 2  # between two costs: no ties
+    first = run(scorer, clip, budget=None, mode="target", threshold=threshold, keep_frames=False)
+    grid = torch.tensor(scorer.scorer.candidate_lengths)
+    for block in range(4):
+        reached = costs[block] <= threshold
+        if reached.any():
+            assert first.lengths[0, block] == int(grid[reached].min()), block
     assert easy.window_starts.tolist() == [0, 8] and easy.uncovered_frames == 4
     with pytest.raises(ValueError, match="target mode takes a threshold"):
         run(scorer, clip, budget=0.25, mode="target", threshold=0.2)

@@ -83,7 +83,6 @@ def test_windows_are_encoded_while_the_video_is_still_being_decoded(
         scorer.tokenizer,
         scorer.scorer,
         0.5,
-        cost_normalisation=(scorer.target_mean, scorer.target_std),
         batch_size=2,
         keep_frames=False,
     )
@@ -100,7 +99,7 @@ def test_streamed_side_by_side_equals_the_in_memory_one(
     scorer, scorer_ckpt: Path, tmp_path: Path
 ) -> None:
     path = _clip(tmp_path / "clip.mp4", 30)
-    kwargs = dict(cost_normalisation=(scorer.target_mean, scorer.target_std), stride=6)
+    kwargs = dict(stride=6)
     writer = SideBySideWriter(tmp_path / "streamed.mp4", scale=2, codec="mpeg4")
     streamed = tokenize_video(
         path,
