@@ -128,11 +128,11 @@ class GenerationEvaluator(pl.Callback):
         super().__init__()
         if num_samples < 1 or (val_num_samples is not None and val_num_samples < 1):
             raise ValueError("num_samples and val_num_samples must be at least 1")
-        if batch_size < 1 or every_n_validations < 0:
-            raise ValueError("batch_size must be >= 1 and every_n_validations >= 0")
+        if every_n_validations < 0:
+            raise ValueError(f"every_n_validations must be >= 0, got {every_n_validations}")
         if length_rule not in ("free", "exact", "at_most"):
             raise ValueError(f"length_rule must be free, exact or at_most, got {length_rule!r}")
-        self.real_urls = real_urls
+        # the real data's settings live on RealClips only (it checks batch_size and windows)
         self.real_clips = RealClips(
             urls=real_urls,
             windows=real_windows,
@@ -151,8 +151,6 @@ class GenerationEvaluator(pl.Callback):
             "top_p": top_p,
             "cfg_scale": cfg_scale,
         }
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.fvd = fvd
         self.fvd_levels = fvd_levels
         self.fvd_num_samples = fvd_num_samples
@@ -164,8 +162,6 @@ class GenerationEvaluator(pl.Callback):
         self.seed = seed
         self.i3d_weights = i3d_weights
         self.fvd_extractor = fvd_extractor
-        self.real_windows = real_windows
-        self.window_seed = window_seed
         self.window_counts: dict[str, dict[str, int]] = {}
         self.results: dict[str, list[dict[str, Any]]] = {}
         self.histograms: dict[str, dict[int, Tensor]] = {}
@@ -410,18 +406,19 @@ class GenerationEvaluator(pl.Callback):
         mode = "frame prediction" if pl_module.frame_prediction else "class-conditional"
         settings = {k: v for k, v in self.sampling.items() if v is not None}
         frames = pl_module.tokenizer.num_frames
-        if self.real_windows == "nonoverlapping":
+        real = self.real_clips
+        if real.windows == "nonoverlapping":
             counts = self.window_counts.get("test", {})
             windows = (
                 f"real windows: {counts.get('drawn', self.num_samples)} non-overlapping "
-                f"{frames}-frame windows drawn with seed {self.window_seed} from the "
+                f"{frames}-frame windows drawn with seed {real.window_seed} from the "
                 f"{counts.get('windows', '?')} windows of {counts.get('videos', '?')} videos in "
-                f"{self.real_urls} (the official protocol)"
+                f"{real.urls} (the official protocol)"
             )
         else:
             windows = (
                 f"real windows: the first {frames} frames of the first {self.num_samples} "
-                f"videos of {self.real_urls} (NOT the official protocol, which draws "
+                f"videos of {real.urls} (NOT the official protocol, which draws "
                 "non-overlapping windows with a fixed seed: real_windows: nonoverlapping)"
             )
         notes = [

@@ -17,7 +17,6 @@ Windows are resized on the short side to the tokenizer's size and center-cropped
 
 from __future__ import annotations
 
-import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Literal
 
 from adaptok.data.shards import resolve_shards
 from adaptok.data.skips import REPORT_KEY
+from adaptok.data.tar_samples import read_tar_json
 from adaptok.distributed import rank_and_world_size
 from adaptok.metrics.windows import draw_windows, nonoverlapping_windows
 
@@ -37,8 +37,9 @@ RealWindows = Literal["first", "nonoverlapping"]
 def shard_frame_counts(shards: list[str]) -> dict[str, int]:
     """Frame count of every video in local WebDataset shards, from their ``.json`` metadata.
 
-    Keys are the samples' ``__key__`` (member path up to the first dot of its name, the
-    WebDataset rule). Only the metadata members are read.
+    Keys are the samples' ``__key__`` as the clip readers group them
+    (:func:`~adaptok.data.tar_samples.member_key`). Only the metadata members are read
+    (:func:`~adaptok.data.tar_samples.read_tar_json`).
 
     Args:
         shards: Local shard paths.
@@ -58,22 +59,14 @@ def shard_frame_counts(shards: list[str]) -> dict[str, int]:
                 f"{shard} is not a local file"
             )
         try:
-            with tarfile.open(shard, "r:*") as archive:
-                for member in archive:
-                    name = member.name.rsplit("/", 1)
-                    base, _, ext = name[-1].partition(".")
-                    if ext != "json":
-                        continue
-                    key = "/".join([*name[:-1], base])
-                    handle = archive.extractfile(member)
-                    meta = json.loads(handle.read()) if handle is not None else {}
-                    if not isinstance(meta, dict) or "frames" not in meta:
-                        raise ValueError(
-                            f"{shard}: video {key!r} has no 'frames' in its metadata; rewrite "
-                            "the shards with adaptok-shards"
-                        )
-                    counts[key] = int(meta["frames"])
-        except (OSError, tarfile.TarError, json.JSONDecodeError) as error:
+            for key, meta in read_tar_json(shard):
+                if meta is None or "frames" not in meta:
+                    raise ValueError(
+                        f"{shard}: video {key!r} has no 'frames' in its metadata; rewrite "
+                        "the shards with adaptok-shards"
+                    )
+                counts[key] = int(meta["frames"])
+        except (OSError, tarfile.TarError) as error:
             raise ValueError(f"cannot read the metadata of {shard}: {error}") from error
     return counts
 

@@ -15,10 +15,11 @@ instead of replaying the first epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule
@@ -154,6 +155,23 @@ class ShardDataModule(LightningDataModule):
             collate_fn=collate_fn,
             persistent_workers=persistent_workers and workers > 0,
         )
+
+    @contextlib.contextmanager
+    def private_loaders(self) -> Iterator[None]:
+        """Loaders made inside this block read off the books (e.g. a statistics pass).
+
+        They account their skips in a private :class:`SkipLedger` (not ``skip_counts``),
+        leave the resume state of a restored checkpoint to the training loader, and read in
+        the main process (no DataLoader workers are forked). Used by
+        ``modules.scorer.ScorerModule`` to estimate its label normalisation before training.
+        """
+        saved = (self.ledger, self._resume_at, self.num_workers)
+        self.ledger = SkipLedger(noun=self.ledger.noun, empty_pass_error=False)
+        self._resume_at, self.num_workers = None, 0
+        try:
+            yield
+        finally:
+            self.ledger, self._resume_at, self.num_workers = saved
 
     def _samples_per_worker(self, world_size: int, workers: int) -> int:
         """Items per worker and pass of a resampled stream (``epoch_length`` over all ranks).

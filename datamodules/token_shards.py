@@ -49,12 +49,13 @@ from adaptok.data.skips import (
     SkipTracker,
     merge_reports,
 )
+from adaptok.data.tar_samples import read_tar_json
 from adaptok.data.token_samples import (
     SPEC_KEYS,
     InvalidTokenSample,
     TokenSpec,
     check_token_sample,
-    sample_spec,
+    metadata_spec,
 )
 from adaptok.nn.generator_sequence import GeneratorVocab, build_sequence, collate_sequences
 from datamodules.shard_data import ShardDataModule, Split
@@ -241,14 +242,22 @@ class TokenStream(ShardStream):
 def read_token_spec(url: str) -> TokenSpec:
     """The sizes and budgets of the first annotation in shard ``url`` that names them.
 
+    Only the shard's ``json`` members are read
+    (:func:`~adaptok.data.tar_samples.read_tar_json`), up to the first that names them.
+
     Raises:
         ValueError: The shard holds no annotation whose ``json`` names them
-            (:func:`~adaptok.data.token_samples.sample_spec`).
+            (:func:`~adaptok.data.token_samples.metadata_spec`).
+        OSError: The shard cannot be opened.
+        tarfile.TarError: The shard is not a readable tar.
     """
-    for sample in wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples()):
-        spec = sample_spec(sample)
-        if spec is not None:
-            return spec
+    for _, meta in read_tar_json(url):
+        if meta is None:
+            continue
+        try:
+            return metadata_spec(meta)
+        except InvalidTokenSample:
+            continue
     raise ValueError(f"no annotation with readable metadata in shard {url!r}")
 
 

@@ -19,9 +19,10 @@ from adaptok.schedules import WarmupCosineLR
 from modules.annotator import state_sha256
 from modules.loading import (
     annotation_metadata,
-    annotation_tokenizer_sha256,
     build_child_network,
     check_tokenizer_matches_shards,
+    instantiator_spec_overrides,
+    metadata_tokenizer_sha256,
 )
 from modules.stage import OptimizerParameters, StageModule
 
@@ -85,8 +86,8 @@ class GeneratorModule(StageModule):
             `budgets[i] * K * M` tokens per clip.
         candidate_lengths: The scorer's candidate lengths: at sampling `<EOB>` is banned below
             the smallest; grid mode closes blocks only at these. Leave unset: read from the
-            first training token shard when fitting starts (and then saved); a value that
-            contradicts the shards stops the fit. None after that (shards recording none,
+            training and validation token shards when fitting starts (all must agree; then
+            saved); a value that contradicts the shards stops the fit or test. None after that (shards recording none,
             converted official generators): 1..M.
         condition_frames: Frame prediction: frames of the condition clip (paper 5), the last
             repeated to the clip length before encoding.
@@ -174,6 +175,19 @@ class GeneratorModule(StageModule):
         self.condition_frames = condition_frames
         self._checked_budgets = False
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's ``load_from_checkpoint``, also for checkpoints older than ``generator_spec``.
+
+        Such a checkpoint holds the whole generator spec under ``generator``: without a CLI
+        instantiator the spec reaches ``__init__`` as is (``build_child_network`` checks its
+        geometry against the tokenizer); with one, its own arguments and the spec are
+        given as overrides first (``modules.loading.instantiator_spec_overrides``). Explicit
+        ``kwargs`` win.
+        """
+        overrides = instantiator_spec_overrides(checkpoint_path, "generator")
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**overrides, **kwargs})
+
     # ------------------------------------------------------------------------ properties
     @property
     def frame_prediction(self) -> bool:
@@ -199,46 +213,85 @@ class GeneratorModule(StageModule):
             raise ValueError(f"{source} {list(candidates)} must lie in [1, {limit}]")
 
     # ------------------------------------------------------------------------ start-up
-    def _training_shards(self) -> list[str]:
-        """The trainer's datamodule's resolved training shards (empty when it has none)."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        resolved = getattr(datamodule, "shards", None)
-        if not isinstance(resolved, Mapping):
-            return []
-        return list(resolved.get("train") or [])
+    def _datamodule(self) -> Any | None:
+        """The trainer's datamodule; None without a trainer or a datamodule."""
+        return getattr(self._trainer, "datamodule", None) if self._trainer else None
 
-    def resolve_candidate_lengths(self) -> list[int] | None:
-        """Read the scorer's candidate lengths from the first training token shard.
+    def shard_metadata(self, splits: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """The first annotation's ``json`` of every token shard of ``splits``, read once.
+
+        Args:
+            splits: Datamodule splits, e.g. ``("train", "val")``.
+
+        Returns:
+            Shard -> its first annotation's object (:func:`modules.loading.annotation_metadata`;
+            None for a shard that is not local or records none), in the datamodule's order;
+            empty without the trainer's datamodule's resolved ``shards``.
+        """
+        resolved = getattr(self._datamodule(), "shards", None)
+        if not isinstance(resolved, Mapping):
+            return {}
+        shards = [shard for split in splits for shard in resolved.get(split) or []]
+        return {shard: annotation_metadata(shard) for shard in shards}
+
+    def resolve_candidate_lengths(
+        self, metadata: Mapping[str, Mapping[str, Any] | None] | None = None, adopt: bool = True
+    ) -> list[int] | None:
+        """Read the scorer's candidate lengths from the token shards' annotations.
 
         Every annotation records the candidate lengths of the scorer it was made with
-        (``callbacks.AnnotationWriter``). Unset ``candidate_lengths`` take them (and the
-        hyperparameter saved in the checkpoint too); given ones must equal them.
+        (``callbacks.AnnotationWriter``); all shards that record them must agree. Unset
+        ``candidate_lengths`` take them when ``adopt`` (and the hyperparameter saved in the
+        checkpoint too); set ones must equal them.
+
+        Args:
+            metadata: Shard -> first annotation (:meth:`shard_metadata`); None: the training
+                shards'.
+            adopt: Take the shards' lengths when unset (fitting); False: only compare set ones
+                (testing a trained module).
 
         Returns:
             The candidate lengths in use (None: none known, so 1..M).
 
         Raises:
-            ValueError: Given ``candidate_lengths`` contradict the shard's, or the shard's
-                do not lie in ``[1, M]``.
+            ValueError: Two shards record different candidate lengths, set
+                ``candidate_lengths`` contradict the shards', or the shards' do not lie in
+                ``[1, M]`` (each naming the shard).
         """
-        shards = self._training_shards()
-        meta = annotation_metadata(shards[0]) if shards else None
-        recorded = meta.get("candidate_lengths") if meta is not None else None
-        if not isinstance(recorded, list):
+        if metadata is None:
+            metadata = self.shard_metadata(("train",))
+        recorded = {
+            shard: [int(length) for length in meta["candidate_lengths"]]
+            for shard, meta in metadata.items()
+            if meta is not None and isinstance(meta.get("candidate_lengths"), list)
+        }
+        if not recorded:
             return self.candidate_lengths
-        recorded = [int(length) for length in recorded]
+        first, lengths = next(iter(recorded.items()))
+        for shard, other in recorded.items():
+            if other != lengths:
+                raise ValueError(
+                    f"token shard {shard} was annotated with candidate_lengths={other} but "
+                    f"{first} with candidate_lengths={lengths}: the shards come from different "
+                    "scorers; annotate them all with one"
+                )
         if self.candidate_lengths is None:
-            self._check_candidates(recorded, f"token shard {shards[0]}: candidate_lengths")
-            self.candidate_lengths = recorded
-            self.hparams["candidate_lengths"] = recorded
-        elif list(self.candidate_lengths) != recorded:
+            if adopt:
+                self._check_candidates(lengths, f"token shard {first}: candidate_lengths")
+                self.candidate_lengths = lengths
+                self.hparams["candidate_lengths"] = lengths
+        elif list(self.candidate_lengths) != lengths:
             raise ValueError(
                 f"model candidate_lengths={list(self.candidate_lengths)} but token shard "
-                f"{shards[0]} was annotated with candidate_lengths={recorded}"
+                f"{first} was annotated with candidate_lengths={lengths}"
             )
         return self.candidate_lengths
 
-    def check_tokenizer_of_shards(self, splits: Sequence[str]) -> None:
+    def check_tokenizer_of_shards(
+        self,
+        splits: Sequence[str],
+        metadata: Mapping[str, Mapping[str, Any] | None] | None = None,
+    ) -> None:
         """Refuse token shards annotated with another tokenizer than this module's.
 
         Reads the hash each local shard of `splits` records (the trainer's datamodule's
@@ -249,17 +302,16 @@ class GeneratorModule(StageModule):
 
         Args:
             splits: Datamodule splits whose shards are checked, e.g. `("train", "val")`.
+            metadata: Their first annotations, already read (:meth:`shard_metadata` of
+                `splits`); None: read here.
 
         Raises:
             modules.loading.TokenizerMismatchError: A shard records another hash (naming both
                 hashes and the fix).
         """
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        resolved = getattr(datamodule, "shards", None)
-        if not isinstance(resolved, Mapping):
-            return
-        shards = [shard for split in splits for shard in resolved.get(split) or []]
-        if not shards:
+        if metadata is None:
+            metadata = self.shard_metadata(splits)
+        if not metadata:
             return
         dtypes = {parameter.dtype for parameter in self.tokenizer.parameters()}
         if dtypes != {torch.float32}:
@@ -269,7 +321,7 @@ class GeneratorModule(StageModule):
                 "is NOT checked"
             )
             return
-        recorded = {shard: annotation_tokenizer_sha256(shard) for shard in shards}
+        recorded = {shard: metadata_tokenizer_sha256(meta) for shard, meta in metadata.items()}
         ckpt = self.hparams.get("tokenizer_ckpt")
         source = f"tokenizer_ckpt={ckpt}" if ckpt else "the tokenizer stored in this generator"
         unchecked = check_tokenizer_matches_shards(state_sha256(self.tokenizer), recorded, source)
@@ -289,8 +341,7 @@ class GeneratorModule(StageModule):
         Raises:
             ValueError: Naming the size, the shards' value and the tokenizer's.
         """
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        spec = getattr(datamodule, "spec", None)
+        spec = getattr(self._datamodule(), "spec", None)
         if not isinstance(spec, Mapping):
             return
         ours = {
@@ -305,16 +356,39 @@ class GeneratorModule(StageModule):
                     f"has {name}={value}"
                 )
 
+    def _check_token_shards(self, splits: Sequence[str], adopt: bool) -> None:
+        """Sizes, tokenizer hash and candidate lengths of the shards of ``splits``."""
+        self.check_shard_sizes()
+        metadata = self.shard_metadata(splits)  # each shard's first annotation, read once
+        self.check_tokenizer_of_shards(splits, metadata)
+        self.resolve_candidate_lengths(metadata, adopt=adopt)
+
     @override
     def on_fit_start(self) -> None:
-        self.check_shard_sizes()
-        self.check_tokenizer_of_shards(("train", "val"))
-        self.resolve_candidate_lengths()
+        """Check the training and validation token shards against this module.
+
+        Their sizes must be the tokenizer's, their recorded tokenizer hash this tokenizer's,
+        and their candidate lengths agree (unset ``candidate_lengths`` take them).
+
+        Raises:
+            ValueError: A size or the candidate lengths disagree (naming the shard).
+            modules.loading.TokenizerMismatchError: A shard was annotated with another
+                tokenizer.
+        """
+        self._check_token_shards(("train", "val"), adopt=True)
 
     @override
     def on_test_start(self) -> None:
-        self.check_shard_sizes()
-        self.check_tokenizer_of_shards(("test",))
+        """Check the test token shards against this module, as :meth:`on_fit_start` does.
+
+        Set ``candidate_lengths`` must equal the shards'; unset ones stay unset (1..M).
+
+        Raises:
+            ValueError: A size or the candidate lengths disagree (naming the shard).
+            modules.loading.TokenizerMismatchError: A shard was annotated with another
+                tokenizer.
+        """
+        self._check_token_shards(("test",), adopt=False)
 
     # ------------------------------------------------------------------------ training
     def _labels(self, label: Tensor) -> Tensor:

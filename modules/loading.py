@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 import pickle
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adaptok.data.tar_samples import read_tar_json
 from adaptok.metrics.i3d import InceptionI3d
 from adaptok.metrics.lpips import LPIPS
 from adaptok.nn.scorer import upgrade_scorer_checkpoint
@@ -50,9 +50,11 @@ __all__ = [
     "drop_frozen_metric_weights",
     "freeze",
     "frozen_tokenizer",
+    "instantiator_spec_overrides",
     "load_frozen_scorer",
     "load_stage",
     "load_frozen_tokenizer",
+    "metadata_tokenizer_sha256",
     "read_checkpoint",
     "read_checkpoint_safely",
     "restore_frozen_metric_weights",
@@ -82,6 +84,7 @@ _SPEC_PREFIXES = {
     "scorer_spec": "scorer.",
     "scorer": "scorer.",
     "generator_spec": "generator.",
+    "generator": "generator.",
 }
 """Hyperparameters holding a network spec, and where that network's weights are stored.
 
@@ -138,7 +141,8 @@ def check_checkpoint(checkpoint: Mapping[str, Any], source: str | Path) -> None:
 
     Checks that hyperparameters hold plain Python values (a numpy scalar cannot be loaded
     with ``weights_only``), that every stored network spec (``tokenizer_spec``,
-    ``tokenizer``, ``scorer``) agrees with the names and shapes of the stored weights, and
+    ``tokenizer``, ``scorer_spec``, ``generator_spec``, or an older checkpoint's whole spec
+    under ``scorer`` / ``generator``) agrees with the names and shapes of the stored weights, and
     that the tokenizer's ``image_size`` / ``num_frames`` equal the data ``resolution`` /
     ``num_frames`` the checkpoint was trained with (a spec edited to another size loads
     without a shape error, since position embeddings are computed, not stored).
@@ -198,7 +202,11 @@ def upgrade_network_specs(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
 
     Such a checkpoint holds the whole network spec under ``scorer`` (``generator``); it is
     copied to ``scorer_spec`` and ``scorer`` keeps only the network's own arguments (what
-    the stage's factory takes), in place.
+    the stage's factory takes), in place. Needed wherever the hyperparameters go through
+    the CLI's parser, whose factory takes only the network's own arguments: ``--model``
+    rebuilt from a checkpoint (:func:`read_checkpoint_safely`) and Lightning's instantiator
+    (:func:`instantiator_spec_overrides`); :func:`build_child_network` reads the old form
+    itself.
 
     Args:
         checkpoint: A suite checkpoint (``hyper_parameters``).
@@ -222,32 +230,95 @@ def upgrade_network_specs(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return changed
 
 
+def instantiator_spec_overrides(checkpoint_path: Any, name: str) -> dict[str, Any]:
+    """``load_from_checkpoint`` overrides that restore an older CLI checkpoint of ``name``.
+
+    A checkpoint written by LightningCLI before ``<name>_spec`` existed holds the whole spec
+    under ``<name>``, geometry included; Lightning hands its hyperparameters to the CLI's
+    instantiator, whose parser refuses geometry in the factory's ``init_args`` before the
+    stage is built. The overrides give ``<name>`` only the network's own arguments and
+    ``<name>_spec`` the whole spec (:func:`upgrade_network_specs`). A checkpoint without an
+    instantiator needs none: :func:`build_child_network` reads the old form itself.
+
+    Args:
+        checkpoint_path: What ``load_from_checkpoint`` was given; only a local file is read
+            (memory-mapped, weights only), anything else gets no overrides.
+        name: The stage's network (``scorer``, ``generator``).
+
+    Returns:
+        ``{name: own, f"{name}_spec": spec}``, or empty when nothing needs overriding.
+    """
+    path = Path(checkpoint_path) if isinstance(checkpoint_path, str | Path) else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable here: Lightning's own load reports it
+        return {}
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict) or "_instantiator" not in hparams:
+        return {}
+    changed = upgrade_network_specs({"hyper_parameters": dict(hparams)})
+    return {key: value for key, value in changed.items() if key in (name, f"{name}_spec")}
+
+
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _factory_spec(factory: Any, config: Any, geometry: Mapping[str, int]) -> NetworkSpec | None:
-    """The spec of what ``factory(*geometry.values())`` builds, when it can be told."""
+def _with_geometry(
+    name: str, class_path: str, own: Mapping[str, Any], geometry: Mapping[str, int], where: str
+) -> NetworkSpec:
+    """``{"class_path", "init_args"}`` of the network the parent sizes.
+
+    Raises:
+        ValueError: ``own`` states a geometry argument other than the parent's.
+    """
+    for key, value in geometry.items():
+        if key in own and own[key] != value:
+            raise ValueError(
+                f"`{name}` ({where}) has {key}={own[key]} but its tokenizer has {key}={value}; "
+                f"the {', '.join(geometry)} are read from the tokenizer"
+            )
+    rest = {key: value for key, value in own.items() if key not in geometry}
+    return {"class_path": class_path, "init_args": {**geometry, **rest}}
+
+
+def _factory_spec(name: str, factory: Any, config: Any, geometry: Mapping[str, int]) -> NetworkSpec:
+    """The spec of what ``factory(*geometry.values())`` builds.
+
+    Raises:
+        TypeError: It cannot be told (a lambda, a function, a partial with positional
+            arguments): the checkpoint could not be restored.
+    """
     if _is_spec(config):  # LightningCLI: the YAML's class_path and the network's own arguments
         class_path, own = config["class_path"], dict(config.get("init_args") or {})
     elif isinstance(factory, functools.partial) and isinstance(factory.func, type):
         if factory.args:
-            return None
+            raise TypeError(
+                f"`{name}`: functools.partial({factory.func.__name__}, ...) with positional "
+                "arguments cannot be recorded (the tokenizer's geometry takes those places); "
+                "give the network's own settings as keywords"
+            )
         class_path, own = _class_path(factory.func), dict(factory.keywords)
     elif isinstance(factory, type):
         class_path, own = _class_path(factory), {}
     else:
-        return None
-    return {"class_path": class_path, "init_args": {**geometry, **own}}
+        raise TypeError(
+            f"`{name}`: the factory {factory!r} cannot be recorded in the checkpoint, which "
+            "then could not be restored; give the network class, functools.partial(Class, "
+            "own settings as keywords), or a {'class_path', 'init_args'} dict"
+        )
+    return _with_geometry(name, class_path, own, geometry, "its factory")
 
 
 def build_child_network(
     name: str,
-    factory: Callable[..., nn.Module] | None,
+    factory: Callable[..., nn.Module] | Mapping[str, Any] | None,
     factory_config: Any,
     spec: Mapping[str, Any] | None,
     geometry: Mapping[str, int],
-) -> tuple[nn.Module, NetworkSpec | None]:
+) -> tuple[nn.Module, NetworkSpec]:
     """A later stage's own network, sized by its parent, and the spec to store for it.
 
     The geometry (e.g. the tokenizer's token width, blocks and tokens per block) is read
@@ -258,36 +329,55 @@ def build_child_network(
     spec is stored in the stage's checkpoint (``<name>_spec``), the way litgpt and nanoGPT
     store their model configuration, so restoring never needs the parent's file.
 
+    A ``factory`` given as a ``{"class_path", "init_args"}`` mapping is a spec whose missing
+    geometry the parent fills in: what ``load_from_checkpoint`` passes for a checkpoint
+    written before ``<name>_spec`` existed, which held the whole spec under ``<name>``
+    (its stated geometry must be the parent's; a checkpoint written by LightningCLI is
+    first given overrides, see :func:`instantiator_spec_overrides`).
+
     Args:
         name: The network's name in the stage (``scorer``, ``generator``), for messages.
-        factory: Builds the network from the geometry; unused when ``spec`` is given.
+        factory: Builds the network from the geometry, or a spec mapping (see above);
+            unused when ``spec`` is given.
         factory_config: How the factory was given: the hyperparameter LightningCLI saved
             (a ``{"class_path", "init_args"}`` dict), or the factory itself (Python).
-        spec: The resolved spec saved in the stage's own checkpoint (restoring); wins.
+        spec: The resolved spec saved in the stage's own checkpoint (restoring); wins
+            (its geometry must be the parent's too).
         geometry: The parent's sizes, in the factory's positional order.
 
     Returns:
-        ``(network, spec)``; ``spec`` is None when it cannot be told from a factory built in
-        Python (a ``functools.partial`` of the class, or the class, can be told).
+        ``(network, spec)``, ``spec`` the resolved one to store as ``<name>_spec``.
 
     Raises:
-        ValueError: Neither ``factory`` nor ``spec`` is given.
-        TypeError: ``factory`` is a built network instead of a factory.
+        ValueError: Neither ``factory`` nor ``spec`` is given, or a stated geometry
+            argument is not the parent's.
+        TypeError: ``factory`` is a built network, or a callable whose spec cannot be
+            recorded (a lambda, a function): its checkpoint could not be restored.
     """
     if spec is not None:
+        own = dict(spec.get("init_args") or {})
+        _with_geometry(name, str(spec.get("class_path")), own, geometry, "its stored spec")
         return build_network(spec), dict(spec)
     if factory is None:
         raise ValueError(
             f"give `{name}`: the network's class_path and its own init_args (its "
             f"{', '.join(geometry)} are the tokenizer's)"
         )
+    if isinstance(factory, Mapping):
+        if not _is_spec(factory):
+            raise ValueError(
+                f"`{name}` given as a mapping needs a 'class_path', got keys {sorted(factory)}"
+            )
+        own = dict(factory.get("init_args") or {})
+        resolved = _with_geometry(name, factory["class_path"], own, geometry, "a stored spec")
+        return build_network(resolved), resolved
     if isinstance(factory, nn.Module):
         raise TypeError(
             f"`{name}` takes a factory called with ({', '.join(geometry)}), e.g. "
             f"functools.partial({type(factory).__name__}, width=...), not a built network"
         )
-    network = factory(*geometry.values())
-    return network, _factory_spec(factory, factory_config, geometry)
+    resolved = _factory_spec(name, factory, factory_config, geometry)
+    return factory(*geometry.values()), resolved
 
 
 class TokenizerMismatchError(CheckpointError):
@@ -300,7 +390,7 @@ def annotation_metadata(shard: str | Path) -> dict[str, Any] | None:
     ``callbacks.AnnotationWriter`` writes into every annotation the sizes (``num_blocks``,
     ``tokens_per_block``, ``codebook_size``), ``budgets``, ``candidate_lengths`` and the
     tokenizer's provenance (``tokenizer.sha256``). Only the shard's first ``json`` member is
-    read.
+    read (:func:`adaptok.data.tar_samples.read_tar_json`).
 
     Args:
         shard: A token shard path.
@@ -309,18 +399,12 @@ def annotation_metadata(shard: str | Path) -> dict[str, Any] | None:
         The object; None when the shard is not a readable local file or its first ``json``
         member is not an object.
     """
-    path = Path(shard)
-    if not path.is_file():
+    if not Path(shard).is_file():
         return None
     try:
-        with tarfile.open(path, "r:*") as archive:
-            for member in archive:
-                if member.name.rsplit("/", 1)[-1].partition(".")[2] != "json":
-                    continue
-                handle = archive.extractfile(member)
-                meta = json.loads(handle.read()) if handle is not None else None
-                return meta if isinstance(meta, dict) else None
-    except (OSError, tarfile.TarError, ValueError, UnicodeDecodeError):
+        for _, meta in read_tar_json(str(shard)):
+            return meta
+    except (OSError, tarfile.TarError):
         return None
     return None
 
@@ -339,9 +423,20 @@ def annotation_tokenizer_sha256(shard: str | Path) -> str | None:
         The recorded hash; None when the shard is not a readable local file or its first
         annotation records none (shards written elsewhere or by older versions).
     """
-    meta = annotation_metadata(shard)
+    return metadata_tokenizer_sha256(annotation_metadata(shard))
+
+
+def metadata_tokenizer_sha256(meta: Mapping[str, Any] | None) -> str | None:
+    """The tokenizer hash an annotation's ``json`` object records (``tokenizer.sha256``).
+
+    Args:
+        meta: The object (:func:`annotation_metadata`); None: none read.
+
+    Returns:
+        The hash; None when ``meta`` is None or records none.
+    """
     provenance = meta.get("tokenizer") if meta is not None else None
-    recorded = provenance.get("sha256") if isinstance(provenance, dict) else None
+    recorded = provenance.get("sha256") if isinstance(provenance, Mapping) else None
     return str(recorded) if recorded else None
 
 
@@ -467,7 +562,6 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     upgrade_scorer_checkpoint(checkpoint)  # a scorer saved before its label buffers existed
-    upgrade_network_specs(checkpoint)  # saved before the specs were derived from the parent
     return checkpoint
 
 
@@ -603,15 +697,7 @@ def load_stage(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
             f"{ckpt_path} does not name its LightningModule (hyper_parameters['_class_path']); "
             "restore it with `YourModule.load_from_checkpoint` instead"
         )
-    overrides = {  # an older checkpoint's specs, as upgrade_network_specs moved them
-        key: checkpoint["hyper_parameters"][key]
-        for name in _DERIVED_GEOMETRY
-        for key in (name, f"{name}_spec")
-        if _is_spec(checkpoint["hyper_parameters"].get(key))
-    }
-    module = _import(class_path).load_from_checkpoint(
-        ckpt_path, map_location=map_location, **overrides
-    )
+    module = _import(class_path).load_from_checkpoint(ckpt_path, map_location=map_location)
     return freeze(module)
 
 

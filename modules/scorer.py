@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_bl
 from adaptok.nn.scorer import BlockCausalScorer, upgrade_scorer_checkpoint
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import TokenizerEncoding
-from modules.loading import build_child_network
+from modules.loading import build_child_network, instantiator_spec_overrides
 from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["ScorerFactory", "ScorerModule"]
@@ -75,8 +76,9 @@ class ScorerModule(StageModule):
         label_stat_batches: Training batches whose labels estimate a null ``target_mean`` /
             ``target_std`` before training starts (default 4; the batches are drawn from a
             fresh iterator of the training loader, so training still sees them).
-        context_drop: Sampler of the context lengths (default: the paper's truncated normal,
-            scaled to the tokenizer's tokens per block).
+        context_drop: Sampler of the context lengths, ``max_tokens`` at most M (default: the
+            paper's truncated normal scaled to the tokenizer's M: mean M/2, std M/4, in
+            ``[max(1, M/16), M]``).
         optimizer: Optimizer factory (default AdamW lr 1e-4, weight decay 0.01).
         scheduler: LR schedule stepped every batch (default: none, a constant rate).
         lpips_net: LPIPS backbone for ``metric='lpips'``.
@@ -128,6 +130,12 @@ class ScorerModule(StageModule):
         else:
             scorer.set_label_normalisation(target_mean, target_std)
         tokens = self.tokenizer.tokens_per_block
+        if context_drop is not None and context_drop.max_tokens > tokens:
+            raise ValueError(
+                f"context_drop.max_tokens={context_drop.max_tokens} exceeds the tokenizer's "
+                f"tokens per block M={tokens}; leave context_drop unset for the paper's, "
+                "scaled to M"
+            )
         self.context_drop = context_drop or TailDropSampler(
             mean=tokens / 2, std=tokens / 4, min_tokens=max(1, tokens // 16), max_tokens=tokens
         )
@@ -236,7 +244,17 @@ class ScorerModule(StageModule):
     # ------------------------------------------------------------------ Lightning hooks
     @override
     def on_fit_start(self) -> None:
-        """Estimate a null label normalisation before any step (a restored one is kept)."""
+        """Estimate a null label normalisation before any step (a restored one is kept).
+
+        The first ``label_stat_batches`` batches of a fresh training loader are read off the
+        books (``ShardDataModule.private_loaders``: a private skip ledger, no resume state
+        consumed, no workers forked), so the training run's skip counts and resume position
+        are those of its own passes.
+
+        Raises:
+            ValueError: No datamodule to read from, or labels that cannot normalise
+                (:meth:`estimate_label_normalisation`).
+        """
         if self.scorer.has_label_normalisation:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -245,16 +263,43 @@ class ScorerModule(StageModule):
                 "target_mean/target_std null are estimated from the training data: give a "
                 "datamodule, or set both in the scorer YAML"
             )
+        private = getattr(datamodule, "private_loaders", None)
         batches = []
-        for batch in datamodule.train_dataloader():
-            batch = self.transfer_batch_to_device(batch, self.device, 0)
-            batches.append(datamodule.on_after_batch_transfer(batch, 0))
-            if len(batches) == self.label_stat_batches:
-                break
+        with private() if callable(private) else contextlib.nullcontext():
+            iterator = iter(datamodule.train_dataloader())
+            try:
+                for batch in iterator:
+                    batch = self.transfer_batch_to_device(batch, self.device, 0)
+                    batches.append(datamodule.on_after_batch_transfer(batch, 0))
+                    if len(batches) == self.label_stat_batches:
+                        break
+            finally:
+                close = getattr(iterator, "close", None)
+                if callable(close):
+                    close()  # the pass ends here, not when the iterator is collected
         self.estimate_label_normalisation(batches)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's ``load_from_checkpoint``, also for checkpoints older than ``scorer_spec``.
+
+        Such a checkpoint holds the whole scorer spec under ``scorer``: without a CLI
+        instantiator the spec reaches ``__init__`` as is (``build_child_network`` checks its
+        geometry against the tokenizer); with one, its own arguments and the spec are
+        given as overrides first (``modules.loading.instantiator_spec_overrides``). Explicit
+        ``kwargs`` win.
+        """
+        overrides = instantiator_spec_overrides(checkpoint_path, "scorer")
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**overrides, **kwargs})
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Upgrade a checkpoint saved before the label buffers existed, then restore it.
+
+        The buffers ``scorer.label_mean`` / ``scorer.label_std`` are filled from its
+        ``target_mean`` / ``target_std`` (``adaptok.nn.scorer.upgrade_scorer_checkpoint``);
+        the frozen metric weights are put back by :class:`~modules.stage.StageModule`.
+        """
         upgrade_scorer_checkpoint(checkpoint)  # written before the label buffers existed
         super().on_load_checkpoint(checkpoint)
 
@@ -274,6 +319,18 @@ class ScorerModule(StageModule):
         return loss
 
     def _evaluation_start(self) -> None:
+        """Clear the gathered rows; refuse to evaluate without a label normalisation.
+
+        Raises:
+            RuntimeError: The scorer's ``label_mean`` / ``label_std`` are still NaN
+                (``target_mean`` / ``target_std`` null and never estimated by a fit).
+        """
+        if not self.scorer.has_label_normalisation:
+            raise RuntimeError(
+                "ScorerModule: the label normalisation is unset (target_mean/target_std null "
+                "and never estimated by a fit), so every metric would be NaN; evaluate a "
+                "trained scorer checkpoint or set target_mean and target_std"
+            )
         self._val_predictions.clear()
         self._val_labels.clear()
 

@@ -22,6 +22,8 @@ every group is then whole as it comes, and only a repeated key is flagged.
 
 from __future__ import annotations
 
+import json
+import os
 import tarfile
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import IO, Any
@@ -33,6 +35,7 @@ __all__ = [
     "PROBLEM_KEY",
     "group_members",
     "member_key",
+    "read_tar_json",
     "read_tar_members",
     "tar_samples",
 ]
@@ -176,6 +179,48 @@ def read_tar_members(source: str | IO[bytes]) -> Iterator[tuple[str, bytes]]:
                 f"the tar stops after {count} member(s) without its end-of-archive blocks "
                 f"({type(end).__name__ if end else 'no end'}): truncated or damaged"
             )
+
+
+def read_tar_json(url: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """The ``json`` metadata members of a shard, in stream order, parsed.
+
+    The one reader of shard metadata (video shards' ``frames``, token annotations' sizes,
+    budgets and tokenizer hash); only the ``json`` members are parsed, and a caller that
+    stops early reads the tar no further.
+
+    Args:
+        url: A local shard path, or any URL WebDataset opens (``pipe:``, ``https://``...).
+
+    Yields:
+        ``(key, metadata)`` per ``json`` member: the sample key (:func:`member_key`) and the
+        JSON object, or None when the member is not valid UTF-8 JSON or not an object.
+
+    Raises:
+        OSError: The shard cannot be opened.
+        tarfile.TarError: The tar is broken (see :func:`read_tar_members`).
+    """
+
+    def parsed(members: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, dict | None]]:
+        for name, data in members:
+            parts = member_key(name)
+            if parts is None or parts[1] != "json":
+                continue
+            try:
+                meta = json.loads(data)
+            except (ValueError, UnicodeDecodeError):
+                meta = None
+            yield parts[0], meta if isinstance(meta, dict) else None
+
+    if os.path.isfile(url):
+        yield from parsed(read_tar_members(url))
+        return
+    from webdataset.gopen import gopen  # imports torch: only remote shards pay for it
+
+    stream = gopen(url)
+    try:
+        yield from parsed(read_tar_members(stream))
+    finally:
+        stream.close()
 
 
 def tar_samples(

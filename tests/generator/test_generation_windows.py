@@ -42,6 +42,8 @@ def test_the_drawn_windows_are_read_exactly_once_over_ranks(long_videos: str) ->
         real_urls=long_videos, real_windows="nonoverlapping", window_seed=42, batch_size=2
     )
     real = evaluator.real_clips  # the evaluator's YAML settings build its data set-up
+    kept_once = ("batch_size", "num_workers", "real_windows", "window_seed", "real_urls")
+    assert not [name for name in kept_once if hasattr(evaluator, name)]  # one copy: RealClips
     assert (real.urls, real.windows, real.window_seed, real.batch_size) == (
         long_videos,
         "nonoverlapping",
@@ -68,6 +70,8 @@ def test_unknown_protocol_is_refused() -> None:
         GenerationEvaluator(real_urls="x", real_windows="random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="real_windows"):
         RealClips(urls="x", windows="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        GenerationEvaluator(real_urls="x", batch_size=0)
 
 
 def test_first_frames_protocol_reads_one_window_per_video(long_videos: str) -> None:

@@ -31,9 +31,15 @@ def _attach(module: GeneratorModule, shards: list[str], spec: dict | None = None
     module._trainer = types.SimpleNamespace(datamodule=datamodule)
 
 
-def _shard(folder: Path, writer: Any, candidates: tuple[int, ...], block_size: int = 8) -> str:
+def _shard(
+    folder: Path,
+    writer: Any,
+    candidates: tuple[int, ...],
+    block_size: int = 8,
+    name: str = "train-000000.tar",
+) -> str:
     rng = np.random.default_rng(0)
-    path = folder / "train-000000.tar"
+    path = folder / name
     writer(
         path,
         rng.integers(0, 64, (2, 4, block_size)),
@@ -82,6 +88,80 @@ def test_candidate_lengths_come_from_the_token_shards(
     without = _module(tiny_tokenizer_spec)
     _attach(without, [])
     assert without.resolve_candidate_lengths() is None  # no shards: 1..M at sampling
+
+
+def test_every_shard_is_read_once_and_all_must_agree_on_the_candidates(
+    tmp_path: Path,
+    tiny_tokenizer_spec: dict,
+    annotation_shard_writer: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fit start reads each shard's first annotation once, for the tokenizer hash and the
+    candidate lengths; a shard of another scorer's candidates stops it, naming the shard."""
+    import modules.generator as generator_module
+
+    first = _shard(tmp_path, annotation_shard_writer, (2, 4, 6, 8))
+    same = _shard(tmp_path, annotation_shard_writer, (2, 4, 6, 8), name="val-000000.tar")
+    other = _shard(tmp_path, annotation_shard_writer, (4, 8), name="train-000001.tar")
+    reads: list[str] = []
+    original = generator_module.annotation_metadata
+
+    def counting(shard: str) -> dict | None:
+        reads.append(shard)
+        return original(shard)
+
+    monkeypatch.setattr(generator_module, "annotation_metadata", counting)
+    module = _module(tiny_tokenizer_spec)
+    datamodule = types.SimpleNamespace(shards={"train": [first], "val": [same]}, spec=None)
+    module._trainer = types.SimpleNamespace(datamodule=datamodule)
+    with pytest.warns(UserWarning, match="record no tokenizer hash"):
+        module.on_fit_start()
+    assert sorted(reads) == sorted([first, same]) and module.candidate_lengths == [2, 4, 6, 8]
+    datamodule.shards["train"].append(other)
+    mixed = _module(tiny_tokenizer_spec)
+    mixed._trainer = types.SimpleNamespace(datamodule=datamodule)
+    with pytest.raises(ValueError, match=r"train-000001.tar was annotated with candidate_lengths"):
+        mixed.resolve_candidate_lengths(mixed.shard_metadata(("train", "val")))
+    # testing a trained module compares, and does not adopt
+    datamodule.shards["test"] = [other]
+    no_hash = pytest.warns(UserWarning, match="record no tokenizer hash")
+    contradicts = pytest.raises(ValueError, match=r"model candidate_lengths=\[2, 4, 6, 8\] but")
+    with contradicts, no_hash:
+        module.on_test_start()
+    unset = _module(tiny_tokenizer_spec)
+    unset._trainer = types.SimpleNamespace(datamodule=datamodule)
+    with pytest.warns(UserWarning, match="record no tokenizer hash"):
+        unset.on_test_start()
+    assert unset.candidate_lengths is None
+
+
+def test_an_old_generator_checkpoint_loads_through_lightning(
+    tmp_path: Path, tiny_tokenizer_spec: dict
+) -> None:
+    """A checkpoint written before `generator_spec` existed (the whole spec under
+    `generator`) restores with `GeneratorModule.load_from_checkpoint`."""
+    import lightning
+    import torch
+
+    module = _module(tiny_tokenizer_spec, candidate_lengths=[2, 4, 6, 8])
+    hparams = dict(module.hparams)
+    hparams["generator"] = hparams.pop("generator_spec")  # the older layout
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": hparams,
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    restored = GeneratorModule.load_from_checkpoint(old, map_location="cpu")
+    assert restored.hparams["generator_spec"] == module.hparams["generator_spec"]
+    assert restored.candidate_lengths == [2, 4, 6, 8]
+    for key, value in module.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value), key
+    hparams["generator"]["init_args"]["codebook_size"] = 128  # not its tokenizer's
+    torch.save(checkpoint, old)
+    with pytest.raises(ValueError, match="codebook_size=128 but its tokenizer has"):
+        GeneratorModule.load_from_checkpoint(old, map_location="cpu")
 
 
 def test_shards_of_other_sizes_than_the_tokenizer_are_refused(tiny_tokenizer_spec: dict) -> None:

@@ -251,7 +251,9 @@ def test_checkpoints_from_before_the_derived_geometry_load(
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)
     reference = load_frozen_scorer(scorer_ckpt).scorer.state_dict()
-    for restored in (load_frozen_scorer(old).scorer, load_pretrained(old).scorer):
+    direct = ScorerModule.load_from_checkpoint(old, map_location="cpu")
+    assert direct.hparams["scorer_spec"]["init_args"]["tokens_per_block"] == 8
+    for restored in (direct.scorer, load_frozen_scorer(old).scorer, load_pretrained(old).scorer):
         assert restored.tokens_per_block == 8
         for key, value in reference.items():
             assert torch.equal(restored.state_dict()[key], value)
@@ -259,3 +261,111 @@ def test_checkpoints_from_before_the_derived_geometry_load(
     model = json.loads(next(a for a in args if a.startswith("--model=")).split("=", 1)[1])
     assert "tokens_per_block" not in model["init_args"]["scorer"]["init_args"]
     assert model["init_args"]["scorer_spec"]["init_args"]["tokens_per_block"] == 8
+
+
+def test_an_old_spec_of_another_geometry_than_its_tokenizer_is_refused(
+    scorer_ckpt: Path, tmp_path: Path
+) -> None:
+    """An old checkpoint's whole spec under `scorer` must state the tokenizer's geometry."""
+    checkpoint = torch.load(scorer_ckpt, map_location="cpu", weights_only=False)
+    hparams = checkpoint["hyper_parameters"]
+    spec = hparams.pop("scorer_spec")
+    spec["init_args"]["tokens_per_block"] = 16
+    hparams["scorer"] = spec
+    old = tmp_path / "edited.ckpt"
+    torch.save(checkpoint, old)
+    with pytest.raises(ValueError, match="tokens_per_block=16 but its tokenizer has"):
+        ScorerModule.load_from_checkpoint(old, map_location="cpu")
+
+
+def test_a_factory_that_cannot_be_recorded_is_refused(tokenizer_ckpt: Path) -> None:
+    """A lambda would save `scorer_spec: None` and an unrestorable checkpoint."""
+    factory = tiny_scorer()
+    with pytest.raises(TypeError, match="cannot be recorded in the checkpoint"):
+        ScorerModule(lambda *geometry: factory(*geometry), tokenizer_ckpt=str(tokenizer_ckpt))
+    with pytest.raises(TypeError, match="positional"):
+        ScorerModule(partial(BlockCausalScorer, 32), tokenizer_ckpt=str(tokenizer_ckpt))
+    stated = {"class_path": "adaptok.nn.BlockCausalScorer", "init_args": {"num_blocks": 5}}
+    with pytest.raises(ValueError, match="num_blocks=5 but its tokenizer has num_blocks=4"):
+        ScorerModule(stated, tokenizer_ckpt=str(tokenizer_ckpt), metric="mse")
+
+
+def test_a_context_drop_beyond_m_is_refused(tokenizer_ckpt: Path) -> None:
+    wide = TailDropSampler(mean=8, std=4, min_tokens=1, max_tokens=16)
+    with pytest.raises(ValueError, match="context_drop.max_tokens=16 exceeds .* M=8"):
+        ScorerModule(tiny_scorer(), tokenizer_ckpt=str(tokenizer_ckpt), context_drop=wide)
+    default = ScorerModule(tiny_scorer(), tokenizer_ckpt=str(tokenizer_ckpt), metric="mse")
+    drop = default.context_drop
+    assert (drop.mean, drop.std, drop.min_tokens, drop.max_tokens) == (4, 2, 1, 8)
+
+
+def test_evaluating_a_scorer_without_normalisation_is_refused(
+    workspace: Path, tokenizer_ckpt: Path, tmp_path: Path
+) -> None:
+    """target_mean/target_std null and never fit: validate/test stop in one line instead of
+    reporting NaN metrics."""
+    import lightning.pytorch as pl
+
+    from datamodules import VideoShardsDataModule
+
+    module = ScorerModule(
+        tiny_scorer(), tokenizer_ckpt=str(tokenizer_ckpt), metric="mse", target_mean=None,
+        target_std=None,
+    )  # fmt: skip
+    data = VideoShardsDataModule(
+        test_urls=str(workspace / "data/demo/synthetic/val-*.tar"),
+        val_urls=str(workspace / "data/demo/synthetic/val-*.tar"),
+        num_frames=8, resolution=32, batch_size=2, num_workers=0,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=1, limit_test_batches=1, default_root_dir=tmp_path,
+    )  # fmt: skip
+    for run in (trainer.validate, trainer.test):
+        with pytest.raises(RuntimeError, match="label normalisation is unset"):
+            run(module, datamodule=data)
+
+
+def test_the_label_statistics_pass_is_off_the_books(
+    workspace: Path, tokenizer_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The estimation reads its batches through a private ledger, in the main process, and
+    leaves a restored resume state to the training loader."""
+    import types
+
+    from datamodules import VideoShardsDataModule
+
+    data = VideoShardsDataModule(
+        train_urls=str(workspace / "data/demo/synthetic/train-*.tar"),
+        num_frames=8, resolution=32, batch_size=2, num_workers=2,
+    )  # fmt: skip
+    data.load_state_dict({"version": 1, "epoch": 0, "batches": 3, "seed": data.seed})
+    ledger, counts = data.ledger, data.skip_counts
+    seen: dict[str, object] = {}
+
+    def estimate(batches: list) -> tuple[float, float]:
+        seen["batches"] = len(batches)
+        return 0.1, 0.1
+
+    module = ScorerModule(
+        tiny_scorer(), tokenizer_ckpt=str(tokenizer_ckpt), metric="mse", target_mean=None,
+        target_std=None, label_stat_batches=2,
+    )  # fmt: skip
+    monkeypatch.setattr(module, "estimate_label_normalisation", estimate)
+    built = []
+    original = data.train_dataloader
+
+    def train_dataloader():  # noqa: ANN202
+        loader = original()
+        built.append((loader.ledger, loader.resume_at, loader.num_workers))
+        return loader
+
+    monkeypatch.setattr(data, "train_dataloader", train_dataloader)
+    module._trainer = types.SimpleNamespace(datamodule=data, state=types.SimpleNamespace(fn=None))
+    module.on_fit_start()
+    assert seen["batches"] == 2
+    ((private, resume_at, workers),) = built
+    assert private is not ledger and resume_at is None and workers == 0
+    # the datamodule's own accounting and resume state are untouched
+    assert data.ledger is ledger and data.skip_counts is counts and not counts
+    assert data._resume_at == (0, 3) and data.num_workers == 2
