@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from scipy.stats import spearmanr
@@ -17,6 +16,7 @@ from typing_extensions import override
 
 from adaptok.distributed import gather_rows
 from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_block_costs
+from adaptok.losses.scorer_loss import scorer_loss
 from adaptok.nn.scorer import BlockCausalScorer, upgrade_scorer_checkpoint
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import TokenizerEncoding
@@ -82,6 +82,8 @@ class ScorerModule(StageModule):
         optimizer: Optimizer factory (default AdamW lr 1e-4, weight decay 0.01).
         scheduler: LR schedule stepped every batch (default: none, a constant rate).
         lpips_net: LPIPS backbone for ``metric='lpips'``.
+        slope_weight: Weight of a second MSE on the steps between consecutive candidates'
+            costs (:func:`adaptok.losses.scorer_loss`), >= 0; 0 (default): the paper's loss.
     """
 
     frozen_parts = ("tokenizer", "quality")
@@ -100,6 +102,7 @@ class ScorerModule(StageModule):
         tokenizer_spec: dict[str, Any] | None = None,
         label_stat_batches: int = 4,
         scorer_spec: dict[str, Any] | None = None,
+        slope_weight: float = 0.0,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters()
@@ -124,6 +127,9 @@ class ScorerModule(StageModule):
         if label_stat_batches < 1:
             raise ValueError(f"label_stat_batches must be >= 1, got {label_stat_batches}")
         self.label_stat_batches = label_stat_batches
+        if slope_weight < 0:
+            raise ValueError(f"slope_weight must be >= 0, got {slope_weight}")
+        self.slope_weight = slope_weight
         self._given_normalisation = (target_mean, target_std)
         if target_mean is None or target_std is None:
             scorer.set_label_normalisation(math.nan, math.nan)  # estimated in on_fit_start
@@ -314,7 +320,7 @@ class ScorerModule(StageModule):
     @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         predictions, labels = self._step(batch)
-        loss = F.mse_loss(predictions, labels)
+        loss = scorer_loss(predictions, labels, self.slope_weight)
         self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
         return loss
 
@@ -338,7 +344,7 @@ class ScorerModule(StageModule):
         # Fixed draws per batch index, so every evaluation pass scores the same problems.
         generator = torch.Generator().manual_seed(batch_idx)
         predictions, labels = self._step(batch, generator)
-        loss = F.mse_loss(predictions, labels)
+        loss = scorer_loss(predictions, labels, self.slope_weight)
         self.log(f"{split}/loss", loss, sync_dist=True, batch_size=labels.shape[0])
         self._val_predictions.append(predictions.detach())
         self._val_labels.append(labels.detach())

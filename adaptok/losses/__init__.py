@@ -6,6 +6,7 @@ from adaptok.losses.adversarial import (
     generator_adversarial_loss,
 )
 from adaptok.losses.block_quality import BlockQuality, measure_block_costs, select_block_frames
+from adaptok.losses.scorer_loss import scorer_loss
 from adaptok.losses.tokenizer_loss import NonFiniteLossError, TokenizerLoss
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "discriminator_adversarial_loss",
     "generator_adversarial_loss",
     "measure_block_costs",
+    "scorer_loss",
     "select_block_frames",
 ]
