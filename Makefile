@@ -37,29 +37,33 @@ demo-data: $(STAMP) ## Build and verify the embedded demo shards (train/val/test
 	$(BIN)/adaptok-shards verify data/demo
 
 # Each stage's wall time and peak memory go to runs/demo/timings.tsv (GNU time, if installed).
+# The stages reading video shards (tokenizer, scorer, eval_recon) take their URLs from
+# experiments/demo/data.yaml, given first.
 TIMINGS := $(RUNS)/demo/timings.tsv
 timed = $(if $(wildcard /usr/bin/time),/usr/bin/time -f "$(1)\t%e\t%M" -a -o $(TIMINGS)) $(2)
 
 demo: demo-data weights ## Run the main job end to end on embedded data (tokenizer from the committed weights -> scorer -> allocation -> generator -> REPORT.md)
 	@mkdir -p $(RUNS)/demo && printf 'stage\twall_s\tpeak_rss_kb\n' > $(TIMINGS)
-	$(call timed,tokenizer,$(BIN)/adaptok fit --config experiments/demo/tokenizer.yaml \
-	  --config experiments/demo/tokenizer.finetune.yaml)
-	$(call timed,scorer,$(BIN)/adaptok fit --config experiments/demo/scorer.yaml)
-	$(call timed,eval_recon,$(BIN)/adaptok test --config experiments/demo/eval_recon.yaml)
+	$(call timed,tokenizer,$(BIN)/adaptok fit --config experiments/demo/data.yaml \
+	  --config experiments/demo/tokenizer.yaml --config experiments/demo/tokenizer.finetune.yaml)
+	$(call timed,scorer,$(BIN)/adaptok fit --config experiments/demo/data.yaml \
+	  --config experiments/demo/scorer.yaml)
+	$(call timed,eval_recon,$(BIN)/adaptok test --config experiments/demo/data.yaml \
+	  --config experiments/demo/eval_recon.yaml)
 	$(call timed,annotate,$(BIN)/adaptok predict --config experiments/demo/annotate.yaml)
 	$(call timed,generator,$(BIN)/adaptok fit --config experiments/demo/generator.yaml)
 	$(call timed,eval_gen,$(BIN)/adaptok test --config experiments/demo/eval_gen.yaml)
 	$(BIN)/adaptok-report $(RUNS)/demo --annotations data/demo/tokens/annotation_summary.md \
-	  --command "make demo  # = the adaptok fit/test/predict runs of experiments/demo/*.yaml (tokenizer: + tokenizer.finetune.yaml)"
+	  --command "make demo  # = the adaptok fit/test/predict runs of experiments/demo/*.yaml (tokenizer: + tokenizer.finetune.yaml; tokenizer, scorer, eval_recon: after data.yaml)"
 
 # The committed demo tokenizer weights (docs/demo_weights.md): the recipe of tokenizer.yaml
 # trained from scratch for longer (tokenizer.pretrain.yaml), exported with its run config, the
 # commit and the training shards' fingerprint. `make demo` starts its tokenizer stage from them.
 DEMO_WEIGHTS := pretrained/demo-tokenizer
 # (runs/demo-weights is the folder tokenizer.pretrain.yaml writes to, whatever RUNS is.)
-demo-weights: demo-data weights ## Train the demo tokenizer from scratch (~1.5 h on 2 cores) into pretrained/demo-tokenizer
+demo-weights: demo-data weights ## Train the demo tokenizer from scratch (~1 h on 2 cores) into pretrained/demo-tokenizer
 	rm -rf runs/demo-weights
-	$(BIN)/adaptok fit --config experiments/demo/tokenizer.yaml \
+	$(BIN)/adaptok fit --config experiments/demo/data.yaml --config experiments/demo/tokenizer.yaml \
 	  --config experiments/demo/tokenizer.pretrain.yaml
 	$(BIN)/adaptok export runs/demo-weights/tokenizer/checkpoints/last.ckpt --out $(DEMO_WEIGHTS) --force
 

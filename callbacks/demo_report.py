@@ -217,7 +217,8 @@ def write_demo_report(
     if allocation is None:
         raise FileNotFoundError(
             f"no eval_recon/version_*/allocation_report.md under {root}: run "
-            "`adaptok test --config experiments/demo/eval_recon.yaml` first"
+            "`adaptok test --config experiments/demo/data.yaml "
+            "--config experiments/demo/eval_recon.yaml` first"
         )
     folder = allocation.parent
     health = folder / "token_health.csv"

@@ -69,8 +69,9 @@ FROZEN_METRIC_TYPES: tuple[type[nn.Module], ...] = (LPIPS, InceptionI3d)
 """Networks rebuilt from the weight cache, never stored in a checkpoint."""
 
 _HOW_TO_TRAIN = (
-    "Train one first, e.g. `adaptok fit --config experiments/demo/tokenizer.yaml`, and point "
-    "the setting at a file under its checkpoints/ folder."
+    "Train one first, e.g. `adaptok fit --config experiments/demo/data.yaml --config "
+    "experiments/demo/tokenizer.yaml`, and point the setting at a file under its checkpoints/ "
+    "folder."
 )
 
 
@@ -711,6 +712,6 @@ def load_frozen_scorer(ckpt_path: str | Path, map_location: str | torch.device =
     if not (hasattr(module, "scorer") and hasattr(module, "tokenizer")):
         raise ValueError(
             f"{ckpt_path} is a {type(module).__name__} checkpoint, not a scorer's; train one with "
-            "`adaptok fit --config experiments/demo/scorer.yaml`"
+            "`adaptok fit --config experiments/demo/data.yaml --config experiments/demo/scorer.yaml`"
         )
     return module

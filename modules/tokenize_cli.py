@@ -237,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.ckpt.is_file():
         raise FileNotFoundError(
             f"scorer checkpoint not found: {args.ckpt}. Train one with "
-            "`adaptok fit --config experiments/demo/scorer.yaml`"
+            "`adaptok fit --config experiments/demo/data.yaml --config experiments/demo/scorer.yaml`"
         )
     try:
         module = load_scorer_stage(args.ckpt, map_location=device)

@@ -26,9 +26,10 @@ __all__ = [
 ]
 
 # The tiny overlays as flags, for tests that still append them after a single --config
-# (prefer tests.helpers.tiny_args). Same settings as tests/conf/demo/{tokenizer,scorer}.yaml.
-TINY_TOKENIZER = overlay_flags("demo/tokenizer.yaml")
-TINY_SCORER = overlay_flags("demo/scorer.yaml")
+# (prefer tests.helpers.tiny_args). Same settings as tests/conf/demo/{tokenizer,scorer}.yaml,
+# with the shard URLs of tests/conf/demo/data.yaml.
+TINY_TOKENIZER = overlay_flags("demo/data.yaml") + overlay_flags("demo/tokenizer.yaml")
+TINY_SCORER = overlay_flags("demo/data.yaml") + overlay_flags("demo/scorer.yaml")
 TINY_DATA = [a for a in TINY_TOKENIZER if a.startswith("--data.")]
 
 

@@ -12,7 +12,8 @@ another length replaces the list)::
 Paths in the overlays stay relative, like the shipped ones: run inside a folder laid out
 as the repository (``data/demo/...``, ``runs/demo/...``), such as the ``workspace`` fixture.
 A variant ``<stage>.<variant>.yaml`` is composed with its base ``<stage>.yaml``:
-base, variant, tiny base, tiny variant.
+base, variant, tiny base, tiny variant. A stage that reads the datamodule of its set's
+``data.yaml`` (the shard URLs) is composed with it first: data, base, ..., tiny data, tiny base.
 """
 
 from __future__ import annotations
@@ -66,17 +67,29 @@ def _experiment(stage_yaml: str | Path) -> Path:
     return path
 
 
+def _data_class(config: Path) -> str | None:
+    """``data.class_path`` of a YAML file (``None`` where it names none)."""
+    data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
+    return data.get("class_path")
+
+
 def stage_configs(stage_yaml: str | Path) -> list[Path]:
-    """The shipped files a stage runs with: ``[base]``, or ``[base, variant]`` for a variant.
+    """The shipped files a stage runs with, in ``--config`` order.
+
+    ``[base]``, or ``[base, variant]`` for a variant, preceded by the set's ``data.yaml``
+    when the base reads the datamodule class that ``data.yaml`` gives the shard URLs of
+    (the command in each stage YAML's header).
 
     Args:
         stage_yaml: ``"demo/tokenizer.yaml"`` (relative to ``experiments/``) or a path.
     """
     path = _experiment(stage_yaml)
     stem, _, variant = path.name.removesuffix(".yaml").partition(".")
-    if not variant:
-        return [path]
-    return [_experiment(path.with_name(f"{stem}.yaml")), path]
+    files = [_experiment(path.with_name(f"{stem}.yaml")), path] if variant else [path]
+    data = path.with_name("data.yaml")
+    if data != path and data.is_file() and _data_class(files[0]) == _data_class(data):
+        files.insert(0, data)
+    return files
 
 
 def tiny_overlay(stage_yaml: str | Path) -> Path:

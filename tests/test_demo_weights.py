@@ -16,7 +16,13 @@ from modules.cli import run_cli
 from tests.conftest import EXPERIMENTS, REPO
 
 WEIGHTS = REPO / "pretrained" / "demo-tokenizer"
-RECIPE = [EXPERIMENTS / "demo" / "tokenizer.yaml", EXPERIMENTS / "demo" / "tokenizer.pretrain.yaml"]
+TOKENIZER = EXPERIMENTS / "demo" / "tokenizer.yaml"
+# `make demo-weights`: the shard URLs, the recipe, the longer run
+RECIPE = [
+    EXPERIMENTS / "demo" / "data.yaml",
+    TOKENIZER,
+    TOKENIZER.with_name("tokenizer.pretrain.yaml"),
+]
 IGNORED = {"config"}  # the paths of the YAML files themselves
 
 
@@ -43,8 +49,8 @@ def test_shipped_weights_record_the_committed_recipe() -> None:
     shipped = yaml.safe_load((WEIGHTS / "config.yaml").read_text())
     differences = _differences(_resolved(RECIPE), shipped)
     assert not differences, (
-        "pretrained/demo-tokenizer was trained with another recipe than "
-        "experiments/demo/tokenizer.yaml + tokenizer.pretrain.yaml resolve to now; run "
+        "pretrained/demo-tokenizer was trained with another recipe than experiments/demo/"
+        "data.yaml + tokenizer.yaml + tokenizer.pretrain.yaml resolve to now; run "
         "`make demo-weights` (docs/demo_weights.md) or revert the recipe:\n"
         + "\n".join(differences)
     )
@@ -58,7 +64,7 @@ def test_shipped_weights_load_and_record_their_provenance() -> None:
         any(Path(path).match(url) for url in data["train_urls"]) for path in data["files"]
     )
     model = load_pretrained(WEIGHTS)
-    recipe = yaml.safe_load(RECIPE[0].read_text())["model"]["init_args"]["tokenizer"]
+    recipe = yaml.safe_load(TOKENIZER.read_text())["model"]["init_args"]["tokenizer"]
     assert (
         model.specs["tokenizer"]["init_args"]["tokens_per_block"]
         == (recipe["init_args"]["tokens_per_block"])

@@ -1,5 +1,7 @@
 """Every YAML in experiments/ parses against the code, and each is smoke-run through its tiny
-overlay (tests/conf/<set>/<stage>.yaml, composed by tests.helpers.tiny_args).
+overlay (tests/conf/<set>/<stage>.yaml, composed by tests.helpers.tiny_args). A stage that reads
+video shards through VideoShardsDataModule is composed with its set's data.yaml first (the shard
+URLs; tests/test_experiment_data.py checks that no other YAML restates them).
 
 Where each config is smoke-run:
 
@@ -35,7 +37,9 @@ from tests.helpers import (
     working_directory,
 )
 
-CONFIGS = sorted(EXPERIMENTS.rglob("*.yaml"))
+# the stage YAMLs; each set's data.yaml only holds shard URLs and is composed with them
+CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.name != "data.yaml")
+DATA_CONFIGS = sorted(EXPERIMENTS.glob("*/data.yaml"))
 
 # stage (file name up to the first dot) -> subcommand, model class, datamodule class
 STAGES = {
@@ -100,7 +104,7 @@ def test_there_are_configs_for_every_stage() -> None:
 
 
 def test_every_config_has_a_tiny_overlay_and_every_overlay_a_config() -> None:
-    for config in CONFIGS:
+    for config in [*CONFIGS, *DATA_CONFIGS]:
         assert tiny_overlay(config).is_file()
     stale = [p for p in CONF.rglob("*.yaml") if not (EXPERIMENTS / p.relative_to(CONF)).is_file()]
     assert stale == [], f"overlays of configs that do not exist: {stale}"
