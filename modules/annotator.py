@@ -34,9 +34,6 @@ fp32).
 from __future__ import annotations
 
 import hashlib
-import re
-import warnings
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -49,29 +46,7 @@ from adaptok.nn.frame_condition import condition_clip
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 from modules.loading import load_frozen_scorer
 
-__all__ = ["AnnotatorModule", "load_scorer_stage", "state_sha256"]
-
-_SAVED_MODULE_NOTE = re.escape("Attribute 'scorer' is an instance of `nn.Module`")
-"""Lightning's note when a LightningModule's hyperparameters hold a network. The scorer stage
-keeps its scorer there on purpose (a checkpoint rebuilds it from them), so the note tells
-someone who loads the stage nothing they can act on."""
-
-
-def load_scorer_stage(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """:func:`modules.loading.load_frozen_scorer` without Lightning's note about the scorer.
-
-    Only that one warning is silenced, and only while loading; every other warning shows.
-
-    Args:
-        path: A scorer stage checkpoint.
-        map_location: Device to load onto.
-
-    Returns:
-        The frozen scorer stage (tokenizer and scorer in eval mode).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_SAVED_MODULE_NOTE, category=UserWarning)
-        return load_frozen_scorer(path, map_location=map_location)
+__all__ = ["AnnotatorModule", "state_sha256"]
 
 
 def state_sha256(module: torch.nn.Module) -> str:
@@ -136,7 +111,7 @@ class AnnotatorModule(LightningModule):
             )
         if not budgets or any(not 0 < float(b) <= 1 for b in budgets):
             raise ValueError(f"budgets must be fractions in (0, 1], got {budgets}")
-        stage = load_scorer_stage(scorer_ckpt)
+        stage = load_frozen_scorer(scorer_ckpt)
         self.tokenizer: AdapTokTokenizer = stage.tokenizer
         self.scorer = stage.scorer
         self.candidate_lengths = [int(x) for x in stage.candidate_lengths]

@@ -231,7 +231,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.scale < 1:
             raise ValueError(f"--scale must be >= 1, got {args.scale}")
 
-    from modules.annotator import load_scorer_stage
+    from modules.loading import load_frozen_scorer
 
     device = _device(args.device)
     if not args.ckpt.is_file():
@@ -240,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
             "`adaptok fit --config experiments/demo/data.yaml --config experiments/demo/scorer.yaml`"
         )
     try:
-        module = load_scorer_stage(args.ckpt, map_location=device)
+        module = load_frozen_scorer(args.ckpt, map_location=device)
     except (FileNotFoundError, ValueError):
         raise
     except Exception as error:  # a file torch cannot unpickle: say which, not a traceback
