@@ -21,7 +21,6 @@ from modules.loading import (
     annotation_metadata,
     build_child_network,
     check_tokenizer_matches_shards,
-    instantiator_spec_overrides,
     metadata_tokenizer_sha256,
 )
 from modules.stage import OptimizerParameters, StageModule
@@ -115,6 +114,7 @@ class GeneratorModule(StageModule):
     """
 
     frozen_parts = ("tokenizer",)
+    child_network = "generator"
 
     def __init__(
         self,
@@ -174,19 +174,6 @@ class GeneratorModule(StageModule):
             raise ValueError(f"condition_frames must lie in [1, {self.tokenizer.num_frames}]")
         self.condition_frames = condition_frames
         self._checked_budgets = False
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Lightning's ``load_from_checkpoint``, also for checkpoints older than ``generator_spec``.
-
-        Such a checkpoint holds the whole generator spec under ``generator``: without a CLI
-        instantiator the spec reaches ``__init__`` as is (``build_child_network`` checks its
-        geometry against the tokenizer); with one, its own arguments and the spec are
-        given as overrides first (``modules.loading.instantiator_spec_overrides``). Explicit
-        ``kwargs`` win.
-        """
-        overrides = instantiator_spec_overrides(checkpoint_path, "generator")
-        return super().load_from_checkpoint(checkpoint_path, *args, **{**overrides, **kwargs})
 
     # ------------------------------------------------------------------------ properties
     @property

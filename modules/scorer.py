@@ -20,7 +20,7 @@ from adaptok.losses.scorer_loss import scorer_loss
 from adaptok.nn.scorer import BlockCausalScorer, upgrade_scorer_checkpoint
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import TokenizerEncoding
-from modules.loading import build_child_network, instantiator_spec_overrides
+from modules.loading import build_child_network
 from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["ScorerFactory", "ScorerModule"]
@@ -87,6 +87,7 @@ class ScorerModule(StageModule):
     """
 
     frozen_parts = ("tokenizer", "quality")
+    child_network = "scorer"
 
     def __init__(
         self,
@@ -284,19 +285,6 @@ class ScorerModule(StageModule):
                 if callable(close):
                     close()  # the pass ends here, not when the iterator is collected
         self.estimate_label_normalisation(batches)
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Lightning's ``load_from_checkpoint``, also for checkpoints older than ``scorer_spec``.
-
-        Such a checkpoint holds the whole scorer spec under ``scorer``: without a CLI
-        instantiator the spec reaches ``__init__`` as is (``build_child_network`` checks its
-        geometry against the tokenizer); with one, its own arguments and the spec are
-        given as overrides first (``modules.loading.instantiator_spec_overrides``). Explicit
-        ``kwargs`` win.
-        """
-        overrides = instantiator_spec_overrides(checkpoint_path, "scorer")
-        return super().load_from_checkpoint(checkpoint_path, *args, **{**overrides, **kwargs})
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

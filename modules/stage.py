@@ -35,6 +35,7 @@ from adaptok.schedules import fill_total_steps
 from modules.loading import (
     drop_frozen_metric_weights,
     frozen_tokenizer,
+    instantiator_spec_overrides,
     restore_frozen_metric_weights,
 )
 
@@ -62,10 +63,29 @@ class StageModule(LightningModule):
             training epoch (a frozen parent network, metric networks).
         tokenizer: The stage's tokenizer (trained by the tokenizer stage, a frozen parent of
             the later ones).
+        child_network: Name of the network the stage builds from a factory and the
+            tokenizer's geometry (``scorer``, ``generator``; its resolved spec is saved as
+            ``<name>_spec``), or None.
     """
 
     frozen_parts: tuple[str, ...] = ()
+    child_network: str | None = None
     tokenizer: AdapTokTokenizer
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's ``load_from_checkpoint``, also for checkpoints older than ``<name>_spec``.
+
+        Such a checkpoint holds the whole spec of :attr:`child_network` under its name:
+        without a CLI instantiator the spec reaches ``__init__`` as is
+        (``build_child_network`` checks its geometry against the tokenizer); with one, its
+        own arguments and the spec are given as overrides first
+        (``modules.loading.instantiator_spec_overrides``). Explicit ``kwargs`` win.
+        """
+        overrides = {}
+        if cls.child_network is not None:
+            overrides = instantiator_spec_overrides(checkpoint_path, cls.child_network)
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**overrides, **kwargs})
 
     def __init__(
         self,
