@@ -265,7 +265,8 @@ def test_infeasible_budgets_state_the_range() -> None:
 
 def test_reachability_matches_enumeration() -> None:
     rng = np.random.default_rng(8)
-    for lengths in ([3, 5, 8], [4, 10, 14], [1, 2, 4, 7, 11], [64, 448, 512]):
+    # [4, 8, 12, 16]: evenly spaced (parts 1..p, closed form), the others through the table
+    for lengths in ([3, 5, 8], [4, 10, 14], [1, 2, 4, 7, 11], [64, 448, 512], [4, 8, 12, 16]):
         grid = TokenGrid.from_lengths(np.array(lengths))
         for num_blocks in range(1, 5):
             sums = {sum(p) for p in itertools.product(lengths, repeat=num_blocks)}
@@ -281,6 +282,18 @@ def test_reachability_matches_enumeration() -> None:
     found = min_parts(targets, parts)
     for value, want in zip(found, expected, strict=True):
         assert (want is None and value > 10**9) or value == want
+    # parts 1..p (closed form) against a plain dynamic programme
+    fewest = [0]
+    for t in range(1, 3000):
+        fewest.append(1 + min(fewest[t - q] for q in range(1, 12) if q <= t))
+    assert np.array_equal(min_parts(np.arange(3000), np.arange(1, 12)), fewest)
+
+
+def test_free_lengths_at_paper_scale() -> None:
+    """M = 512, every length allowed (the closed form; the table would take seconds)."""
+    grid = TokenGrid.from_lengths(np.arange(1, 513))
+    reachable = is_reachable(np.arange(0, 4 * 512 + 2), 4, grid)
+    assert not reachable[:4].any() and reachable[4 : 4 * 512 + 1].all() and not reachable[-1]
 
 
 def test_torch_costs_and_invalid_inputs() -> None:
