@@ -37,7 +37,12 @@ from typing_extensions import override
 from adaptok.alloc import TokenBudget, allocate
 from adaptok.budget_planner import PLANNER_MODES, AllocationPolicy, PlannerMode, TokenBudgetPlanner
 from adaptok.distributed import gather_rows
-from adaptok.metrics.allocation_gain import captured_gain, uniform_tokens_to_match
+from adaptok.metrics.allocation_gain import (
+    MIN_GAIN,
+    captured_gain,
+    optimised_metric,
+    uniform_tokens_to_match,
+)
 from adaptok.metrics.frame_quality import describe_psnr
 from adaptok.metrics.meter import VideoQualityMeter
 from callbacks.allocation_plots import (
@@ -56,15 +61,15 @@ log = logging.getLogger(__name__)
 Split = Literal["val", "test"]
 POLICIES: tuple[AllocationPolicy, ...] = ("scorer", "uniform", "oracle")
 RowKey = tuple[str, str, TokenBudget]  # (policy, mode, budget); uniform mode is "-"
-_QUALITY = ("psnr", "ssim", "lpips", "fvd", "fvd_unstable", "num_samples")
+_QUALITY = ("psnr", "psnr_pooled", "ssim", "lpips", "fvd", "fvd_unstable", "num_samples")
 
 
 class AllocationEvaluator(pl.Callback):
     """Evaluate token allocation policies at several budgets and allocation modes.
 
     The module under test must expose ``tokenizer`` (frozen ``AdapTokTokenizer``), ``scorer``
-    (``BlockCausalScorer``; ``scorer.to_label_units`` puts its predictions in the cost's
-    units), ``quality`` (``BlockQuality``, the oracle's cost) and may expose
+    (``BlockCausalScorer``; the planner puts its predictions in the cost's units),
+    ``quality`` (``BlockQuality``, the oracle's cost) and may expose
     ``hparams.lpips_net``, as ``modules.ScorerModule`` does.
 
     Args:
@@ -146,6 +151,8 @@ class AllocationEvaluator(pl.Callback):
                     f"got {type(pl_module).__name__}"
                 )
         tokens = pl_module.tokenizer.tokens_per_block
+        self._cost = pl_module.quality.metric
+        optimised_metric(self._cost, self.modes[0])  # an unknown cost fails before any work
         self._planner = TokenBudgetPlanner(
             pl_module.tokenizer,
             pl_module.scorer,
@@ -215,9 +222,8 @@ class AllocationEvaluator(pl.Callback):
                 costs["scorer"] = planner.costs("scorer", video, encoding)
             if "oracle" in self.policies:
                 costs["oracle"] = planner.costs("oracle", video, encoding)
-            if len(costs) == 2:
-                to_label_units = pl_module.scorer.to_label_units
-                self._predicted.append(to_label_units(costs["scorer"]).float().cpu())
+            if len(costs) == 2:  # both in the cost's units (TokenBudgetPlanner.costs)
+                self._predicted.append(costs["scorer"].float().cpu())
                 self._measured.append(costs["oracle"].float().cpu())
             if first_batch and "scorer" in costs:
                 self._check_solvers(costs["scorer"])
@@ -295,7 +301,7 @@ class AllocationEvaluator(pl.Callback):
             }
             rows.append(row)
             tag = f"{split}/alloc/{policy}" + ("" if mode == "-" else f"_{mode}")
-            for name in ("psnr", "ssim", "lpips", "fvd"):
+            for name in ("psnr", "psnr_pooled", "ssim", "lpips", "fvd"):
                 if name in results and not math.isnan(results[name]):
                     mean = key[2].mean_tokens
                     pl_module.log(f"{tag}@{mean:g}/{name}", results[name], sync_dist=False)
@@ -335,12 +341,22 @@ class AllocationEvaluator(pl.Callback):
             )
 
     def _summary(self, rows: list[dict[str, Any]], tokens: int) -> list[dict[str, Any]]:
-        """Captured gain, regret and token savings per mode and budget (PSNR)."""
-        uniform = sorted(
-            (r["mean_tokens_per_block"], r["psnr"]) for r in rows if r["policy"] == "uniform"
-        )
+        """Gains, captured gain, regret and token savings per mode and budget.
+
+        Each mode is judged in the metric it optimises (``optimised_metric``: with MSE costs
+        the pooled PSNR in the modes that share a budget over the batch, the per-clip PSNR in
+        ``per_clip``); gains are signed so that positive is better. The per-clip PSNR of each
+        policy stays beside it (``psnr_*``).
+        """
         out = []
         for mode in self.modes:
+            metric, higher = optimised_metric(self._cost, mode)
+            sign = 1.0 if higher else -1.0
+            curve = sorted(
+                (r["mean_tokens_per_block"], sign * r[metric])
+                for r in rows
+                if r["policy"] == "uniform" and math.isfinite(r.get(metric, math.nan))
+            )
             for budget in self.budgets:
                 mean = budget * tokens
 
@@ -351,17 +367,16 @@ class AllocationEvaluator(pl.Callback):
                         same = math.isclose(r["budget"] * tokens, mean, abs_tol=0.5)
                         if r["policy"] == policy and r["mode"] in (mode, "-") and same:
                             return r
-                    return {"psnr": math.nan, "mean_tokens_per_block": math.nan}
+                    return {"mean_tokens_per_block": math.nan}
 
-                scorer_row = row_of("scorer")
-                spent = scorer_row["mean_tokens_per_block"]
-                scorer, flat, oracle = (row_of(p)["psnr"] for p in ("scorer", "uniform", "oracle"))
-                captured, regret = captured_gain(scorer, flat, oracle)
+                policies = {p: row_of(p) for p in ("scorer", "uniform", "oracle")}
+                value = {p: r.get(metric, math.nan) for p, r in policies.items()}
+                scorer, flat, oracle = (sign * value[p] for p in ("scorer", "uniform", "oracle"))
+                captured, regret = captured_gain(scorer, flat, oracle, MIN_GAIN[metric])
+                spent = policies["scorer"]["mean_tokens_per_block"]
                 needed = (
-                    uniform_tokens_to_match(
-                        scorer, [u[0] for u in uniform], [u[1] for u in uniform]
-                    )
-                    if uniform and math.isfinite(scorer)
+                    uniform_tokens_to_match(scorer, [u[0] for u in curve], [u[1] for u in curve])
+                    if curve and math.isfinite(scorer)
                     else math.nan
                 )
                 out.append(
@@ -370,15 +385,17 @@ class AllocationEvaluator(pl.Callback):
                         "budget": budget,
                         "mean_tokens_per_block": mean,
                         "scorer_tokens_per_block": spent,
-                        "psnr_scorer": scorer,
-                        "psnr_uniform": flat,
-                        "psnr_oracle": oracle,
-                        "oracle_gain_db": oracle - flat,
-                        "scorer_gain_db": scorer - flat,
+                        "metric": metric,
+                        "scorer": value["scorer"],
+                        "uniform": value["uniform"],
+                        "oracle": value["oracle"],
+                        "oracle_gain": oracle - flat,
+                        "scorer_gain": scorer - flat,
                         "captured_gain": captured,
-                        "regret_db": regret,
+                        "regret": regret,
                         "uniform_tokens_to_match": needed,
                         "token_savings": needed / spent if math.isfinite(needed) else needed,
+                        **{f"psnr_{p}": r.get("psnr", math.nan) for p, r in policies.items()},
                     }
                 )
         return out
@@ -479,13 +496,17 @@ class AllocationEvaluator(pl.Callback):
         if split != "test":
             return
         extra = [
-            "## What allocation buys (PSNR)",
+            "## What allocation buys (each mode in the metric it optimises)",
             "",
             markdown_table(summary),
             "",
-            "captured_gain = (scorer - uniform) / (oracle - uniform); regret = oracle - scorer; "
-            "token_savings = uniform tokens needed for the scorer's PSNR (read off the uniform "
-            "curve) / the scorer's tokens.",
+            f"metric: what the mode's allocation maximises with {self._cost} block costs "
+            "(psnr_pooled: PSNR of the squared error pooled over every clip, for modes that "
+            "share a budget over the batch; psnr: mean over clips of each clip's PSNR); "
+            "gains are signed so that positive is better; psnr_* = each policy's mean per-clip "
+            "PSNR. captured_gain = (scorer - uniform) / (oracle - uniform); regret = oracle - "
+            "scorer; token_savings = uniform tokens needed for the scorer's quality (read off "
+            "the uniform curve in the same metric) / the scorer's tokens.",
             "",
             "## Scorer accuracy (predicted vs measured cost, earlier blocks at full length)",
             "",

@@ -110,8 +110,13 @@ def check_targets(
     for row in summary:
         mode, budget = row["mode"], _number(row["budget"])
         if math.isclose(budget, 0.25):
-            gain = _number(row["oracle_gain_db"])
-            add(f"{mode}: oracle - uniform at 25 % (dB)", gain, ">= 0.5", gain >= 0.5)
+            # in the metric the mode's allocation optimises (AllocationEvaluator._summary)
+            metric, gain = row["metric"], _number(row["oracle_gain"])
+            name = f"{mode}: oracle - uniform at 25 % ({metric})"
+            if metric.startswith("psnr"):
+                add(name, gain, ">= 0.5 dB", gain >= 0.5)
+            else:  # the 0.5 dB goal has no counterpart in LPIPS or SSIM units
+                add(name, gain, "> 0", gain > 0)
             savings = _number(row["token_savings"])
             add(f"{mode}: token savings at 25 %", savings, ">= 1.5", savings >= 1.5)
         if math.isclose(budget, 0.25) or math.isclose(budget, 0.5):

@@ -14,7 +14,43 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["captured_gain", "uniform_tokens_to_match"]
+__all__ = ["MIN_GAIN", "captured_gain", "optimised_metric", "uniform_tokens_to_match"]
+
+MIN_GAIN = {"psnr": 0.05, "psnr_pooled": 0.05, "ssim": 0.001, "lpips": 0.001}
+"""Oracle gains below these (in each metric's units: dB, SSIM, LPIPS) make a captured share noise."""
+
+
+def optimised_metric(cost: str, mode: str) -> tuple[str, bool]:
+    """The reported quality metric that an allocation with this block cost and mode maximises.
+
+    IPAL minimises the sum of block costs over what shares one budget: a clip in ``per_clip``
+    mode, the mini-batch in the other modes (``batch``, ``causal_table``, ``streaming``). With
+    ``mse`` costs (every block has the same number of values), the minimised sum is the
+    clip's MSE, i.e. its PSNR is maximised (``psnr``: the mean over clips of per-clip PSNR
+    from each clip's MSE), or the batch's summed squared error, i.e. the PSNR of the error
+    pooled over every clip (``psnr_pooled``): a batch allocation may lower some clips' PSNR
+    to raise the pooled figure more, so judging it by the mean of per-clip PSNRs misjudges it.
+    Other costs are judged by their own metric (``psnr`` costs, the negated block PSNR, by
+    the per-clip PSNR, which the sum of block PSNRs approximates).
+
+    Args:
+        cost: The oracle's and the scorer labels' block cost: ``mse``, ``psnr``, ``ssim`` or
+            ``lpips`` (``adaptok.losses.block_quality.QualityMetric``).
+        mode: The allocation mode (``adaptok.budget_planner.PLANNER_MODES``).
+
+    Returns:
+        ``(metric, higher_is_better)``: a key of ``VideoQualityMeter.compute()``.
+
+    Raises:
+        ValueError: An unknown cost.
+    """
+    if cost == "mse":
+        return ("psnr" if mode == "per_clip" else "psnr_pooled"), True
+    if cost in ("psnr", "ssim"):
+        return cost, True
+    if cost == "lpips":
+        return "lpips", False
+    raise ValueError(f"unknown block cost {cost!r}; choose from mse, psnr, ssim, lpips")
 
 
 def captured_gain(

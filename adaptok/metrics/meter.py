@@ -22,6 +22,7 @@ from adaptok.metrics.frame_quality import (
     PSNR_CAP_DB,
     PSNR_DEFINITIONS,
     PsnrDefinition,
+    psnr_from_mse,
     psnr_per_video,
     ssim_per_video,
     validate_video_pair,
@@ -53,7 +54,9 @@ class VideoQualityMeter(nn.Module):
     evaluator's MSE over all frames of a video; ``"frame_mean"``: per-frame PSNR averaged),
     capped at ``psnr_max_db`` so exact reconstructions stay finite. SSIM and LPIPS (frames
     scaled to [-1, 1]) are per-frame values averaged per video. Each is reported as the mean
-    (``psnr``) and the median (``psnr_median``) over videos. When the weights of I3D or
+    (``psnr``) and the median (``psnr_median``) over videos. ``psnr_pooled`` is the PSNR of
+    the mean squared error over every value of every clip: what an allocation that minimises
+    the summed MSE of a batch of clips maximises (a mean of per-clip PSNRs is not). When the weights of I3D or
     LPIPS are missing and cannot be fetched, that metric is skipped with one warning saying
     how to get them, and the others are still computed.
 
@@ -117,6 +120,9 @@ class VideoQualityMeter(nn.Module):
         self.ssim = CatMetric()
         self.lpips = CatMetric()
         self.num_samples = SumMetric()
+        # over every value of every clip (float64: ~1e8 values): psnr_pooled
+        self.squared_error = SumMetric().set_dtype(torch.float64)
+        self.num_values = SumMetric().set_dtype(torch.float64)
         self._seen = 0
 
     @staticmethod
@@ -155,6 +161,8 @@ class VideoQualityMeter(nn.Module):
             psnr_per_video(real, fake, definition=self.psnr_definition, max_db=self.psnr_max_db)
         )
         self.ssim.update(ssim_per_video(real, fake))
+        self.squared_error.update((fake - real).double().square().sum())
+        self.num_values.update(real.numel())
         if self.lpips_model is not None:
             self.lpips.update(self._lpips_per_video(real, fake))
         if self.fvd_metric is not None:
@@ -183,8 +191,8 @@ class VideoQualityMeter(nn.Module):
 
         Returns:
             ``num_samples`` always; ``psnr``, ``ssim`` and, when enabled, ``lpips`` (means
-            over videos) with ``psnr_median``, ``ssim_median``, ``lpips_median`` once a
-            clip was seen; ``fvd`` and ``fvd_unstable`` (1.0 when either set holds fewer clips
+            over videos) with ``psnr_median``, ``ssim_median``, ``lpips_median`` and
+            ``psnr_pooled`` once a clip was seen; ``fvd`` and ``fvd_unstable`` (1.0 when either set holds fewer clips
             than feature dimensions) once two clips were seen.
         """
         with warnings.catch_warnings():  # processes with no clips are fine, they add zeros
@@ -198,6 +206,8 @@ class VideoQualityMeter(nn.Module):
                 values = getattr(self, name).compute().double()
                 results[name] = float(values.mean())
                 results[f"{name}_median"] = float(values.quantile(0.5))  # middle pair averaged
+            pooled_mse = self.squared_error.compute().double() / self.num_values.compute()
+            results["psnr_pooled"] = float(psnr_from_mse(pooled_mse, max_db=self.psnr_max_db))
             if self.fvd_metric is not None and count >= 2:
                 results["fvd"] = float(self.fvd_metric.compute())
                 results["fvd_unstable"] = float(self.fvd_metric.unstable)
@@ -205,7 +215,8 @@ class VideoQualityMeter(nn.Module):
 
     def reset(self) -> None:
         """Forget every clip (start a new evaluation)."""
-        for metric in (self.psnr, self.ssim, self.lpips, self.num_samples, self.fvd_metric):
+        metrics = (self.psnr, self.ssim, self.lpips, self.num_samples, self.fvd_metric)
+        for metric in (*metrics, self.squared_error, self.num_values):
             if metric is not None:
                 metric.reset()
         self._seen = 0

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from adaptok.metrics.allocation_gain import optimised_metric
 from modules.cli import run_cli
 from tests.helpers import EXPERIMENTS, REPO, tiny_args, working_directory
 
@@ -73,17 +75,30 @@ def test_budget_is_met_exactly(eval_run: Path) -> None:
         )
 
 
-def test_summary_derives_from_the_table(eval_run: Path) -> None:
+def test_summary_derives_from_the_table(eval_run: Path, scorer_ckpt: Path) -> None:
+    """Each mode is judged in the metric its allocation optimises (the scorer's label metric:
+    e.g. MSE costs give the pooled PSNR when the budget is shared over the batch, the per-clip
+    PSNR in per_clip), gains signed so that positive is better, per-clip PSNR beside."""
+    cost = torch.load(scorer_ckpt, map_location="cpu", weights_only=False)["hyper_parameters"][
+        "metric"
+    ]
     rows = read_csv(eval_run / "allocation_report.csv")
-    psnr = {
-        (r["mode"], r["policy"], float(r["mean_tokens_per_block"])): float(r["psnr"]) for r in rows
-    }
-    for row in read_csv(eval_run / "allocation_summary.csv"):
+    table = {(r["mode"], r["policy"], float(r["mean_tokens_per_block"])): r for r in rows}
+    summary = read_csv(eval_run / "allocation_summary.csv")
+    assert {r["mode"] for r in summary} == set(MODES)
+    for row in summary:
+        metric, higher = optimised_metric(cost, row["mode"])
+        sign = 1.0 if higher else -1.0
+        assert row["metric"] == metric
         mean = float(row["mean_tokens_per_block"])
-        scorer, oracle = psnr[(row["mode"], "scorer", mean)], psnr[(row["mode"], "oracle", mean)]
-        uniform = psnr[("-", "uniform", mean)]
-        assert float(row["regret_db"]) == pytest.approx(oracle - scorer, abs=1e-6)
-        assert float(row["oracle_gain_db"]) == pytest.approx(oracle - uniform, abs=1e-6)
+        scorer, oracle = table[(row["mode"], "scorer", mean)], table[(row["mode"], "oracle", mean)]
+        uniform = table[("-", "uniform", mean)]
+        s, o, u = (float(r[metric]) for r in (scorer, oracle, uniform))
+        assert float(row["regret"]) == pytest.approx(sign * (o - s), abs=1e-6)
+        assert float(row["oracle_gain"]) == pytest.approx(sign * (o - u), abs=1e-6)
+        assert float(row["psnr_oracle"]) == pytest.approx(float(oracle["psnr"]), abs=1e-6)
+        for r in (scorer, oracle, uniform):  # -log is convex: PSNR of the mean MSE <= mean PSNR
+            assert float(r["psnr_pooled"]) <= float(r["psnr"]) + 1e-4
 
 
 def test_oracle_lpips_is_not_worse_than_uniform(eval_run: Path) -> None:
@@ -217,7 +232,7 @@ def test_report_names_the_data_the_datamodule_reads(tmp_path: Path) -> None:
     assert not hasattr(datamodule, "test_urls")  # what the report once read
     datamodule.setup("test")
     evaluator = AllocationEvaluator(modes=["per_clip"], fvd=False, lpips=False)
-    evaluator._keys, evaluator._frames = [], {}
+    evaluator._keys, evaluator._frames, evaluator._cost = [], {}, "mse"
     (tmp_path / "out").mkdir()  # the run's log folder, which Lightning creates
     rows = [
         {"mode": "-", "policy": "uniform", "mean_tokens_per_block": float(m), "psnr": 20.0 + m}
@@ -254,7 +269,8 @@ def test_a_uniform_budget_of_no_token_is_refused_when_evaluation_starts(
     from modules.loading import load_frozen_tokenizer
 
     tokenizer = load_frozen_tokenizer(tokenizer_ckpt)  # 4 blocks x 8 tokens
-    stage = SimpleNamespace(tokenizer=tokenizer, scorer=None, quality=None, device="cpu")
+    quality = SimpleNamespace(metric="mse")  # the cost the report judges the modes in
+    stage = SimpleNamespace(tokenizer=tokenizer, scorer=None, quality=quality, device="cpu")
     trainer = SimpleNamespace(current_epoch=0, sanity_checking=False)
     refused = AllocationEvaluator(budgets=[0.05], policies=["uniform"], fvd=False, lpips=False)
     with pytest.raises(ValueError, match=r"keeps round\(0.4\) = 0 tokens per block"):

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from adaptok.metrics.allocation_gain import captured_gain, uniform_tokens_to_match
+from adaptok.alloc import allocate
+from adaptok.metrics.allocation_gain import (
+    captured_gain,
+    optimised_metric,
+    uniform_tokens_to_match,
+)
 
 
 def test_captured_gain_and_regret() -> None:
@@ -32,3 +38,26 @@ def test_token_savings_example() -> None:
     """Scorer at 8 tokens/block reaches 21 dB; uniform needs 12: savings 1.5x."""
     needed = uniform_tokens_to_match(21.0, [4, 8, 16, 32], [18.0, 20.0, 22.0, 23.0])
     assert needed / 8 == pytest.approx(1.5)
+
+
+def test_each_mode_is_judged_in_the_metric_it_optimises() -> None:
+    assert optimised_metric("mse", "batch") == ("psnr_pooled", True)
+    assert optimised_metric("mse", "streaming") == ("psnr_pooled", True)
+    assert optimised_metric("mse", "per_clip") == ("psnr", True)
+    assert optimised_metric("lpips", "batch") == ("lpips", False)
+    with pytest.raises(ValueError, match="unknown block cost"):
+        optimised_metric("vmaf", "batch")
+
+
+def test_a_batch_mse_allocation_raises_the_pooled_psnr_not_the_mean_clip_psnr() -> None:
+    """Why batch mode is judged by the pooled PSNR: moving tokens from a calm clip (tiny MSE)
+    to a busy one lowers the summed MSE but the mean of the per-clip PSNRs falls."""
+    # 2 clips x 1 block; candidate lengths 1, 2, 3; block MSE at each length
+    costs = np.array([[[1e-4, 0.5e-4, 0.4e-4]], [[2e-2, 1.5e-2, 1e-2]]])
+    oracle = allocate(costs, [1, 2, 3], 2.0, mode="batch").lengths[:, 0]
+    assert oracle.tolist() == [1, 3]  # the busy clip gets the tokens
+    mse = {"uniform": costs[:, 0, 1], "oracle": np.array([1e-4, 1e-2])}
+    pooled = {k: -10 * np.log10(v.mean()) for k, v in mse.items()}
+    per_clip = {k: float(np.mean(-10 * np.log10(v))) for k, v in mse.items()}
+    assert pooled["oracle"] - pooled["uniform"] == pytest.approx(1.73, abs=0.01)
+    assert per_clip["oracle"] - per_clip["uniform"] == pytest.approx(-0.62, abs=0.01)

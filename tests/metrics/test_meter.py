@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -123,6 +124,9 @@ def test_psnr_is_the_official_definition_with_median_and_a_finite_cap() -> None:
     ordered = sorted(values.tolist())
     assert results["psnr_median"] == pytest.approx((ordered[1] + ordered[2]) / 2, rel=1e-5)
     assert results["ssim_median"] <= 1.0 and "lpips_median" not in results
+    # pooled: the squared error of every value of every clip (the exact one adds zeros)
+    pooled = (fake - real).square().sum() / (4 * real[0].numel())
+    assert results["psnr_pooled"] == pytest.approx(-10 * math.log10(pooled.item()), rel=1e-6)
 
     other = VideoQualityMeter(fvd=False, lpips=False, psnr_definition="frame_mean")
     other.update(real, fake)
