@@ -334,12 +334,16 @@ class TokenBudgetPlanner:
     def costs(self, policy: AllocationPolicy, video: Tensor, encoding: TokenizerEncoding) -> Tensor:
         """``(B, K, J)`` costs of every block at every candidate, earlier blocks at full length.
 
-        ``scorer``: one scorer pass (normalised predicted cost); ``oracle``: ``K`` rounds of
-        ``J`` real decodes, each scored by ``quality`` (lower is better for both).
+        ``scorer``: one scorer pass, its predictions in the label metric's units
+        (``scorer.to_label_units``: the allocation sums costs, so they must be in the units
+        whose sum it minimises, whatever the scorer's label transform); ``oracle``: ``K``
+        rounds of ``J`` real decodes, each scored by ``quality`` (lower is better for both).
         """
         full = self.full_lengths(video.shape[0], video.device)
         if policy == "scorer" and self.scorer is not None:
-            return self.scorer(encoding.latents, encoding.quantized, full)
+            return self.scorer.to_label_units(
+                self.scorer(encoding.latents, encoding.quantized, full)
+            )
         per_block = [
             self._block_costs(policy, video, encoding, full, b)
             for b in range(self.tokenizer.num_blocks)
@@ -358,7 +362,8 @@ class TokenBudgetPlanner:
         if policy == "scorer":
             if self.scorer is None:
                 raise ValueError("policy='scorer' needs a scorer")
-            return self.scorer(encoding.latents, encoding.quantized, context)[:, block]
+            predictions = self.scorer(encoding.latents, encoding.quantized, context)[:, block]
+            return self.scorer.to_label_units(predictions)
         if self.quality is None:
             raise ValueError("policy='oracle' needs a quality (cost) function")
         blocks = torch.full((video.shape[0],), block, dtype=torch.long, device=video.device)
@@ -459,10 +464,10 @@ class TokenBudgetPlanner:
     def plan_target(self, video: Tensor, encoding: TokenizerEncoding, threshold: float) -> Tensor:
         """``target`` allocation: per block, the fewest tokens predicted to reach ``threshold``.
 
-        The scorer scores every block with the earlier blocks at full length; the threshold
-        is converted once into the predictions' units with the scorer's own label
-        normalisation (:meth:`BlockCausalScorer.from_label_units`). A block that reaches the
-        threshold at no candidate gets its lowest-cost length (``adaptok.alloc.target``).
+        The scorer scores every block with the earlier blocks at full length, in the label
+        metric's units (:meth:`costs`), so the threshold is compared as given. A block that
+        reaches the threshold at no candidate gets its lowest-cost length
+        (``adaptok.alloc.target``).
 
         Args:
             video: ``(B, C, T, H, W)`` clips in [0, 1].
@@ -479,7 +484,5 @@ class TokenBudgetPlanner:
         if self.scorer is None:
             raise ValueError("target allocation needs a scorer")
         costs = self.costs("scorer", video, encoding)
-        asked = torch.tensor(float(threshold), device=self.scorer.label_mean.device)
-        limit = float(self.scorer.from_label_units(asked))
-        result = allocate(costs, self.candidates, mode="target", threshold=limit)
+        result = allocate(costs, self.candidates, mode="target", threshold=float(threshold))
         return torch.as_tensor(result.lengths, dtype=torch.long, device=video.device)

@@ -537,15 +537,16 @@ def tokenize_video(
     Args:
         path: The video file.
         tokenizer: The frozen tokenizer (its ``num_frames``/``image_size`` define a window).
-        scorer: The trained scorer for that tokenizer (predicted normalised costs).
+        scorer: The trained scorer for that tokenizer (its predictions are allocated in the
+            label metric's units, ``scorer.to_label_units``).
         budget: Fraction of the ``M`` tokens per block to keep on average, in (0, 1]
             (``per_clip``/``streaming``); must be None in ``target`` mode.
         mode: ``per_clip`` (each window its own exact budget), ``streaming`` (causal, block
             by block, price carried over windows) or ``target``.
         threshold: ``target`` mode: the predicted cost each block must reach, in the scorer
             metric's units (LPIPS for the paper's scorer; ``-PSNR`` / ``-SSIM`` for those
-            metrics, see ``adaptok.losses.block_quality``); converted to the predictions'
-            units with the scorer's own label normalisation (``scorer.from_label_units``).
+            metrics, see ``adaptok.losses.block_quality``), compared with the predictions
+            in those units.
         solver: ``fast`` (exact) or ``mip`` (python-mip CBC).
         equality: Spend each window's budget exactly (the paper) instead of at most.
         stride: Frames between window starts; default ``num_frames``.

@@ -201,36 +201,38 @@ class AnnotatorModule(LightningModule):
         Args:
             video: ``(B, C, T, H, W)`` float in [0, 1] at the tokenizer's clip size.
         """
-        codes, predictions, _ = self._encode(video)
-        return codes, self.scorer.to_label_units(predictions)
+        codes, costs, _ = self._encode(video)
+        return codes, costs
 
     @torch.no_grad()
     def _encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, TokenizerEncoding]:
-        """Codes ``(B, K, M)``, predictions ``(B, K, J)`` (normalised) and the encoding (fp32)."""
+        """Codes ``(B, K, M)``, predicted costs ``(B, K, J)`` (metric units) and the encoding (fp32)."""
         self.tokenizer.eval()
         self.scorer.eval()
         with torch.autocast(video.device.type, enabled=False):
             encoding = self.tokenizer.encode(video.float())
-            predictions = self.scorer(encoding.latents, encoding.quantized, None).float()
+            predictions = self.scorer(encoding.latents, encoding.quantized, None)
+            costs = self.scorer.to_label_units(predictions)
         codes = encoding.codes.view(video.shape[0], self.num_blocks, self.tokens_per_block)
-        return codes, predictions, encoding
+        return codes, costs, encoding
 
     @torch.no_grad()
     def allocate_lengths(
-        self, video: torch.Tensor, encoding: TokenizerEncoding, predictions: torch.Tensor
+        self, video: torch.Tensor, encoding: TokenizerEncoding, costs: torch.Tensor
     ) -> np.ndarray:
         """Per-block lengths ``(B, P, K)`` at each budget, by the planner in ``allocation`` mode.
 
         Args:
             video: ``(B, C, T, H, W)`` the windows (fp32).
             encoding: ``tokenizer.encode(video)`` (fp32).
-            predictions: ``(B, K, J)`` the scorer's predictions for the full-length context
-                (reused by ``per_clip``; the causal modes re-score block by block).
+            costs: ``(B, K, J)`` the scorer's predicted costs (metric units) for the
+                full-length context (reused by ``per_clip``; the causal modes re-score block
+                by block).
         """
         lengths = np.zeros((video.shape[0], len(self.budgets), self.num_blocks), dtype=np.int64)
         with torch.autocast(video.device.type, enabled=False):
             for level, budget in enumerate(self.token_budgets):
-                chosen = self.planner.plan(video, encoding, budget, "scorer", costs=predictions)
+                chosen = self.planner.plan(video, encoding, budget, "scorer", costs=costs)
                 lengths[:, level] = chosen.cpu().numpy()
         return lengths
 
@@ -266,10 +268,10 @@ class AnnotatorModule(LightningModule):
         if video.numel() == 0:
             out["key"] = []
             return out
-        codes, predictions, encoding = self._encode(video)
+        codes, costs, encoding = self._encode(video)
         out["codes"] = codes.cpu().numpy().astype(np.uint16)
-        out["costs"] = self.scorer.to_label_units(predictions).cpu().numpy().astype(np.float32)
-        lengths = self.allocate_lengths(video.float(), encoding, predictions)
+        out["costs"] = costs.cpu().numpy().astype(np.float32)
+        lengths = self.allocate_lengths(video.float(), encoding, costs)
         out["lengths"] = lengths.astype(np.int16)
         if self.condition_frames is not None:
             cond_codes, _ = self.encode_codes(self.condition_clip(video))

@@ -69,8 +69,9 @@ class ScorerModule(StageModule):
             resolved ``class_path``/``init_args``, geometry included): restoring builds the
             scorer from it. Leave unset.
         metric: Label metric: ``lpips`` (paper), ``psnr``, ``mse`` or ``ssim``.
-        target_mean: Mean used to z-normalise labels (paper, LPIPS: 0.1975); None: estimated
-            from the first training batches' labels.
+        target_mean: Mean used to z-normalise labels (paper, LPIPS: 0.1975), in the scorer's
+            label space (after its ``label_transform``); None: estimated from the first
+            training batches' labels.
         target_std: Std used to z-normalise labels (paper, LPIPS: 0.0762), > 0; None:
             estimated likewise.
         label_stat_batches: Training batches whose labels estimate a null ``target_mean`` /
@@ -123,6 +124,11 @@ class ScorerModule(StageModule):
 
             perceptual = load_lpips(lpips_net)
         self.quality = BlockQuality(metric, perceptual)
+        if getattr(scorer, "label_transform", "identity") == "log" and metric in ("psnr", "ssim"):
+            raise ValueError(
+                f"the scorer's label_transform 'log' needs non-negative costs; metric {metric!r} "
+                "costs are negated scores: use mse or lpips, or label_transform identity"
+            )
         if target_std is not None and not target_std > 0:
             raise ValueError(f"target_std must be > 0 or null (estimated), got {target_std}")
         if label_stat_batches < 1:
@@ -228,7 +234,10 @@ class ScorerModule(StageModule):
         """
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
-            local = [self._draw(batch, generator)[3].double().flatten() for batch in batches]
+            local = [
+                self.scorer.label_space(self._draw(batch, generator)[3]).double().flatten()
+                for batch in batches
+            ]
         labels = gather_rows(torch.cat([torch.zeros(0, device=self.device).double(), *local]))
         if labels.numel() == 0:
             raise ValueError("no training labels to estimate target_mean/target_std from")

@@ -52,10 +52,15 @@ from adaptok.nn.masks import encoder_mask
 from adaptok.nn.precision import Precision, autocast_for, check_precision
 from adaptok.nn.transformer import TransformerStack, init_weights
 
-__all__ = ["LABEL_BUFFERS", "BlockCausalScorer", "upgrade_scorer_checkpoint"]
+__all__ = ["LABEL_BUFFERS", "LOG_LABEL_FLOOR", "BlockCausalScorer", "upgrade_scorer_checkpoint"]
 
 LABEL_BUFFERS = ("label_mean", "label_std")
 """The scorer's buffers holding its label normalisation (mean, standard deviation)."""
+
+LOG_LABEL_FLOOR = 1e-6
+"""Smallest cost the ``log`` label transform distinguishes (an MSE of 1e-6 is 60 dB PSNR)."""
+
+LabelTransform = Literal["identity", "log"]
 
 
 class BlockCausalScorer(nn.Module):
@@ -82,16 +87,28 @@ class BlockCausalScorer(nn.Module):
             runs the "dense" passes (one per scored block), as the official inference does;
             without ``context_lengths`` the earlier blocks are kept whole and the later
             ones dropped, so a block's scores still never depend on later blocks.
+        label_transform: What the network learns of a cost before z-normalisation:
+            ``identity`` (the paper: the cost itself) or ``log`` (ours: ``log(max(cost,
+            LOG_LABEL_FLOOR))``, for positive costs such as MSE or LPIPS). In log space one
+            learned offset scales a block's whole cost curve, so a block twice as costly is
+            predicted to gain twice as much from more tokens; with ``identity`` the same offset
+            shifts the curve and every block is predicted to gain the same, which gives an
+            allocator nothing to choose by (docs/DEVIATIONS.md).
+        candidate_bias: Add a learned offset per candidate to the read-out (ours; the paper
+            has none): the read-out slots of a block differ only by their position
+            embedding, and at demo scale the plain read-out did not learn even the mean fall
+            of the cost with more tokens (docs/DEVIATIONS.md).
 
     Attributes:
         label_mean: Buffer, the mean of the labels the predictions are z-normalised with,
-            in the label metric's units (0 until :meth:`set_label_normalisation`).
+            in the label space (after ``label_transform``; 0 until
+            :meth:`set_label_normalisation`).
         label_std: Buffer, their standard deviation (1 until set): with the defaults the
             predictions are the labels.
 
     Raises:
         ValueError: ``num_candidates`` does not divide ``tokens_per_block``, or an unknown
-            ``attention``/``precision``/``context_attention``.
+            ``attention``/``precision``/``context_attention``/``label_transform``.
     """
 
     def __init__(
@@ -108,8 +125,15 @@ class BlockCausalScorer(nn.Module):
         precision: Precision = "auto",
         qkv_bias: bool = True,
         context_attention: Literal["block_causal", "full"] = "block_causal",
+        label_transform: LabelTransform = "identity",
+        candidate_bias: bool = False,
     ) -> None:
         super().__init__()
+        if label_transform not in ("identity", "log"):
+            raise ValueError(
+                f"label_transform must be 'identity' or 'log', got {label_transform!r}"
+            )
+        self.label_transform = label_transform
         self.register_buffer("label_mean", torch.tensor(0.0))
         self.register_buffer("label_std", torch.tensor(1.0))
         check_attention(attention)
@@ -133,6 +157,8 @@ class BlockCausalScorer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, width))
         self.transformer = TransformerStack(width, depth, heads, mlp_ratio, qkv_bias=qkv_bias)
         self.head = nn.Sequential(nn.Linear(width, 2 * width), nn.Tanh(), nn.Linear(2 * width, 1))
+        # (J,) offsets of the read-out, or None (the paper's read-out)
+        self.candidate_bias = nn.Parameter(torch.zeros(num_candidates)) if candidate_bias else None
         step = tokens_per_block // num_candidates
         block_of_token = torch.arange(num_tokens) // tokens_per_block
         slot_in_block = torch.arange(num_tokens) % tokens_per_block
@@ -153,8 +179,9 @@ class BlockCausalScorer(nn.Module):
         """Store the label mean and standard deviation the predictions are normalised with.
 
         Args:
-            mean: Label mean, in the label metric's units (finite), or NaN (not known yet).
-            std: Label standard deviation (finite and > 0), or NaN with a NaN ``mean``.
+            mean: Label mean in the label space (:meth:`label_space`; finite), or NaN (not
+                known yet).
+            std: Label standard deviation there (finite and > 0), or NaN with a NaN ``mean``.
 
         Raises:
             ValueError: A non-finite or non-positive ``std``, or only one of them NaN.
@@ -170,13 +197,29 @@ class BlockCausalScorer(nn.Module):
 
     @property
     def label_normalisation(self) -> tuple[float, float]:
-        """``(mean, std)`` of the labels, in the label metric's units (NaN: not known yet)."""
+        """``(mean, std)`` of the labels in the label space (NaN: not known yet)."""
         return float(self.label_mean), float(self.label_std)
 
     @property
     def has_label_normalisation(self) -> bool:
         """Whether the label mean and standard deviation are known (not NaN)."""
         return not math.isnan(float(self.label_std))
+
+    def label_space(self, costs: Tensor) -> Tensor:
+        """Costs in the metric's units -> the label space (``label_transform``), float32.
+
+        Raises:
+            ValueError: ``log`` transform and a negative cost (e.g. negated PSNR or SSIM).
+        """
+        costs = costs.float()
+        if self.label_transform == "identity":
+            return costs
+        if bool((costs < 0).any()):
+            raise ValueError(
+                "label_transform 'log' needs non-negative costs (MSE, LPIPS), got "
+                f"{float(costs.min()):.4g}"
+            )
+        return costs.clamp_min(LOG_LABEL_FLOOR).log()
 
     def to_label_units(self, predictions: Tensor) -> Tensor:
         """Predictions (z-normalised) -> costs in the label metric's units.
@@ -185,16 +228,19 @@ class BlockCausalScorer(nn.Module):
             predictions: Any shape, e.g. ``(B, K, J)`` from :meth:`forward`.
 
         Returns:
-            ``predictions x label_std + label_mean`` in float32 (lower = better).
+            ``predictions x label_std + label_mean`` in float32, exponentiated under the
+            ``log`` transform (lower = better).
         """
-        return predictions.float() * self.label_std.float() + self.label_mean.float()
+        values = predictions.float() * self.label_std.float() + self.label_mean.float()
+        return values.exp() if self.label_transform == "log" else values
 
     def from_label_units(self, costs: Tensor) -> Tensor:
         """Costs in the label metric's units -> the z-normalised values the network predicts.
 
-        The inverse of :meth:`to_label_units` (training labels, quality thresholds).
+        The inverse of :meth:`to_label_units` (training labels, quality thresholds; under
+        ``log``, exact for costs above ``LOG_LABEL_FLOOR``).
         """
-        return (costs.float() - self.label_mean.float()) / self.label_std.float()
+        return (self.label_space(costs) - self.label_mean.float()) / self.label_std.float()
 
     @property
     def candidate_lengths(self) -> list[int]:
@@ -254,7 +300,8 @@ class BlockCausalScorer(nn.Module):
                 hidden = self._dense(tokens, context_lengths)
             else:
                 hidden = self._blockwise(tokens, context_lengths)
-            return self.head(hidden).squeeze(-1).float()
+            scores = self.head(hidden).squeeze(-1).float()
+        return scores if self.candidate_bias is None else scores + self.candidate_bias.float()
 
     def _check_context(self, context_lengths: Tensor, batch: int) -> None:
         """Raises ValueError unless ``context_lengths`` is integer ``(B, K)`` in [0, M]."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from adaptok.nn import TailDropSampler
-from adaptok.nn.scorer import BlockCausalScorer
+from adaptok.nn.scorer import LOG_LABEL_FLOOR, BlockCausalScorer
 from modules import ScorerModule
 from modules.scorer import ScorerFactory, scorer_accuracy
 
@@ -130,6 +131,38 @@ def test_label_normalisation_lives_in_the_scorers_buffers(tokenizer_ckpt: Path) 
         scorer.set_label_normalisation(0.1, 0.0)
     with pytest.raises(ValueError, match="target_std must be > 0 or null"):
         ScorerModule(tiny_scorer(), tokenizer_ckpt=str(tokenizer_ckpt), target_std=-1.0)
+
+
+def test_log_label_transform_scales_each_block_curve(tokenizer_ckpt: Path) -> None:
+    """label_transform log: predictions are z-normalised log costs; costs come back in the
+    metric's units, so one offset scales a block's curve (twice the cost, twice the gain)."""
+    module = ScorerModule(
+        partial(BlockCausalScorer, num_candidates=4, width=32, depth=1, heads=2,
+                label_transform="log"),
+        tokenizer_ckpt=str(tokenizer_ckpt), metric="mse", target_mean=-4.0, target_std=0.5,
+    )  # fmt: skip
+    scorer = module.scorer
+    assert module.hparams["scorer_spec"]["init_args"]["label_transform"] == "log"
+    curve = torch.tensor([[0.0, -0.4, -0.8]])
+    shifted = scorer.to_label_units(curve + math.log(4.0) / 0.5)  # +log 4 in log-cost space
+    base = scorer.to_label_units(curve)
+    torch.testing.assert_close(shifted, 4 * base)
+    torch.testing.assert_close(shifted[:, :-1] - shifted[:, 1:], 4 * (base[:, :-1] - base[:, 1:]))
+    torch.testing.assert_close(scorer.from_label_units(base), curve)
+    assert scorer.from_label_units(torch.tensor(0.0)) == pytest.approx(
+        (math.log(LOG_LABEL_FLOOR) + 4.0) / 0.5
+    )  # a zero cost is floored, not -inf
+    with pytest.raises(ValueError, match="non-negative costs"):
+        scorer.label_space(torch.tensor([-20.0]))  # e.g. a negated PSNR
+    with pytest.raises(ValueError, match="label_transform 'log' needs non-negative costs"):
+        ScorerModule(
+            partial(BlockCausalScorer, num_candidates=4, width=32, depth=1, heads=2,
+                    label_transform="log"),
+            tokenizer_ckpt=str(tokenizer_ckpt), metric="psnr",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="label_transform must be"):
+        BlockCausalScorer(token_width=8, num_blocks=2, tokens_per_block=4, num_candidates=2,
+                          width=8, depth=1, heads=1, label_transform="sqrt")  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_null_normalisation_is_estimated_from_training_labels(tokenizer_ckpt: Path) -> None:
