@@ -1,0 +1,73 @@
+"""Cost-curve diagnostics on hand-made tables where the answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from adaptok.metrics.cost_curves import (
+    curve_agreement,
+    level_and_shape,
+    level_shape_costs,
+    spearman,
+)
+
+
+def _table() -> np.ndarray:
+    """3 clips x 2 blocks x 4 candidates: a level times each block's own falling curve."""
+    rng = np.random.default_rng(0)
+    levels = rng.uniform(0.01, 0.2, size=(3, 2, 1))
+    falls = rng.uniform(0.05, 0.9, size=(3, 2, 3))  # log-cost steps, a different set per block
+    return levels * np.exp(-np.concatenate([np.zeros((3, 2, 1)), falls.cumsum(2)], axis=2))
+
+
+def test_level_and_shape_recover_a_product_table() -> None:
+    shape = np.log([1.0, 0.5, 0.25, 0.125])
+    shape -= shape.mean()
+    level = np.log([[0.1, 0.3], [0.02, 0.05]])
+    costs = np.exp(level[..., None] + shape)
+    found_level, found_shape = level_and_shape(costs)
+    np.testing.assert_allclose(found_level, level)
+    np.testing.assert_allclose(found_shape, shape, atol=1e-12)
+    np.testing.assert_allclose(level_shape_costs(costs), costs)
+
+
+def test_levels_only_keep_each_level_but_not_its_shape() -> None:
+    costs = _table()
+    flat = level_shape_costs(costs)
+    np.testing.assert_allclose(np.log(flat).mean(2), np.log(costs).mean(2))
+    steps = np.log(flat[..., :-1]) - np.log(flat[..., 1:])
+    np.testing.assert_allclose(steps, np.broadcast_to(steps[0, 0], steps.shape))
+
+
+def test_agreement_separates_levels_from_steps() -> None:
+    costs = _table()
+    perfect = curve_agreement(costs, costs)
+    assert perfect["level"] == pytest.approx(1.0)
+    assert all(r == pytest.approx(1.0) for r in perfect["per_candidate"])
+    assert all(r == pytest.approx(1.0) for r in perfect["steps"])
+    # every level right, every block the same shape: steps carry no rank (constant -> NaN)
+    levels_only = curve_agreement(costs, level_shape_costs(costs))
+    assert levels_only["level"] == pytest.approx(1.0)
+    assert all(math.isnan(r) for r in levels_only["steps"])
+    # each curve mirrored about its level (log c -> 2 level - log c): the step ranks invert
+    swapped = np.exp(np.log(costs).mean(2, keepdims=True) * 2 - np.log(costs))
+    inverted = curve_agreement(costs, swapped)
+    assert all(r == pytest.approx(-1.0) for r in inverted["steps"])
+
+
+def test_bad_tables_are_refused() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        level_and_shape(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=">= 0"):
+        level_and_shape(-np.ones((1, 2, 3)))
+    with pytest.raises(ValueError, match="shapes differ"):
+        curve_agreement(np.ones((1, 2, 3)), np.ones((1, 2, 4)))
+
+
+def test_spearman_is_nan_for_constants_and_handles_ties() -> None:
+    assert math.isnan(spearman(np.ones(4), np.arange(4)))
+    assert spearman(np.array([1, 2, 2, 3]), np.array([1, 2, 2, 3])) == pytest.approx(1.0)
+    assert spearman(np.arange(5), -np.arange(5)) == pytest.approx(-1.0)
