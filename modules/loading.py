@@ -32,6 +32,7 @@ from torch import nn
 from adaptok.data.tar_samples import read_tar_json
 from adaptok.metrics.i3d import InceptionI3d
 from adaptok.metrics.lpips import LPIPS
+from adaptok.nn.discriminator import DISCRIMINATOR_GEOMETRY
 from adaptok.nn.scorer import upgrade_scorer_checkpoint
 from adaptok.nn.state_check import first_weight_mismatch
 from adaptok.nn.tokenizer import AdapTokTokenizer
@@ -198,16 +199,53 @@ _DERIVED_GEOMETRY = {
 """A stage network's init arguments read from its parent tokenizer (never stated)."""
 
 
-def upgrade_network_specs(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """Give a checkpoint written before ``scorer_spec``/``generator_spec`` existed those keys.
+def _plain(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
 
-    Such a checkpoint holds the whole network spec under ``scorer`` (``generator``); it is
-    copied to ``scorer_spec`` and ``scorer`` keeps only the network's own arguments (what
-    the stage's factory takes), in place. Needed wherever the hyperparameters go through
-    the CLI's parser, whose factory takes only the network's own arguments: ``--model``
-    rebuilt from a checkpoint (:func:`read_checkpoint_safely`) and Lightning's instantiator
-    (:func:`instantiator_spec_overrides`); :func:`build_child_network` reads the old form
-    itself.
+
+def _upgrade_tokenizer_loss(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"loss": ...}`` without the discriminator geometry an older tokenizer stage stated.
+
+    Raises:
+        CheckpointError: A stated value is not the tokenizer's (names both values).
+    """
+    loss, tokenizer = hparams.get("loss"), hparams.get("tokenizer")
+    if not (_is_spec(loss) and _is_spec(tokenizer)):
+        return {}
+    loss_args = dict(loss.get("init_args") or {})
+    discriminator = loss_args.get("discriminator")
+    if not _is_spec(discriminator):
+        return {}
+    own = dict(discriminator.get("init_args") or {})
+    stated = {key: own.pop(key) for key in DISCRIMINATOR_GEOMETRY if key in own}
+    if not stated:
+        return {}
+    tokenizer_args = tokenizer.get("init_args") or {}
+    for key, value in stated.items():
+        if key in tokenizer_args and _plain(value) != _plain(tokenizer_args[key]):
+            raise CheckpointError(
+                f"hyper_parameters['loss'] gives the discriminator {key}={value!r} but "
+                f"hyper_parameters['tokenizer'] has {key}={tokenizer_args[key]!r}; the "
+                f"discriminator's {', '.join(DISCRIMINATOR_GEOMETRY)} are the tokenizer's"
+            )
+    loss_args["discriminator"] = {"class_path": discriminator["class_path"], "init_args": own}
+    return {"loss": {**loss, "init_args": loss_args}}
+
+
+def upgrade_network_specs(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """Bring the hyperparameters of a checkpoint older than the derived geometry up to date.
+
+    A scorer (generator) checkpoint written before ``scorer_spec``/``generator_spec``
+    existed holds the whole network spec under ``scorer`` (``generator``); it is copied to
+    ``scorer_spec`` and ``scorer`` keeps only the network's own arguments (what the stage's
+    factory takes). A tokenizer checkpoint written before the discriminator's geometry was
+    derived states the tokenizer's ``num_frames``, ``image_size``, ``in_channels`` and
+    ``patch_size`` in ``loss.init_args.discriminator.init_args``; they are removed (after
+    checking that they are the tokenizer's). In place. Needed wherever the hyperparameters
+    go through the CLI's parser, whose factories take only the network's own arguments:
+    ``--model`` rebuilt from a checkpoint (:func:`read_checkpoint_safely`) and Lightning's
+    instantiator (:func:`instantiator_spec_overrides`); :func:`build_child_network` reads
+    the old scorer/generator form itself.
 
     Args:
         checkpoint: A suite checkpoint (``hyper_parameters``).
@@ -215,11 +253,15 @@ def upgrade_network_specs(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     Returns:
         The changed hyperparameters (name -> new value; empty when nothing changed), e.g.
         to pass as overrides to ``load_from_checkpoint``.
+
+    Raises:
+        CheckpointError: An older tokenizer checkpoint whose discriminator geometry is not
+            its tokenizer's (the message names both values).
     """
     hparams = checkpoint.get("hyper_parameters")
     if not isinstance(hparams, dict):
         return {}
-    changed: dict[str, Any] = {}
+    changed: dict[str, Any] = _upgrade_tokenizer_loss(hparams)
     for name, derived in _DERIVED_GEOMETRY.items():
         spec = hparams.get(name)
         if not _is_spec(spec) or f"{name}_spec" in hparams:
@@ -238,16 +280,22 @@ def instantiator_spec_overrides(checkpoint_path: Any, name: str) -> dict[str, An
     under ``<name>``, geometry included; Lightning hands its hyperparameters to the CLI's
     instantiator, whose parser refuses geometry in the factory's ``init_args`` before the
     stage is built. The overrides give ``<name>`` only the network's own arguments and
-    ``<name>_spec`` the whole spec (:func:`upgrade_network_specs`). A checkpoint without an
-    instantiator needs none: :func:`build_child_network` reads the old form itself.
+    ``<name>_spec`` the whole spec (:func:`upgrade_network_specs`); for ``loss`` (a tokenizer
+    stage's) the loss without its discriminator's geometry. A checkpoint without an
+    instantiator needs none: :func:`build_child_network` reads the old form itself, and a
+    loss built in Python is stored as the object.
 
     Args:
         checkpoint_path: What ``load_from_checkpoint`` was given; only a local file is read
             (memory-mapped, weights only), anything else gets no overrides.
-        name: The stage's network (``scorer``, ``generator``).
+        name: The stage's network (``scorer``, ``generator``) or ``loss``.
 
     Returns:
-        ``{name: own, f"{name}_spec": spec}``, or empty when nothing needs overriding.
+        ``{name: own, f"{name}_spec": spec}`` (``{"loss": loss}``), or empty when nothing
+        needs overriding.
+
+    Raises:
+        CheckpointError: As :func:`upgrade_network_specs`, naming the file.
     """
     path = Path(checkpoint_path) if isinstance(checkpoint_path, str | Path) else None
     if path is None or not path.is_file():
@@ -259,7 +307,10 @@ def instantiator_spec_overrides(checkpoint_path: Any, name: str) -> dict[str, An
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or "_instantiator" not in hparams:
         return {}
-    changed = upgrade_network_specs({"hyper_parameters": dict(hparams)})
+    try:
+        changed = upgrade_network_specs({"hyper_parameters": dict(hparams)})
+    except CheckpointError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from error
     return {key: value for key, value in changed.items() if key in (name, f"{name}_spec")}
 
 
@@ -503,7 +554,10 @@ def read_checkpoint_safely(ckpt_path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     upgrade_scorer_checkpoint(checkpoint)  # a scorer saved before its label buffers existed
-    upgrade_network_specs(checkpoint)  # saved before the specs were derived from the parent
+    try:  # saved before the specs were derived from the parent
+        upgrade_network_specs(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"checkpoint {path}: {error}") from error
     check_checkpoint(checkpoint, path)
     return checkpoint
 

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
-from scipy.stats import spearmanr
 from typing_extensions import override
 
 from adaptok.distributed import gather_rows
 from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_block_costs
 from adaptok.losses.scorer_loss import scorer_loss
+from adaptok.metrics.cost_curves import spearman
 from adaptok.nn.scorer import BlockCausalScorer, upgrade_scorer_checkpoint
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import TokenizerEncoding
@@ -77,7 +77,7 @@ class ScorerModule(StageModule):
         label_stat_batches: Training batches whose labels estimate a null ``target_mean`` /
             ``target_std`` before training starts (default 4; the batches are drawn from a
             fresh iterator of the training loader, so training still sees them).
-        context_drop: Sampler of the context lengths, ``max_tokens`` at most M (default: the
+        context_drop: Sampler of the context lengths, ``max_tokens`` at most M, null = M (default: the
             paper's truncated normal scaled to the tokenizer's M: mean M/2, std M/4, in
             ``[max(1, M/16), M]``).
         optimizer: Optimizer factory (default AdamW lr 1e-4, weight decay 0.01).
@@ -143,14 +143,13 @@ class ScorerModule(StageModule):
         else:
             scorer.set_label_normalisation(target_mean, target_std)
         tokens = self.tokenizer.tokens_per_block
-        if context_drop is not None and context_drop.max_tokens > tokens:
-            raise ValueError(
-                f"context_drop.max_tokens={context_drop.max_tokens} exceeds the tokenizer's "
-                f"tokens per block M={tokens}; leave context_drop unset for the paper's, "
-                "scaled to M"
+        # a given sampler's max_tokens: null = M, more than M refused (TailDropSampler.resolve)
+        self.context_drop = (
+            context_drop.resolve(tokens)
+            if context_drop is not None
+            else TailDropSampler(
+                mean=tokens / 2, std=tokens / 4, min_tokens=max(1, tokens // 16), max_tokens=tokens
             )
-        self.context_drop = context_drop or TailDropSampler(
-            mean=tokens / 2, std=tokens / 4, min_tokens=max(1, tokens // 16), max_tokens=tokens
         )
         self._val_predictions: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
@@ -405,19 +404,13 @@ def scorer_accuracy(
     real = true.float().cpu().numpy()
     metrics = {
         f"{prefix}/scorer_mae": float(np.abs(pred - real).mean()),
-        f"{prefix}/scorer_spearman": _spearman(pred.ravel(), real.ravel()),
+        f"{prefix}/scorer_spearman": spearman(pred.ravel(), real.ravel()),
     }
     for column, length in enumerate(candidates):
         metrics[f"{prefix}/scorer_mae_at_{length}"] = float(
             np.abs(pred[:, column] - real[:, column]).mean()
         )
-        metrics[f"{prefix}/scorer_spearman_at_{length}"] = _spearman(
+        metrics[f"{prefix}/scorer_spearman_at_{length}"] = spearman(
             pred[:, column], real[:, column]
         )
     return metrics
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)

@@ -2,7 +2,9 @@
 
 Wiring only: the networks (tokenizer, loss with its discriminator and optional prior, and the
 tail-drop sampler) are injected from YAML; this class owns the manual G/D optimisation loop,
-the prior's learning-rate group and the prior's scheduled-sampling progress.
+the prior's learning-rate group and the prior's scheduled-sampling progress. The tokenizer's
+geometry is stated once, in its own ``init_args``: the discriminator's clip geometry and the
+tail drop's ``max_tokens`` are derived from it here.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer
 from adaptok.pretrained import initialise_tokenizer
 from adaptok.provenance import training_record
-from modules.loading import CheckpointError
+from modules.loading import CheckpointError, instantiator_spec_overrides
 from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["TokenizerModule"]
@@ -31,10 +33,21 @@ __all__ = ["TokenizerModule"]
 class TokenizerModule(StageModule):
     """Manual optimisation of the tokenizer (generator) and the loss's discriminator.
 
+    Geometry: the discriminator judges the tokenizer's clips, so its ``num_frames``,
+    ``image_size``, ``in_channels`` and ``patch_size`` are the tokenizer's: the loss's
+    ``discriminator`` is a factory (:data:`adaptok.nn.DiscriminatorFactory`; the YAML gives
+    its ``class_path`` and only its own ``init_args``) built here with the tokenizer's values
+    (:meth:`adaptok.losses.TokenizerLoss.build_discriminator`). The tail drop's ``max_tokens``
+    left null is the tokenizer's ``tokens_per_block`` (:meth:`TailDropSampler.resolve`). The
+    checkpoint records the loss's own settings next to the tokenizer's spec, and restoring
+    derives the same geometry again; the weights keep their names (``loss.discriminator.*``).
+
     Args:
         tokenizer: The block-causal 1D tokenizer.
-        loss: L1 + LPIPS + GAN + VQ (+ prior) loss; owns the discriminator.
-        tail_drop: Samples the kept tokens per sample and block during training.
+        loss: L1 + LPIPS + GAN + VQ (+ prior) loss; owns the discriminator, built here from
+            its factory with the tokenizer's geometry.
+        tail_drop: Samples the kept tokens per sample and block during training;
+            ``max_tokens`` null (the default) becomes the tokenizer's ``tokens_per_block``.
         optimizer: Generator optimizer factory (default Adam lr 1e-4, betas (0.5, 0.9)).
         disc_optimizer: Discriminator optimizer factory (default Adam lr 3e-5, betas (0.5, 0.9)).
         scheduler: Generator LR schedule, stepped every batch (e.g. ``adaptok.schedules.WarmupCosineLR``).
@@ -54,8 +67,27 @@ class TokenizerModule(StageModule):
             bytes than the ones it was trained on (content fingerprint) give a warning.
 
     Raises:
-        ValueError: ``prior_lr_mult`` not positive.
+        ValueError: ``prior_lr_mult`` not positive; ``tail_drop.max_tokens`` (or
+            ``min_tokens``) larger than the tokenizer's ``tokens_per_block``; a discriminator
+            factory that states a geometry argument itself (each names both values).
     """
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's ``load_from_checkpoint``, also for checkpoints that restate geometry.
+
+        A checkpoint written by LightningCLI before the discriminator's geometry was derived
+        states the tokenizer's geometry in the loss's discriminator ``init_args``, which the
+        parser now refuses: the loss is given without it as an override
+        (``modules.loading.upgrade_network_specs``, which checks the stated values against
+        the tokenizer's). Explicit ``kwargs`` win.
+
+        Raises:
+            modules.loading.CheckpointError: The old checkpoint's discriminator geometry is
+                not its tokenizer's.
+        """
+        overrides = instantiator_spec_overrides(checkpoint_path, "loss")
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**overrides, **kwargs})
 
     def __init__(
         self,
@@ -77,8 +109,11 @@ class TokenizerModule(StageModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.tokenizer = tokenizer
+        loss.build_discriminator(
+            tokenizer.num_frames, tokenizer.image_size, tokenizer.in_channels, tokenizer.patch_size
+        )
         self.loss = loss
-        self.tail_drop = tail_drop
+        self.tail_drop = tail_drop.resolve(tokenizer.tokens_per_block)
         self.disc_optimizer_factory = disc_optimizer
         self.disc_scheduler_factory = disc_scheduler
         self.grad_clip_norm = grad_clip_norm

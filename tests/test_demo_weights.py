@@ -24,6 +24,18 @@ RECIPE = [
     TOKENIZER.with_name("tokenizer.pretrain.yaml"),
 ]
 IGNORED = {"config"}  # the paths of the YAML files themselves
+_DISCRIMINATOR = "model.init_args.loss.init_args.discriminator.init_args"
+# Settings the shipped config states but the recipe no longer does, because TokenizerModule
+# derives them from the tokenizer (issue 19: the geometry is said once): config path -> the
+# tokenizer init argument (model.init_args.tokenizer.init_args of the same resolved recipe)
+# whose value it takes. A shipped value is accepted only if it equals that derived value.
+DERIVED_FROM_TOKENIZER = {
+    f"{_DISCRIMINATOR}.num_frames": "num_frames",
+    f"{_DISCRIMINATOR}.image_size": "image_size",
+    f"{_DISCRIMINATOR}.in_channels": "in_channels",
+    f"{_DISCRIMINATOR}.patch_size": "patch_size",
+    "model.init_args.tail_drop.init_args.max_tokens": "tokens_per_block",
+}
 
 
 def _resolved(configs: list[Path]) -> dict:
@@ -34,20 +46,55 @@ def _resolved(configs: list[Path]) -> dict:
     return yaml.safe_load(out.getvalue())
 
 
-def _differences(ours: object, theirs: object, where: str = "") -> list[str]:
+def _differences(
+    ours: object, theirs: object, derived: dict[str, object], where: str = ""
+) -> list[str]:
+    """Every setting where the recipe (``ours``) and the shipped config differ.
+
+    A setting of ``derived`` (path -> the value the recipe derives) that the recipe leaves
+    out or null agrees only with a shipped value equal to the derived one.
+    """
     if isinstance(ours, dict) and isinstance(theirs, dict):
         found = []
         for key in sorted(set(ours) | set(theirs)):
             if where == "" and key in IGNORED:
                 continue
-            found += _differences(ours.get(key), theirs.get(key), f"{where}.{key}".lstrip("."))
+            path = f"{where}.{key}".lstrip(".")
+            found += _differences(ours.get(key), theirs.get(key), derived, path)
         return found
+    if ours is None and theirs is not None and where in derived:
+        ours = derived[where]  # what the recipe's tokenizer gives it
     return [] if ours == theirs else [f"{where}: shipped {theirs!r}, recipe {ours!r}"]
+
+
+def _derived_values(resolved: dict) -> dict[str, object]:
+    tokenizer = resolved["model"]["init_args"]["tokenizer"]["init_args"]
+    return {path: tokenizer[name] for path, name in DERIVED_FROM_TOKENIZER.items()}
+
+
+def test_derived_settings_are_checked_against_the_recipes_tokenizer() -> None:
+    """A derived setting passes only with the tokenizer's value; anything else still fails."""
+    recipe = {"model": {"init_args": {"tokenizer": {"init_args": {"tokens_per_block": 32}}}}}
+    recipe["model"]["init_args"]["tail_drop"] = {"init_args": {"max_tokens": None, "mean": 24}}
+    derived = {"model.init_args.tail_drop.init_args.max_tokens": 32}
+
+    def shipped(max_tokens: object, mean: object = 24) -> dict:
+        tail = {"init_args": {"max_tokens": max_tokens, "mean": mean}}
+        tokenizer = {"init_args": {"tokens_per_block": 32}}
+        return {"model": {"init_args": {"tokenizer": tokenizer, "tail_drop": tail}}}
+
+    assert _differences(recipe, shipped(32), derived) == []
+    assert _differences(recipe, shipped(16), derived) == [
+        "model.init_args.tail_drop.init_args.max_tokens: shipped 16, recipe 32"
+    ]
+    assert len(_differences(recipe, shipped(32, mean=12), derived)) == 1
+    assert _differences(recipe, shipped(32), {}) != []  # not derived: null differs from 32
 
 
 def test_shipped_weights_record_the_committed_recipe() -> None:
     shipped = yaml.safe_load((WEIGHTS / "config.yaml").read_text())
-    differences = _differences(_resolved(RECIPE), shipped)
+    resolved = _resolved(RECIPE)
+    differences = _differences(resolved, shipped, _derived_values(resolved))
     assert not differences, (
         "pretrained/demo-tokenizer was trained with another recipe than experiments/demo/"
         "data.yaml + tokenizer.yaml + tokenizer.pretrain.yaml resolve to now; run "

@@ -9,11 +9,17 @@ The official GAN settings (VisionXLab/AdapTok ``cfgs/adaptok.yaml``, ``models/lo
 ``label_noise=0.15``), LeCam on the batch-mean logits (``lecam_on="batch_mean"``) with
 ``lecam_weight: 0.001`` applied twice (``lecam_reg`` is multiplied by it and the sum again),
 i.e. an effective ``lecam_weight=1e-6`` here. `experiments/ucf101/tokenizer.yaml` sets them.
+
+The discriminator is given as a factory (:data:`adaptok.nn.DiscriminatorFactory`) holding its
+own settings; its clip geometry is the tokenizer's, filled in by
+:meth:`TokenizerLoss.build_discriminator` (``TokenizerModule`` calls it), so a YAML never
+restates it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -27,6 +33,7 @@ from adaptok.losses.adversarial import (
     discriminator_adversarial_loss,
     generator_adversarial_loss,
 )
+from adaptok.nn.discriminator import DISCRIMINATOR_GEOMETRY, DiscriminatorFactory
 from adaptok.nn.tokenizer import TokenizerOutput
 
 __all__ = ["NonFiniteLossError", "TokenizerLoss"]
@@ -52,8 +59,14 @@ class TokenizerLoss(nn.Module):
     Args:
         perceptual: LPIPS-like module, `forward(x, y)` with `(N, 3, H, W)` in [-1, 1] ->
             `(N,)`; kept frozen and in eval mode. None disables the term.
-        discriminator: Video discriminator `(B, C, T, H, W)` in [0, 1] -> logits `(B,)`.
-            None disables both GAN terms.
+        discriminator: Builds the video discriminator (`(B, C, T, H, W)` in [0, 1] -> logits
+            `(B,)`) from the tokenizer's `(num_frames, image_size, in_channels, patch_size)`
+            (:data:`adaptok.nn.DiscriminatorFactory`): in a YAML ``class_path:
+            adaptok.nn.Discriminator`` with only its own ``init_args`` (width, depth, heads,
+            mlp_ratio; the parser refuses the geometry there); in Python the class or
+            ``functools.partial(Discriminator, width=..., ...)``. Built by
+            :meth:`build_discriminator`; until then ``self.discriminator`` is None and the GAN
+            terms refuse to run. None disables both GAN terms.
         l1_weight: Weight of the L1 pixel loss.
         l2_weight: Weight of a mean-squared-error pixel loss (not in the paper, which uses
             L1 only: 0). The demo uses it: on a few hundred CPU steps the L1 gradient pulls
@@ -74,18 +87,24 @@ class TokenizerLoss(nn.Module):
             ``discriminator_adversarial_loss``).
         lecam_on: ``"per_sample"`` logits or ``"batch_mean"`` logits (official); see
             ``LeCamRegularizer``.
+        perceptual_frames: LPIPS on this many randomly chosen frames per clip (the same
+            frames for the whole batch); None = every frame.
+
+    Attributes:
+        discriminator: The built discriminator (state-dict keys ``discriminator.*``), or None
+            (no GAN, or not built yet).
+        discriminator_factory: The ``discriminator`` argument.
 
     Raises:
         ValueError: ``disc_every < 1``, ``perceptual_frames < 1``, or an unknown
             ``label_smoothing`` / ``lecam_on``.
-        perceptual_frames: LPIPS on this many randomly chosen frames per clip (the same
-            frames for the whole batch); None = every frame.
+        TypeError: ``discriminator`` is a built network, not a factory.
     """
 
     def __init__(
         self,
         perceptual: nn.Module | None = None,
-        discriminator: nn.Module | None = None,
+        discriminator: DiscriminatorFactory | None = None,
         l1_weight: float = 1.0,
         l2_weight: float = 0.0,
         perceptual_weight: float = 1.0,
@@ -109,7 +128,15 @@ class TokenizerLoss(nn.Module):
         self.perceptual = perceptual
         if perceptual is not None:
             perceptual.requires_grad_(False).eval()
-        self.discriminator = discriminator
+        if isinstance(discriminator, nn.Module):
+            raise TypeError(
+                "TokenizerLoss takes a discriminator factory called with the tokenizer's "
+                f"({', '.join(DISCRIMINATOR_GEOMETRY)}), e.g. functools.partial("
+                f"{type(discriminator).__name__}, width=..., depth=..., heads=...), not a "
+                "built network"
+            )
+        self.discriminator_factory = discriminator
+        self.discriminator: nn.Module | None = None
         if label_smoothing not in ("one_sided", "two_sided"):
             raise ValueError(
                 f"label_smoothing must be 'one_sided' or 'two_sided', got {label_smoothing!r}"
@@ -128,6 +155,57 @@ class TokenizerLoss(nn.Module):
         self.label_noise = label_noise
         self.perceptual_frames = perceptual_frames
 
+    def build_discriminator(
+        self, num_frames: int, image_size: int, in_channels: int, patch_size: Sequence[int]
+    ) -> nn.Module | None:
+        """Build the discriminator for the tokenizer's clips (once; again: checked).
+
+        Args:
+            num_frames: The tokenizer's frames per clip T.
+            image_size: The tokenizer's frame height = width, in pixels.
+            in_channels: The tokenizer's video channels C.
+            patch_size: The tokenizer's `(pt, ph, pw)` patch, in frames and pixels.
+
+        Returns:
+            The discriminator (also ``self.discriminator``), or None without a factory.
+
+        Raises:
+            ValueError: The factory (a ``functools.partial``) states a geometry argument
+                itself, or a discriminator built before has another geometry (a loss shared
+                by two tokenizers); the message names both values.
+        """
+        geometry = dict(
+            zip(
+                DISCRIMINATOR_GEOMETRY,
+                (num_frames, image_size, in_channels, tuple(patch_size)),
+                strict=True,
+            )
+        )
+        if self.discriminator is not None:
+            _check_built_geometry(self.discriminator, geometry)
+            return self.discriminator
+        factory = self.discriminator_factory
+        if factory is None:
+            return None
+        stated = factory.keywords if isinstance(factory, functools.partial) else {}
+        for key, value in geometry.items():
+            if key in stated:
+                raise ValueError(
+                    f"the discriminator factory states {key}={stated[key]!r} and the tokenizer "
+                    f"has {key}={value!r}: the discriminator's "
+                    f"{', '.join(DISCRIMINATOR_GEOMETRY)} are the tokenizer's, leave them out"
+                )
+        self.discriminator = factory(*geometry.values())
+        return self.discriminator
+
+    def _check_built(self) -> None:
+        if self.discriminator is None and self.discriminator_factory is not None:
+            raise RuntimeError(
+                "TokenizerLoss: the discriminator is not built yet; call build_discriminator("
+                f"{', '.join(DISCRIMINATOR_GEOMETRY)}) with the tokenizer's (TokenizerModule "
+                "does)"
+            )
+
     def train(self, mode: bool = True) -> TokenizerLoss:
         """Sets the training mode; the perceptual network always stays in eval mode."""
         super().train(mode)
@@ -136,11 +214,21 @@ class TokenizerLoss(nn.Module):
         return self
 
     def gan_active(self, step: int) -> bool:
-        """Whether the generator's GAN term is on at `step`."""
+        """Whether the generator's GAN term is on at `step`.
+
+        Raises:
+            RuntimeError: A discriminator factory was given but not built.
+        """
+        self._check_built()
         return self.discriminator is not None and self.gan_weight > 0 and step >= self.disc_start
 
     def discriminator_due(self, step: int) -> bool:
-        """Whether the discriminator is updated at `step`."""
+        """Whether the discriminator is updated at `step`.
+
+        Raises:
+            RuntimeError: A discriminator factory was given but not built.
+        """
+        self._check_built()
         return (
             self.discriminator is not None
             and step >= self.disc_start
@@ -237,6 +325,31 @@ class TokenizerLoss(nn.Module):
         terms["logits_real"] = real_logits.mean()
         terms["logits_fake"] = fake_logits.mean()
         return total, _checked(terms, step)
+
+
+def _check_built_geometry(discriminator: nn.Module, geometry: dict[str, object]) -> None:
+    """Refuse a built :class:`~adaptok.nn.Discriminator` of another clip geometry.
+
+    Raises:
+        ValueError: Naming the argument and both values.
+    """
+    shape = getattr(discriminator, "input_shape", None)
+    patch = getattr(discriminator, "patch_size", None)
+    if shape is None or patch is None:
+        return  # another network: nothing recorded to compare
+    channels, frames, size, _ = shape
+    built = {
+        "num_frames": frames,
+        "image_size": size,
+        "in_channels": channels,
+        "patch_size": tuple(patch),
+    }
+    for key, value in geometry.items():
+        if built[key] != value:
+            raise ValueError(
+                f"the loss's discriminator was built with {key}={built[key]!r} but the "
+                f"tokenizer has {key}={value!r}; give each tokenizer its own TokenizerLoss"
+            )
 
 
 def _to_frames(video: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """Networks: tokenizer, quantizer, tail-drop sampler, discriminator, prior and building blocks."""
 
-from adaptok.nn.discriminator import Discriminator
+from adaptok.nn.discriminator import DISCRIMINATOR_GEOMETRY, Discriminator, DiscriminatorFactory
 from adaptok.nn.generator import ARGenerator, GeneratorKVCache
 from adaptok.nn.generator_sequence import (
     GeneratorVocab,
@@ -27,7 +27,9 @@ __all__ = [
     "ARGenerator",
     "AdapTokTokenizer",
     "BlockCausalScorer",
+    "DISCRIMINATOR_GEOMETRY",
     "Discriminator",
+    "DiscriminatorFactory",
     "GeneratorKVCache",
     "GeneratorVocab",
     "LayerKVCache",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
@@ -9,21 +11,33 @@ from torch import Tensor, nn
 from adaptok.nn.pos_embed import sincos_3d
 from adaptok.nn.transformer import TransformerStack, init_weights
 
-__all__ = ["Discriminator"]
+__all__ = ["DISCRIMINATOR_GEOMETRY", "Discriminator", "DiscriminatorFactory"]
+
+DISCRIMINATOR_GEOMETRY = ("num_frames", "image_size", "in_channels", "patch_size")
+"""The discriminator's init arguments that are the tokenizer's (the clips it judges are the
+tokenizer's input and reconstructions), in :class:`Discriminator`'s positional order."""
 
 
 class Discriminator(nn.Module):
     """ViT over 3D patches with full attention; the CLS output gives the logit.
 
+    In a training stage the first four arguments (:data:`DISCRIMINATOR_GEOMETRY`) are the
+    tokenizer's: ``TokenizerModule`` builds the discriminator through a
+    :data:`DiscriminatorFactory` that holds only the other settings.
+
     Args:
         num_frames: Frames per clip T.
-        image_size: Frame height = width.
+        image_size: Frame height = width, in pixels.
         in_channels: Video channels C.
-        patch_size: `(pt, ph, pw)` of the patch embedding (kernel = stride).
+        patch_size: `(pt, ph, pw)` of the patch embedding (kernel = stride), in frames and
+            pixels.
         width: Transformer width (paper: 512).
         depth: Transformer depth (paper: 12).
         heads: Attention heads.
         mlp_ratio: MLP hidden width as a multiple of `width`.
+
+    Raises:
+        ValueError: The clip `T x H x W` is not divisible by the patch size.
     """
 
     def __init__(
@@ -45,6 +59,7 @@ class Discriminator(nn.Module):
                 f"{patch_size}"
             )
         self.input_shape = (in_channels, num_frames, image_size, image_size)
+        self.patch_size = patch_size
         grid = (num_frames // pt, image_size // ph, image_size // pw)
         self.patch_embed = nn.Conv3d(in_channels, width, kernel_size=patch_size, stride=patch_size)
         self.register_buffer("patch_pos", sincos_3d(grid, width), persistent=False)
@@ -74,3 +89,10 @@ class Discriminator(nn.Module):
         tokens = self.patch_embed(video * 2 - 1).flatten(2).transpose(1, 2) + self.patch_pos
         tokens = torch.cat([self.cls_token.expand(video.shape[0], -1, -1), tokens], dim=1)
         return self.head(self.transformer(tokens)[:, 0]).squeeze(-1)
+
+
+DiscriminatorFactory = Callable[[int, int, int, tuple[int, int, int]], Discriminator]
+"""Builds the discriminator from the tokenizer's ``(num_frames, image_size, in_channels,
+patch_size)``: in a YAML, ``class_path: adaptok.nn.Discriminator`` with only its own
+``init_args`` (``width``, ``depth``, ``heads``, ``mlp_ratio``); in Python, e.g.
+``functools.partial(Discriminator, width=64, depth=2, heads=4)``."""

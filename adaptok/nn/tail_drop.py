@@ -15,15 +15,24 @@ Distribution = Literal["truncnorm", "uniform", "fixed"]
 class TailDropSampler:
     """Samples how many leading tokens each block keeps, independently per sample and block.
 
+    ``max_tokens`` left None means the tokenizer's tokens per block M: the stage that holds
+    the tokenizer fills it in with :meth:`resolve` (``TokenizerModule`` does), so a YAML
+    never restates M.
+
     Args:
         distribution: "truncnorm" (Normal(mean, std) truncated to [min_tokens, max_tokens],
             rounded to 1 token), "uniform" (integers in [min_tokens, max_tokens]) or "fixed"
             (always `fixed` tokens).
-        mean: Mean of the truncated normal.
-        std: Standard deviation of the truncated normal.
+        mean: Mean of the truncated normal, in tokens.
+        std: Standard deviation of the truncated normal, in tokens.
         min_tokens: Smallest length (>= 1).
-        max_tokens: Largest length (at most the tokenizer's tokens per block).
+        max_tokens: Largest length, at most the tokenizer's tokens per block M; None (default):
+            M, filled in by :meth:`resolve`.
         fixed: Length of the "fixed" distribution; defaults to `max_tokens`.
+
+    Raises:
+        ValueError: An unknown distribution, ``std <= 0``, or lengths outside
+            ``1 <= min_tokens <= max_tokens`` / ``1 <= fixed <= max_tokens``.
     """
 
     def __init__(
@@ -32,23 +41,67 @@ class TailDropSampler:
         mean: float = 256.0,
         std: float = 128.0,
         min_tokens: int = 32,
-        max_tokens: int = 512,
+        max_tokens: int | None = None,
         fixed: int | None = None,
     ) -> None:
         if distribution not in ("truncnorm", "uniform", "fixed"):
             raise ValueError(f"unknown tail-drop distribution {distribution!r}")
-        if not 1 <= min_tokens <= max_tokens:
-            raise ValueError(f"need 1 <= min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
+        if min_tokens < 1:
+            raise ValueError(f"need 1 <= min_tokens <= max_tokens, got min_tokens={min_tokens}")
         if std <= 0:
             raise ValueError(f"std must be positive, got {std}")
-        self.fixed = max_tokens if fixed is None else fixed
-        if not 1 <= self.fixed <= max_tokens:
-            raise ValueError(f"fixed must lie in [1, {max_tokens}], got {self.fixed}")
+        if fixed is not None and fixed < 1:
+            raise ValueError(f"fixed must be >= 1, got {fixed}")
         self.distribution = distribution
         self.mean = mean
         self.std = std
         self.min_tokens = min_tokens
-        self.max_tokens = max_tokens
+        self.requested_max_tokens = max_tokens
+        self.requested_fixed = fixed
+        self.max_tokens: int | None = None
+        self.fixed: int | None = None
+        if max_tokens is not None:
+            self._set_range(max_tokens)
+
+    def _set_range(self, max_tokens: int) -> None:
+        if not 1 <= self.min_tokens <= max_tokens:
+            raise ValueError(
+                f"need 1 <= min_tokens <= max_tokens, got {self.min_tokens}, {max_tokens}"
+            )
+        fixed = max_tokens if self.requested_fixed is None else self.requested_fixed
+        if not 1 <= fixed <= max_tokens:
+            raise ValueError(f"fixed must lie in [1, {max_tokens}], got {fixed}")
+        self.max_tokens, self.fixed = max_tokens, fixed
+
+    def resolve(self, tokens_per_block: int) -> TailDropSampler:
+        """Fit the sampler to a tokenizer of ``tokens_per_block`` tokens per block (in place).
+
+        A ``max_tokens`` given as None becomes ``tokens_per_block``; a given one must not
+        exceed it. Calling again with another tokenizer starts from the given settings.
+
+        Args:
+            tokens_per_block: The tokenizer's tokens per block M.
+
+        Returns:
+            This sampler, with ``max_tokens`` and ``fixed`` set.
+
+        Raises:
+            ValueError: The given ``max_tokens`` exceeds M, or ``min_tokens`` / ``fixed`` do
+                not fit in ``[1, M]``; the message names both values.
+        """
+        given = self.requested_max_tokens
+        if given is not None and given > tokens_per_block:
+            raise ValueError(
+                f"max_tokens={given} exceeds the tokenizer's tokens_per_block "
+                f"M={tokens_per_block}; leave max_tokens unset (null) for M"
+            )
+        if self.min_tokens > tokens_per_block:
+            raise ValueError(
+                f"min_tokens={self.min_tokens} exceeds the tokenizer's "
+                f"tokens_per_block M={tokens_per_block}"
+            )
+        self._set_range(tokens_per_block if given is None else given)
+        return self
 
     def sample(
         self,
@@ -67,7 +120,15 @@ class TailDropSampler:
 
         Returns:
             Long `(B, K)` in [min_tokens, max_tokens].
+
+        Raises:
+            RuntimeError: ``max_tokens`` is still None (:meth:`resolve` not called).
         """
+        if self.max_tokens is None:
+            raise RuntimeError(
+                "TailDropSampler(max_tokens=None) means the tokenizer's tokens_per_block: "
+                "call resolve(tokens_per_block) first (TokenizerModule does)"
+            )
         shape = (batch_size, num_blocks)
         if self.distribution == "fixed":
             lengths = torch.full(shape, self.fixed, dtype=torch.long)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -44,12 +45,13 @@ def _setup(**loss_args: object) -> tuple[AdapTokTokenizer, TokenizerLoss, Tensor
         prior_width=16,
         prior_heads=2,
     ).train()
-    discriminator = Discriminator(
-        num_frames=8, image_size=32, patch_size=(4, 8, 8), width=32, depth=1, heads=2
-    )
+    discriminator = partial(Discriminator, width=32, depth=1, heads=2)  # geometry: tokenizer's
     args = dict(perceptual=FakePerceptual(), discriminator=discriminator, prior_weight=0.06)
     args.update(loss_args)
     loss = TokenizerLoss(**args).train()  # type: ignore[arg-type]
+    loss.build_discriminator(
+        tokenizer.num_frames, tokenizer.image_size, tokenizer.in_channels, tokenizer.patch_size
+    )
     real = torch.rand(2, 3, 8, 32, 32)
     output = tokenizer(real, torch.tensor([[3, 8], [1, 5]]))
     return tokenizer, loss, real, output
@@ -108,6 +110,33 @@ def test_discriminator_schedule_and_gradients() -> None:
     assert loss.discriminator.head.weight.grad is not None
     # The reconstruction is detached: nothing reaches the tokenizer.
     assert all(p.grad is None for p in tokenizer.parameters())
+
+
+def test_discriminator_is_built_with_the_tokenizers_geometry() -> None:
+    """The factory holds the discriminator's own settings; the clip geometry is given once."""
+    loss = TokenizerLoss(discriminator=partial(Discriminator, width=32, depth=1, heads=2))
+    assert loss.discriminator is None
+    with pytest.raises(RuntimeError, match="not built yet"):
+        loss.gan_active(0)
+    built = loss.build_discriminator(8, 32, 3, [2, 8, 8])
+    assert built is loss.discriminator
+    assert (built.input_shape, built.patch_size) == ((3, 8, 32, 32), (2, 8, 8))
+    assert list(built.state_dict())[0] == "cls_token"
+    assert any(k.startswith("discriminator.") for k in loss.state_dict())
+    assert loss.build_discriminator(8, 32, 3, (2, 8, 8)) is built  # again: the same one
+    with pytest.raises(
+        ValueError, match=r"built with image_size=32 but the tokenizer has image_size=64"
+    ):
+        loss.build_discriminator(8, 64, 3, (2, 8, 8))
+    stating = TokenizerLoss(discriminator=partial(Discriminator, num_frames=16, width=32))
+    with pytest.raises(ValueError, match="states num_frames=16 and the tokenizer has num_frames=8"):
+        stating.build_discriminator(8, 32, 3, (2, 8, 8))
+    with pytest.raises(TypeError, match="not a built network"):
+        TokenizerLoss(discriminator=built)  # type: ignore[arg-type]
+    assert TokenizerLoss().build_discriminator(8, 32, 3, (2, 8, 8)) is None
+    assert TokenizerLoss(discriminator=Discriminator).build_discriminator(
+        16, 64, 3, (4, 8, 8)
+    ).input_shape == (3, 16, 64, 64)
 
 
 def test_lecam_ema_updates_in_training_only() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader
@@ -17,7 +19,12 @@ from adaptok.nn.tokenizer import AdapTokTokenizer
 from adaptok.schedules import WarmupCosineLR
 from modules import TokenizerModule
 from modules.cli import run_cli
+from modules.loading import CheckpointError, load_stage
 from tests.conftest import EXPERIMENTS, TINY_TOKENIZER, working_directory
+from tests.helpers import tiny_args
+
+DISCRIMINATOR_ARGS = ("model", "init_args", "loss", "init_args", "discriminator", "init_args")
+GEOMETRY = ("num_frames", "image_size", "in_channels", "patch_size")
 
 
 def _scalars(log_dir: Path) -> dict[str, list[float]]:
@@ -191,3 +198,131 @@ def test_prior_has_its_own_learning_rate_group_and_sampling_progress() -> None:
     assert 0 < module.tokenizer.prior.progress < 1
     with pytest.raises(ValueError, match="prior_lr_mult"):
         _tiny_module(prior_lr_mult=0.0)
+
+
+def _discriminator_geometry(module: TokenizerModule) -> tuple[object, ...]:
+    discriminator = module.loss.discriminator
+    return discriminator.input_shape, discriminator.patch_size
+
+
+def _tokenizer_geometry(module: TokenizerModule) -> tuple[object, ...]:
+    tokenizer = module.tokenizer
+    shape = (tokenizer.in_channels, tokenizer.num_frames, tokenizer.image_size)
+    return (*shape, tokenizer.image_size), tuple(tokenizer.patch_size)
+
+
+@pytest.mark.parametrize("config", ["demo/tokenizer.yaml", "ucf101/tokenizer.yaml"])
+def test_the_geometry_is_said_once_in_the_tokenizer(config: str, tmp_path: Path) -> None:
+    """Issue 19: the YAMLs state neither the discriminator's geometry nor tail_drop's
+    max_tokens; the stage builds them from the tokenizer's."""
+    for path in (EXPERIMENTS / config, EXPERIMENTS.parent / "tests" / "conf" / config):
+        text = yaml.safe_load(path.read_text())
+        discriminator = text
+        for key in DISCRIMINATOR_ARGS:
+            discriminator = (discriminator or {}).get(key)
+        assert not set(GEOMETRY) & set(discriminator or {}), path
+        tail = text["model"]["init_args"]["tail_drop"]["init_args"]
+        assert "max_tokens" not in tail, path
+    with working_directory(tmp_path):
+        module = run_cli(tiny_args(config), run=False).model
+    assert (
+        _discriminator_geometry(module)
+        == _tokenizer_geometry(module)
+        == ((3, 8, 32, 32), (2, 8, 8))
+    )
+    assert module.tail_drop.max_tokens == module.tokenizer.tokens_per_block == 8
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        f"--{'.'.join(DISCRIMINATOR_ARGS)}.num_frames=16",
+        f"--{'.'.join(DISCRIMINATOR_ARGS)}.patch_size=[4, 8, 8]",
+    ],
+)
+def test_a_restated_discriminator_geometry_is_refused_by_the_parser(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The discriminator factory does not accept the tokenizer's geometry (as the scorer's)."""
+    config = EXPERIMENTS / "demo" / "tokenizer.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--config", str(config), option, "--print_config"])
+    assert exit_info.value.code != 0
+    name = option.split(".")[-1].split("=")[0]
+    assert f"'{name}' is not accepted" in capsys.readouterr().err
+
+
+def test_a_tail_drop_longer_than_the_tokenizers_blocks_is_refused(tmp_path: Path) -> None:
+    with (
+        working_directory(tmp_path),
+        pytest.raises(ValueError, match=r"max_tokens=16 exceeds .* tokens_per_block M=8"),
+    ):
+        run_cli(
+            [
+                *tiny_args("demo/tokenizer.yaml"),
+                "--model.init_args.tail_drop.init_args.max_tokens=16",
+            ],
+            run=False,
+        )
+    module = _tiny_module()  # a smaller max_tokens stays
+    assert module.tail_drop.max_tokens == 8
+    with pytest.raises(ValueError, match="max_tokens=16 exceeds"):
+        TokenizerModule(
+            module.tokenizer, TokenizerLoss(), TailDropSampler(min_tokens=1, max_tokens=16)
+        )
+
+
+def _weights(module: TokenizerModule) -> dict[str, torch.Tensor]:
+    return {
+        k: v for k, v in module.state_dict().items() if k.startswith(("tokenizer.", "loss.disc"))
+    }
+
+
+def test_checkpoints_record_only_the_discriminators_own_settings(tokenizer_ckpt: Path) -> None:
+    hparams = torch.load(tokenizer_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    own = hparams["loss"]["init_args"]["discriminator"]["init_args"]
+    assert own == {"width": 32, "depth": 1, "heads": 2, "mlp_ratio": 4.0}
+    assert hparams["tail_drop"]["init_args"]["max_tokens"] is None
+    for restored in (
+        TokenizerModule.load_from_checkpoint(tokenizer_ckpt),
+        load_stage(tokenizer_ckpt),
+    ):
+        assert _discriminator_geometry(restored) == _tokenizer_geometry(restored)
+        assert restored.tail_drop.max_tokens == 8
+        assert any(k.startswith("loss.discriminator.") for k in _weights(restored))
+
+
+def test_checkpoints_that_restate_the_geometry_still_load(
+    tokenizer_ckpt: Path, tmp_path: Path
+) -> None:
+    """Checkpoints written before the geometry was derived: the same weights come back through
+    Lightning, load_stage and --ckpt_path; a stated value not the tokenizer's is refused."""
+    from modules.checkpoint_args import with_model_from_checkpoint
+
+    checkpoint = torch.load(tokenizer_ckpt, map_location="cpu", weights_only=False)
+    hparams = checkpoint["hyper_parameters"]
+    stated = hparams["loss"]["init_args"]["discriminator"]["init_args"]
+    stated.update(num_frames=8, image_size=32, in_channels=3, patch_size=[2, 8, 8])
+    hparams["tail_drop"]["init_args"]["max_tokens"] = 8
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    reference = _weights(TokenizerModule.load_from_checkpoint(tokenizer_ckpt))
+    for restored in (
+        TokenizerModule.load_from_checkpoint(old, map_location="cpu"),
+        load_stage(old),
+    ):
+        assert _discriminator_geometry(restored) == ((3, 8, 32, 32), (2, 8, 8))
+        weights = _weights(restored)
+        assert weights.keys() == reference.keys()
+        assert all(torch.equal(weights[k], v) for k, v in reference.items())
+    args = with_model_from_checkpoint(["test", "--ckpt_path", str(old)])
+    model = json.loads(next(a for a in args if a.startswith("--model=")).split("=", 1)[1])
+    own = model["init_args"]["loss"]["init_args"]["discriminator"]["init_args"]
+    assert not set(GEOMETRY) & set(own) and own["width"] == 32
+    stated["image_size"] = 64
+    torch.save(checkpoint, old)
+    message = r"gives the discriminator image_size=64 but .*'tokenizer'\] has image_size=32"
+    with pytest.raises(CheckpointError, match=message):
+        TokenizerModule.load_from_checkpoint(old)
+    with pytest.raises(CheckpointError, match=message):
+        with_model_from_checkpoint(["test", "--ckpt_path", str(old)])

@@ -109,3 +109,22 @@ def test_tail_drop_sampler_rejects_bad_arguments() -> None:
         TailDropSampler(min_tokens=0)
     with pytest.raises(ValueError, match="fixed"):
         TailDropSampler("fixed", min_tokens=1, max_tokens=16, fixed=17)
+
+
+def test_tail_drop_max_tokens_defaults_to_the_tokenizers_tokens_per_block() -> None:
+    """max_tokens None is M, filled in by resolve (TokenizerModule calls it); a larger one is
+    refused with both values."""
+    sampler = TailDropSampler("uniform", min_tokens=1)
+    with pytest.raises(RuntimeError, match=r"call resolve\(tokens_per_block\)"):
+        sampler.sample(2, 4)
+    assert sampler.resolve(8) is sampler and (sampler.max_tokens, sampler.fixed) == (8, 8)
+    assert int(sampler.sample(500, 4, generator=torch.Generator().manual_seed(0)).max()) == 8
+    assert sampler.resolve(16).max_tokens == 16  # another tokenizer: from the given settings
+    given = TailDropSampler(min_tokens=1, max_tokens=6)
+    assert given.resolve(8).max_tokens == 6
+    with pytest.raises(ValueError, match=r"max_tokens=6 exceeds the tokenizer's .* M=4"):
+        given.resolve(4)
+    with pytest.raises(ValueError, match=r"min_tokens=32 exceeds the tokenizer's .* M=8"):
+        TailDropSampler().resolve(8)
+    with pytest.raises(ValueError, match="fixed must lie in"):
+        TailDropSampler("fixed", min_tokens=1, fixed=12).resolve(8)
