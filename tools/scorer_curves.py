@@ -79,7 +79,8 @@ def main() -> None:
     print()
     print("| candidate | " + " | ".join(str(n) for n in lengths) + " |")
     print("|---" * (len(lengths) + 1) + "|")
-    print("| Spearman of costs | " + " | ".join(f"{r:.3f}" for r in agreement["per_candidate"]))
+    costs = [f"{r:.3f}" for r in agreement["per_candidate"]]
+    print("| Spearman of costs | " + " | ".join(costs) + " |")
     steps = [f"{r:.3f}" for r in agreement["steps"]]
     print("| Spearman of log step to the next | " + " | ".join(steps) + " | - |")
     print(f"\nSpearman of the blocks' levels (mean log cost): {agreement['level']:.3f}\n")
