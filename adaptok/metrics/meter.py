@@ -56,9 +56,10 @@ class VideoQualityMeter(nn.Module):
     scaled to [-1, 1]) are per-frame values averaged per video. Each is reported as the mean
     (``psnr``) and the median (``psnr_median``) over videos. ``psnr_pooled`` is the PSNR of
     the mean squared error over every value of every clip: what an allocation that minimises
-    the summed MSE of a batch of clips maximises (a mean of per-clip PSNRs is not). When the weights of I3D or
-    LPIPS are missing and cannot be fetched, that metric is skipped with one warning saying
-    how to get them, and the others are still computed.
+    the summed MSE of a batch of clips maximises (a mean of per-clip PSNRs is not;
+    docs/METHOD.md section 4). When the weights of I3D or LPIPS are missing and cannot be
+    fetched, that metric is skipped with one warning saying how to get them, and the others
+    are still computed.
 
     Several meters (e.g. one per token budget) share the same I3D and LPIPS networks.
 
@@ -192,8 +193,8 @@ class VideoQualityMeter(nn.Module):
         Returns:
             ``num_samples`` always; ``psnr``, ``ssim`` and, when enabled, ``lpips`` (means
             over videos) with ``psnr_median``, ``ssim_median``, ``lpips_median`` and
-            ``psnr_pooled`` once a clip was seen; ``fvd`` and ``fvd_unstable`` (1.0 when either set holds fewer clips
-            than feature dimensions) once two clips were seen.
+            ``psnr_pooled`` once a clip was seen; ``fvd`` and ``fvd_unstable`` (1.0 when
+            either set holds fewer clips than feature dimensions) once two clips were seen.
         """
         with warnings.catch_warnings():  # processes with no clips are fine, they add zeros
             warnings.filterwarnings("ignore", message=r".*called before the ``update`` method.*")
