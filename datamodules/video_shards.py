@@ -54,11 +54,13 @@ class VideoShardsDataModule(ShardDataModule):
         val_urls: Validation shards (same forms); ``None`` trains without validation.
         test_urls: Test shards.
         predict_urls: Prediction shards.
-        num_frames: Frames per clip ``T``.
+        num_frames: Frames per clip ``T``; ``None``: the tokenizer's, given by the stage that
+            runs (see :meth:`configure_clip`). A given value must equal the tokenizer's.
         frame_stride: Step between sampled frames.
         clip_sampling: Training clip choice: ``random`` start, ``first`` frames, or
             ``uniform`` over the whole clip. Evaluation always takes the first frames.
-        resolution: Short side after resizing and side of the square crop ``H = W``.
+        resolution: Short side after resizing and side of the square crop ``H = W``;
+            ``None``: the tokenizer's ``image_size``, like ``num_frames``.
         crop: Training crop, ``center`` or ``random``; evaluation always crops the center.
         hflip: Random horizontal flips in training.
         value_range: Pixel value range of ``video``.
@@ -86,16 +88,18 @@ class VideoShardsDataModule(ShardDataModule):
         ValueError: A size or count below 1, or ``value_range`` with ``low >= high``.
     """
 
+    _SIZE_SETTINGS = ("num_frames", "resolution")
+
     def __init__(
         self,
         train_urls: str | list[str] | None = None,
         val_urls: str | list[str] | None = None,
         test_urls: str | list[str] | None = None,
         predict_urls: str | list[str] | None = None,
-        num_frames: int = 16,
+        num_frames: int | None = None,
         frame_stride: int = 1,
         clip_sampling: Literal["random", "first", "uniform"] = "random",
-        resolution: int = 128,
+        resolution: int | None = None,
         crop: Literal["center", "random"] = "random",
         hflip: bool = False,
         value_range: tuple[float, float] = (0.0, 1.0),
@@ -114,7 +118,8 @@ class VideoShardsDataModule(ShardDataModule):
             {"train": train_urls, "val": val_urls, "test": test_urls, "predict": predict_urls},
             seed,
         )
-        if num_frames < 1 or frame_stride < 1 or resolution < 1 or batch_size < 1:
+        sizes = (num_frames, frame_stride, resolution, batch_size)
+        if any(size is not None and size < 1 for size in sizes):
             raise ValueError("num_frames, frame_stride, resolution and batch_size must be >= 1")
         if epoch_length is not None and epoch_length < 1:
             raise ValueError(f"epoch_length must be >= 1 or None, got {epoch_length}")
@@ -146,9 +151,54 @@ class VideoShardsDataModule(ShardDataModule):
         self.video_dtype = video_dtype
         self.eval_shuffle = eval_shuffle
 
+    # ------------------------------------------------------------------------------- clip size
+    def configure_clip(self, num_frames: int, resolution: int) -> None:
+        """Adopt the tokenizer's clip size where unset; refuse a contradicting one.
+
+        Called by the stage that holds the tokenizer (``modules.stage.configure_data_clip``)
+        before the loaders are built. The adopted size is also written to ``hparams``, so
+        checkpoints record the clip size the network was trained on.
+
+        Args:
+            num_frames: The tokenizer's ``num_frames``.
+            resolution: The tokenizer's ``image_size``.
+
+        Raises:
+            ValueError: ``num_frames`` or ``resolution`` was set to another value.
+        """
+        given = (("num_frames", "num_frames", num_frames), ("resolution", "image_size", resolution))
+        for name, tokenizer_name, value in given:  # check both before changing either
+            current = getattr(self, name)
+            if current is not None and int(current) != int(value):
+                raise ValueError(
+                    f"data.init_args.{name}={current} contradicts the tokenizer's "
+                    f"{tokenizer_name}={value}: remove {name} from the data section (it is "
+                    "taken from the tokenizer) or make them equal"
+                )
+        for name, _, value in given:
+            if getattr(self, name) is None:
+                setattr(self, name, int(value))
+                self.hparams[name] = int(value)
+
+    def _clip_size(self) -> tuple[int, int]:
+        """``(num_frames, resolution)``, or a clear error when the size is still unknown."""
+        missing = [name for name in self._SIZE_SETTINGS if getattr(self, name) is None]
+        if missing:
+            names = " and ".join(f"data.init_args.{name}" for name in missing)
+            raise ValueError(
+                f"{names} {'is' if len(missing) == 1 else 'are'} not set: the clip size is the "
+                "tokenizer's, given by the stage that runs this datamodule (tokenizer, scorer); "
+                "run it under such a stage or set it when using the datamodule on its own"
+            )
+        return int(self.num_frames), int(self.resolution)  # type: ignore[arg-type]
+
     # ----------------------------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
-        """Resolve and check the shards the stage needs (errors name the pattern or file)."""
+        """Resolve and check the shards the stage needs (errors name the pattern or file).
+
+        Needs no clip size: Lightning calls it before the module's ``setup``, which gives the
+        tokenizer's size (:meth:`configure_clip`); the loaders need it.
+        """
         needed = {
             "fit": ("train", "val"),
             "validate": ("val",),
@@ -164,11 +214,12 @@ class VideoShardsDataModule(ShardDataModule):
         train = split == "train"
         resampled = train and self.epoch_length is not None
         mix = self.eval_shuffle and not train
+        num_frames, resolution = self._clip_size()
         decoder = ClipDecoder(
-            num_frames=self.num_frames,
+            num_frames=num_frames,
             frame_stride=self.frame_stride,
             sampling=self.clip_sampling if train else "first",
-            resolution=self.resolution,
+            resolution=resolution,
             crop=self.crop if train else "center",
             hflip=self.hflip and train,
         )

@@ -45,6 +45,7 @@ from adaptok.budget_planner import PLANNING_VERSION, TokenBudgetPlanner
 from adaptok.nn.frame_condition import condition_clip
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 from modules.loading import load_frozen_scorer
+from modules.stage import configure_data_clip
 
 __all__ = ["AnnotatorModule", "state_sha256"]
 
@@ -189,9 +190,7 @@ class AnnotatorModule(LightningModule):
                 f"the tokenizer holds {dtype} weights: annotate in fp32 (trainer.precision: "
                 "32-true), the precision the generator's evaluation prefixes use too"
             )
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None and hasattr(datamodule, "configure_clip"):
-            datamodule.configure_clip(self.tokenizer.num_frames, self.tokenizer.image_size)
+        configure_data_clip(self)
 
     # ------------------------------------------------------------------ annotation
     @torch.no_grad()

@@ -95,7 +95,9 @@ def check_settings(
 
     Checks that the stage's shard URL setting names shards, the datamodule's ``value_range``
     against the model's input range, and its ``num_frames`` / ``resolution`` against the
-    tokenizer's ``num_frames`` / ``image_size``.
+    tokenizer's ``num_frames`` / ``image_size``. A size left ``None`` is not a contradiction:
+    the stage gives the datamodule the tokenizer's when it sets up
+    (``modules.stage.configure_data_clip``).
 
     Raises:
         PreflightError: Naming both settings and their values.

@@ -6,6 +6,9 @@ Each stage is a LightningModule that
   the freshly built module when loading (:func:`modules.loading.drop_frozen_metric_weights`);
 - may hold a frozen parent tokenizer, read from the tokenizer stage's checkpoint on the first
   run and rebuilt from the spec in its own checkpoint afterwards (``tokenizer_spec``);
+- gives the run's datamodule its tokenizer's clip size in ``setup``
+  (:func:`configure_data_clip`: the data sections do not restate ``num_frames`` /
+  ``resolution``);
 - keeps its frozen parts in eval mode while training (Lightning switches the whole module to
   train mode at every epoch);
 - builds its optimizer from an ``OptimizerCallable`` (``optimizer:`` in the YAML, or the
@@ -39,10 +42,31 @@ from modules.loading import (
     restore_frozen_metric_weights,
 )
 
-__all__ = ["OptimizerParameters", "StageModule"]
+__all__ = ["OptimizerParameters", "StageModule", "configure_data_clip"]
 
 OptimizerParameters = list[torch.nn.Parameter] | list[dict[str, Any]]
 """What an optimizer factory receives: parameters, or parameter groups (dicts with ``params``)."""
+
+
+def configure_data_clip(module: LightningModule) -> None:
+    """Give the trainer's datamodule the clip size of ``module.tokenizer``.
+
+    A datamodule with a ``configure_clip(num_frames, resolution)`` method
+    (``VideoShardsDataModule``, ``VideoWindowsDataModule``) adopts the tokenizer's
+    ``num_frames`` / ``image_size`` where unset and refuses a contradicting one. Call it from
+    the module's ``setup``: Lightning runs the datamodule's ``setup`` (shards only) before it
+    and builds the loaders after it. Does nothing without a trainer, a datamodule with that
+    method, or a tokenizer.
+
+    Raises:
+        ValueError: The datamodule states another clip size than the tokenizer's.
+    """
+    trainer = module._trainer
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    tokenizer = getattr(module, "tokenizer", None)
+    if tokenizer is None or not hasattr(datamodule, "configure_clip"):
+        return
+    datamodule.configure_clip(int(tokenizer.num_frames), int(tokenizer.image_size))
 
 
 class StageModule(LightningModule):
@@ -120,6 +144,14 @@ class StageModule(LightningModule):
         tokenizer, self.hparams["tokenizer_spec"] = frozen_tokenizer(tokenizer_ckpt, tokenizer_spec)
         self.tokenizer = tokenizer
         return tokenizer
+
+    @override
+    def setup(self, stage: str) -> None:
+        """Give the run's datamodule the tokenizer's clip size (:func:`configure_data_clip`).
+
+        Subclasses that override it call ``super().setup(stage)`` first.
+        """
+        configure_data_clip(self)
 
     @override
     def on_train_epoch_start(self) -> None:

@@ -129,6 +129,7 @@ class TokenizerModule(StageModule):
     # ------------------------------------------------------------------ initial weights
     @override
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # the datamodule's clip size: the tokenizer's
         # Before the strategy wraps or shards the model; a resumed fit restores its checkpoint
         # after this hook, so its own weights win either way.
         if stage != "fit" or self.init_weights is None or self.trainer.ckpt_path is not None:

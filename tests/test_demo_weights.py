@@ -26,7 +26,8 @@ RECIPE = [
 IGNORED = {"config"}  # the paths of the YAML files themselves
 _DISCRIMINATOR = "model.init_args.loss.init_args.discriminator.init_args"
 # Settings the shipped config states but the recipe no longer does, because TokenizerModule
-# derives them from the tokenizer (issue 19: the geometry is said once): config path -> the
+# derives them from the tokenizer (issue 19: the geometry is said once; the datamodule's clip
+# size through VideoShardsDataModule.configure_clip): config path -> the
 # tokenizer init argument (model.init_args.tokenizer.init_args of the same resolved recipe)
 # whose value it takes. A shipped value is accepted only if it equals that derived value.
 DERIVED_FROM_TOKENIZER = {
@@ -35,6 +36,8 @@ DERIVED_FROM_TOKENIZER = {
     f"{_DISCRIMINATOR}.in_channels": "in_channels",
     f"{_DISCRIMINATOR}.patch_size": "patch_size",
     "model.init_args.tail_drop.init_args.max_tokens": "tokens_per_block",
+    "data.init_args.num_frames": "num_frames",
+    "data.init_args.resolution": "image_size",
 }
 
 

@@ -267,3 +267,34 @@ def test_trainer_reports_skips_once_per_epoch(shard_copy: Path) -> None:
         "skipped 1 sample(s) in train epoch 1 (corrupt video: 1)",
     ]
     assert datamodule.skip_counts == {"corrupt video": 2}
+
+
+def test_clip_size_left_unset_is_the_tokenizers(synthetic_shards: Path) -> None:
+    """Issue 19: the data sections do not restate the tokenizer's clip size."""
+    from types import SimpleNamespace
+
+    from modules.stage import configure_data_clip
+
+    datamodule = make_datamodule(synthetic_shards, num_frames=None, resolution=None)  # setup runs
+    with pytest.raises(
+        ValueError, match=r"num_frames and data.init_args.resolution are not set: .*tokenizer's"
+    ):
+        datamodule.val_dataloader()
+    tokenizer = SimpleNamespace(num_frames=6, image_size=32)
+    configure_data_clip(
+        SimpleNamespace(_trainer=SimpleNamespace(datamodule=datamodule), tokenizer=tokenizer)
+    )
+    assert (datamodule.num_frames, datamodule.resolution) == (6, 32)
+    assert (datamodule.hparams["num_frames"], datamodule.hparams["resolution"]) == (6, 32)
+    assert run_pass(datamodule, "val")[0]["video"].shape[2:] == (6, 32, 32)
+    datamodule.configure_clip(6, 32)  # the same size again: nothing to refuse
+    with pytest.raises(ValueError, match=r"num_frames=6 contradicts the tokenizer's num_frames=8"):
+        datamodule.configure_clip(8, 32)
+    given = make_datamodule(synthetic_shards, num_frames=None, resolution=24)
+    with pytest.raises(
+        ValueError, match=r"resolution=24 contradicts the tokenizer's image_size=32"
+    ):
+        given.configure_clip(6, 32)
+    assert given.num_frames is None  # a refused size changes nothing
+    with pytest.raises(ValueError, match=r"data.init_args.num_frames is not set: .*tokenizer"):
+        given.val_dataloader()

@@ -265,6 +265,10 @@ def test_scorer_checkpoint_holds_the_resolved_geometry(scorer_ckpt: Path) -> Non
     assert {k: resolved[k] for k in own} == own
     restored = load_frozen_scorer(scorer_ckpt)
     assert restored.scorer.tokens_per_block == 8 and restored.candidate_lengths == [2, 4, 6, 8]
+    # the data section states no clip size either: the frozen tokenizer's was taken
+    data = torch.load(scorer_ckpt, map_location="cpu", weights_only=True)
+    data = data["datamodule_hyper_parameters"]
+    assert (data["num_frames"], data["resolution"]) == (8, 32)
     assert load_pretrained(scorer_ckpt).candidate_lengths == [2, 4, 6, 8]
 
 

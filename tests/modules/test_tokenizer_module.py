@@ -48,6 +48,18 @@ def test_fit_writes_checkpoint_and_logs(tokenizer_ckpt: Path, workspace: Path) -
     assert len(set(scalars["lr-Adam-1"])) == 1
 
 
+def test_the_datamodule_takes_the_tokenizers_clip_size(tokenizer_ckpt: Path) -> None:
+    """The tiny fit's data section states no clip size: the stage gave it the tokenizer's."""
+    from tests.helpers import overlay
+
+    data = overlay("demo/tokenizer.yaml")["data"]["init_args"]
+    shipped = yaml.safe_load((EXPERIMENTS / "demo" / "tokenizer.yaml").read_text())
+    assert not {"num_frames", "resolution"} & {*data, *shipped["data"]["init_args"]}
+    checkpoint = torch.load(tokenizer_ckpt, map_location="cpu", weights_only=True)
+    recorded = checkpoint["datamodule_hyper_parameters"]
+    assert (recorded["num_frames"], recorded["resolution"]) == (8, 32)
+
+
 def test_checkpoint_reload_through_cli_reproduces_outputs(
     tokenizer_ckpt: Path, workspace: Path
 ) -> None:
