@@ -26,7 +26,7 @@ RECIPE = [
 IGNORED = {"config"}  # the paths of the YAML files themselves
 _DISCRIMINATOR = "model.init_args.loss.init_args.discriminator.init_args"
 # Settings the shipped config states but the recipe no longer does, because TokenizerModule
-# derives them from the tokenizer (issue 19: the geometry is said once; the datamodule's clip
+# derives them from the tokenizer (the geometry is said once; the datamodule's clip
 # size through VideoShardsDataModule.configure_clip): config path -> the
 # tokenizer init argument (model.init_args.tokenizer.init_args of the same resolved recipe)
 # whose value it takes. A shipped value is accepted only if it equals that derived value.

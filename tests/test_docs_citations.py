@@ -1,7 +1,8 @@
 """Code, configs and docs cite documents the repository holds, and nothing outside it.
 
 Scanned: every ``.py``, ``.yaml`` and ``.yml`` file under the package folders and
-``experiments/``, ``benchmarks/``, ``tools/``, and the Markdown files in ``docs/``. A line
+``experiments/``, ``benchmarks/``, ``tools/``, ``tests/`` (but this file, whose examples
+offend on purpose), and the Markdown files in ``docs/``. A line
 offends when it
 
 - names ``docs/<name>.md`` and ``docs/<name>.md`` does not exist;
@@ -28,6 +29,7 @@ SCANNED_FOLDERS = (
     "experiments",
     "benchmarks",
     "tools",
+    "tests",
 )
 SUFFIXES = {".py", ".yaml", ".yml"}
 
@@ -50,7 +52,10 @@ def scanned_files() -> list[Path]:
         for folder in SCANNED_FOLDERS
         if (REPO / folder).is_dir()
         for path in (REPO / folder).rglob("*")
-        if path.suffix in SUFFIXES and path.is_file() and "__pycache__" not in path.parts
+        if path.suffix in SUFFIXES
+        and path.is_file()
+        and "__pycache__" not in path.parts
+        and path != Path(__file__).resolve()
     ]
     files += [path for path in (REPO / "docs").glob("*.md") if path.is_file()]
     return sorted(files)

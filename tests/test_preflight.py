@@ -81,7 +81,7 @@ def test_training_set_of_too_short_clips_ends_the_run_with_the_reason(tmp_path: 
 
 
 def test_null_or_empty_shard_urls_fail_in_one_line_before_training(fresh_workspace: Path) -> None:
-    """Issue 17 case 10: ``train_urls:`` left empty in a YAML, or ``''`` on the command line."""
+    """``train_urls:`` left empty in a YAML, or ``''`` on the command line."""
     with pytest.raises(PreflightError, match=r"data.init_args.train_urls is None: `adaptok fit`"):
         _fit(fresh_workspace, "--data.init_args.train_urls=null")
     with pytest.raises(PreflightError, match=r"data.init_args.train_urls is '': `adaptok fit`"):

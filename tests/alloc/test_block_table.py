@@ -14,7 +14,7 @@ GRID = TokenGrid.from_lengths(LENGTHS)
 
 
 def test_reference_table_at_paper_scale() -> None:
-    """METHOD 4: 1024 tokens per clip -> [456, 242, 172, 150]; 512 -> [284, 80, 72, 72]."""
+    """docs/METHOD.md section 4: 1024 tokens per clip -> [456, 242, 172, 150]; 512 -> [284, 80, 72, 72]."""
     assert block_targets(0.5, 512, 4).tolist() == [456, 242, 172, 150]
     assert block_targets(0.25, 512, 4).tolist() == [284, 80, 72, 72]
     assert block_targets(1.0, 512, 4).tolist() == [512] * 4

@@ -270,7 +270,7 @@ def test_trainer_reports_skips_once_per_epoch(shard_copy: Path) -> None:
 
 
 def test_clip_size_left_unset_is_the_tokenizers(synthetic_shards: Path) -> None:
-    """Issue 19: the data sections do not restate the tokenizer's clip size."""
+    """The data sections do not restate the tokenizer's clip size."""
     from types import SimpleNamespace
 
     from modules.stage import configure_data_clip

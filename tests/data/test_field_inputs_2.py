@@ -1,4 +1,4 @@
-"""Real-world inputs, set 2 (issue 17): source properties that change what is stored (alpha,
+"""Real-world inputs, set 2: source properties that change what is stored (alpha,
 HDR, field order, streams, timestamps), links, empty URLs, config files, failed writes.
 
 Every input is made here with PyAV; nothing is read from outside ``tests/``.

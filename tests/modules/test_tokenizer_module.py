@@ -151,7 +151,7 @@ def _video_loader() -> DataLoader:
 
 
 def test_networks_follow_the_trainers_mixed_precision() -> None:
-    """Issue 16.8: a matmul inside the encoder runs in the trainer's autocast dtype."""
+    """A matmul inside the encoder runs in the trainer's autocast dtype."""
     seen: list[torch.dtype] = []
 
     def record(module: nn.Module, args: object, output: torch.Tensor) -> None:
@@ -186,7 +186,7 @@ def test_networks_follow_the_trainers_mixed_precision() -> None:
 
 
 def test_prior_has_its_own_learning_rate_group_and_sampling_progress() -> None:
-    """Issue 16.6: the prior trains at 50x the base lr (official prior_lr_mult), kept by the
+    """The prior trains at 50x the base lr (official prior_lr_mult), kept by the
     warm-up/cosine schedule, and its scheduled sampling follows the share of training done."""
     module = _tiny_module(
         prior_lr_mult=50.0,
@@ -225,7 +225,7 @@ def _tokenizer_geometry(module: TokenizerModule) -> tuple[object, ...]:
 
 @pytest.mark.parametrize("config", ["demo/tokenizer.yaml", "ucf101/tokenizer.yaml"])
 def test_the_geometry_is_said_once_in_the_tokenizer(config: str, tmp_path: Path) -> None:
-    """Issue 19: the YAMLs state neither the discriminator's geometry nor tail_drop's
+    """The YAMLs state neither the discriminator's geometry nor tail_drop's
     max_tokens; the stage builds them from the tokenizer's."""
     for path in (EXPERIMENTS / config, EXPERIMENTS.parent / "tests" / "conf" / config):
         text = yaml.safe_load(path.read_text())
