@@ -4,8 +4,9 @@ Measures every block's cost at every candidate length (the oracle: real decodes,
 at full length) and the scorer's predictions for the same blocks, on the clips the URLs name
 (default: the demo's held-out test split), then prints (Markdown):
 
-- agreement: Spearman of the costs per candidate, of the blocks' levels (mean log cost) and of
-  the log-cost steps between consecutive candidates (``adaptok.metrics.cost_curves``);
+- agreement: Spearman of the costs per candidate, of the blocks' levels (mean log cost), of the
+  levels relative to their clip's mean (what ``per_clip`` allocation can use) and of the log-cost
+  steps between consecutive candidates (``adaptok.metrics.cost_curves``);
 - the gain over uniform of one batch-mode IPAL solve over the whole split at each budget, in
   the PSNR of the squared error pooled over every block (what summed MSE costs optimise),
   computed from the cost tables, for the oracle, the scorer and "levels only" (each block's
@@ -83,7 +84,9 @@ def main() -> None:
     print("| Spearman of costs | " + " | ".join(costs) + " |")
     steps = [f"{r:.3f}" for r in agreement["steps"]]
     print("| Spearman of log step to the next | " + " | ".join(steps) + " | - |")
-    print(f"\nSpearman of the blocks' levels (mean log cost): {agreement['level']:.3f}\n")
+    print(f"\nSpearman of the blocks' levels (mean log cost): {agreement['level']:.3f}")
+    within = agreement["level_within_clip"]
+    print(f"Spearman of the levels relative to their clip's mean: {within:.3f}\n")
     levels_only = level_shape_costs(measured)
     print("| budget | uniform (dB) | oracle | scorer | levels only | scorer / oracle |")
     print("|---|---|---|---|---|---|")

@@ -94,7 +94,9 @@ def curve_agreement(measured: np.ndarray, predicted: np.ndarray) -> Mapping[str,
 
     Returns:
         ``per_candidate``: list of J Spearman correlations of the costs at each candidate;
-        ``level``: Spearman of the blocks' levels (mean log cost); ``steps``: list of J - 1
+        ``level``: Spearman of the blocks' levels (mean log cost); ``level_within_clip``:
+        Spearman of each block's level minus its clip's mean level (what a ``per_clip``
+        allocation, which only moves tokens inside a clip, can use); ``steps``: list of J - 1
         Spearman correlations of the log-cost step ``log c[j] - log c[j + 1]`` between
         consecutive candidates (what an allocator reads; 0 = no better than the mean shape).
 
@@ -105,13 +107,18 @@ def curve_agreement(measured: np.ndarray, predicted: np.ndarray) -> Mapping[str,
         raise ValueError(f"shapes differ: {np.shape(measured)} vs {np.shape(predicted)}")
     true_logs, pred_logs = _log_costs(measured), _log_costs(predicted)
     num_candidates = true_logs.shape[2]
+    true_levels, pred_levels = true_logs.mean(axis=2), pred_logs.mean(axis=2)
     true_steps = true_logs[..., :-1] - true_logs[..., 1:]
     pred_steps = pred_logs[..., :-1] - pred_logs[..., 1:]
     return {
         "per_candidate": [
             spearman(measured[..., j], predicted[..., j]) for j in range(num_candidates)
         ],
-        "level": spearman(true_logs.mean(axis=2), pred_logs.mean(axis=2)),
+        "level": spearman(true_levels, pred_levels),
+        "level_within_clip": spearman(
+            true_levels - true_levels.mean(axis=1, keepdims=True),
+            pred_levels - pred_levels.mean(axis=1, keepdims=True),
+        ),
         "steps": [
             spearman(true_steps[..., j], pred_steps[..., j]) for j in range(num_candidates - 1)
         ],

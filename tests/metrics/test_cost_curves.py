@@ -46,6 +46,7 @@ def test_agreement_separates_levels_from_steps() -> None:
     costs = _table()
     perfect = curve_agreement(costs, costs)
     assert perfect["level"] == pytest.approx(1.0)
+    assert perfect["level_within_clip"] == pytest.approx(1.0)
     assert all(r == pytest.approx(1.0) for r in perfect["per_candidate"])
     assert all(r == pytest.approx(1.0) for r in perfect["steps"])
     # every level right, every block the same shape: steps carry no rank (constant -> NaN)
@@ -71,3 +72,15 @@ def test_spearman_is_nan_for_constants_and_handles_ties() -> None:
     assert math.isnan(spearman(np.ones(4), np.arange(4)))
     assert spearman(np.array([1, 2, 2, 3]), np.array([1, 2, 2, 3])) == pytest.approx(1.0)
     assert spearman(np.arange(5), -np.arange(5)) == pytest.approx(-1.0)
+
+
+def test_within_clip_levels_ignore_what_whole_clips_share() -> None:
+    """Levels ranked right across clips but inverted inside each clip: level ~ +1, within -1."""
+    clip_level = np.log([1e-4, 1e-3, 1e-2, 1e-1])[:, None]  # 4 clips far apart
+    offsets = np.random.default_rng(1).uniform(-0.2, 0.2, size=(4, 3))  # small, inside a clip
+    shape = np.array([0.3, 0.0, -0.3])
+    measured = np.exp(clip_level[..., None] + offsets[..., None] + shape)
+    predicted = np.exp(clip_level[..., None] - offsets[..., None] + shape)
+    agreement = curve_agreement(measured, predicted)
+    assert agreement["level"] > 0.8  # the clips, far apart, dominate the ranks
+    assert agreement["level_within_clip"] == pytest.approx(-1.0)
