@@ -1,7 +1,7 @@
 """Procedural videos whose content complexity varies across clips and over time.
 
 A clip is a sequence of *scenes* separated by hard cuts. Each scene has a background texture
-(flat colour up to dense high-frequency patterns) and zero or more objects; the scene is split
+(a faint pattern up to dense high-frequency ones) and zero or more objects; the scene is split
 into *segments* that differ in motion speed (static stretches, slow and fast pans and object
 motion). Every drawn parameter is returned in the metadata, and the per-frame complexity score
 is a fixed function of them (:func:`frame_complexity`), so the score says exactly what was
@@ -19,6 +19,7 @@ from adaptok.data.writer import ClipTask, RawClip
 
 __all__ = [
     "CALM_SCENE_PROBABILITY",
+    "CALM_TEXTURE_RANGE",
     "COMPLEXITY_CLASSES",
     "COMPLEXITY_THRESHOLDS",
     "MAX_OBJECTS",
@@ -50,9 +51,17 @@ _MIN_SCENE_FRAMES = 4
 _MIN_SEGMENT_FRAMES = 3
 _STATIC_PROBABILITY = 0.25
 CALM_SCENE_PROBABILITY = 0.35
-"""Share of scenes drawn *calm*: flat background, at most one object, never moving. Calm and
-busy scenes side by side (within a clip and across clips) are what content-adaptive token
-allocation exploits: a calm block needs a token or two, a busy one all of them."""
+"""Share of scenes drawn *calm*: a faint background pattern (texture level in
+``CALM_TEXTURE_RANGE``), at most one object, never moving. Calm and busy scenes side by side
+(within a clip and across clips) are what content-adaptive token allocation exploits: a calm
+block needs a few tokens, a busy one all of them."""
+
+CALM_TEXTURE_RANGE = (0.1, 0.19)
+"""Texture level of a calm scene's background, drawn uniformly (below the busy scenes' 0.2).
+Not 0: a flat, empty, static clip is reconstructed exactly by its block mean colour (PSNR
+~150 dB), so no tokenizer can beat that baseline on it, and an eighth of the demo's test clips
+were such clips (docs/demo_weights.md). A faint one-cycle pattern costs a few tokens, once
+per scene (later blocks of a static scene can lean on the earlier ones)."""
 
 MAX_TEXTURE_CYCLES = 2
 """Most sine cycles of a background texture across the frame (texture level 1). Low enough
@@ -162,7 +171,8 @@ def _draw_segments(
     for scene, (scene_start, scene_end) in enumerate(scene_bounds):
         calm = rng.random() < CALM_SCENE_PROBABILITY
         if calm:
-            texture, num_objects = 0.0, int(rng.integers(0, 2))
+            texture = round(float(rng.uniform(*CALM_TEXTURE_RANGE)), 3)
+            num_objects = int(rng.integers(0, 2))
         else:
             texture = round(float(rng.uniform(0.2, 1.0)), 3)
             num_objects = int(rng.integers(1, MAX_OBJECTS + 1))
