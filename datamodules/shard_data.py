@@ -124,14 +124,17 @@ class ShardDataModule(LightningDataModule):
         collate_fn: Callable[[list], Any],
         counts_in_batch: bool = False,
         persistent_workers: bool = False,
+        yield_report_only: bool = False,
+        warn_skips: bool = True,
     ) -> ShardLoader:
         """A :class:`ShardLoader` of ``split`` (the training one resumes a checkpoint's pass).
 
         Reads whole passes of the split's shards (clamping the workers to this rank's
         shards) unless the subclass's stream is resampled (``epoch_length``).
-        ``counts_in_batch``: see :class:`ShardLoader`. ``persistent_workers``: keep the
-        DataLoader workers from one pass to the next (where there are workers); each pass
-        still reads its own epoch (:meth:`ShardStream.set_epoch`).
+        ``counts_in_batch``, ``yield_report_only`` and ``warn_skips``: see
+        :class:`ShardLoader`. ``persistent_workers``: keep the DataLoader workers from one
+        pass to the next (where there are workers); each pass still reads its own epoch
+        (:meth:`ShardStream.set_epoch`).
         """
         shards = self._shards_of(split)
         rank, world_size = rank_and_world_size(self.trainer)
@@ -149,6 +152,8 @@ class ShardDataModule(LightningDataModule):
             epoch_fn=self._trainer_epoch if train else None,
             resume_at=resume_at,
             counts_in_batch=counts_in_batch,
+            yield_report_only=yield_report_only,
+            warn_skips=warn_skips,
             batch_size=self.batch_size,
             num_workers=workers,
             pin_memory=self.pin_memory,

@@ -35,16 +35,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from adaptok.data.shard_stream import Decode, ShardStream
-from adaptok.data.skips import REPORT_KEY, SkipSample, SkipTracker, merge_reports
+from adaptok.data.shard_stream import Decode, ShardLoader, ShardStream
+from adaptok.data.skips import REPORT_KEY, REPORT_ONLY_KEY, SkipSample, SkipTracker, merge_reports
 from adaptok.data.tar_samples import PROBLEM_KEY
 from adaptok.data.video_io import VIDEO_SUFFIXES, VideoDecodeError, probe_video, stored_stream
 from adaptok.data.windows import WindowDecoder, window_span, window_starts
 from adaptok.data.writer import sanitize_key
 from adaptok.distributed import rank_and_world_size
-from datamodules.shard_data import ShardDataModule
+from datamodules.shard_data import ShardDataModule, Split
 
 __all__ = [
     "VideoWindowsDataModule",
@@ -275,16 +274,18 @@ def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch window dicts.
 
     Gives ``video`` (B, C, T, H, W) float32 in [0, 1], ``label`` (B,) long, ``window_start``
-    (B,) long, ``key``/``source_key``/``class_name`` lists and ``skipped``, the skip counts
-    (reason -> n) of the items' reports.
+    (B,) long, ``key``/``source_key``/``class_name`` lists and ``skipped``, the items' skip
+    reports summed (a :class:`~adaptok.data.shard_stream.ShardLoader` with
+    ``counts_in_batch`` leaves their counts there, reason -> n).
 
     Report-only items (a worker's counts left after its last window) add their counts and
-    nothing else; a batch of those only has ``video`` of shape (0,).
+    nothing else; a batch of those only has ``video`` of shape (0,), an empty ``key`` list
+    and :data:`~adaptok.data.skips.REPORT_ONLY_KEY`.
     """
-    skipped = merge_reports([s.get(REPORT_KEY) or {} for s in samples])["skipped"]
+    report = merge_reports([s.get(REPORT_KEY) or {} for s in samples])
     real = [s for s in samples if "video" in s]
     if not real:
-        return {"video": torch.zeros(0), "key": [], "skipped": skipped}
+        return {"video": torch.zeros(0), "key": [], REPORT_KEY: report, REPORT_ONLY_KEY: True}
     video = torch.stack([s["video"] for s in real]).float().div_(255.0)
     return {
         "video": video,
@@ -293,7 +294,7 @@ def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "label": torch.tensor([s["label"] for s in real], dtype=torch.long),
         "class_name": [s["class_name"] for s in real],
         "window_start": torch.tensor([s["window_start"] for s in real], dtype=torch.long),
-        "skipped": skipped,
+        REPORT_KEY: report,
     }
 
 
@@ -321,8 +322,9 @@ class VideoWindowsDataModule(ShardDataModule):
     A :class:`~datamodules.shard_data.ShardDataModule` of the ``predict`` split: the base
     resolves the shards and clamps the workers to this rank's shards. Unlike the training
     datamodules, a rank that gets no shard annotates nothing (with a warning) instead of
-    failing, and the skip counts stay in every batch (``skipped``) for the annotation writer's
-    summary; they are summed in :attr:`skip_counts` as the batches come.
+    failing, and every batch, report-only ones included, reaches the annotating module with
+    its skip counts (``skipped``) for the annotation writer's summary, without a warning per
+    pass; they are summed in :attr:`skip_counts` as the batches come.
 
     Args:
         predict_urls: Video shards: glob, brace pattern, folder, local path or URL, or a list.
@@ -434,22 +436,20 @@ class VideoWindowsDataModule(ShardDataModule):
             return 0
         return super()._workers(split, shards, rank, world_size)
 
-    def predict_dataloader(self) -> DataLoader:
-        """Windows of this rank's shards, in order.
+    def _stream(
+        self, split: Split, shards: list[str], rank: int, world_size: int, workers: int
+    ) -> VideoWindowsDataset:
+        """The windows of this rank's shards (one ordered pass).
 
-        A plain DataLoader (not the base's ``ShardLoader``): every batch, report-only ones
-        included, reaches the annotating module with its ``skipped`` counts, and no warning
-        is raised per pass (the annotation writer reports the skips).
+        Raises:
+            ValueError: ``num_frames`` or ``resolution`` is unset.
         """
-        shards = self._shards_of("predict")
         if self.num_frames is None or self.resolution is None:
             raise ValueError(
                 "num_frames and resolution are unset: give them in the data section or use a "
                 "module that sets them from its tokenizer (AnnotatorModule does)"
             )
-        rank, world_size = rank_and_world_size(self.trainer)
-        workers = self._workers("predict", shards, rank, world_size)
-        dataset = VideoWindowsDataset(
+        return VideoWindowsDataset(
             shards,
             num_frames=self.num_frames,
             stride=self.stride,
@@ -460,12 +460,28 @@ class VideoWindowsDataModule(ShardDataModule):
             exclude=self.excluded,
             class_names=self.class_names,
         )
-        return DataLoader(
-            dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=collate_windows
+
+    def predict_dataloader(self) -> ShardLoader:
+        """Windows of this rank's shards, in order.
+
+        The base's :class:`~adaptok.data.shard_stream.ShardLoader`, set so that every batch,
+        report-only ones included, reaches the annotating module with its ``skipped`` counts,
+        and that no warning is raised per pass (the annotation writer reports the skips).
+
+        Raises:
+            ValueError: ``num_frames`` or ``resolution`` is unset.
+        """
+        return self._loader(
+            "predict",
+            collate_windows,
+            counts_in_batch=True,
+            yield_report_only=True,
+            warn_skips=False,
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Accumulate the batch's skip counts in :attr:`skip_counts` (kept in the batch)."""
-        if isinstance(batch, dict):
-            self.skip_counts.update(batch.get("skipped") or {})
+        """Leave the batch's skip counts in it for the annotating module (the base drops them).
+
+        Their totals are in :attr:`skip_counts` already: the loader adds them as it yields.
+        """
         return batch

@@ -200,8 +200,9 @@ class ShardLoader(DataLoader):
 
     Before a pass it sets the stream's epoch: ``epoch_fn()`` when that returns a number (the
     trainer's current epoch), else one more than the previous pass. Batches are yielded
-    without their skip report, which goes to ``ledger``; report-only batches are swallowed.
-    A pass that ends without a batch is refused or reported by the ledger.
+    without their skip report, which goes to ``ledger``; report-only batches are swallowed
+    unless ``yield_report_only``. A pass that ends without a batch is refused or reported by
+    the ledger, which also warns once per pass about the skips unless ``warn_skips`` is off.
 
     Args:
         dataset: The stream.
@@ -213,6 +214,13 @@ class ShardLoader(DataLoader):
             restart).
         counts_in_batch: Leave the batch's skip counts (reason -> n) under ``skipped`` for
             consumers that read them (the ledger has them all the same).
+        yield_report_only: Yield the report-only batches too (marked with
+            :data:`~adaptok.data.skips.REPORT_ONLY_KEY`), for a consumer that reads every
+            batch's counts (``counts_in_batch``). They are not counted as batches: a pass of
+            report-only batches is still a pass without batches, and ``resume_at`` does not
+            drop them.
+        warn_skips: Let the ledger warn once per pass about the skipped samples (off: the
+            counts are only added to its totals, for a consumer that reports them itself).
         **kwargs: DataLoader arguments. ``persistent_workers`` may be on: the epoch set
             before each pass is shared with the workers (:meth:`ShardStream.set_epoch`).
     """
@@ -225,11 +233,14 @@ class ShardLoader(DataLoader):
         epoch_fn: Callable[[], int | None] | None = None,
         resume_at: tuple[int, int] | None = None,
         counts_in_batch: bool = False,
+        yield_report_only: bool = False,
+        warn_skips: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(dataset, **kwargs)
         self.ledger, self.split, self.epoch_fn, self.resume_at = ledger, split, epoch_fn, resume_at
-        self.counts_in_batch = counts_in_batch
+        self.counts_in_batch, self.yield_report_only = counts_in_batch, yield_report_only
+        self.warn_skips = warn_skips
         self.next_epoch = resume_at[0] if resume_at is not None else 0
 
     def __iter__(self) -> Iterator[Any]:
@@ -257,10 +268,12 @@ class ShardLoader(DataLoader):
             for batch in batches_of_pass:
                 report = batch.pop(REPORT_KEY, None)
                 self.ledger.add(self.split, epoch, report)
-                if batch.get(REPORT_ONLY_KEY):
-                    continue
                 if self.counts_in_batch:
                     batch[REPORT_KEY] = dict((report or {}).get("skipped", {}))
+                if batch.get(REPORT_ONLY_KEY):
+                    if self.yield_report_only:
+                        yield batch
+                    continue
                 batches += 1
                 if batches <= drop:
                     continue
@@ -268,5 +281,5 @@ class ShardLoader(DataLoader):
             finished = True
         finally:
             if not finished:
-                self.ledger.finish_pass(self.split, epoch, None)
-        self.ledger.finish_pass(self.split, epoch, batches)
+                self.ledger.finish_pass(self.split, epoch, None, warn=self.warn_skips)
+        self.ledger.finish_pass(self.split, epoch, batches, warn=self.warn_skips)

@@ -171,8 +171,15 @@ class SkipLedger:
         self.totals.update(report.get("skipped", {}))
         self.note_totals.update(report.get("notes", {}))
 
-    def finish_pass(self, split: str, epoch: int, batches: int | None) -> None:
+    def finish_pass(self, split: str, epoch: int, batches: int | None, warn: bool = True) -> None:
         """Report a finished pass; ``batches`` is None when the pass was cut short.
+
+        Args:
+            split: The pass's split.
+            epoch: The pass's epoch.
+            batches: Batches the pass produced (``None``: cut short).
+            warn: Warn about the pass's skips (off: they stay in :attr:`totals` only, for a
+                caller that reports them itself).
 
         Raises:
             NoUsableSamplesError: The pass ran to its end without producing a batch (unless
@@ -184,6 +191,8 @@ class SkipLedger:
                 f"{split} epoch {epoch} produced no batch: every sample was skipped or the "
                 f"shards hold no samples; {_describe(report)}"
             )
+        if not warn:
+            return
         if batches == 0 and report["skipped"]:
             reasons = ", ".join(f"{r}: {n}" for r, n in sorted(report["skipped"].items()))
             warnings.warn(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import warnings
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -128,6 +129,40 @@ def test_loader_drops_resumed_batches_and_reports_each_pass(tmp_path: Path) -> N
     )
     with pytest.warns(SkippedSamplesWarning, match="produced no sample"):
         assert list(empty) == []
+
+
+def test_loader_can_pass_report_only_batches_on_without_warning(tmp_path: Path) -> None:
+    """``yield_report_only`` and ``warn_skips=False``: every batch's counts reach the consumer,
+    which reports them itself; the defaults swallow report-only batches and warn."""
+    mixed = _shard(tmp_path / "a.tar", [1, -1, 2, -2, 3])
+    only_skips = _shard(tmp_path / "b.tar", [-1, 0, -2])
+
+    def loader(urls: list[str], ledger: SkipLedger, **kwargs: Any) -> ShardLoader:
+        return ShardLoader(
+            _Values(urls), ledger, counts_in_batch=True, batch_size=2, collate_fn=_collate, **kwargs
+        )
+
+    quiet = {"yield_report_only": True, "warn_skips": False}
+    counts: Counter = Counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(loader([mixed], SkipLedger(counts), **quiet))
+        alone = list(loader([only_skips], SkipLedger(counts, empty_pass_error=False), **quiet))
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+    assert [(b["value"], b[REPORT_KEY]) for b in batches] == [
+        ([1, 2], {"negative": 2}),
+        ([3], {}),
+    ]
+    assert alone == [{REPORT_KEY: {"negative": 2}, REPORT_ONLY_KEY: True}]
+    assert counts == {"negative": 4}  # the ledger's totals all the same
+    with pytest.warns(SkippedSamplesWarning, match=r"skipped 2 sample\(s\) in train epoch 0"):
+        assert [b["value"] for b in loader([mixed], SkipLedger())] == [[1, 2], [3]]
+    with pytest.warns(SkippedSamplesWarning, match="produced no sample"):
+        assert list(loader([only_skips], SkipLedger(empty_pass_error=False))) == []
+    # A report-only batch is not a batch: a pass of those alone is still refused.
+    refused = loader([only_skips], SkipLedger(), **quiet)
+    with pytest.raises(NoUsableSamplesError, match="produced no batch"):
+        list(refused)
 
 
 @pytest.mark.parametrize("damage", ["cut at a member's end", "garbled header"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,20 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from adaptok.data import video_io, windows
+from adaptok.data.shard_stream import ShardLoader
 from adaptok.data.skips import REPORT_KEY, merge_reports
 from adaptok.data.video_io import decode_video, encode_video, short_side_shape
 from datamodules import video_windows
-from datamodules.video_windows import VideoWindowsDataset, window_starts
+from datamodules.video_windows import (
+    VideoWindowsDataModule,
+    VideoWindowsDataset,
+    collate_windows,
+    window_starts,
+)
 
 FRAMES, HEIGHT, WIDTH = 60, 32, 40
 NUM_FRAMES, STRIDE, FRAME_STRIDE, RESOLUTION = 4, 3, 2, 24
@@ -198,3 +207,52 @@ def test_damage_part_way_keeps_earlier_windows_and_the_pass_goes_on(
     assert [(w["source_key"], w["window_start"]) for w in items] == [
         (key, s) for key in ("first", "second") for s in before
     ]
+
+
+def _predict_batches(shard: str, batch_size: int) -> tuple[VideoWindowsDataModule, list[Any]]:
+    """The windows datamodule of ``shard`` and its predict batches as the module gets them.
+
+    Checks that the loader is the shared one and that the pass raises no warning.
+    """
+    data = VideoWindowsDataModule(
+        shard,
+        num_frames=NUM_FRAMES,
+        stride=STRIDE,
+        frame_stride=FRAME_STRIDE,
+        resolution=RESOLUTION,
+        batch_size=batch_size,
+        num_workers=0,
+    )
+    loader = data.predict_dataloader()
+    assert isinstance(loader, ShardLoader)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = [data.on_before_batch_transfer(batch, 0) for batch in loader]
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+    return data, batches
+
+
+def test_the_predict_loader_hands_on_every_batch_with_its_counts(
+    tmp_path: Path, clip: bytes
+) -> None:
+    """The shared loader gives the plain DataLoader's batches, report-only ones included."""
+    corrupt = (b"not a video at all", {"label": 0})
+    mixed = _shard(tmp_path / "mixed-000000.tar", {"long": (clip, _meta()), "bad": corrupt})
+    data, batches = _predict_batches(mixed, batch_size=4)
+    reference = list(DataLoader(_dataset(mixed), batch_size=4, collate_fn=collate_windows))
+    assert len(batches) == len(reference) > 1
+    for batch, plain in zip(batches, reference, strict=True):
+        assert batch["key"] == plain["key"]
+        assert torch.equal(batch["window_start"], plain["window_start"])
+        assert torch.equal(batch["video"], plain["video"])
+        assert batch["skipped"] == plain["skipped"]["skipped"]
+    assert batches[-1]["skipped"] == {"corrupt video": 1}
+    assert data.skip_counts == {"corrupt video": 1}
+
+    short = (clip, _meta(SPAN - 1))
+    only_bad = _shard(tmp_path / "bad-000000.tar", {"bad": corrupt, "short": short})
+    data, batches = _predict_batches(only_bad, batch_size=4)
+    assert len(batches) == 1  # report-only: no window, the counts alone
+    assert batches[0]["video"].numel() == 0 and batches[0]["key"] == []
+    assert batches[0]["skipped"] == {"corrupt video": 1, "too short": 1}
+    assert data.skip_counts == {"corrupt video": 1, "too short": 1}
