@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from adaptok.data.shard_stream import ShardLoader
 from adaptok.data.shards import resolve_shards
-from adaptok.data.skips import REPORT_KEY
+from adaptok.data.skips import SkipLedger
 from adaptok.data.tar_samples import read_tar_json
 from adaptok.distributed import rank_and_world_size
 from adaptok.metrics.windows import draw_windows, nonoverlapping_windows
@@ -145,10 +146,11 @@ class RealClips:
 
         Yields:
             Dicts with ``video`` ``(B, C, T, H, W)`` float in [0, 1], ``label`` ``(B,)`` long
-            and ``key``, in the loader's order; the skip counts are taken out. Under
-            ``nonoverlapping`` a worker left without windows sends one batch whose ``video``
-            has shape ``(0,)``: it is passed on, so that batch positions (which seed the
-            caller's sampling) stay those of the loader.
+            and ``key``, in the loader's order; the skip counts are not in them (the loader
+            warns about the skipped samples once per pass). Under ``nonoverlapping`` a worker
+            left without windows sends one batch whose ``video`` has shape ``(0,)``: it is
+            passed on, so that batch positions (which seed the caller's sampling) stay those
+            of the loader.
 
         Raises:
             ValueError: Unreadable metadata, or fewer windows than ``count``
@@ -159,9 +161,7 @@ class RealClips:
             loader = self._window_loader(num_frames, resolution, count, rank, world_size)
         else:
             loader = self._first_frames_loader(num_frames, resolution, ranks)
-        for batch in loader:
-            batch.pop(REPORT_KEY, None)
-            yield batch
+        yield from loader
 
     def _first_frames_loader(self, num_frames: int, resolution: int, ranks: Any) -> Any:
         from datamodules.video_shards import VideoShardsDataModule
@@ -178,10 +178,13 @@ class RealClips:
 
     def _window_loader(
         self, num_frames: int, resolution: int, count: int, rank: int, world_size: int
-    ) -> Any:
-        """This rank's share of ``count`` non-overlapping windows drawn with ``window_seed``."""
-        from torch.utils.data import DataLoader
+    ) -> ShardLoader:
+        """This rank's share of ``count`` non-overlapping windows drawn with ``window_seed``.
 
+        A :class:`~adaptok.data.shard_stream.ShardLoader` that yields the report-only batches
+        too (they keep the batch positions) and warns once per pass about the skipped
+        samples; a rank whose shards give no window reads an empty pass instead of failing.
+        """
         from datamodules.video_windows import VideoWindowsDataset, collate_windows, window_key
 
         shards = resolve_shards(self.urls, "real_urls")
@@ -202,6 +205,12 @@ class RealClips:
             exclude=exclude,
         )
         workers = min(self.num_workers, len(shards[rank::world_size]))
-        return DataLoader(
-            dataset, batch_size=self.batch_size, num_workers=workers, collate_fn=collate_windows
+        return ShardLoader(
+            dataset,
+            ledger=SkipLedger(noun="window", empty_pass_error=False),
+            split="real_urls",
+            yield_report_only=True,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            collate_fn=collate_windows,
         )

@@ -5,15 +5,26 @@
 
 from __future__ import annotations
 
+import io
+import json
+import shutil
+import tarfile
+import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from adaptok.data.cli import main as shards
+from adaptok.data.shard_stream import ShardLoader
 from adaptok.data.shards import resolve_shards
+from adaptok.data.skips import SkippedSamplesWarning
 from adaptok.metrics.windows import draw_windows
 from callbacks import GenerationEvaluator
 from datamodules.real_clips import RealClips, shard_frame_counts
+from datamodules.video_windows import collate_windows
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +74,40 @@ def test_the_drawn_windows_are_read_exactly_once_over_ranks(long_videos: str) ->
     assert any(start == 16 for _, start in drawn)
     with pytest.raises(ValueError, match="hold only 12"):
         _read(real, 0, 1, 13)
+
+
+def _corrupt_shard(path: Path) -> None:
+    """A shard of one 40-frame video (by its metadata) whose bytes are not a video."""
+    meta = {"frames": 40, "height": 32, "width": 32, "label": 0, "class_name": "calm"}
+    with tarfile.open(path, "w") as archive:
+        for name, data in (("broken.json", json.dumps(meta).encode()), ("broken.mp4", b"junk")):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+
+
+def test_the_window_loader_gives_the_plain_loader_batches(long_videos: str, tmp_path: Path) -> None:
+    """The shared loader: the windows and report-only batches of a plain one, skips warned once."""
+    shutil.copy(resolve_shards(long_videos)[0], tmp_path / "train-000000.tar")  # 4 windows
+    _corrupt_shard(tmp_path / "train-000001.tar")  # the second worker's only shard
+    urls = str(tmp_path / "*.tar")
+    real = RealClips(urls=urls, windows="nonoverlapping", batch_size=2, num_workers=2)
+    loader = real._window_loader(16, 32, 6, 0, 1)
+    assert isinstance(loader, ShardLoader) and loader.num_workers == 2
+    plain = list(
+        DataLoader(loader.dataset, batch_size=2, num_workers=2, collate_fn=collate_windows)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(real.batches(16, 32, 6, SimpleNamespace(global_rank=0, world_size=1)))
+    assert len(batches) == len(plain) == 3
+    for batch, reference in zip(batches, plain, strict=True):
+        assert batch["key"] == reference["key"]
+        assert torch.equal(batch["video"], reference["video"])
+        assert "skipped" not in batch
+    assert batches[1]["video"].ndim != 5  # the second worker's counts, in their place
+    skips = [str(w.message) for w in caught if w.category is SkippedSamplesWarning]
+    assert len(skips) == 1 and "corrupt video: 1" in skips[0]
 
 
 def test_unknown_protocol_is_refused() -> None:
