@@ -4,8 +4,9 @@ Fast paths (blockwise attention, packed decoder, bf16) and the reference run in 
 process, interleaved; peak memory is reported too.
 
 Configurations:
-    demo: experiments/demo/tokenizer.yaml (16 x 64 x 64, patch 4x8x8, 4 x 32 tokens, width 128,
-        2 + 2 layers, 4 heads, codebook 256 x 8).
+    demo: the demo tokenizer's network as it was when the README's figures were measured
+        (16 x 64 x 64, patch 4x8x8, 4 x 32 tokens, width 128, 2 + 2 layers, 4 heads, codebook
+        256 x 8; experiments/demo/tokenizer.yaml has 48 tokens of 4096 codes since).
     tiny: 16 x 64 x 64, patch 4x8x8, 4 x 64 tokens, width 256, 4 + 4 layers, 4 heads.
     S: 16 x 128 x 128, patch 4x8x8, 4 x 512 tokens, width 512, 6 + 6 layers, 8 heads
         (the paper's S variant, docs/METHOD.md section 1).
@@ -34,8 +35,9 @@ with the first thread count only.
 
 `--psnr DIR` measures the quality cost of bf16: mean PSNR of the 16-frame clips of the WebDataset
 shards in DIR (two per 32-frame video), reconstructed at all tokens and at M/4, for each variant,
-with the demo configuration; the weights come from `--checkpoint` (a TokenizerModule checkpoint)
-or, without one, from `--train-steps` steps of L1 training on those clips.
+with the network and weights of `--checkpoint` (any stage checkpoint; its recorded tokenizer
+spec) or, without one, the demo configuration after `--train-steps` steps of L1 training on
+those clips.
 
 Not kept (measured on this 2-core AVX-512-BF16 CPU, torch 2.14.1, 1 thread, CPU time):
     torch.compile of encoder and decoder (tiny config): eval encode+decode 1.17x (dense) /
@@ -64,6 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptok.nn import AdapTokTokenizer, TailDropSampler
+from modules.loading import load_frozen_tokenizer
 
 CONFIGS: dict[str, dict[str, object]] = {
     "demo": dict(
@@ -298,15 +301,8 @@ def load_clips(directory: Path, num_frames: int) -> torch.Tensor:
 
 
 def _checkpoint_tokenizer(path: Path) -> AdapTokTokenizer:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    state = {
-        key.removeprefix("tokenizer."): value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith("tokenizer.")
-    }
-    model = AdapTokTokenizer(**CONFIGS["demo"])  # type: ignore[arg-type]
-    model.load_state_dict(state)
-    return model
+    """The tokenizer of a stage checkpoint, built from the spec it records (any geometry)."""
+    return load_frozen_tokenizer(path)
 
 
 def _trained_tokenizer(clips: torch.Tensor, steps: int) -> AdapTokTokenizer:

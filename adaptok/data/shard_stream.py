@@ -216,13 +216,16 @@ class ShardLoader(DataLoader):
             consumers that read them (the ledger has them all the same).
         yield_report_only: Yield the report-only batches too (marked with
             :data:`~adaptok.data.skips.REPORT_ONLY_KEY`), for a consumer that reads every
-            batch's counts (``counts_in_batch``). They are not counted as batches: a pass of
-            report-only batches is still a pass without batches, and ``resume_at`` does not
-            drop them.
+            batch's counts (``counts_in_batch``) or whose batch positions must not move (a
+            sampler seeded by the batch index). They are not counted as batches: a pass of
+            report-only batches is still a pass without batches. Not with ``resume_at``.
         warn_skips: Let the ledger warn once per pass about the skipped samples (off: the
             counts are only added to its totals, for a consumer that reports them itself).
         **kwargs: DataLoader arguments. ``persistent_workers`` may be on: the epoch set
             before each pass is shared with the workers (:meth:`ShardStream.set_epoch`).
+
+    Raises:
+        ValueError: ``yield_report_only`` together with ``resume_at``.
     """
 
     def __init__(
@@ -237,6 +240,11 @@ class ShardLoader(DataLoader):
         warn_skips: bool = True,
         **kwargs: Any,
     ) -> None:
+        if yield_report_only and resume_at is not None:
+            raise ValueError(
+                "yield_report_only cannot resume a pass (resume_at): the skipped "
+                "batches would include report-only ones"
+            )
         super().__init__(dataset, **kwargs)
         self.ledger, self.split, self.epoch_fn, self.resume_at = ledger, split, epoch_fn, resume_at
         self.counts_in_batch, self.yield_report_only = counts_in_batch, yield_report_only

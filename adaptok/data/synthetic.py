@@ -59,7 +59,7 @@ block needs a few tokens, a busy one all of them."""
 CALM_TEXTURE_RANGE = (0.1, 0.19)
 """Texture level of a calm scene's background, drawn uniformly (below the busy scenes' 0.2).
 Not 0: a flat, empty, static clip is reconstructed exactly by its block mean colour (PSNR
-~150 dB), so no tokenizer can beat that baseline on it, and an eighth of the demo's test clips
+~150 dB), so no tokenizer can beat that baseline on it, and 7 of the demo's 63 test clips
 were such clips (docs/demo_weights.md). A faint one-cycle pattern costs a few tokens, once
 per scene (later blocks of a static scene can lean on the earlier ones)."""
 

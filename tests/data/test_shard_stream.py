@@ -163,6 +163,9 @@ def test_loader_can_pass_report_only_batches_on_without_warning(tmp_path: Path) 
     refused = loader([only_skips], SkipLedger(), **quiet)
     with pytest.raises(NoUsableSamplesError, match="produced no batch"):
         list(refused)
+    # Resuming drops batches by count, which report-only ones would throw off: refused.
+    with pytest.raises(ValueError, match="resume_at"):
+        loader([mixed], SkipLedger(), resume_at=(0, 1), **quiet)
 
 
 @pytest.mark.parametrize("damage", ["cut at a member's end", "garbled header"])
