@@ -3,13 +3,15 @@
 One binary ``x[k, j]`` per block and candidate; ``sum_j x[k, j] == 1`` per block and
 ``sum_{k in group} sum_j lengths[j] x[k, j]`` ``==`` (or ``<=``) the group's budget. All groups
 (one for a shared batch budget, one per clip, one per block position) share one model.
+
+python-mip is imported when a model is solved, not with the package: stages that never solve
+with CBC (tokenizer training, the fast solver) run where its wheel is not installed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mip
 import numpy as np
 
 __all__ = ["MipOutcome", "solve_mip"]
@@ -47,6 +49,8 @@ def solve_mip(
     Returns:
         The outcome; ``choice`` is None unless CBC proved an optimum in time.
     """
+    import mip
+
     groups, num_blocks, num_lengths = costs.shape
     model = mip.Model(sense=mip.MINIMIZE, solver_name=mip.CBC)
     model.verbose = 0
