@@ -11,8 +11,10 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help venv weights demo demo-data demo-weights test test-slow lint format bench tensorboard clean
 
-help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+help: ## List the targets (coloured on a terminal only)
+	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=''; off=''; fi; \
+	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-12s%s %s\n", on, $$1, off, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,6 +89,6 @@ bench: $(STAMP) weights ## Run every benchmark (prints tables)
 tensorboard: $(STAMP) ## Serve TensorBoard on the runs folder
 	$(BIN)/tensorboard --logdir $(RUNS) --bind_all
 
-clean: ## Remove runs, demo data and caches (keeps .venv)
-	rm -rf $(RUNS) data lightning_logs .pytest_cache .ruff_cache
+clean: ## Remove runs, the demo shards (data/demo) and caches (keeps .venv and other data/)
+	rm -rf $(RUNS) data/demo lightning_logs .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
