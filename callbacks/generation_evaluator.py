@@ -41,6 +41,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from adaptok.data.skips import REPORT_ONLY_KEY
 from adaptok.metrics import VideoQualityMeter
 from adaptok.metrics.frame_quality import describe_psnr
 from adaptok.metrics.fvd import FVD_FRAMES
@@ -258,7 +259,7 @@ class GenerationEvaluator(pl.Callback):
         )
         seen = 0
         for batch_index, batch in enumerate(batches):
-            if windowed and batch["video"].ndim != 5:
+            if batch.get(REPORT_ONLY_KEY):
                 continue  # a batch of skip counts only (a worker without windows)
             limit = None if windowed else per_rank - seen
             real = batch["video"][:limit].to(device).float()

@@ -148,9 +148,10 @@ class RealClips:
             Dicts with ``video`` ``(B, C, T, H, W)`` float in [0, 1], ``label`` ``(B,)`` long
             and ``key``, in the loader's order; the skip counts are not in them (the loader
             warns about the skipped samples once per pass). Under ``nonoverlapping`` a worker
-            left without windows sends one batch whose ``video`` has shape ``(0,)``: it is
-            passed on, so that batch positions (which seed the caller's sampling) stay those
-            of the loader.
+            left without windows sends one report-only batch (marked with
+            :data:`~adaptok.data.skips.REPORT_ONLY_KEY`, no windows in it): it is passed on,
+            so that batch positions (which seed the caller's sampling) stay those of the
+            loader.
 
         Raises:
             ValueError: Unreadable metadata, or fewer windows than ``count``
@@ -184,33 +185,38 @@ class RealClips:
         A :class:`~adaptok.data.shard_stream.ShardLoader` that yields the report-only batches
         too (they keep the batch positions) and warns once per pass about the skipped
         samples; a rank whose shards give no window reads an empty pass instead of failing.
+        The stream and its workers are those of the annotation datamodule
+        (:meth:`~datamodules.video_windows.VideoWindowsDataModule.rank_stream`,
+        :func:`~datamodules.shard_data.rank_workers`), without its warnings about them.
         """
-        from datamodules.video_windows import VideoWindowsDataset, collate_windows, window_key
+        from datamodules.shard_data import rank_workers
+        from datamodules.video_windows import VideoWindowsDataModule, collate_windows, window_key
 
         shards = resolve_shards(self.urls, "real_urls")
         frames = shard_frame_counts(shards)
         every = nonoverlapping_windows(frames, num_frames)
         chosen = set(draw_windows(frames, num_frames, count, self.window_seed))
         self.counts = WindowCounts(drawn=count, windows=len(every), videos=len(frames))
-        # the dataset leaves out excluded windows without decoding their frames
-        exclude = {window_key(key, start) for key, start in every if (key, start) not in chosen}
-        dataset = VideoWindowsDataset(
+        # the windows datamodule's stream and worker clamp, at a stride of whole windows; it
+        # leaves out the windows not drawn without decoding their frames
+        windows = VideoWindowsDataModule(
             shards,
             num_frames=num_frames,
             stride=num_frames,
             frame_stride=1,
             resolution=resolution,
-            rank=rank,
-            world_size=world_size,
-            exclude=exclude,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
         )
-        workers = min(self.num_workers, len(shards[rank::world_size]))
+        windows.exclude_keys(
+            window_key(key, start) for key, start in every if (key, start) not in chosen
+        )
         return ShardLoader(
-            dataset,
+            windows.rank_stream(shards, rank, world_size),
             ledger=SkipLedger(noun="window", empty_pass_error=False),
             split="real_urls",
             yield_report_only=True,
             batch_size=self.batch_size,
-            num_workers=workers,
+            num_workers=rank_workers(self.num_workers, shards, rank, world_size),
             collate_fn=collate_windows,
         )

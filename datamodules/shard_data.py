@@ -19,7 +19,7 @@ import contextlib
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule
@@ -29,10 +29,28 @@ from adaptok.data.shards import SPLIT_NAMES, resolve_shards
 from adaptok.data.skips import REPORT_KEY, SkipLedger
 from adaptok.distributed import rank_and_world_size
 
-__all__ = ["ShardDataModule", "Split"]
+__all__ = ["ShardDataModule", "Split", "rank_workers"]
 
 Split = Literal["train", "val", "test", "predict"]
 _STATE_VERSION = 1
+
+
+def rank_workers(requested: int, shards: Sequence[str], rank: int, world_size: int) -> int:
+    """DataLoader workers that read a rank's share of ``shards`` whole.
+
+    The shards are split ``rank::world_size`` and then between the workers, so a worker
+    beyond the rank's shard count would read nothing: the request is capped there.
+
+    Args:
+        requested: Workers asked for.
+        shards: Every shard of the split (all ranks).
+        rank: This process's rank.
+        world_size: Number of ranks.
+
+    Returns:
+        ``requested``, at most the number of this rank's shards (0 for a rank without any).
+    """
+    return min(requested, len(shards[rank::world_size]))
 
 
 class ShardDataModule(LightningDataModule):
@@ -95,20 +113,18 @@ class ShardDataModule(LightningDataModule):
         Raises:
             ValueError: This rank gets no shard.
         """
-        own = len(shards[rank::world_size])
-        if own == 0:
+        if not shards[rank::world_size]:
             raise ValueError(
                 f"{split}: {len(shards)} shard(s) cannot be split over {world_size} ranks; "
                 f"{self.shard_advice}"
             )
-        workers = self.num_workers
-        if workers > own:
+        workers = rank_workers(self.num_workers, shards, rank, world_size)
+        if workers < self.num_workers:
             warnings.warn(
-                f"{split}: num_workers={workers} > {own} shard(s) on this rank; "
-                f"using {own} worker(s) (extra workers would get no shard)",
+                f"{split}: num_workers={self.num_workers} > {workers} shard(s) on this rank; "
+                f"using {workers} worker(s) (extra workers would get no shard)",
                 stacklevel=3,
             )
-            workers = own
         return workers
 
     # --------------------------------------------------------------------------- loaders
@@ -132,9 +148,10 @@ class ShardDataModule(LightningDataModule):
         Reads whole passes of the split's shards (clamping the workers to this rank's
         shards) unless the subclass's stream is resampled (``epoch_length``).
         ``counts_in_batch``, ``yield_report_only`` and ``warn_skips``: see
-        :class:`ShardLoader`. ``persistent_workers``: keep the DataLoader workers from one
-        pass to the next (where there are workers); each pass still reads its own epoch
-        (:meth:`ShardStream.set_epoch`).
+        :class:`ShardLoader` (a loader without warnings stays quiet in :meth:`teardown`
+        too, for a pass cut short). ``persistent_workers``: keep the DataLoader workers
+        from one pass to the next (where there are workers); each pass still reads its own
+        epoch (:meth:`ShardStream.set_epoch`).
         """
         shards = self._shards_of(split)
         rank, world_size = rank_and_world_size(self.trainer)

@@ -439,7 +439,25 @@ class VideoWindowsDataModule(ShardDataModule):
     def _stream(
         self, split: Split, shards: list[str], rank: int, world_size: int, workers: int
     ) -> VideoWindowsDataset:
-        """The windows of this rank's shards (one ordered pass).
+        """The windows of this rank's shards (:meth:`rank_stream`).
+
+        Raises:
+            ValueError: ``num_frames`` or ``resolution`` is unset.
+        """
+        return self.rank_stream(shards, rank, world_size)
+
+    def rank_stream(self, shards: Sequence[str], rank: int, world_size: int) -> VideoWindowsDataset:
+        """The windows of rank ``rank``'s share of ``shards`` (one ordered pass), as set up.
+
+        The one construction of the window stream: :meth:`predict_dataloader` reads it, and
+        so do the drawn real windows of a generation evaluation
+        (:class:`~datamodules.real_clips.RealClips`). Its workers:
+        :func:`~datamodules.shard_data.rank_workers`.
+
+        Args:
+            shards: Resolved shard URLs of every rank.
+            rank: This process's rank.
+            world_size: Number of ranks.
 
         Raises:
             ValueError: ``num_frames`` or ``resolution`` is unset.

@@ -275,7 +275,7 @@ class ShardLoader(DataLoader):
         try:
             for batch in batches_of_pass:
                 report = batch.pop(REPORT_KEY, None)
-                self.ledger.add(self.split, epoch, report)
+                self.ledger.add(self.split, epoch, report, warn=self.warn_skips)
                 if self.counts_in_batch:
                     batch[REPORT_KEY] = dict((report or {}).get("skipped", {}))
                 if batch.get(REPORT_ONLY_KEY):

@@ -161,9 +161,22 @@ class SkipLedger:
         self.note_totals: Counter = Counter()
         self.noun, self.empty_pass_error = noun, empty_pass_error
         self._passes: dict[tuple[str, int], Report] = {}
+        self._quiet: set[tuple[str, int]] = set()
 
-    def add(self, split: str, epoch: int, report: Mapping[str, Any] | None) -> None:
-        """Add the report taken out of one batch of pass ``(split, epoch)``."""
+    def add(
+        self, split: str, epoch: int, report: Mapping[str, Any] | None, warn: bool = True
+    ) -> None:
+        """Add the report taken out of one batch of pass ``(split, epoch)``.
+
+        Args:
+            split: The pass's split.
+            epoch: The pass's epoch.
+            report: The batch's skip report (None or empty: nothing to add).
+            warn: Off: the pass is quiet, so :meth:`flush` will not warn about it either
+                (a consumer that reports the skips itself and may stop the pass early).
+        """
+        if not warn:
+            self._quiet.add((split, epoch))
         if not report:
             return
         current = self._passes.setdefault((split, epoch), empty_report())
@@ -186,6 +199,7 @@ class SkipLedger:
                 ``empty_pass_error`` is off).
         """
         report = self._passes.pop((split, epoch), empty_report())
+        self._quiet.discard((split, epoch))
         if batches == 0 and self.empty_pass_error:
             raise NoUsableSamplesError(
                 f"{split} epoch {epoch} produced no batch: every sample was skipped or the "
@@ -205,9 +219,12 @@ class SkipLedger:
         self._warn(split, epoch, report)
 
     def flush(self) -> None:
-        """Report every pass not reported yet."""
+        """Report every pass not reported yet, except quiet ones (``add(..., warn=False)``)."""
         for split, epoch in list(self._passes):
-            self._warn(split, epoch, self._passes.pop((split, epoch)))
+            report = self._passes.pop((split, epoch))
+            if (split, epoch) not in self._quiet:
+                self._warn(split, epoch, report)
+        self._quiet.clear()
 
     def _warn(self, split: str, epoch: int, report: Report) -> None:
         skipped, notes = report["skipped"], report["notes"]

@@ -22,6 +22,7 @@ every group is then whole as it comes, and only a repeated key is flagged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tarfile
@@ -246,7 +247,9 @@ def tar_samples(
     for url in urls:
         try:
             for opened in url_opener([{"url": url}], handler=handler):
-                yield from group_members(read_tar_members(opened["stream"]), url, complete)
+                # closed here too when the consumer stops early (the generator is closed)
+                with contextlib.closing(opened["stream"]) as stream:
+                    yield from group_members(read_tar_members(stream), url, complete)
         except Exception as error:  # a broken shard is counted and the stream goes on
             error.args = (*error.args, url)
             if not handler(error):

@@ -211,3 +211,32 @@ def test_persistent_workers_read_each_pass_s_epoch(tmp_path: Path) -> None:
     reference = passes()
     assert reference[0] != reference[1] != reference[2]  # each epoch its own order
     assert passes(num_workers=1, persistent_workers=True) == reference
+
+
+def test_a_quiet_pass_cut_short_stays_quiet_when_the_ledger_is_flushed(tmp_path: Path) -> None:
+    """A consumer that stops a ``warn_skips=False`` pass early and keeps the iterator: the
+    ledger's :meth:`~SkipLedger.flush` (a datamodule's teardown) must not warn for it, while a
+    warning pass cut short the same way is still reported."""
+    urls = [_shard(tmp_path / "a.tar", [1, -1, 2, 3, 4, 5])]
+
+    def first_batch(ledger: SkipLedger, warn_skips: bool) -> Any:
+        loader = ShardLoader(
+            _Values(urls), ledger, warn_skips=warn_skips, batch_size=2, collate_fn=_collate
+        )
+        iterator = iter(loader)
+        return iterator, next(iterator)
+
+    counts: Counter = Counter()
+    quiet = SkipLedger(counts)
+    kept, batch = first_batch(quiet, warn_skips=False)
+    assert batch["value"] == [1, 2]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet.flush()
+    assert [str(w.message) for w in caught] == []
+    assert counts == {"negative": 1}
+    loud = SkipLedger()
+    kept_too, _ = first_batch(loud, warn_skips=True)
+    with pytest.warns(SkippedSamplesWarning, match=r"skipped 1 sample\(s\) in train epoch 0"):
+        loud.flush()
+    del kept, kept_too

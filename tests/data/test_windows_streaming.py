@@ -256,3 +256,31 @@ def test_the_predict_loader_hands_on_every_batch_with_its_counts(
     assert batches[0]["video"].numel() == 0 and batches[0]["key"] == []
     assert batches[0]["skipped"] == {"corrupt video": 1, "too short": 1}
     assert data.skip_counts == {"corrupt video": 1, "too short": 1}
+
+
+def test_a_predict_pass_cut_short_adds_its_counts_without_a_warning(
+    tmp_path: Path, clip: bytes
+) -> None:
+    """A consumer that stops early and keeps the iterator (``limit_predict_batches``): the
+    counts so far are in ``skip_counts``, and neither teardown (the ledger's flush) nor
+    closing the pass later warns, as the loader does not (``warn_skips=False``)."""
+    corrupt = (b"not a video at all", {"label": 0})
+    shard = _shard(tmp_path / "mixed-000000.tar", {"bad": corrupt, "long": (clip, _meta())})
+    data = VideoWindowsDataModule(
+        shard,
+        num_frames=NUM_FRAMES,
+        stride=STRIDE,
+        frame_stride=FRAME_STRIDE,
+        resolution=RESOLUTION,
+        batch_size=1,
+        num_workers=0,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = iter(data.predict_dataloader())
+        first = [next(batches) for _ in range(2)]  # of the video's 18 windows
+        data.teardown("predict")
+        batches.close()  # the pass ends cut short after the flush
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+    assert [batch["skipped"] for batch in first] == [{"corrupt video": 1}, {}]
+    assert data.skip_counts == {"corrupt video": 1}

@@ -20,11 +20,15 @@ from torch.utils.data import DataLoader
 from adaptok.data.cli import main as shards
 from adaptok.data.shard_stream import ShardLoader
 from adaptok.data.shards import resolve_shards
-from adaptok.data.skips import SkippedSamplesWarning
+from adaptok.data.skips import REPORT_ONLY_KEY, SkippedSamplesWarning
 from adaptok.metrics.windows import draw_windows
 from callbacks import GenerationEvaluator
 from datamodules.real_clips import RealClips, shard_frame_counts
-from datamodules.video_windows import collate_windows
+from datamodules.video_windows import (
+    VideoWindowsDataModule,
+    VideoWindowsDataset,
+    collate_windows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def _read(real: RealClips, rank: int, world: int, count: int) -> list[tuple]:
     trainer = SimpleNamespace(global_rank=rank, world_size=world)
     read = []
     for batch in real.batches(16, 32, count, trainer):
-        if batch["video"].ndim != 5:
+        if batch.get(REPORT_ONLY_KEY):
             continue
         assert batch["video"].shape[1:] == (3, 16, 32, 32) and batch["video"].max() <= 1
         read += zip(batch["source_key"], batch["window_start"].tolist(), strict=True)
@@ -105,9 +109,35 @@ def test_the_window_loader_gives_the_plain_loader_batches(long_videos: str, tmp_
         assert batch["key"] == reference["key"]
         assert torch.equal(batch["video"], reference["video"])
         assert "skipped" not in batch
-    assert batches[1]["video"].ndim != 5  # the second worker's counts, in their place
+    assert batches[1].get(REPORT_ONLY_KEY)  # the second worker's counts, in their place
+    assert batches[1]["key"] == []
     skips = [str(w.message) for w in caught if w.category is SkippedSamplesWarning]
     assert len(skips) == 1 and "corrupt video: 1" in skips[0]
+
+
+def test_the_window_loader_shares_the_windows_datamodule_stream_and_clamp(
+    long_videos: str,
+) -> None:
+    """The drawn windows are the annotation stream at a stride of whole windows, read by at
+    most one worker per shard of the rank, as the datamodule does (without its warnings)."""
+    real = RealClips(urls=long_videos, windows="nonoverlapping", batch_size=2, num_workers=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaders = [real._window_loader(16, 32, 5, rank, 2) for rank in (0, 1)]
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+    assert [loader.num_workers for loader in loaders] == [2, 1]  # 3 shards over 2 ranks
+    shards = resolve_shards(long_videos)
+    windows = VideoWindowsDataModule(
+        shards, num_frames=16, stride=16, resolution=32, batch_size=2, num_workers=3
+    )
+    with pytest.warns(UserWarning, match="num_workers=3 > 1 shard"):
+        assert windows._workers("predict", shards, 1, 2) == loaders[1].num_workers
+    for rank, loader in enumerate(loaders):
+        stream = loader.dataset
+        assert isinstance(stream, VideoWindowsDataset)
+        assert (stream.rank, stream.world_size, stream.urls) == (rank, 2, shards)
+        assert (stream.num_frames, stream.stride, stream.frame_stride) == (16, 16, 1)
+        assert len(stream.exclude) == 12 - 5  # every window not drawn
 
 
 def test_unknown_protocol_is_refused() -> None:

@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from adaptok.data.skips import REPORT_ONLY_KEY
 from adaptok.nn.generator import ARGenerator
 from callbacks import GenerationEvaluator
 from datamodules.token_shards import TokenShardsDataModule
@@ -140,6 +142,57 @@ def test_condition_codes_come_from_the_first_frames_only(tiny_tokenizer_spec: di
     held[:, :, 5:] = video[:, :, 4:5]
     expected = module.tokenizer.encode(held).codes.view(2, 4, 8)
     assert torch.equal(module.encode_condition(video), expected)
+
+
+@pytest.mark.parametrize(
+    ("windows", "report_only"),
+    [
+        # an empty batch of whole windows: its shape alone would pass for windows
+        ("nonoverlapping", {"video": torch.zeros(0, 3, 16, 32, 32), "key": []}),
+        ("first", {}),  # a clip loader's report-only batch has no video at all
+    ],
+)
+def test_report_only_batches_are_passed_over_by_their_marker(
+    tiny_tokenizer_spec: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    windows: str,
+    report_only: dict,
+) -> None:
+    """The evaluator tells report-only batches by ``REPORT_ONLY_KEY``, not by their shape."""
+    generator = partial(
+        ARGenerator,
+        num_classes=2,
+        num_budgets=2,
+        prefix_blocks=2,
+        width=32,
+        depth=1,
+        heads=2,
+        mlp_hidden=64,
+    )
+    module = GeneratorModule(
+        generator,
+        tokenizer_spec=tiny_tokenizer_spec,
+        budgets=[0.25, 1.0],
+        candidate_lengths=[2, 4, 6, 8],
+    )
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)  # no loop to log into
+    evaluator = GenerationEvaluator(
+        real_urls="unused", real_windows=windows, num_samples=2, fvd=False, num_log_videos=0
+    )
+    real = {
+        "video": torch.rand(2, 3, 16, 32, 32),
+        "label": torch.tensor([0, 1]),
+        "key": ["a", "b"],
+    }
+
+    def batches(*args: object, **kwargs: object) -> Iterator[dict]:
+        yield {**report_only, REPORT_ONLY_KEY: True}
+        yield real
+
+    monkeypatch.setattr(evaluator.real_clips, "batches", batches)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    rows = evaluator.evaluate(trainer, module, "test")
+    assert [row["clips"] for row in rows] == [2, 2]  # the real batch after it, every level
 
 
 @pytest.mark.slow
