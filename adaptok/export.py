@@ -40,12 +40,13 @@ from adaptok.pretrained import (
     EXPORT_FORMAT,
     PretrainedAdapTok,
     checkpoint_contents,
+    cost_unit,
     load_pretrained,
     read_checkpoint_safely,
 )
 from adaptok.provenance import PROVENANCE_KEY, training_record
 
-__all__ = ["export", "main", "model_card", "training_data"]
+__all__ = ["export", "main", "model_card", "training_data", "usage_lines"]
 
 _SUITE_LICENCE = (
     "Weights trained with the AdapTok suite (code: MIT). The weights derive from the "
@@ -179,6 +180,35 @@ def _recipe(checkpoint: Mapping[str, Any], source: Path) -> list[str]:
     return lines
 
 
+def usage_lines(model: PretrainedAdapTok) -> list[str]:
+    """The model card's usage paragraph, for what the export holds.
+
+    With a scorer the example allocates by it (``mode="per_clip"``) and names the units of a
+    ``target`` threshold (the scorer's cost metric); without one (a tokenizer or generator
+    stage) it uses ``mode="uniform"``, the only mode that needs no scorer.
+    """
+    load = (
+        "Load it with `from adaptok import load_pretrained; model = load_pretrained(DIR)` "
+        "(no Lightning, no pickle), then "
+    )
+    decode = "and `recon = model.detokenize(tokens.codes, tokens.lengths)`"
+    if model.scorer is not None:
+        metric = model.info.get("metric")
+        return [
+            f'{load}`tokens = model.tokenize(video, budget=0.25, mode="per_clip")` {decode}. '
+            '`mode="streaming"` allocates causally; `mode="target"` takes `budget=None` and a '
+            f"`threshold` in the scorer's cost units: {cost_unit(metric)}. A video file: "
+            "`adaptok tokenize VIDEO --ckpt DIR --out tokens.npz`.",
+        ]
+    return [
+        f'{load}`tokens = model.tokenize(video, budget=0.25, mode="uniform")` {decode}. '
+        "This export holds no scorer, so `uniform` (round(budget * M) tokens in every block) "
+        'is the only mode; `"per_clip"`, `"streaming"` and `"target"` need the export of a '
+        "scorer stage. A video file: `adaptok tokenize VIDEO --ckpt DIR --mode uniform --out "
+        "tokens.npz`.",
+    ]
+
+
 def model_card(
     model: PretrainedAdapTok,
     checkpoint: Mapping[str, Any],
@@ -189,9 +219,7 @@ def model_card(
     lines = [
         f"# AdapTok export of `{source.name}`",
         "",
-        "Load it with `from adaptok import load_pretrained; model = load_pretrained(DIR)` "
-        "(no Lightning, no pickle), then `model.tokenize(video, budget=0.25)` and "
-        "`model.detokenize(tokens.codes, tokens.lengths)`.",
+        *usage_lines(model),
         "",
         "## Architecture",
         "",

@@ -41,11 +41,13 @@ from adaptok.nn.state_check import first_weight_mismatch
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 
 __all__ = [
+    "COST_UNITS",
     "EXPORT_FORMAT",
     "NETWORK_CLASSES",
     "PretrainedAdapTok",
     "Tokens",
     "build_safe_network",
+    "cost_unit",
     "first_spec_difference",
     "initialise_tokenizer",
     "load_pretrained",
@@ -67,6 +69,31 @@ NETWORK_CLASSES: dict[str, type[nn.Module]] = {
 """The only classes a spec may name when loading (full paths and ``adaptok.nn`` re-exports)."""
 
 TokenizeModeName = Literal["per_clip", "streaming", "target", "uniform"]
+
+COST_UNITS: dict[str, str] = {
+    "lpips": "LPIPS distance, lower is better, e.g. 0.2",
+    "mse": "mean squared error of pixels in [0, 1], lower is better, e.g. 0.01 = 20 dB PSNR",
+    "psnr": "-PSNR in dB, lower is better, e.g. -30 for at least 30 dB",
+    "ssim": "-SSIM, lower is better, e.g. -0.9 for an SSIM of at least 0.9",
+}
+"""The units of a scorer's predicted costs, and so of a ``target`` threshold, by label metric.
+
+Costs are :class:`adaptok.losses.block_quality.BlockQuality`'s: LPIPS and MSE as they are,
+PSNR and SSIM negated. A scorer stage checkpoint records its metric as
+``hyper_parameters["metric"]``, an export as ``spec.json`` ``info.metric``
+(:func:`checkpoint_contents`); the paper's scorer learns LPIPS, the demo's MSE."""
+
+
+def cost_unit(metric: str | None) -> str:
+    """A metric named with its cost units, e.g. ``"mse (mean squared error ...)"``.
+
+    Args:
+        metric: A label metric (``lpips``, ``mse``, ``psnr``, ``ssim``) or None (unknown).
+    """
+    if metric is None:
+        return "unknown (the source records no scorer metric)"
+    unit = COST_UNITS.get(str(metric))
+    return f"{metric} ({unit})" if unit else str(metric)
 
 
 @dataclass
@@ -235,8 +262,9 @@ class PretrainedAdapTok(nn.Module):
                 ``streaming`` (causal block by block, a price per token carried across
                 calls), ``target`` (the fewest tokens whose predicted cost reaches
                 ``threshold``) or ``uniform`` (``round(budget * M)`` per block, no scorer).
-            threshold: ``target`` mode: predicted cost per block in the scorer metric's
-                units (e.g. LPIPS 0.2).
+            threshold: ``target`` mode: predicted cost per block in the units of the
+                scorer's metric (``info["metric"]``, :data:`COST_UNITS`; e.g. LPIPS 0.2, or
+                MSE 0.01 for the demo scorer).
             solver: ``fast`` (exact) or ``mip`` (python-mip CBC).
             equality: Spend the budget exactly (the paper) instead of at most.
 

@@ -26,7 +26,10 @@ Allocation (IPAL, docs/METHOD.md section 4; costs predicted by the scorer of sec
 * ``streaming``: causal, block by block, windows in temporal order, the planner's price per
   token carried from one window to the next (each window's total is still enforced);
 * ``target``: no budget, the fewest tokens whose predicted cost reaches ``threshold``
-  (:meth:`~adaptok.budget_planner.TokenBudgetPlanner.plan_target`).
+  (:meth:`~adaptok.budget_planner.TokenBudgetPlanner.plan_target`), in the units of the cost
+  metric the scorer was trained on (:data:`adaptok.pretrained.COST_UNITS`);
+* ``uniform``: ``round(budget * M)`` tokens in every block, no scorer (a tokenizer alone
+  works).
 
 Budgets here are FRACTIONS of the tokens per block ``M`` (``0.25`` = a quarter of them),
 turned into :class:`adaptok.alloc.TokenBudget` values and checked by the planner
@@ -61,6 +64,7 @@ from adaptok.nn.tokenizer import AdapTokTokenizer
 __all__ = [
     "CODE_PAD",
     "TOKENIZE_MODES",
+    "VIDEO_HINT",
     "SideBySideWriter",
     "TokenizeMode",
     "TokenizedVideo",
@@ -68,6 +72,7 @@ __all__ = [
     "VideoTooShortError",
     "VideoWindows",
     "WindowSource",
+    "check_video_file",
     "load_npz",
     "read_windows",
     "save_npz",
@@ -76,8 +81,10 @@ __all__ = [
     "write_side_by_side",
 ]
 
-TokenizeMode = Literal["per_clip", "streaming", "target"]
-TOKENIZE_MODES: tuple[str, ...] = ("per_clip", "streaming", "target")
+TokenizeMode = Literal["per_clip", "streaming", "target", "uniform"]
+TOKENIZE_MODES: tuple[str, ...] = ("per_clip", "streaming", "target", "uniform")
+VIDEO_HINT = "give a video file FFmpeg can decode, e.g. .mp4, .mkv, .webm or .mov"
+"""What would work, appended to the refusal of a file that is not a readable video."""
 
 CODE_PAD = 65535
 """Value stored in ``codes`` at dropped positions (beyond a block's length); never a code,
@@ -86,6 +93,49 @@ since codebooks of more than 65535 entries are refused (codes are stored as uint
 
 class VideoTooShortError(ValueError):
     """The video has fewer frames than one tokenizer window."""
+
+
+def check_video_file(path: str | Path) -> Path:
+    """Refuse, before any decoding, a path that cannot be a video: missing, a folder, empty.
+
+    Args:
+        path: The video file.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        FileNotFoundError: Nothing at ``path``, or a folder (the message names it).
+        VideoDecodeError: An empty (0-byte) file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"video file not found: {path} (no such file; check the path)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is a folder, not a video file; {VIDEO_HINT}")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(f"{path} is empty (0 bytes), not a video; {VIDEO_HINT}")
+    return path
+
+
+def _too_short_message(path: str | Path, frames: int, fps: float, decoded: int, needed: int) -> str:
+    """The one-line refusal of a video shorter than one window: both counts, what would work.
+
+    Args:
+        path: The video file.
+        frames: Frames taken from it at ``fps``.
+        fps: Rate the frames are taken at.
+        decoded: Pictures decoded from the file.
+        needed: Frames of one tokenizer window ``T``.
+    """
+    length = f"{frames / fps:.3g} s, " if fps > 0 else ""
+    minimum = f" ({needed / fps:.3g} s at {fps:.4g} fps)" if fps > 0 else ""
+    return (
+        f"{path} is too short: it has {frames} frames at {fps:.4g} fps ({length}{decoded} "
+        f"decoded), and one tokenizer window needs {needed} frames; give a video of at least "
+        f"{needed} frames{minimum}, or take frames at a higher rate (--fps, which repeats "
+        "frames)"
+    )
 
 
 # --------------------------------------------------------------------------- windows
@@ -168,7 +218,8 @@ class WindowSource(WindowDecoder):
 
     Raises:
         FileNotFoundError: ``path`` does not exist or is not a file.
-        VideoDecodeError: The file cannot be opened or decoded as video.
+        VideoDecodeError: The file is empty or cannot be opened or decoded as video (one
+            line naming the file and what would work).
         ValueError: ``stride`` or ``fps`` is not positive.
     """
 
@@ -183,11 +234,7 @@ class WindowSource(WindowDecoder):
         background: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
         self.check_settings(num_frames if stride is None else int(stride), fps=fps)
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"video file not found: {self.path}")
-        if not self.path.is_file():
-            raise FileNotFoundError(f"not a file: {self.path}")
+        self.path = check_video_file(path)
         with self._decoding():
             info = probe_video(self.path, stream)
             super().__init__(
@@ -215,7 +262,29 @@ class WindowSource(WindowDecoder):
         try:
             yield
         except (VideoDecodeError, av.FFmpegError) as error:
-            raise VideoDecodeError(f"cannot decode {self.path} as a video: {error}") from error
+            raise VideoDecodeError(self._decode_failure(error)) from error
+
+    def _decode_failure(self, error: Exception) -> str:
+        """One line for a file FFmpeg cannot read: the file, FFmpeg's reason, what would work.
+
+        FFmpeg's reason is its message without the errno number and the path it repeats.
+        """
+        cause = error if isinstance(error, av.FFmpegError) else error.__cause__
+        if isinstance(cause, av.FFmpegError):
+            reason = cause.strerror or type(cause).__name__
+            decoded = getattr(self, "decoded", 0)
+            if decoded:
+                return (
+                    f"{self.path} is corrupt: decoding stopped after {decoded} frames "
+                    f"({reason}); re-encode or repair the file"
+                )
+            return f"{self.path} is not a video FFmpeg can read ({reason}); {VIDEO_HINT}"
+        message = " ".join(str(error).split())
+        if message.startswith("no video stream"):
+            return f"{message} (audio or data only?); {VIDEO_HINT}"
+        if message.startswith("no decodable frames"):
+            return f"{message} (truncated or corrupt?); {VIDEO_HINT}"
+        return message  # e.g. a --stream that does not exist: the message names the choices
 
     def estimated_windows(self) -> int | None:
         """Windows the container's frame count promises (a progress estimate), if any."""
@@ -241,7 +310,9 @@ class WindowSource(WindowDecoder):
         if end is not None and self.taken >= end:
             return  # stopped early: the file's counts are not known
         if self.source_properties is None:
-            raise VideoDecodeError(f"cannot decode {self.path} as a video: no decodable frames")
+            raise VideoDecodeError(
+                f"no decodable frames in {self.path} (truncated or corrupt?); {VIDEO_HINT}"
+            )
         self.total_frames, self.source_frames = self.taken, self.decoded
         self.rotation = self.source_properties.rotation
         self.properties = self.source_properties.as_dict()
@@ -264,9 +335,9 @@ class WindowSource(WindowDecoder):
             yield start, np.stack(frames)
         if not produced:
             raise VideoTooShortError(
-                f"{self.path} is too short: it has {self.total_frames} frames at "
-                f"{self.fps:.4g} fps ({self.source_frames} decoded), and one tokenizer "
-                f"window needs {self.num_frames} frames"
+                _too_short_message(
+                    self.path, self.total_frames, self.fps, self.source_frames, self.num_frames
+                )
             )
 
     @property
@@ -303,9 +374,9 @@ def read_windows(
     starts = window_starts(len(frames), num_frames, source.stride)
     if not starts:
         raise VideoTooShortError(
-            f"{source.path} is too short: it has {len(frames)} frames at {source.fps:.4g} fps "
-            f"({source.source_frames} decoded), and one tokenizer window needs {num_frames} "
-            "frames"
+            _too_short_message(
+                source.path, len(frames), source.fps, source.source_frames, num_frames
+            )
         )
     return VideoWindows(
         frames=frames,
@@ -332,11 +403,11 @@ class TokenizedVideo:
         window_starts: ``(W,)`` int64 first frame of each window (index into the frames
             taken at ``fps``).
         budget: Fraction of the tokens per block spent on average (NaN in ``target`` mode).
-        mode: ``per_clip``, ``streaming`` or ``target``.
-        candidate_lengths: ``(J,)`` the scorer's candidate lengths.
+        mode: ``per_clip``, ``streaming``, ``target`` or ``uniform``.
+        candidate_lengths: ``(J,)`` the scorer's candidate lengths (``uniform``: ``1..M``).
         source: Path of the video file.
         fps: Rate the frames were taken at (frames per second).
-        checkpoint: Path of the scorer checkpoint.
+        checkpoint: Path of the checkpoint (or export folder) the networks came from.
         threshold: ``target`` mode's predicted-cost threshold in the scorer metric's units
             (NaN otherwise).
         solver: Allocation solver (``fast`` or ``mip``).
@@ -351,6 +422,8 @@ class TokenizedVideo:
         source_video: JSON of the file's source properties (stream, colour, field order).
         adjustments: JSON of what decoding changed (``{}`` when nothing): stream choice,
             alpha compositing, tone mapping, deinterlacing, rotation, rebased timestamps.
+        metric: The cost metric the scorer was trained on (``lpips``, ``mse``, ``psnr``,
+            ``ssim``: the units of ``threshold``); ``""`` when not known or no scorer.
         inputs: ``(W, T, S, S, 3)`` uint8 input windows (not saved to npz).
         reconstruction: ``(W, T, S, S, 3)`` uint8 reconstructions (not saved to npz).
     """
@@ -375,6 +448,7 @@ class TokenizedVideo:
     upscale: float = 1.0
     source_video: str = "{}"
     adjustments: str = "{}"
+    metric: str = ""
     inputs: np.ndarray | None = field(default=None, repr=False)
     reconstruction: np.ndarray | None = field(default=None, repr=False)
 
@@ -414,18 +488,22 @@ _SAVED_SCALARS = (
     "upscale",
     "source_video",
     "adjustments",
+    "metric",
 )
-_OPTIONAL_SCALARS = ("source_video", "adjustments")
-"""Added later: files written before them still load (as ``"{}"``)."""
+_OPTIONAL_SCALARS = ("source_video", "adjustments", "metric")
+"""Added later: files written before them still load (with the field's default)."""
 
 
 def save_npz(result: TokenizedVideo, path: str | Path) -> Path:
     """Write the codes, lengths and settings to a compressed ``.npz`` (no frames).
 
-    Keys: ``codes`` uint16 (W, K, M), ``lengths`` int16 (W, K), ``window_starts`` int64 (W,),
-    ``candidate_lengths``, ``psnr``, ``ssim`` (W,), and 0-d ``budget``, ``mode``, ``source``,
-    ``fps``, ``checkpoint``, ``threshold``, ``solver``, ``tokens_per_block``, ``num_frames``,
-    ``image_size``, ``total_frames``, ``upscale``. Readable with ``np.load(path)`` (no pickles).
+    Keys: ``codes`` uint16 (W, K, M) holding :data:`CODE_PAD` past each block's length,
+    ``lengths`` int16 (W, K), ``window_starts`` int64 (W,), ``candidate_lengths`` int64 (J,),
+    ``psnr`` and ``ssim`` float64 (W,), and 0-d ``budget``, ``mode``, ``source``, ``fps``,
+    ``checkpoint``, ``threshold``, ``solver``, ``tokens_per_block``, ``num_frames``,
+    ``image_size``, ``total_frames``, ``upscale``, ``source_video``, ``adjustments`` and
+    ``metric`` (README "Tokenize your own video" lists them). Readable with ``np.load(path)``
+    (no pickles).
 
     Returns:
         The path written (numpy appends ``.npz`` when missing).
@@ -510,7 +588,7 @@ class TokenizedWindow:
 def tokenize_video(
     path: str | Path,
     tokenizer: AdapTokTokenizer,
-    scorer: BlockCausalScorer,
+    scorer: BlockCausalScorer | None,
     budget: float | None = 0.25,
     mode: TokenizeMode = "per_clip",
     *,
@@ -526,26 +604,31 @@ def tokenize_video(
     stream: int | None = None,
     background: tuple[int, int, int] = (0, 0, 0),
     on_window: Callable[[TokenizedWindow], object] | None = None,
+    metric: str = "",
 ) -> TokenizedVideo:
     """Encode a video window by window and keep the tokens the scorer + allocator choose.
 
     The video is streamed (:class:`WindowSource`): a batch of ``batch_size`` windows is
     encoded as soon as its frames are decoded, and only what a later window still needs is
     held, so memory does not grow with the video's length unless ``keep_frames`` asks for
-    every frame.
+    every frame. The progress bar starts with the first window, so a refused file (too short,
+    unreadable) prints nothing before the error.
 
     Args:
         path: The video file.
         tokenizer: The frozen tokenizer (its ``num_frames``/``image_size`` define a window).
         scorer: The trained scorer for that tokenizer (its predictions are allocated in the
-            label metric's units, ``scorer.to_label_units``).
+            label metric's units, ``scorer.to_label_units``); None (or ignored) in
+            ``uniform`` mode.
         budget: Fraction of the ``M`` tokens per block to keep on average, in (0, 1]
-            (``per_clip``/``streaming``); must be None in ``target`` mode.
+            (``per_clip``/``streaming``/``uniform``); must be None in ``target`` mode.
         mode: ``per_clip`` (each window its own exact budget), ``streaming`` (causal, block
-            by block, price carried over windows) or ``target``.
-        threshold: ``target`` mode: the predicted cost each block must reach, in the scorer
-            metric's units (LPIPS for the paper's scorer; ``-PSNR`` / ``-SSIM`` for those
-            metrics, see ``adaptok.losses.block_quality``), compared with the predictions
+            by block, price carried over windows), ``target`` or ``uniform``
+            (``round(budget * M)`` tokens in every block, no scorer).
+        threshold: ``target`` mode: the predicted cost each block must reach, in the units of
+            the metric the scorer was trained on (LPIPS for the paper's scorer, MSE for the
+            demo's; ``-PSNR`` / ``-SSIM`` for those metrics:
+            :data:`adaptok.pretrained.COST_UNITS`), compared with the predictions
             in those units.
         solver: ``fast`` (exact) or ``mip`` (python-mip CBC).
         equality: Spend each window's budget exactly (the paper) instead of at most.
@@ -560,13 +643,16 @@ def tokenize_video(
         background: Colour transparent pixels of alpha sources are composited over.
         on_window: Called with each :class:`TokenizedWindow`, in order, as it is done (e.g.
             :meth:`SideBySideWriter.add`).
+        metric: The scorer's cost metric, recorded in the result (the units of
+            ``threshold``).
 
     Returns:
         The :class:`TokenizedVideo`.
 
     Raises:
-        ValueError: Unknown mode, a budget in ``target`` mode or a threshold in the others,
-            a scorer that does not match the tokenizer, a codebook too large for uint16.
+        ValueError: Unknown mode, a scorer mode without a scorer, a budget in ``target``
+            mode or a threshold in the others, a scorer that does not match the tokenizer, a
+            ``uniform`` budget that rounds to no token, a codebook too large for uint16.
         InfeasibleBudgetError: A budget outside (0, 1], outside the candidates' range, or
             whose window total cannot be spent (the message names the feasible range; see
             :meth:`TokenBudgetPlanner.check_budget`).
@@ -574,7 +660,11 @@ def tokenize_video(
     """
     if mode not in TOKENIZE_MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(TOKENIZE_MODES)}")
-    if (scorer.num_blocks, scorer.tokens_per_block) != (
+    if mode == "uniform":
+        scorer = None  # not used: every block keeps round(budget * M) tokens
+    elif scorer is None:
+        raise ValueError(f"mode {mode!r} needs a scorer; without one only mode 'uniform' works")
+    elif (scorer.num_blocks, scorer.tokens_per_block) != (
         tokenizer.num_blocks,
         tokenizer.tokens_per_block,
     ):
@@ -585,11 +675,11 @@ def tokenize_video(
     if tokenizer.quantizer.codebook_size > CODE_PAD:
         raise ValueError(f"codebooks over {CODE_PAD} codes do not fit the uint16 codes array")
     tokens, blocks = tokenizer.tokens_per_block, tokenizer.num_blocks
-    candidates = list(scorer.candidate_lengths)
+    candidates = list(range(1, tokens + 1)) if scorer is None else list(scorer.candidate_lengths)
     planner = TokenBudgetPlanner(
         tokenizer,
         scorer,
-        mode="per_clip" if mode == "target" else mode,
+        mode="streaming" if mode == "streaming" else "per_clip",
         solver=solver,
         equality=equality,
         candidates=candidates,
@@ -604,13 +694,14 @@ def tokenize_video(
         if budget is None:
             raise ValueError(f"{mode} mode needs a budget (a fraction in (0, 1])")
         token_budget = planner.budget_from_fraction(budget)
-        planner.check_budget(token_budget)
+        planner.check_budget(token_budget, policy="uniform" if mode == "uniform" else "scorer")
     source = WindowSource(
         path, tokenizer.num_frames, tokenizer.image_size, stride, fps, stream, background
     )
 
     tokenizer.eval()
-    scorer.eval()
+    if scorer is not None:
+        scorer.eval()
     device = next(tokenizer.parameters()).device
     step = 1 if mode == "streaming" else max(1, int(batch_size))
     starts: list[int] = []
@@ -620,9 +711,7 @@ def tokenize_video(
     ssim: list[np.ndarray] = []
     inputs: list[np.ndarray] = []
     recons: list[np.ndarray] = []
-    bar = tqdm(
-        total=source.estimated_windows(), desc="windows", unit="window", disable=not progress
-    )
+    bar: tqdm | None = None  # started by the first window: a refusal comes before any output
 
     def encode_batch(batch: list[tuple[int, np.ndarray]]) -> None:
         frames = np.stack([window for _, window in batch])
@@ -630,6 +719,8 @@ def tokenize_video(
         encoding = tokenizer.encode(video)
         if token_budget is None:  # target mode
             chosen = planner.plan_target(video, encoding, float(threshold))  # type: ignore[arg-type]
+        elif mode == "uniform":
+            chosen = planner.plan(video, encoding, token_budget, policy="uniform")
         else:
             chosen = planner.plan(video, encoding, token_budget, policy="scorer", mode=mode)
         recon = tokenizer.decode(encoding.codes, chosen).clamp(0, 1)
@@ -657,11 +748,19 @@ def tokenize_video(
                             lengths=chosen_array[row],
                         )
                     )
-        bar.update(len(batch))
+        if bar is not None:
+            bar.update(len(batch))
 
     batch: list[tuple[int, np.ndarray]] = []
     try:
         for start, window in source.windows():
+            if bar is None:
+                bar = tqdm(
+                    total=source.estimated_windows(),
+                    desc="windows",
+                    unit="window",
+                    disable=not progress,
+                )
             starts.append(start)
             batch.append((start, window))
             if len(batch) == step:
@@ -670,7 +769,8 @@ def tokenize_video(
         if batch:
             encode_batch(batch)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return TokenizedVideo(
         codes=np.concatenate(codes),
         lengths=np.concatenate(lengths),
@@ -692,6 +792,7 @@ def tokenize_video(
         upscale=source.upscale,
         source_video=json.dumps(source.properties, sort_keys=True),
         adjustments=json.dumps(source.adjustments, sort_keys=True),
+        metric="" if scorer is None else str(metric),
         inputs=np.concatenate(inputs) if keep_frames else None,
         reconstruction=np.concatenate(recons) if keep_frames else None,
     )

@@ -1,21 +1,25 @@
-"""The ``adaptok`` command: one LightningCLI for every stage.
+"""The ``adaptok`` command: one LightningCLI for every stage, and the suite's own tools.
 
 ``adaptok fit|validate|test|predict --config experiments/<set>/<stage>.yaml``. The model and
 the datamodule are chosen by ``class_path`` in the YAML (subclass mode), so the tokenizer,
-scorer and generator stages share this entry point. The CLI lives here, next to the
-LightningModules, because ``adaptok/`` stays free of Lightning.
+scorer and generator stages share this entry point. ``adaptok tokenize|export|convert-official``
+(:data:`SUITE_COMMANDS`) are dispatched to their own parsers by :func:`main`; ``adaptok --help``
+lists both kinds. The CLI lives here, next to the LightningModules, because ``adaptok/`` stays
+free of Lightning.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from typing_extensions import override
@@ -26,7 +30,63 @@ from modules.checkpoint_args import with_model_from_checkpoint
 from modules.loading import CheckpointError
 from modules.preflight import PreflightError, check_run, check_settings
 
-__all__ = ["USER_ERRORS", "AdapTokCLI", "ConfigFileError", "check_config_files", "main", "run_cli"]
+__all__ = [
+    "SUITE_COMMANDS",
+    "USER_ERRORS",
+    "AdapTokCLI",
+    "ConfigFileError",
+    "check_config_files",
+    "main",
+    "run_cli",
+]
+
+SUITE_COMMANDS: dict[str, str] = {
+    "tokenize": "a video file -> tokens per block (.npz) and input | reconstruction (.mp4), "
+    "with a scorer checkpoint or export (--mode uniform: a tokenizer's)",
+    "export": "a checkpoint -> a portable folder: model.safetensors, spec.json, model card",
+    "convert-official": "the official AdapTok release weights -> suite checkpoints",
+}
+"""The suite's own commands (not LightningCLI subcommands), with their one-line help."""
+LIGHTNING_COMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict")
+"""LightningCLI's subcommands, run on a stage's ``--config`` YAML files."""
+
+_HELP_WIDTH = 79
+
+
+def _description() -> str:
+    """The top-level help's description: both kinds of command."""
+    text = (
+        f"AdapTok suite. Commands: {', '.join(LIGHTNING_COMMANDS)} (LightningCLI stages on "
+        "experiments/<set>/<stage>.yaml, listed under subcommands) and "
+        f"{', '.join(SUITE_COMMANDS)} (the suite's tools, listed at the end). "
+        "`adaptok COMMAND --help` describes one."
+    )
+    return textwrap.fill(text, _HELP_WIDTH)
+
+
+def _suite_commands_help() -> str:
+    """The top-level help's epilog: the suite's own commands, one entry each."""
+    width = max(len(name) for name in SUITE_COMMANDS) + 4
+    lines = ["other commands (`adaptok COMMAND --help` for their options):"]
+    for name, text in SUITE_COMMANDS.items():
+        lines += textwrap.wrap(
+            text,
+            _HELP_WIDTH,
+            initial_indent=f"  {name:<{width - 2}}",
+            subsequent_indent=" " * width,
+        )
+    return "\n".join(lines)
+
+
+def _is_command(name: str) -> bool:
+    return name in LIGHTNING_COMMANDS or name in SUITE_COMMANDS
+
+
+class _HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help with the description and epilog kept as written (line breaks)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
 class ConfigFileError(ValueError):
@@ -196,6 +256,11 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
+        parser_kwargs={
+            "description": _description(),
+            "epilog": _suite_commands_help(),
+            "formatter_class": _HelpFormatter,
+        },
         save_config_callback=ProvenanceSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         args=args,
@@ -207,8 +272,18 @@ def main() -> None:
     """Console entry point of ``adaptok``: a LightningCLI subcommand, or another command.
 
     The others: ``tokenize``, ``export`` (``adaptok.export``) and ``convert-official``
-    (``modules.convert_official``).
+    (``modules.convert_official``). No command, or one that is neither kind, is refused in
+    one line naming all of them (exit status 2).
     """
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    if first is None or not (first.startswith("-") or _is_command(first)):
+        commands = ", ".join([*LIGHTNING_COMMANDS, *SUITE_COMMANDS])
+        what = "no command given" if first is None else f"unknown command {first!r}"
+        print(
+            f"adaptok: error: {what}; choose one of {commands} (`adaptok --help` describes them)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     if sys.argv[1:2] == ["tokenize"]:
         from modules.tokenize_cli import main as tokenize
 

@@ -5,12 +5,15 @@ Example::
     adaptok tokenize my_clip.mp4 --ckpt runs/demo/scorer/checkpoints/last.ckpt \\
         --budget 0.25 --out tokens.npz --reconstruct side_by_side.mp4
 
-The scorer checkpoint carries its tokenizer (``modules.loading``), so it is the only file
-needed. The work is done by :func:`adaptok.tokenize.tokenize_video`; this module parses the
-command line, loads the checkpoint, prints the tokens per block and the reconstruction
-quality, and writes the outputs. Errors a user can fix (missing or undecodable file, a video
-shorter than one window, an infeasible budget, a wrong checkpoint) are printed as one line
-and exit with status 2.
+``--ckpt`` takes a scorer stage checkpoint (it carries its tokenizer, ``modules.loading``, so
+it is the only file needed) or a folder ``adaptok export`` wrote from one; with ``--mode
+uniform`` (the same number of tokens in every block, no scorer) any stage's checkpoint or
+export, a tokenizer's included. The work is done by
+:func:`adaptok.tokenize.tokenize_video`; this module parses the command line, loads the
+networks, prints the tokens per block and the reconstruction quality, and writes the
+outputs. Errors a user can fix (missing, empty or undecodable file, a video shorter than one
+window, an infeasible budget, a checkpoint without the scorer the mode needs) are printed as
+one line, before any progress output, and exit with status 2.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,32 +32,221 @@ import torch
 from adaptok.alloc import SOLVERS
 from adaptok.data.colour import parse_background
 from adaptok.data.video_io import VideoDecodeError
+from adaptok.nn.scorer import BlockCausalScorer
+from adaptok.nn.tokenizer import AdapTokTokenizer
+from adaptok.pretrained import COST_UNITS, cost_unit
 from adaptok.tokenize import (
     TOKENIZE_MODES,
     SideBySideWriter,
     TokenizedVideo,
+    check_video_file,
     save_npz,
     tokenize_video,
 )
 
-__all__ = ["build_parser", "format_summary", "main"]
+__all__ = [
+    "CKPT_SOURCES",
+    "CheckpointContents",
+    "build_parser",
+    "format_summary",
+    "inspect_checkpoint",
+    "load_networks",
+    "main",
+]
 
 _PROG = "adaptok tokenize"
 _MAX_WINDOW_LINES = 40
+_NETWORKS = ("tokenizer", "scorer", "generator")
+
+CKPT_SOURCES = (
+    "a scorer stage checkpoint (e.g. runs/demo/scorer/checkpoints/last.ckpt; train one with "
+    "`adaptok fit --config experiments/demo/data.yaml --config experiments/demo/scorer.yaml`) "
+    "or a folder `adaptok export` wrote from one"
+)
+"""What ``--ckpt`` takes for the scorer modes, in words (help and refusals)."""
+_UNIFORM_NOTE = (
+    "or add --mode uniform (round(budget * M) tokens in every block, no scorer), which also "
+    "takes a tokenizer's checkpoint or export"
+)
+
+
+@dataclass(frozen=True)
+class CheckpointContents:
+    """What a ``--ckpt`` holds, read without building a network.
+
+    Attributes:
+        path: The checkpoint file or export folder.
+        kind: ``checkpoint`` (a ``.ckpt`` file) or ``export`` (an ``adaptok export`` folder).
+        stage: The LightningModule class path it was trained as, when recorded.
+        networks: The networks it holds weights for (``tokenizer``, ``scorer``, ``generator``).
+        metric: The scorer's cost metric (the units of ``--threshold``); None without a
+            scorer.
+    """
+
+    path: Path
+    kind: str
+    stage: str | None
+    networks: tuple[str, ...]
+    metric: str | None
+
+    def describe(self) -> str:
+        """E.g. ``a TokenizerModule checkpoint (networks: tokenizer)``."""
+        stage = self.stage.rsplit(".", 1)[-1] if self.stage else None
+        what = f"{stage} {self.kind}" if stage else self.kind
+        if self.kind == "export":
+            what = f"{what} folder"
+        article = "an" if what[0].lower() in "aeiou" else "a"
+        return f"{article} {what} (networks: {', '.join(self.networks) or 'none'})"
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointContents | None:
+    """What a checkpoint file or export folder holds, without building anything.
+
+    A file is memory-mapped with ``torch.load(weights_only=True)`` (its tensors are not
+    read); an export folder's ``spec.json`` is read.
+
+    Args:
+        path: A ``.ckpt`` file or a folder written by ``adaptok export``.
+
+    Returns:
+        The contents, or None when the file cannot be read this way (loading it then
+        reports why).
+
+    Raises:
+        FileNotFoundError: Nothing at ``path``.
+        ValueError: A folder that is not an export (no ``spec.json``), or a file that is
+            not one ``torch.save`` writes (neither a zip archive nor a pickle).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--ckpt {path}: no such file or folder; it takes {CKPT_SOURCES}, {_UNIFORM_NOTE}"
+        )
+    if path.is_dir():
+        spec_path = path / "spec.json"
+        if not spec_path.is_file():
+            raise ValueError(
+                f"--ckpt {path} is a folder but not an `adaptok export` folder (no spec.json); "
+                f"it takes {CKPT_SOURCES}, {_UNIFORM_NOTE}"
+            )
+        try:
+            spec = json.loads(spec_path.read_text())
+            networks = tuple(n for n in _NETWORKS if n in spec["networks"])
+            info = spec.get("info") or {}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # load_pretrained names the problem
+        metric = info.get("metric") if "scorer" in networks else None
+        return CheckpointContents(path, "export", info.get("stage"), networks, metric)
+    if not _saved_by_torch(path):
+        raise ValueError(
+            f"--ckpt {path} is not a checkpoint (torch.save writes a zip archive, or a pickle "
+            f"in old files); it takes {CKPT_SOURCES}, {_UNIFORM_NOTE}"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 (not readable this way: the full load reports it)
+        return None
+    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        return None
+    hparams: Mapping[str, Any] = checkpoint.get("hyper_parameters") or {}
+    state = checkpoint["state_dict"]
+    networks = tuple(n for n in _NETWORKS if any(str(k).startswith(f"{n}.") for k in state))
+    metric = str(hparams.get("metric", "lpips")) if "scorer" in networks else None
+    return CheckpointContents(path, "checkpoint", hparams.get("_class_path"), networks, metric)
+
+
+def _saved_by_torch(path: Path) -> bool:
+    """Whether a file starts as ``torch.save`` output does (a zip archive, or a pickle)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return True  # unreadable: loading it reports why
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
+def _refuse_without_scorer(path: Path, contents: CheckpointContents | None, mode: str) -> None:
+    """Refuse a source without a scorer for a mode that allocates by one.
+
+    Raises:
+        ValueError: Saying what ``path`` is and what would work.
+    """
+    if contents is not None and "scorer" not in contents.networks and mode != "uniform":
+        raise ValueError(
+            f"--ckpt {path} is {contents.describe()}: it has no scorer, and --mode {mode} "
+            f"allocates by the scorer's predicted costs; give {CKPT_SOURCES}, {_UNIFORM_NOTE}"
+        )
+
+
+def load_networks(
+    path: str | Path,
+    mode: str,
+    device: torch.device,
+    contents: CheckpointContents | None = None,
+) -> tuple[AdapTokTokenizer, BlockCausalScorer | None, str | None]:
+    """The tokenizer, scorer and the scorer's cost metric of a ``--ckpt``, frozen.
+
+    A scorer stage checkpoint is restored as its LightningModule
+    (:func:`modules.loading.load_frozen_scorer`); an export folder, or any checkpoint in
+    ``uniform`` mode, with :func:`adaptok.load_pretrained` (no Lightning).
+
+    Args:
+        path: A checkpoint file or an export folder.
+        mode: The allocation mode (every mode but ``uniform`` needs a scorer).
+        device: Where to put the networks.
+        contents: :func:`inspect_checkpoint` of ``path``, when already read.
+
+    Returns:
+        ``(tokenizer, scorer or None, metric or None)``.
+
+    Raises:
+        FileNotFoundError: Nothing at ``path``.
+        ValueError: A checkpoint or export without the scorer ``mode`` needs (the message
+            says what was given and what would work), or one that cannot be read.
+    """
+    path = Path(path).expanduser()
+    if contents is None:
+        contents = inspect_checkpoint(path)
+    _refuse_without_scorer(path, contents, mode)
+    if path.is_dir() or mode == "uniform":
+        from adaptok.pretrained import load_pretrained
+
+        model = load_pretrained(path, device)
+        metric = model.info.get("metric") if model.scorer is not None else None
+        return model.tokenizer, model.scorer, metric
+    from modules.loading import load_frozen_scorer
+
+    try:
+        module = load_frozen_scorer(path, map_location=device)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as error:  # a file torch cannot unpickle: say which, not a traceback
+        raise ValueError(
+            f"cannot read checkpoint {path}: {error}; --ckpt takes {CKPT_SOURCES}"
+        ) from error
+    return module.tokenizer, module.scorer, str(module.hparams.get("metric", "lpips"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``adaptok tokenize``."""
+    units = "; ".join(f"{metric}: {unit}" for metric, unit in COST_UNITS.items())
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description=(
             "Encode a video window by window (the tokenizer's clip: num_frames frames at "
             "image_size, short side resized, centre crop) and keep, per block, the tokens the "
-            "scorer + allocator choose under a budget."
+            "scorer + allocator choose under a budget (or, --mode uniform, the same number in "
+            "every block, without a scorer)."
         ),
     )
     parser.add_argument("video", type=Path, help="the video file")
-    parser.add_argument("--ckpt", type=Path, required=True, help="a scorer stage checkpoint")
+    parser.add_argument(
+        "--ckpt",
+        type=Path,
+        required=True,
+        help=f"{CKPT_SOURCES}; with --mode uniform also a tokenizer (or any stage's) "
+        "checkpoint or export",
+    )
     parser.add_argument(
         "--budget",
         type=float,
@@ -62,14 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mode",
         default="per_clip",
-        help=f"allocation: {', '.join(TOKENIZE_MODES)} (default per_clip)",
+        help=f"allocation: {', '.join(TOKENIZE_MODES)} (default per_clip; uniform keeps "
+        "round(budget * M) tokens in every block and needs no scorer)",
     )
     parser.add_argument(
         "--threshold",
         type=float,
         default=None,
-        help="target mode: predicted cost each block must reach, in the scorer metric's "
-        "units (LPIPS, e.g. 0.2)",
+        help="target mode: the predicted cost each block must reach, in the units of the "
+        "metric the scorer was trained on (a scorer checkpoint's hyper_parameters 'metric', an "
+        "export's spec.json info.metric; a missing --threshold error names it): "
+        f"{units}. The demo scorer predicts MSE, the paper's LPIPS",
     )
     parser.add_argument("--solver", default="fast", help=f"{' or '.join(SOLVERS)} (default fast)")
     parser.add_argument(
@@ -77,7 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="spend at most the budget per window (default: exactly, as the paper)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output .npz of codes/lengths")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output .npz: codes, lengths, quality and settings (README: Tokenize your own video)",
+    )
     parser.add_argument(
         "--reconstruct", type=Path, default=None, help="write input | reconstruction as an mp4"
     )
@@ -134,11 +337,13 @@ def format_summary(result: TokenizedVideo, table: bool = True) -> str:
             lines.append(f"  ... {result.num_windows - shown} more windows (all in the npz)")
     mean_tokens = result.mean_tokens_per_block
     per_block = " ".join(f"{v:.2f}" for v in result.lengths.mean(axis=0))
-    budget = (
-        f"threshold {result.threshold:g}"
-        if result.mode == "target"
-        else f"budget {result.budget:g} = {result.budget * tokens:g} tokens"
-    )
+    if result.mode == "target":
+        metric = f" of the scorer's cost metric {result.metric}" if result.metric else ""
+        budget = f"threshold {result.threshold:g}{metric}"
+    else:
+        budget = f"budget {result.budget:g} = {result.budget * tokens:g} tokens"
+        if result.mode == "uniform":
+            budget += " in every block, no scorer"
     lines += [
         f"mode {result.mode} ({budget}, solver {result.solver}), "
         f"{result.num_windows} windows of {result.num_frames} frames at {result.fps:.4g} fps",
@@ -212,8 +417,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.mode == "target":
         if budget is not None:
             raise ValueError("target mode takes --threshold, not --budget")
-        if args.threshold is None:
-            raise ValueError("target mode needs --threshold (predicted cost to reach)")
+    elif args.threshold is not None:
+        raise ValueError(f"--threshold is only used in target mode, not {args.mode}")
     elif budget is None:
         budget = 0.25
     if args.batch_size < 1:
@@ -223,36 +428,35 @@ def _run(args: argparse.Namespace) -> int:
     if args.stream is not None and args.stream < 0:
         raise ValueError(f"--stream must be >= 0, got {args.stream}")
     background = parse_background(args.background)
-    if not args.video.exists():
-        raise FileNotFoundError(f"video file not found: {args.video}")
+    check_video_file(args.video)  # missing, a folder or empty: refused before any loading
     _check_output(args.out, "--out")
     if args.reconstruct is not None:
         _check_output(args.reconstruct, "--reconstruct")
         if args.scale < 1:
             raise ValueError(f"--scale must be >= 1, got {args.scale}")
 
-    from modules.loading import load_frozen_scorer
-
     device = _device(args.device)
-    if not args.ckpt.is_file():
-        raise FileNotFoundError(
-            f"scorer checkpoint not found: {args.ckpt}. Train one with "
-            "`adaptok fit --config experiments/demo/data.yaml --config experiments/demo/scorer.yaml`"
+    contents = inspect_checkpoint(args.ckpt)
+    _refuse_without_scorer(args.ckpt, contents, args.mode)
+    if args.mode == "target" and args.threshold is None:
+        if contents is not None and contents.metric is not None:
+            unit = f"the metric this scorer was trained on, {cost_unit(contents.metric)}"
+        else:
+            units = "; ".join(f"{metric}: {unit}" for metric, unit in COST_UNITS.items())
+            unit = f"the metric the scorer was trained on ({units})"
+        raise ValueError(
+            "target mode needs --threshold: the predicted cost each block must reach, in the "
+            f"units of {unit}"
         )
-    try:
-        module = load_frozen_scorer(args.ckpt, map_location=device)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as error:  # a file torch cannot unpickle: say which, not a traceback
-        raise ValueError(f"cannot read checkpoint {args.ckpt}: {error}") from error
+    tokenizer, scorer, metric = load_networks(args.ckpt, args.mode, device, contents)
     # The video is streamed window by window; --reconstruct is encoded as the windows come,
     # so memory does not grow with the video's length.
     side_by_side = SideBySideWriter(args.reconstruct, args.scale) if args.reconstruct else None
     try:
         result = tokenize_video(
             args.video,
-            module.tokenizer,
-            module.scorer,
+            tokenizer,
+            scorer,
             budget,
             args.mode,
             threshold=args.threshold,
@@ -267,6 +471,7 @@ def _run(args: argparse.Namespace) -> int:
             stream=args.stream,
             background=background,
             on_window=None if side_by_side is None else side_by_side.add,
+            metric=metric or "",
         )
         text = format_summary(result, table=not args.quiet)
         print(text)

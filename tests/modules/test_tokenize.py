@@ -177,16 +177,16 @@ def test_bad_inputs_are_refused_with_clear_errors(
         run(scorer, short)
     text = tmp_path / "notes.mp4"
     text.write_text("not a video at all\n" * 20)
-    with pytest.raises(VideoDecodeError, match="cannot decode .*notes.mp4 as a video"):
+    with pytest.raises(VideoDecodeError, match="notes.mp4 is not a video FFmpeg can read"):
         run(scorer, text)
     with pytest.raises(ValueError, match="unknown mode 'batch'"):
         run(scorer, short, mode="batch")
 
     out = str(tmp_path / "t.npz")
     cases = [
-        ([str(short)], "has 5 frames at 10 fps (5 decoded), and one tokenizer window needs 8"),
+        ([str(short)], "has 5 frames at 10 fps (0.5 s, 5 decoded), and one tokenizer window"),
         ([str(tmp_path / "gone.mp4")], "video file not found"),
-        ([str(text)], "as a video"),
+        ([str(text)], "is not a video FFmpeg can read"),
         ([str(short), "--budget", "2"], "feasible budgets lie in [0.25, 1]"),
         ([str(short), "--mode", "fast"], "unknown mode 'fast': choose one of per_clip"),
         ([str(short), "--mode", "target"], "target mode needs --threshold"),
@@ -195,7 +195,7 @@ def test_bad_inputs_are_refused_with_clear_errors(
         assert main([*args, "--ckpt", str(scorer_ckpt), "--out", out, "--quiet"]) == 2
         assert message in capsys.readouterr().err, args
     assert main([str(short), "--ckpt", str(tmp_path / "no.ckpt"), "--out", out]) == 2
-    assert "scorer checkpoint not found" in capsys.readouterr().err
+    assert "no.ckpt: no such file or folder; it takes a scorer" in capsys.readouterr().err
     assert not Path(out).exists()
 
 

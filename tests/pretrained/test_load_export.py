@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,33 @@ def test_export_model_card_takes_the_report_table(converted, tmp_path):
     folder = export(converted["tokenizer"], tmp_path / "tok", report=report)
     card = (folder / "README.md").read_text()
     assert "| 1 | 2 |" in card and "**Reconstruction**" in card
+
+
+def _card_call(card: str) -> str:
+    """The ``model.tokenize(...)`` call of a model card's usage paragraph."""
+    match = re.search(r"`tokens = (model\.tokenize\(video, [^`]*\))`", card)
+    assert match is not None, card[:600]
+    return match.group(1)
+
+
+def test_export_model_card_usage_works_for_the_exported_stage(converted, exported, tmp_path):
+    """A tokenizer-only export's card shows mode="uniform" (per_clip needs a scorer)."""
+    tokenizer_export = export(converted["tokenizer"], tmp_path / "tokenizer")
+    cases = {
+        exported: ('mode="per_clip"', "`threshold` in the scorer's cost units: lpips (LPIPS"),
+        tokenizer_export: ('mode="uniform"', "This export holds no scorer"),
+    }
+    for folder, (mode, note) in cases.items():
+        card = (folder / "README.md").read_text()
+        call = _card_call(card)
+        assert mode in call and note in card, card[:600]
+        model = load_pretrained(folder)
+        video = _video(model, 1)
+        tokens = eval(call, {"model": model, "video": video})  # the card's example, as written
+        assert tokens.codes.shape == (1, model.num_blocks, model.tokens_per_block)
+    tokenizer_card = (tokenizer_export / "README.md").read_text()
+    assert 'mode="per_clip"' not in tokenizer_card
+    assert "--mode uniform" in tokenizer_card
 
 
 def test_export_loads_without_lightning_and_without_unpickling(exported, tmp_path):
