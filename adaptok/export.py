@@ -46,7 +46,7 @@ from adaptok.pretrained import (
 )
 from adaptok.provenance import PROVENANCE_KEY, training_record
 
-__all__ = ["export", "main", "model_card", "training_data", "usage_lines"]
+__all__ = ["export", "main", "model_card", "training_data", "usage_text"]
 
 _SUITE_LICENCE = (
     "Weights trained with the AdapTok suite (code: MIT). The weights derive from the "
@@ -180,12 +180,18 @@ def _recipe(checkpoint: Mapping[str, Any], source: Path) -> list[str]:
     return lines
 
 
-def usage_lines(model: PretrainedAdapTok) -> list[str]:
+def usage_text(model: PretrainedAdapTok) -> str:
     """The model card's usage paragraph, for what the export holds.
 
     With a scorer the example allocates by it (``mode="per_clip"``) and names the units of a
     ``target`` threshold (the scorer's cost metric); without one (a tokenizer or generator
     stage) it uses ``mode="uniform"``, the only mode that needs no scorer.
+
+    Args:
+        model: The exported model (its ``scorer`` and ``info["metric"]`` are read).
+
+    Returns:
+        The paragraph, one line of Markdown.
     """
     load = (
         "Load it with `from adaptok import load_pretrained; model = load_pretrained(DIR)` "
@@ -193,20 +199,19 @@ def usage_lines(model: PretrainedAdapTok) -> list[str]:
     )
     decode = "and `recon = model.detokenize(tokens.codes, tokens.lengths)`"
     if model.scorer is not None:
-        metric = model.info.get("metric")
-        return [
+        return (
             f'{load}`tokens = model.tokenize(video, budget=0.25, mode="per_clip")` {decode}. '
             '`mode="streaming"` allocates causally; `mode="target"` takes `budget=None` and a '
-            f"`threshold` in the scorer's cost units: {cost_unit(metric)}. A video file: "
-            "`adaptok tokenize VIDEO --ckpt DIR --out tokens.npz`.",
-        ]
-    return [
+            f"`threshold` in the scorer's cost units: {cost_unit(model.info.get('metric'))}. "
+            "A video file: `adaptok tokenize VIDEO --ckpt DIR --out tokens.npz`."
+        )
+    return (
         f'{load}`tokens = model.tokenize(video, budget=0.25, mode="uniform")` {decode}. '
         "This export holds no scorer, so `uniform` (round(budget * M) tokens in every block) "
         'is the only mode; `"per_clip"`, `"streaming"` and `"target"` need the export of a '
         "scorer stage. A video file: `adaptok tokenize VIDEO --ckpt DIR --mode uniform --out "
-        "tokens.npz`.",
-    ]
+        "tokens.npz`."
+    )
 
 
 def model_card(
@@ -219,7 +224,7 @@ def model_card(
     lines = [
         f"# AdapTok export of `{source.name}`",
         "",
-        *usage_lines(model),
+        usage_text(model),
         "",
         "## Architecture",
         "",

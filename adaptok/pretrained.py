@@ -27,10 +27,11 @@ The loaded tensors are the stored ones, bit for bit.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,7 @@ __all__ = [
     "EXPORT_FORMAT",
     "NETWORK_CLASSES",
     "PretrainedAdapTok",
+    "TokenizeModeName",
     "Tokens",
     "build_safe_network",
     "cost_unit",
@@ -89,6 +91,10 @@ def cost_unit(metric: str | None) -> str:
 
     Args:
         metric: A label metric (``lpips``, ``mse``, ``psnr``, ``ssim``) or None (unknown).
+
+    Returns:
+        ``"METRIC (UNITS)"`` for a metric of :data:`COST_UNITS`, the metric alone for
+        another one, and a sentence saying it is unknown for None.
     """
     if metric is None:
         return "unknown (the source records no scorer metric)"
@@ -136,26 +142,74 @@ def build_safe_network(spec: Mapping[str, Any]) -> nn.Module:
 def read_checkpoint_safely(path: str | Path) -> dict[str, Any]:
     """A suite checkpoint read with ``torch.load(weights_only=True)`` (no code unpickled).
 
+    Args:
+        path: The checkpoint file.
+
+    Returns:
+        The checkpoint (``state_dict``, ``hyper_parameters``, ...), with an older scorer's
+        label buffers added.
+
     Raises:
         FileNotFoundError: No such file.
-        ValueError: Not a suite checkpoint, or it holds objects beyond tensors and plain
-            containers.
+        ValueError: Not a file ``torch.save`` writes, not a suite checkpoint, or one holding
+            objects beyond tensors and plain containers (one line: the path and why).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not _saved_by_torch(path):
+        raise ValueError(
+            f"{path} is not a checkpoint (torch.save writes a zip archive, or a pickle in old "
+            "files)"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 (torch raises several types on refusal)
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
-            f"{path} cannot be read as tensors and plain containers ({first}); export it with "
-            "`adaptok export` from an environment that trusts it"
+            f"{path} cannot be read as tensors and plain containers: {_why(error)}"
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a suite checkpoint (no 'state_dict')")
     upgrade_scorer_checkpoint(checkpoint)  # a scorer saved before its label buffers existed
     return checkpoint
+
+
+def _saved_by_torch(path: Path) -> bool:
+    """Whether a file starts as ``torch.save`` output does (a zip archive, or a pickle).
+
+    Args:
+        path: An existing file.
+
+    Returns:
+        True for a zip or pickle header, and for a file that cannot be opened (``torch.load``
+        then says why); False otherwise.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return True
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
+def _why(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line.
+
+    Args:
+        error: What ``torch.load`` raised.
+
+    Returns:
+        The object it refused and what to do, when it names one (its message runs over
+        several lines); else the first line of its message (terminal escapes removed).
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused is not None:
+        return (
+            f"it holds a {refused.group(1)} object, which a safe load refuses; re-save it "
+            "with plain Python values in its place (float(), int(), .tolist())"
+        )
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 def _sub_state(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -278,7 +332,7 @@ class PretrainedAdapTok(nn.Module):
             adaptok.alloc.InfeasibleBudgetError: A budget outside (0, 1] or one the candidate
                 lengths cannot meet (checked by the planner, before any encoding).
         """
-        modes = ("per_clip", "streaming", "target", "uniform")
+        modes = get_args(TokenizeModeName)
         if mode not in modes:
             raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(modes)}")
         if mode != "uniform" and self.scorer is None:
@@ -363,10 +417,16 @@ def _from_export(folder: Path) -> PretrainedAdapTok:
             f"{folder} is not an adaptok export (needs spec.json and model.safetensors; "
             "write one with `adaptok export CKPT --out DIR`)"
         )
-    spec = json.loads(spec_path.read_text())
-    if spec.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{spec_path}: unknown format {spec.get('format')!r}")
-    weights, info = load_file(str(weights_path)), spec.get("info", {})
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{spec_path} cannot be read as JSON: {error}") from error
+    if not isinstance(spec, dict) or spec.get("format") != EXPORT_FORMAT:
+        found = spec.get("format") if isinstance(spec, dict) else None
+        raise ValueError(f"{spec_path}: unknown format {found!r} (expected {EXPORT_FORMAT!r})")
+    if not isinstance(spec.get("networks"), Mapping):
+        raise ValueError(f"{spec_path} names no networks (no 'networks' mapping)")
+    weights, info = load_file(str(weights_path)), spec.get("info") or {}
     mean, std = info.get("cost_normalisation", (None, None))  # exports before the label buffers
     upgrade_scorer_checkpoint(
         {"state_dict": weights, "hyper_parameters": {"target_mean": mean, "target_std": std}}
@@ -518,6 +578,8 @@ def initialise_tokenizer(
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> PretrainedAdapTok:
     """A ready (eval mode, frozen) model from a suite checkpoint or an export folder.
 
+    Errors are one line each, naming the path (a user's typo is not a traceback).
+
     Args:
         path: A ``.ckpt`` of any stage, or a folder written by ``adaptok export``.
         device: Where to put the weights.
@@ -526,10 +588,14 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Pre
         The :class:`PretrainedAdapTok`.
 
     Raises:
-        FileNotFoundError: Nothing at ``path``.
-        ValueError: Not a suite checkpoint/export, or a spec naming a foreign class.
+        FileNotFoundError: Nothing at ``path``, or a folder without ``spec.json`` and
+            ``model.safetensors``.
+        ValueError: A file that is not a suite checkpoint, an unreadable ``spec.json``, a
+            spec naming a foreign class, or weights that do not match their spec.
     """
     path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
         model = _from_export(path)
     else:

@@ -45,7 +45,7 @@ import tempfile
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, get_args
 
 import av
 import numpy as np
@@ -60,6 +60,7 @@ from adaptok.data.windows import WindowDecoder, window_starts
 from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tokenizer import AdapTokTokenizer
+from adaptok.pretrained import TokenizeModeName
 
 __all__ = [
     "CODE_PAD",
@@ -81,8 +82,9 @@ __all__ = [
     "write_side_by_side",
 ]
 
-TokenizeMode = Literal["per_clip", "streaming", "target", "uniform"]
-TOKENIZE_MODES: tuple[str, ...] = ("per_clip", "streaming", "target", "uniform")
+TokenizeMode = TokenizeModeName
+"""The allocation modes (:data:`adaptok.pretrained.TokenizeModeName`, one definition)."""
+TOKENIZE_MODES: tuple[str, ...] = get_args(TokenizeModeName)
 VIDEO_HINT = "give a video file FFmpeg can decode, e.g. .mp4, .mkv, .webm or .mov"
 """What would work, appended to the refusal of a file that is not a readable video."""
 
@@ -105,14 +107,18 @@ def check_video_file(path: str | Path) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        FileNotFoundError: Nothing at ``path``, or a folder (the message names it).
-        VideoDecodeError: An empty (0-byte) file.
+        FileNotFoundError: Nothing at ``path``.
+        IsADirectoryError: ``path`` is a folder.
+        VideoDecodeError: An empty (0-byte) file, or something else that is not a regular
+            file.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"video file not found: {path} (no such file; check the path)")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a video file; {VIDEO_HINT}")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is a folder, not a video file; {VIDEO_HINT}")
+        raise VideoDecodeError(f"{path} is not a regular file; {VIDEO_HINT}")
     if path.stat().st_size == 0:
         raise VideoDecodeError(f"{path} is empty (0 bytes), not a video; {VIDEO_HINT}")
     return path
@@ -133,8 +139,8 @@ def _too_short_message(path: str | Path, frames: int, fps: float, decoded: int, 
     return (
         f"{path} is too short: it has {frames} frames at {fps:.4g} fps ({length}{decoded} "
         f"decoded), and one tokenizer window needs {needed} frames; give a video of at least "
-        f"{needed} frames{minimum}, or take frames at a higher rate (--fps, which repeats "
-        "frames)"
+        f"{needed} frames{minimum}, or take frames at a higher rate with `fps=` (`--fps` on "
+        "the command line), which repeats frames"
     )
 
 
@@ -217,9 +223,10 @@ class WindowSource(WindowDecoder):
         adjustments: What decoding changed (after a full pass).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist or is not a file.
-        VideoDecodeError: The file is empty or cannot be opened or decoded as video (one
-            line naming the file and what would work).
+        FileNotFoundError: ``path`` does not exist.
+        IsADirectoryError: ``path`` is a folder.
+        VideoDecodeError: The file is empty, not a regular file, or cannot be opened or
+            decoded as video (one line naming the file and what would work).
         ValueError: ``stride`` or ``fps`` is not positive.
     """
 
@@ -365,6 +372,7 @@ def read_windows(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        IsADirectoryError: ``path`` is a folder.
         VideoDecodeError: The file cannot be opened or decoded as video.
         VideoTooShortError: Fewer frames than ``num_frames`` (the message gives both counts).
         ValueError: ``stride`` or ``fps`` is not positive.
@@ -656,7 +664,8 @@ def tokenize_video(
         InfeasibleBudgetError: A budget outside (0, 1], outside the candidates' range, or
             whose window total cannot be spent (the message names the feasible range; see
             :meth:`TokenBudgetPlanner.check_budget`).
-        FileNotFoundError / VideoDecodeError / VideoTooShortError: see :class:`WindowSource`.
+        FileNotFoundError / IsADirectoryError / VideoDecodeError / VideoTooShortError: see
+            :class:`WindowSource`.
     """
     if mode not in TOKENIZE_MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(TOKENIZE_MODES)}")

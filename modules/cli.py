@@ -10,12 +10,13 @@ free of Lightning.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
@@ -31,22 +32,46 @@ from modules.loading import CheckpointError
 from modules.preflight import PreflightError, check_run, check_settings
 
 __all__ = [
+    "LIGHTNING_COMMANDS",
     "SUITE_COMMANDS",
     "USER_ERRORS",
     "AdapTokCLI",
     "ConfigFileError",
+    "SuiteCommand",
     "check_config_files",
     "main",
     "run_cli",
 ]
 
-SUITE_COMMANDS: dict[str, str] = {
-    "tokenize": "a video file -> tokens per block (.npz) and input | reconstruction (.mp4), "
-    "with a scorer checkpoint or export (--mode uniform: a tokenizer's)",
-    "export": "a checkpoint -> a portable folder: model.safetensors, spec.json, model card",
-    "convert-official": "the official AdapTok release weights -> suite checkpoints",
+
+class SuiteCommand(NamedTuple):
+    """One of the suite's own commands.
+
+    Attributes:
+        module: The module whose ``main(argv) -> int`` runs it (imported when it runs).
+        help: Its one-line description in ``adaptok --help``.
+    """
+
+    module: str
+    help: str
+
+
+SUITE_COMMANDS: dict[str, SuiteCommand] = {
+    "tokenize": SuiteCommand(
+        "modules.tokenize_cli",
+        "a video file -> tokens per block (.npz) and input | reconstruction (.mp4), with a "
+        "scorer checkpoint or export (--mode uniform: a tokenizer's)",
+    ),
+    "export": SuiteCommand(
+        "adaptok.export",
+        "a checkpoint -> a portable folder: model.safetensors, spec.json, model card",
+    ),
+    "convert-official": SuiteCommand(
+        "modules.convert_official", "the official AdapTok release weights -> suite checkpoints"
+    ),
 }
-"""The suite's own commands (not LightningCLI subcommands), with their one-line help."""
+"""The suite's own commands (not LightningCLI subcommands): ``adaptok --help`` lists them and
+:func:`main` runs them from this one table."""
 LIGHTNING_COMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict")
 """LightningCLI's subcommands, run on a stage's ``--config`` YAML files."""
 
@@ -68,9 +93,9 @@ def _suite_commands_help() -> str:
     """The top-level help's epilog: the suite's own commands, one entry each."""
     width = max(len(name) for name in SUITE_COMMANDS) + 4
     lines = ["other commands (`adaptok COMMAND --help` for their options):"]
-    for name, text in SUITE_COMMANDS.items():
+    for name, command in SUITE_COMMANDS.items():
         lines += textwrap.wrap(
-            text,
+            command.help,
             _HELP_WIDTH,
             initial_indent=f"  {name:<{width - 2}}",
             subsequent_indent=" " * width,
@@ -271,9 +296,13 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> AdapTokCLI:
 def main() -> None:
     """Console entry point of ``adaptok``: a LightningCLI subcommand, or another command.
 
-    The others: ``tokenize``, ``export`` (``adaptok.export``) and ``convert-official``
-    (``modules.convert_official``). No command, or one that is neither kind, is refused in
-    one line naming all of them (exit status 2).
+    The others (:data:`SUITE_COMMANDS`: ``tokenize``, ``export``, ``convert-official``) run
+    their module's ``main`` on the arguments after the command. No command, or one that is
+    neither kind, is refused in one line naming all of them (exit status 2).
+
+    Raises:
+        SystemExit: A suite command's exit status when it ends, or 2 for no or an unknown
+            command and for a LightningCLI error the user can fix (:data:`USER_ERRORS`).
     """
     first = sys.argv[1] if len(sys.argv) > 1 else None
     if first is None or not (first.startswith("-") or _is_command(first)):
@@ -284,18 +313,9 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    if sys.argv[1:2] == ["tokenize"]:
-        from modules.tokenize_cli import main as tokenize
-
-        raise SystemExit(tokenize(sys.argv[2:]))
-    if sys.argv[1:2] == ["export"]:
-        from adaptok.export import main as export
-
-        raise SystemExit(export(sys.argv[2:]))
-    if sys.argv[1:2] == ["convert-official"]:
-        from modules.convert_official import main as convert
-
-        raise SystemExit(convert(sys.argv[2:]))
+    if first in SUITE_COMMANDS:
+        command = importlib.import_module(SUITE_COMMANDS[first].module)
+        raise SystemExit(command.main(sys.argv[2:]))
     try:
         run_cli()
     except USER_ERRORS as error:

@@ -5,10 +5,11 @@ Example::
     adaptok tokenize my_clip.mp4 --ckpt runs/demo/scorer/checkpoints/last.ckpt \\
         --budget 0.25 --out tokens.npz --reconstruct side_by_side.mp4
 
-``--ckpt`` takes a scorer stage checkpoint (it carries its tokenizer, ``modules.loading``, so
-it is the only file needed) or a folder ``adaptok export`` wrote from one; with ``--mode
-uniform`` (the same number of tokens in every block, no scorer) any stage's checkpoint or
-export, a tokenizer's included. The work is done by
+``--ckpt`` takes a scorer stage checkpoint (it carries its tokenizer, so it is the only file
+needed) or a folder ``adaptok export`` wrote from one; with ``--mode uniform`` (the same
+number of tokens in every block, no scorer) any stage's checkpoint or export, a tokenizer's
+included. Either is loaded once with :func:`adaptok.load_pretrained` (no Lightning, no
+unpickled code). The work is done by
 :func:`adaptok.tokenize.tokenize_video`; this module parses the command line, loads the
 networks, prints the tokens per block and the reconstruction quality, and writes the
 outputs. Errors a user can fix (missing, empty or undecodable file, a video shorter than one
@@ -21,10 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -32,9 +30,7 @@ import torch
 from adaptok.alloc import SOLVERS
 from adaptok.data.colour import parse_background
 from adaptok.data.video_io import VideoDecodeError
-from adaptok.nn.scorer import BlockCausalScorer
-from adaptok.nn.tokenizer import AdapTokTokenizer
-from adaptok.pretrained import COST_UNITS, cost_unit
+from adaptok.pretrained import COST_UNITS, PretrainedAdapTok, cost_unit, load_pretrained
 from adaptok.tokenize import (
     TOKENIZE_MODES,
     SideBySideWriter,
@@ -46,11 +42,10 @@ from adaptok.tokenize import (
 
 __all__ = [
     "CKPT_SOURCES",
-    "CheckpointContents",
     "build_parser",
+    "describe_source",
     "format_summary",
-    "inspect_checkpoint",
-    "load_networks",
+    "load_model",
     "main",
 ]
 
@@ -70,165 +65,72 @@ _UNIFORM_NOTE = (
 )
 
 
-@dataclass(frozen=True)
-class CheckpointContents:
-    """What a ``--ckpt`` holds, read without building a network.
-
-    Attributes:
-        path: The checkpoint file or export folder.
-        kind: ``checkpoint`` (a ``.ckpt`` file) or ``export`` (an ``adaptok export`` folder).
-        stage: The LightningModule class path it was trained as, when recorded.
-        networks: The networks it holds weights for (``tokenizer``, ``scorer``, ``generator``).
-        metric: The scorer's cost metric (the units of ``--threshold``); None without a
-            scorer.
-    """
-
-    path: Path
-    kind: str
-    stage: str | None
-    networks: tuple[str, ...]
-    metric: str | None
-
-    def describe(self) -> str:
-        """E.g. ``a TokenizerModule checkpoint (networks: tokenizer)``."""
-        stage = self.stage.rsplit(".", 1)[-1] if self.stage else None
-        what = f"{stage} {self.kind}" if stage else self.kind
-        if self.kind == "export":
-            what = f"{what} folder"
-        article = "an" if what[0].lower() in "aeiou" else "a"
-        return f"{article} {what} (networks: {', '.join(self.networks) or 'none'})"
-
-
-def inspect_checkpoint(path: str | Path) -> CheckpointContents | None:
-    """What a checkpoint file or export folder holds, without building anything.
-
-    A file is memory-mapped with ``torch.load(weights_only=True)`` (its tensors are not
-    read); an export folder's ``spec.json`` is read.
+def describe_source(path: Path, model: PretrainedAdapTok) -> str:
+    """What a loaded ``--ckpt`` is, e.g. ``a TokenizerModule checkpoint with networks: tokenizer``.
 
     Args:
-        path: A ``.ckpt`` file or a folder written by ``adaptok export``.
+        path: The checkpoint file or export folder it was loaded from.
+        model: What :func:`adaptok.load_pretrained` made of it.
 
     Returns:
-        The contents, or None when the file cannot be read this way (loading it then
-        reports why).
-
-    Raises:
-        FileNotFoundError: Nothing at ``path``.
-        ValueError: A folder that is not an export (no ``spec.json``), or a file that is
-            not one ``torch.save`` writes (neither a zip archive nor a pickle).
+        The kind (``checkpoint`` or ``export folder``), preceded by the stage's class name
+        when the source records it (``info["stage"]``), and the networks it holds.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"--ckpt {path}: no such file or folder; it takes {CKPT_SOURCES}, {_UNIFORM_NOTE}"
-        )
-    if path.is_dir():
-        spec_path = path / "spec.json"
-        if not spec_path.is_file():
-            raise ValueError(
-                f"--ckpt {path} is a folder but not an `adaptok export` folder (no spec.json); "
-                f"it takes {CKPT_SOURCES}, {_UNIFORM_NOTE}"
-            )
-        try:
-            spec = json.loads(spec_path.read_text())
-            networks = tuple(n for n in _NETWORKS if n in spec["networks"])
-            info = spec.get("info") or {}
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # load_pretrained names the problem
-        metric = info.get("metric") if "scorer" in networks else None
-        return CheckpointContents(path, "export", info.get("stage"), networks, metric)
-    if not _saved_by_torch(path):
-        raise ValueError(
-            f"--ckpt {path} is not a checkpoint (torch.save writes a zip archive, or a pickle "
-            f"in old files); it takes {CKPT_SOURCES}, {_UNIFORM_NOTE}"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 (not readable this way: the full load reports it)
-        return None
-    if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
-        return None
-    hparams: Mapping[str, Any] = checkpoint.get("hyper_parameters") or {}
-    state = checkpoint["state_dict"]
-    networks = tuple(n for n in _NETWORKS if any(str(k).startswith(f"{n}.") for k in state))
-    metric = str(hparams.get("metric", "lpips")) if "scorer" in networks else None
-    return CheckpointContents(path, "checkpoint", hparams.get("_class_path"), networks, metric)
+    networks = [name for name in _NETWORKS if getattr(model, name) is not None]
+    stage = model.info.get("stage")
+    kind = "export folder" if path.is_dir() else "checkpoint"
+    what = f"{str(stage).rsplit('.', 1)[-1]} {kind}" if stage else kind
+    article = "an" if what[0].lower() in "aeiou" else "a"
+    return f"{article} {what} with networks: {', '.join(networks)}"
 
 
-def _saved_by_torch(path: Path) -> bool:
-    """Whether a file starts as ``torch.save`` output does (a zip archive, or a pickle)."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4)
-    except OSError:
-        return True  # unreadable: loading it reports why
-    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+def _what_works(mode: str) -> str:
+    """What ``--ckpt`` takes in ``mode``, in words (the end of a refusal)."""
+    if mode == "uniform":
+        return "--mode uniform takes any stage's checkpoint or a folder `adaptok export` wrote"
+    return f"--ckpt takes {CKPT_SOURCES}, {_UNIFORM_NOTE}"
 
 
-def _refuse_without_scorer(path: Path, contents: CheckpointContents | None, mode: str) -> None:
-    """Refuse a source without a scorer for a mode that allocates by one.
+def load_model(path: str | Path, mode: str, device: torch.device) -> PretrainedAdapTok:
+    """The networks of a ``--ckpt``, loaded once with :func:`adaptok.load_pretrained`.
 
-    Raises:
-        ValueError: Saying what ``path`` is and what would work.
-    """
-    if contents is not None and "scorer" not in contents.networks and mode != "uniform":
-        raise ValueError(
-            f"--ckpt {path} is {contents.describe()}: it has no scorer, and --mode {mode} "
-            f"allocates by the scorer's predicted costs; give {CKPT_SOURCES}, {_UNIFORM_NOTE}"
-        )
-
-
-def load_networks(
-    path: str | Path,
-    mode: str,
-    device: torch.device,
-    contents: CheckpointContents | None = None,
-) -> tuple[AdapTokTokenizer, BlockCausalScorer | None, str | None]:
-    """The tokenizer, scorer and the scorer's cost metric of a ``--ckpt``, frozen.
-
-    A scorer stage checkpoint is restored as its LightningModule
-    (:func:`modules.loading.load_frozen_scorer`); an export folder, or any checkpoint in
-    ``uniform`` mode, with :func:`adaptok.load_pretrained` (no Lightning).
+    A checkpoint of any stage or an export folder is read without Lightning and without
+    unpickling code; the tokenize pipeline needs only the networks (tokenizer, scorer) and
+    the scorer's cost metric (``info["metric"]``).
 
     Args:
         path: A checkpoint file or an export folder.
         mode: The allocation mode (every mode but ``uniform`` needs a scorer).
         device: Where to put the networks.
-        contents: :func:`inspect_checkpoint` of ``path``, when already read.
 
     Returns:
-        ``(tokenizer, scorer or None, metric or None)``.
+        The frozen :class:`~adaptok.pretrained.PretrainedAdapTok`.
 
     Raises:
-        FileNotFoundError: Nothing at ``path``.
-        ValueError: A checkpoint or export without the scorer ``mode`` needs (the message
-            says what was given and what would work), or one that cannot be read.
+        ValueError: In one line: a source that cannot be loaded (missing, a folder that is
+            not an export, not a checkpoint, ...; ``load_pretrained``'s reason), or one
+            without the scorer ``mode`` needs (what it is), each with what would work.
     """
     path = Path(path).expanduser()
-    if contents is None:
-        contents = inspect_checkpoint(path)
-    _refuse_without_scorer(path, contents, mode)
-    if path.is_dir() or mode == "uniform":
-        from adaptok.pretrained import load_pretrained
-
-        model = load_pretrained(path, device)
-        metric = model.info.get("metric") if model.scorer is not None else None
-        return model.tokenizer, model.scorer, metric
-    from modules.loading import load_frozen_scorer
-
     try:
-        module = load_frozen_scorer(path, map_location=device)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as error:  # a file torch cannot unpickle: say which, not a traceback
+        model = load_pretrained(path, device)
+    except (FileNotFoundError, ValueError) as error:
+        reason = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
+        raise ValueError(f"--ckpt {reason}; {_what_works(mode)}") from error
+    if model.scorer is None and mode != "uniform":
         raise ValueError(
-            f"cannot read checkpoint {path}: {error}; --ckpt takes {CKPT_SOURCES}"
-        ) from error
-    return module.tokenizer, module.scorer, str(module.hparams.get("metric", "lpips"))
+            f"--ckpt {path} is {describe_source(path, model)} (no scorer), and --mode {mode} "
+            f"allocates by a scorer's predicted costs; {_what_works(mode)}"
+        )
+    return model
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of ``adaptok tokenize``."""
+    """The command-line parser of ``adaptok tokenize``.
+
+    Returns:
+        The parser (``--help`` names every metric's threshold units).
+    """
     units = "; ".join(f"{metric}: {unit}" for metric, unit in COST_UNITS.items())
     parser = argparse.ArgumentParser(
         prog=_PROG,
@@ -318,6 +220,9 @@ def format_summary(result: TokenizedVideo, table: bool = True) -> str:
     Args:
         result: The tokenized video.
         table: Start with one line per window (the first 40).
+
+    Returns:
+        The lines, joined by newlines.
     """
     tokens = result.tokens_per_block
     lines = []
@@ -340,10 +245,11 @@ def format_summary(result: TokenizedVideo, table: bool = True) -> str:
     if result.mode == "target":
         metric = f" of the scorer's cost metric {result.metric}" if result.metric else ""
         budget = f"threshold {result.threshold:g}{metric}"
+    elif result.mode == "uniform":  # the count every block kept, round(budget * M)
+        kept = int(result.lengths.flat[0])
+        budget = f"budget {result.budget:g} = {kept} tokens in every block, no scorer"
     else:
         budget = f"budget {result.budget:g} = {result.budget * tokens:g} tokens"
-        if result.mode == "uniform":
-            budget += " in every block, no scorer"
     lines += [
         f"mode {result.mode} ({budget}, solver {result.solver}), "
         f"{result.num_windows} windows of {result.num_frames} frames at {result.fps:.4g} fps",
@@ -414,6 +320,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.solver not in SOLVERS:
         raise ValueError(f"unknown solver {args.solver!r}: choose one of {', '.join(SOLVERS)}")
     budget = args.budget
+    # tokenize_video checks the budget and threshold too, but only after the networks are
+    # loaded; these need nothing loaded, so they come first
     if args.mode == "target":
         if budget is not None:
             raise ValueError("target mode takes --threshold, not --budget")
@@ -435,28 +343,23 @@ def _run(args: argparse.Namespace) -> int:
         if args.scale < 1:
             raise ValueError(f"--scale must be >= 1, got {args.scale}")
 
-    device = _device(args.device)
-    contents = inspect_checkpoint(args.ckpt)
-    _refuse_without_scorer(args.ckpt, contents, args.mode)
+    model = load_model(args.ckpt, args.mode, _device(args.device))
+    metric = model.info.get("metric") if model.scorer is not None else None
     if args.mode == "target" and args.threshold is None:
-        if contents is not None and contents.metric is not None:
-            unit = f"the metric this scorer was trained on, {cost_unit(contents.metric)}"
-        else:
-            units = "; ".join(f"{metric}: {unit}" for metric, unit in COST_UNITS.items())
-            unit = f"the metric the scorer was trained on ({units})"
+        # tokenize_video refuses this too, but cannot name the units: they are the metric of
+        # the scorer just loaded
         raise ValueError(
             "target mode needs --threshold: the predicted cost each block must reach, in the "
-            f"units of {unit}"
+            f"units of the metric this scorer was trained on, {cost_unit(metric)}"
         )
-    tokenizer, scorer, metric = load_networks(args.ckpt, args.mode, device, contents)
     # The video is streamed window by window; --reconstruct is encoded as the windows come,
     # so memory does not grow with the video's length.
     side_by_side = SideBySideWriter(args.reconstruct, args.scale) if args.reconstruct else None
     try:
         result = tokenize_video(
             args.video,
-            tokenizer,
-            scorer,
+            model.tokenizer,
+            model.scorer,
             budget,
             args.mode,
             threshold=args.threshold,

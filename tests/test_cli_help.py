@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+import types
 
 import pytest
 
-from modules.cli import LIGHTNING_COMMANDS, SUITE_COMMANDS, main
+from modules.cli import LIGHTNING_COMMANDS, SUITE_COMMANDS, SuiteCommand, main
 
 ALL_COMMANDS = (*LIGHTNING_COMMANDS, *SUITE_COMMANDS)
 
@@ -44,3 +45,14 @@ def test_suite_commands_dispatch_to_their_own_help(monkeypatch, capsys) -> None:
     for name in SUITE_COMMANDS:
         assert _run(monkeypatch, name, "--help") == 0
         assert f"usage: adaptok {name}" in capsys.readouterr().out
+
+
+def test_one_table_lists_and_dispatches_the_suites_commands(monkeypatch, capsys) -> None:
+    """A command added to SUITE_COMMANDS alone is both listed in --help and run."""
+    module = types.ModuleType("fake_suite_command")
+    module.main = lambda argv: 7 if argv == ["x", "--y"] else 1  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(SUITE_COMMANDS, "fake", SuiteCommand(module.__name__, "a fake command"))
+    assert _run(monkeypatch, "fake", "x", "--y") == 7
+    assert _run(monkeypatch, "--help") == 0
+    assert "  fake" in capsys.readouterr().out.split("other commands", 1)[1]

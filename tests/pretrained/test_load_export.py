@@ -226,8 +226,34 @@ def test_checkpoints_with_code_are_refused(converted, tmp_path):
     checkpoint["hyper_parameters"]["payload"] = _Payload()
     path = tmp_path / "evil.ckpt"
     torch.save(checkpoint, path)
-    with pytest.raises(ValueError, match="cannot be read as tensors"):
+    with pytest.raises(ValueError, match="cannot be read as tensors") as refused:
         load_pretrained(path)
+    message = str(refused.value)
+    assert "\n" not in message and "\x1b" not in message, message
+    assert "holds a print object, which a safe load refuses" in message, message
+
+
+def test_what_is_not_a_checkpoint_or_export_is_refused_in_one_line(exported, tmp_path):
+    notes = tmp_path / "notes.ckpt"
+    notes.write_text("weights: see the wiki\n" * 10)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("model.safetensors", "spec.json"):
+        (broken / name).write_bytes((exported / name).read_bytes())
+    (broken / "spec.json").write_text("{not json")
+    cases = {
+        tmp_path / "none.ckpt": (FileNotFoundError, "none.ckpt: no such file or folder"),
+        plain: (FileNotFoundError, "plain is not an adaptok export (needs spec.json and model"),
+        notes: (ValueError, "notes.ckpt is not a checkpoint (torch.save writes a zip archive"),
+        broken: (ValueError, "spec.json cannot be read as JSON: Expecting property name"),
+    }
+    for path, (kind, message) in cases.items():
+        with pytest.raises(kind) as refused:
+            load_pretrained(path)
+        text = str(refused.value)
+        assert message in text and "\n" not in text and text.startswith(str(path)), text
 
 
 # ----------------------------------------------------------------------------- converter

@@ -17,7 +17,7 @@ from adaptok import load_pretrained
 from adaptok.data.video_io import VideoDecodeError, encode_video
 from adaptok.export import export
 from adaptok.tokenize import VideoTooShortError, load_npz, read_windows
-from modules.tokenize_cli import build_parser, inspect_checkpoint, main
+from modules.tokenize_cli import build_parser, describe_source, load_model, main
 
 torch.set_num_threads(1)
 
@@ -70,8 +70,8 @@ def test_a_source_without_a_scorer_says_what_it_is_and_what_would_work(
     out = tmp_path / "t.npz"
     code, _, err = _tokenize([str(clip), "--ckpt", str(source), "--out", str(out)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert f"--ckpt {source} is a" in err and "(networks: tokenizer)" in err
-    assert "it has no scorer, and --mode per_clip allocates by the scorer" in err
+    assert f"--ckpt {source} is a" in err and "with networks: tokenizer (no scorer)" in err
+    assert "--mode per_clip allocates by a scorer's predicted costs" in err
     assert "a scorer stage checkpoint" in err and "`adaptok export`" in err
     assert "--mode uniform" in err and "not found" not in err
     assert not out.exists()
@@ -86,13 +86,15 @@ def test_a_source_without_a_scorer_says_what_it_is_and_what_would_work(
     assert saved.candidate_lengths.tolist() == list(range(1, 9))
 
 
-def test_a_missing_path_or_a_plain_folder_is_named_with_what_ckpt_takes(
+def test_a_missing_path_a_plain_folder_or_another_file_is_named_with_what_ckpt_takes(
     clip: Path, tmp_path: Path, capsys
 ) -> None:
     out = str(tmp_path / "t.npz")
+    folder = tmp_path / "plain"
+    folder.mkdir()
     cases = {
-        tmp_path / "none.ckpt": "no such file or folder; it takes a scorer stage checkpoint",
-        tmp_path: "is a folder but not an `adaptok export` folder (no spec.json)",
+        tmp_path / "none.ckpt": "none.ckpt: no such file or folder; --ckpt takes a scorer stage",
+        folder: "is not an adaptok export (needs spec.json and model.safetensors",
         clip: "is not a checkpoint (torch.save writes a zip archive",  # the video, twice
     }
     for source, message in cases.items():
@@ -102,13 +104,50 @@ def test_a_missing_path_or_a_plain_folder_is_named_with_what_ckpt_takes(
         assert "runs/demo/scorer/checkpoints/last.ckpt" in err and "--mode uniform" in err
 
 
-def test_inspect_checkpoint_reads_stage_networks_and_metric(converted, exports) -> None:
-    scorer = inspect_checkpoint(converted["scorer"])
-    assert scorer is not None and scorer.networks == ("tokenizer", "scorer")
-    assert scorer.metric == "lpips" and scorer.kind == "checkpoint"
-    folder = inspect_checkpoint(exports["tokenizer"])
-    assert folder is not None and folder.networks == ("tokenizer",) and folder.metric is None
-    assert folder.describe().endswith("export folder (networks: tokenizer)")
+@pytest.mark.parametrize("mode", ["per_clip", "uniform"])
+def test_a_file_that_is_not_a_checkpoint_is_refused_in_one_line(
+    clip: Path, tmp_path: Path, capsys, mode: str
+) -> None:
+    notes = tmp_path / "notes.ckpt"
+    notes.write_text("weights: see the wiki\n" * 10)
+    argv = [str(clip), "--ckpt", str(notes), "--mode", mode, "--out", str(tmp_path / "t.npz")]
+    code, printed, err = _tokenize(argv, capsys)
+    assert code == 2 and printed == "", err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith(f"adaptok tokenize: error: --ckpt {notes} is not a checkpoint "), err
+    assert "Weights only" not in err and "pickle" in err, err  # why, not torch.load's advice
+    works = "--mode uniform takes any stage's checkpoint" if mode == "uniform" else "scorer stage"
+    assert works in err, err
+
+
+def test_load_model_reads_stage_networks_and_metric_once(converted, exports) -> None:
+    cpu = torch.device("cpu")
+    scorer = load_model(converted["scorer"], "per_clip", cpu)
+    assert scorer.scorer is not None and scorer.generator is None
+    assert scorer.info["metric"] == "lpips"
+    assert describe_source(converted["scorer"], scorer) == (
+        "a ScorerModule checkpoint with networks: tokenizer, scorer"
+    )
+    folder = load_model(exports["tokenizer"], "uniform", cpu)
+    assert folder.scorer is None and "metric" not in folder.info
+    assert describe_source(exports["tokenizer"], folder).endswith(
+        "export folder with networks: tokenizer"
+    )
+
+
+def test_uniform_mode_takes_a_scorer_checkpoint_and_prints_the_count_kept(
+    converted, clip: Path, tmp_path: Path, capsys
+) -> None:
+    """0.3 * 8 = 2.4 tokens: every block keeps round(2.4) = 2, and the summary says 2."""
+    out = tmp_path / "t.npz"
+    argv = [str(clip), "--ckpt", str(converted["scorer"]), "--mode", "uniform"]
+    code, printed, err = _tokenize([*argv, "--budget", "0.3", "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    assert "mode uniform (budget 0.3 = 2 tokens in every block, no scorer" in printed, printed
+    assert "2.4" not in printed.splitlines()[0], printed
+    saved = load_npz(out)
+    assert (saved.lengths == 2).all() and saved.mode == "uniform" and saved.metric == ""
+    assert saved.candidate_lengths.tolist() == list(range(1, 9))  # the scorer is not used
 
 
 # ------------------------------------------------------------------------------ target
@@ -159,7 +198,7 @@ def test_files_that_are_no_usable_video_are_refused_in_one_line_before_any_progr
         short: (
             f"{short} is too short: it has 5 frames at 10 fps (0.5 s, 5 decoded), and one "
             "tokenizer window needs 8 frames; give a video of at least 8 frames (0.8 s at 10 "
-            "fps), or take frames at a higher rate (--fps"
+            "fps), or take frames at a higher rate with `fps=` (`--fps` on the command line)"
         ),
     }
     out = tmp_path / "t.npz"
@@ -168,8 +207,9 @@ def test_files_that_are_no_usable_video_are_refused_in_one_line_before_any_progr
         argv = [str(video), "--ckpt", str(converted["scorer"]), "--out", str(out)]
         code, printed, err = _tokenize(argv, capsys)
         assert code == 2, video
-        assert err.strip() == f"adaptok tokenize: error: {err.strip().split('error: ', 1)[1]}"
-        assert len(err.strip().splitlines()) == 1 and "\r" not in err, err
+        assert err.startswith("adaptok tokenize: error: "), err
+        # a progress bar (tqdm, on stderr) would add "\r" redraws or lines to the refusal
+        assert err.count("\n") == 1 and err.endswith("\n") and "\r" not in err, err
         assert message in err, err
         assert "Errno" not in err and err.count("cannot") == 0, err
         assert printed == ""
