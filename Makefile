@@ -63,7 +63,7 @@ demo: demo-data weights ## Run the main job end to end on embedded data (tokeniz
 # commit and the training shards' fingerprint. `make demo` starts its tokenizer stage from them.
 DEMO_WEIGHTS := pretrained/demo-tokenizer
 # (runs/demo-weights is the folder tokenizer.pretrain.yaml writes to, whatever RUNS is.)
-demo-weights: demo-data weights ## Train the demo tokenizer from scratch (~90 min on 2 cores) into pretrained/demo-tokenizer
+demo-weights: demo-data weights ## Train the demo tokenizer from scratch (1.5-2 h on 2 cores) into pretrained/demo-tokenizer
 	rm -rf runs/demo-weights
 	$(BIN)/adaptok fit --config experiments/demo/data.yaml --config experiments/demo/tokenizer.yaml \
 	  --config experiments/demo/tokenizer.pretrain.yaml
