@@ -9,12 +9,12 @@ RUNS ?= runs
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv weights demo demo-data demo-weights test test-slow lint format bench tensorboard clean
+.PHONY: help venv weights demo demo-data demo-weights demo-scorer-weights test test-slow lint format bench tensorboard clean
 
 help: ## List the targets (coloured on a terminal only)
 	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=''; off=''; fi; \
 	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
-	  awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-12s%s %s\n", on, $$1, off, $$2}'
+	  awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-19s%s %s\n", on, $$1, off, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,30 +44,52 @@ demo-data: $(STAMP) ## Build and verify the embedded demo shards (train/val/test
 TIMINGS := $(RUNS)/demo/timings.tsv
 timed = $(if $(wildcard /usr/bin/time),/usr/bin/time -f "$(1)\t%e\t%M" -a -o $(TIMINGS)) $(2)
 
-demo: demo-data weights ## Run the main job end to end on embedded data (tokenizer from the committed weights -> scorer -> allocation -> generator -> REPORT.md)
+demo: demo-data weights ## Run the main job end to end on embedded data (tokenizer and scorer from the committed weights -> allocation -> generator -> REPORT.md)
 	@mkdir -p $(RUNS)/demo && printf 'stage\twall_s\tpeak_rss_kb\n' > $(TIMINGS)
 	$(call timed,tokenizer,$(BIN)/adaptok fit --config experiments/demo/data.yaml \
 	  --config experiments/demo/tokenizer.yaml --config experiments/demo/tokenizer.finetune.yaml)
 	$(call timed,scorer,$(BIN)/adaptok fit --config experiments/demo/data.yaml \
-	  --config experiments/demo/scorer.yaml)
+	  --config experiments/demo/scorer.yaml --config experiments/demo/scorer.finetune.yaml)
 	$(call timed,eval_recon,$(BIN)/adaptok test --config experiments/demo/data.yaml \
 	  --config experiments/demo/eval_recon.yaml)
 	$(call timed,annotate,$(BIN)/adaptok predict --config experiments/demo/annotate.yaml)
 	$(call timed,generator,$(BIN)/adaptok fit --config experiments/demo/generator.yaml)
 	$(call timed,eval_gen,$(BIN)/adaptok test --config experiments/demo/eval_gen.yaml)
 	$(BIN)/adaptok-report $(RUNS)/demo --annotations data/demo/tokens/annotation_summary.md \
-	  --command "make demo  # = the adaptok fit/test/predict runs of experiments/demo/*.yaml (tokenizer: + tokenizer.finetune.yaml; tokenizer, scorer, eval_recon: after data.yaml)"
+	  --command "make demo  # = the adaptok fit/test/predict runs of experiments/demo/*.yaml (tokenizer: + tokenizer.finetune.yaml; scorer: + scorer.finetune.yaml; tokenizer, scorer, eval_recon: after data.yaml)"
 
-# The committed demo tokenizer weights (docs/demo_weights.md): the recipe of tokenizer.yaml
-# trained from scratch for longer (tokenizer.pretrain.yaml), exported with its run config, the
-# commit and the training shards' fingerprint. `make demo` starts its tokenizer stage from them.
-DEMO_WEIGHTS := pretrained/demo-tokenizer
-# (runs/demo-weights is the folder tokenizer.pretrain.yaml writes to, whatever RUNS is.)
-demo-weights: demo-data weights ## Train the demo tokenizer from scratch (1.5-2 h on 2 cores) into pretrained/demo-tokenizer
-	rm -rf runs/demo-weights
-	$(BIN)/adaptok fit --config experiments/demo/data.yaml --config experiments/demo/tokenizer.yaml \
-	  --config experiments/demo/tokenizer.pretrain.yaml
-	$(BIN)/adaptok export runs/demo-weights/tokenizer/checkpoints/last.ckpt --out $(DEMO_WEIGHTS) --force
+# The committed demo weights (docs/demo_weights.md): the recipes of tokenizer.yaml and scorer.yaml
+# trained for longer, the tokenizer from scratch (tokenizer.pretrain.yaml), then the scorer on
+# that tokenizer (scorer.pretrain.yaml), each exported with its run config, the commit and the
+# training shards' fingerprint. `make demo` starts its tokenizer and scorer stages from them.
+# (runs/demo-weights is the folder the pretrain overlays write to, whatever RUNS is.)
+DEMO_TOKENIZER_WEIGHTS := pretrained/demo-tokenizer
+DEMO_SCORER_WEIGHTS := pretrained/demo-scorer
+DEMO_TOKENIZER_CKPT := runs/demo-weights/tokenizer/checkpoints/last.ckpt
+
+define train-demo-tokenizer
+rm -rf runs/demo-weights/tokenizer
+$(BIN)/adaptok fit --config experiments/demo/data.yaml --config experiments/demo/tokenizer.yaml \
+  --config experiments/demo/tokenizer.pretrain.yaml
+$(BIN)/adaptok export $(DEMO_TOKENIZER_CKPT) --out $(DEMO_TOKENIZER_WEIGHTS) --force
+endef
+
+define train-demo-scorer
+@test -f $(DEMO_TOKENIZER_CKPT) || { echo "$(DEMO_TOKENIZER_CKPT) is missing: the demo scorer \
+  trains on the tokenizer run that $(DEMO_TOKENIZER_WEIGHTS) was exported from; run \
+  \`make demo-weights\` (tokenizer, then scorer)" >&2; exit 1; }
+rm -rf runs/demo-weights/scorer
+$(BIN)/adaptok fit --config experiments/demo/data.yaml --config experiments/demo/scorer.yaml \
+  --config experiments/demo/scorer.pretrain.yaml
+$(BIN)/adaptok export runs/demo-weights/scorer/checkpoints/last.ckpt --out $(DEMO_SCORER_WEIGHTS) --force
+endef
+
+demo-weights: demo-data weights ## Train the demo tokenizer from scratch (1.5-2 h on 2 cores), then its scorer (about 30 min), into pretrained/
+	$(train-demo-tokenizer)
+	$(train-demo-scorer)
+
+demo-scorer-weights: demo-data weights ## Retrain only the demo scorer (about 30 min on 2 cores) on the tokenizer run of demo-weights, into pretrained/demo-scorer
+	$(train-demo-scorer)
 
 test: $(STAMP) weights ## Run the test suite (not the slow tests)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

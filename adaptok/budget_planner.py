@@ -42,7 +42,7 @@ from adaptok.alloc import (
     block_targets,
 )
 from adaptok.alloc.feasibility import TokenGrid, check_total, total_from_mean
-from adaptok.losses.block_quality import BlockQuality, measure_block_costs
+from adaptok.losses.block_quality import BlockQuality, measure_block_costs, measure_cost_table
 from adaptok.nn.scorer import BlockCausalScorer
 from adaptok.nn.tokenizer import AdapTokTokenizer, TokenizerEncoding
 
@@ -344,11 +344,26 @@ class TokenBudgetPlanner:
             return self.scorer.to_label_units(
                 self.scorer(encoding.latents, encoding.quantized, full)
             )
-        per_block = [
-            self._block_costs(policy, video, encoding, full, b)
-            for b in range(self.tokenizer.num_blocks)
-        ]
-        return torch.stack(per_block, dim=1)
+        return measure_cost_table(
+            self.tokenizer,
+            self._measuring_quality(policy),
+            video,
+            encoding.codes,
+            full,
+            self.candidates,
+        )
+
+    def _measuring_quality(self, policy: AllocationPolicy) -> BlockQuality:
+        """The cost function that measures a table for ``policy``.
+
+        Raises:
+            ValueError: ``scorer`` without a scorer, or ``oracle`` without a quality.
+        """
+        if policy == "scorer":
+            raise ValueError("policy='scorer' needs a scorer")
+        if self.quality is None:
+            raise ValueError("policy='oracle' needs a quality (cost) function")
+        return self.quality
 
     def _block_costs(
         self,
@@ -359,16 +374,13 @@ class TokenBudgetPlanner:
         block: int,
     ) -> Tensor:
         """``(B, J)`` costs of block ``block`` with earlier blocks kept at ``context``."""
-        if policy == "scorer":
-            if self.scorer is None:
-                raise ValueError("policy='scorer' needs a scorer")
+        if policy == "scorer" and self.scorer is not None:
             predictions = self.scorer(encoding.latents, encoding.quantized, context)[:, block]
             return self.scorer.to_label_units(predictions)
-        if self.quality is None:
-            raise ValueError("policy='oracle' needs a quality (cost) function")
+        quality = self._measuring_quality(policy)
         blocks = torch.full((video.shape[0],), block, dtype=torch.long, device=video.device)
         return measure_block_costs(
-            self.tokenizer, self.quality, video, encoding.codes, context, blocks, self.candidates
+            self.tokenizer, quality, video, encoding.codes, context, blocks, self.candidates
         )
 
     @torch.no_grad()

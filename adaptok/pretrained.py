@@ -51,7 +51,7 @@ __all__ = [
     "build_safe_network",
     "cost_unit",
     "first_spec_difference",
-    "initialise_tokenizer",
+    "initialise_network",
     "load_pretrained",
     "read_checkpoint_safely",
 ]
@@ -69,6 +69,9 @@ NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "adaptok.nn.ARGenerator": ARGenerator,
 }
 """The only classes a spec may name when loading (full paths and ``adaptok.nn`` re-exports)."""
+
+_NETWORK_NAMES = ("tokenizer", "scorer", "generator")
+"""The networks a source may hold, by the name of their weights' prefix."""
 
 TokenizeModeName = Literal["per_clip", "streaming", "target", "uniform"]
 
@@ -401,7 +404,7 @@ class PretrainedAdapTok(nn.Module):
     def export_state(self) -> dict[str, Tensor]:
         """Every network's tensors, prefixed by its name (the export's safetensors content)."""
         state: dict[str, Tensor] = {}
-        for name in ("tokenizer", "scorer", "generator"):
+        for name in _NETWORK_NAMES:
             network = getattr(self, name)
             if network is not None:
                 state.update({f"{name}.{k}": v for k, v in network.state_dict().items()})
@@ -541,38 +544,51 @@ def first_spec_difference(expected: Mapping[str, Any], stored: Mapping[str, Any]
     return None
 
 
-def initialise_tokenizer(
-    tokenizer: nn.Module, source: str | Path, spec: Mapping[str, Any] | None = None
-) -> dict[str, Any] | None:
-    """Copies the tokenizer weights of an export or suite checkpoint into ``tokenizer``.
+def initialise_network(
+    network: nn.Module, name: str, source: str | Path, spec: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Copies the weights of one network of an export or suite checkpoint into ``network``.
 
-    Used to start (fine-tune) a tokenizer from released weights, e.g. the committed demo
-    weights ``pretrained/demo-tokenizer`` (docs/demo_weights.md).
+    Used to start (fine-tune) a stage's network from released weights, e.g. the committed demo
+    weights ``pretrained/demo-tokenizer`` and ``pretrained/demo-scorer``
+    (docs/demo_weights.md). Every tensor of the stored network's state dict is copied, its
+    buffers included (a scorer's ``label_mean`` / ``label_std``).
 
     Args:
-        tokenizer: The network to fill (its own spec is ``spec``).
-        source: An export folder or a suite checkpoint of any stage.
-        spec: The network's spec; when given it must equal the stored tokenizer spec.
+        network: The network to fill (its own spec is ``spec``).
+        name: Which network of the source: ``tokenizer``, ``scorer`` or ``generator``.
+        source: An export folder or a suite checkpoint of a stage that holds that network.
+        spec: The network's spec; when given it must equal the stored one.
 
     Returns:
-        The source's ``training_data`` record (training shards and their fingerprint) when it
-        is an export that has one, else None.
+        The source's info (:class:`PretrainedAdapTok` ``info``): the ``training_data`` record
+        (training shards and their fingerprint) of an export that has one, a scorer's
+        ``metric``, ...
 
     Raises:
         FileNotFoundError: Nothing at ``source``.
-        ValueError: The stored spec differs from ``spec`` (the first difference is named) or
-            a weight does not match (the first mismatching tensor is named).
+        ValueError: ``name`` is not a network name, the source holds no such network, the
+            stored spec differs from ``spec`` (the first difference is named) or a weight does
+            not match (the first mismatching tensor is named); one line each.
     """
+    if name not in _NETWORK_NAMES:
+        raise ValueError(f"unknown network {name!r}: choose one of {', '.join(_NETWORK_NAMES)}")
     model = load_pretrained(source)
+    stored = getattr(model, name)
+    if stored is None:
+        raise ValueError(
+            f"{source} holds no {name} (only {', '.join(sorted(model.specs))}): give the "
+            f"checkpoint or export of a stage that trains a {name}"
+        )
     if spec is not None:
-        difference = first_spec_difference(spec, model.specs["tokenizer"])
+        difference = first_spec_difference(spec, model.specs[name])
         if difference is not None:
             raise ValueError(
-                f"{source}: its tokenizer spec differs from this run's: {difference} "
+                f"{source}: its {name} spec differs from this run's: {difference} "
                 "(stored != this run)"
             )
-    _load_exactly(tokenizer, model.tokenizer.state_dict(), f"{source} (tokenizer)")
-    return model.info.get("training_data")
+    _load_exactly(network, stored.state_dict(), f"{source} ({name})")
+    return dict(model.info)
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> PretrainedAdapTok:

@@ -1,8 +1,9 @@
 """Provenance of trained weights: the code commit and the exact training shards.
 
 A CLI run records its commit, config and training-shard fingerprint in every checkpoint, an
-export carries them (``adaptok export``), and a stage that starts from exported weights (``TokenizerModule(init_weights=...)``) compares it with the shards
-it is given, so weights trained on other data are noticed rather than silently fine-tuned. The
+export carries them (``adaptok export``), and a stage that starts from exported weights
+(``TokenizerModule`` or ``ScorerModule`` with ``init_weights``) compares it with the shards it
+is given, so weights trained on other data are noticed rather than silently fine-tuned. The
 demo's shards are rebuilt byte for byte by ``make demo-data`` (fixed seeds, one encoder thread),
 so the same commit and library versions reproduce the same fingerprint.
 """

@@ -1,4 +1,4 @@
-"""ScorerModule: trains the block-causal scorer on online labels from a frozen tokenizer."""
+"""ScorerModule: trains the block-causal scorer on labels measured with a frozen tokenizer."""
 
 from __future__ import annotations
 
@@ -13,14 +13,20 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from adaptok.data.replay_buffer import ReplayBuffer
 from adaptok.distributed import gather_rows
-from adaptok.losses.block_quality import BlockQuality, QualityMetric, measure_block_costs
+from adaptok.losses.block_quality import (
+    BlockQuality,
+    QualityMetric,
+    measure_block_costs,
+    measure_cost_table,
+)
 from adaptok.losses.scorer_loss import scorer_loss
 from adaptok.metrics.cost_curves import spearman
 from adaptok.nn.scorer import BlockCausalScorer, upgrade_scorer_checkpoint
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import TokenizerEncoding
-from modules.loading import build_child_network
+from modules.loading import CheckpointError, build_child_network
 from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["ScorerFactory", "ScorerModule"]
@@ -85,6 +91,30 @@ class ScorerModule(StageModule):
         lpips_net: LPIPS backbone for ``metric='lpips'``.
         slope_weight: Weight of a second MSE on the steps between consecutive candidates'
             costs (:func:`adaptok.losses.scorer_loss`), >= 0; 0 (default): the paper's loss.
+        replay_size: 0 (default): the paper's step above, each label regressed once. ``> 0``
+            (a deviation, docs/DEVIATIONS.md): each step measures the cost table of *every*
+            block of the batch's clips (``K x J`` decodes per clip, block ``b`` given the
+            sampled context of the blocks before it), keeps the last ``replay_size`` clips'
+            encodings, contexts and tables in memory (:class:`adaptok.data.replay_buffer.ReplayBuffer`,
+            about ``2 x N x token_width x 4`` bytes per clip), and regresses all blocks of
+            ``replay_batch`` clips drawn from that memory, so each measured table trains the
+            scorer many times. The memory is not checkpointed: a resumed fit refills it.
+        replay_batch: Clips drawn from the replay memory per step (with ``replay_size > 0``).
+        measure_every: With ``replay_size > 0``, measure the loader's batch every this many
+            steps (>= 1); the steps between only replay (their batches are not used), so
+            labels cost ``1/measure_every`` of the decodes.
+        init_weights: An export folder (``adaptok export``) or suite checkpoint of a scorer
+            stage whose scorer weights a fit starts from, e.g. the committed demo weights
+            ``pretrained/demo-scorer`` (docs/demo_weights.md). Loaded in ``setup("fit")``
+            (before the strategy wraps the model; a resumed fit restores its own weights after
+            it); its scorer spec must agree with this one's and its label metric with
+            ``metric``; training shards with other bytes than the ones it was trained on
+            (content fingerprint) give a warning. The scorer's label normalisation
+            (``label_mean`` / ``label_std``) comes with its weights, which predict in its
+            units: it replaces ``target_mean`` / ``target_std``, and nothing is estimated.
+            Only the scorer is taken: the frozen tokenizer still comes from
+            ``tokenizer_ckpt`` (for the demo, a fine-tune of the tokenizer the scorer weights
+            were trained on, which is why a short scorer fine-tune follows).
     """
 
     frozen_parts = ("tokenizer", "quality")
@@ -105,6 +135,10 @@ class ScorerModule(StageModule):
         label_stat_batches: int = 4,
         scorer_spec: dict[str, Any] | None = None,
         slope_weight: float = 0.0,
+        replay_size: int = 0,
+        replay_batch: int = 16,
+        measure_every: int = 1,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters()
@@ -137,6 +171,16 @@ class ScorerModule(StageModule):
         if slope_weight < 0:
             raise ValueError(f"slope_weight must be >= 0, got {slope_weight}")
         self.slope_weight = slope_weight
+        if replay_size < 0 or replay_batch < 1 or measure_every < 1:
+            raise ValueError(
+                "replay_size must be >= 0, replay_batch and measure_every >= 1, got "
+                f"{replay_size}, {replay_batch} and {measure_every}"
+            )
+        self.measure_every = measure_every
+        self._replay_calls = 0  # replay steps so far in this process (a resumed fit refills)
+        self.replay = ReplayBuffer(replay_size) if replay_size > 0 else None
+        self.replay_batch = replay_batch
+        self.init_weights = init_weights
         self._given_normalisation = (target_mean, target_std)
         if target_mean is None or target_std is None:
             scorer.set_label_normalisation(math.nan, math.nan)  # estimated in on_fit_start
@@ -216,6 +260,33 @@ class ScorerModule(StageModule):
         predictions = self.predict_costs(encoding, context)[rows, blocks]
         return predictions, labels
 
+    def _replay_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Measure the batch's cost tables, remember them, regress a draw from the memory.
+
+        The batch is measured on the first call and every ``measure_every`` calls after it
+        (counted over the whole fit, not per epoch), and whenever the memory is empty.
+
+        Returns:
+            Predictions and labels, both ``(replay_batch, K, J)`` normalised costs.
+        """
+        assert self.replay is not None
+        due = self._replay_calls % self.measure_every == 0
+        self._replay_calls += 1
+        if due or len(self.replay) == 0:
+            video = batch["video"]
+            encoding = self.encode(video)
+            context = self.context_drop.sample(video.shape[0], self.tokenizer.num_blocks)
+            context = context.to(video.device)
+            table = measure_cost_table(
+                self.tokenizer, self.quality, video, encoding.codes, context, self.candidate_lengths
+            )
+            self.replay.add(
+                latents=encoding.latents, quantized=encoding.quantized, context=context, costs=table
+            )
+        rows = self.replay.sample(self.replay_batch)
+        predictions = self.scorer(rows["latents"], rows["quantized"], rows["context"])
+        return predictions, self.scorer.from_label_units(rows["costs"])
+
     def estimate_label_normalisation(self, batches: list[dict[str, Any]]) -> tuple[float, float]:
         """Set a null ``target_mean`` / ``target_std`` from the labels of ``batches``.
 
@@ -257,6 +328,30 @@ class ScorerModule(StageModule):
         return mean, std
 
     # ------------------------------------------------------------------ Lightning hooks
+    @override
+    def setup(self, stage: str) -> None:
+        """Give the datamodule the tokenizer's clip size; a fresh fit loads ``init_weights``.
+
+        Runs before :meth:`on_fit_start`: the label normalisation restored with the scorer's
+        weights is kept there, not estimated.
+
+        Raises:
+            modules.loading.CheckpointError: ``init_weights`` cannot start this scorer
+                (:meth:`~modules.stage.StageModule.load_init_weights`), or its scorer learned
+                another label metric than ``metric``.
+        """
+        super().setup(stage)  # the datamodule's clip size: the tokenizer's
+        info = self.load_init_weights(
+            stage, "scorer", self.init_weights, self.hparams["scorer_spec"]
+        )
+        stored = None if info is None else info.get("metric")
+        if stored is not None and stored != self.hparams.metric:
+            raise CheckpointError(
+                f"model.init_args.init_weights: {self.init_weights}: its scorer learned "
+                f"{stored!r} labels, this run measures {self.hparams.metric!r} (metric); "
+                "fine-tune with the same metric, or train from scratch: leave init_weights unset"
+            )
+
     @override
     def on_fit_start(self) -> None:
         """Estimate a null label normalisation before any step (a restored one is kept).
@@ -314,9 +409,18 @@ class ScorerModule(StageModule):
         return torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0.01)
 
     @override
+    def on_fit_end(self) -> None:
+        """Free the replay memory (hundreds of MB at demo scale) once training is over."""
+        if self.replay is not None:
+            self.replay = ReplayBuffer(self.replay.capacity)
+
+    @override
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        predictions, labels = self._step(batch)
+        replay = self.replay is not None
+        predictions, labels = self._replay_step(batch) if replay else self._step(batch)
         loss = scorer_loss(predictions, labels, self.slope_weight)
+        if replay:
+            self.log("train/replay_clips", float(len(self.replay)), batch_size=1)
         self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
         return loss
 

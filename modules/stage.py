@@ -11,6 +11,8 @@ Each stage is a LightningModule that
   ``resolution``);
 - keeps its frozen parts in eval mode while training (Lightning switches the whole module to
   train mode at every epoch);
+- may start a fresh fit of its own network from released weights (``init_weights``: an
+  export or a suite checkpoint, :meth:`StageModule.load_init_weights`);
 - builds its optimizer from an ``OptimizerCallable`` (``optimizer:`` in the YAML, or the
   stage's default) and its learning-rate schedule from an ``LRSchedulerCallable``
   (``scheduler:``), stepped every optimizer step; a schedule left without ``total_steps``
@@ -31,11 +33,15 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from adaptok.nn.tokenizer import AdapTokTokenizer
+from adaptok.pretrained import initialise_network
+from adaptok.provenance import training_record
 from adaptok.schedules import fill_total_steps
 from modules.loading import (
+    CheckpointError,
     drop_frozen_metric_weights,
     frozen_tokenizer,
     instantiator_spec_overrides,
@@ -152,6 +158,72 @@ class StageModule(LightningModule):
         Subclasses that override it call ``super().setup(stage)`` first.
         """
         configure_data_clip(self)
+
+    # ------------------------------------------------------------------ initial weights
+    def load_init_weights(
+        self, stage: str, name: str, source: str | None, spec: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Copy network ``name``'s weights from ``source`` when a fresh fit starts.
+
+        Call from ``setup`` after ``super().setup(stage)``: before the strategy wraps or shards
+        the model. Nothing is copied outside ``fit``, without a source, or when the fit resumes
+        (``ckpt_path``: its checkpoint is restored after this hook, so its own weights win
+        either way). The source's spec of the network must equal ``spec``
+        (:func:`adaptok.pretrained.initialise_network`). When it records the fingerprint of
+        its training shards (an export does) and this run's ``train_urls`` hold other bytes,
+        rank zero warns and the fit goes on.
+
+        Args:
+            stage: The ``setup`` stage (``fit``, ``validate``, ``test``, ``predict``).
+            name: The network to fill: this module's attribute and the source's network of
+                that name (``tokenizer``, ``scorer``).
+            source: The ``init_weights`` argument: an export folder or a suite checkpoint, or
+                None (train from scratch).
+            spec: This run's spec of the network (compared with the stored one), or None.
+
+        Returns:
+            dict[str, Any] | None: The source's info (``training_data``, a scorer's ``metric``,
+            ...) when the weights were copied, else None.
+
+        Raises:
+            modules.loading.CheckpointError: Nothing at ``source``, a source without that
+                network, another spec or mismatching weights (one line, naming
+                ``model.init_args.init_weights``).
+        """
+        if stage != "fit" or source is None or self.trainer.ckpt_path is not None:
+            return None
+        try:
+            info = initialise_network(getattr(self, name), name, source, spec)
+        except (FileNotFoundError, ValueError) as error:
+            raise CheckpointError(
+                f"model.init_args.init_weights: {error} (the demo's weights are made by "
+                "`make demo-weights`; without them train from scratch: leave init_weights unset)"
+            ) from error
+        self._warn_about_other_training_data(source, info.get("training_data"))
+        return info
+
+    def _warn_about_other_training_data(
+        self, source: str, trained_on: Mapping[str, Any] | None
+    ) -> None:
+        """Warn (rank zero) when this run's ``train_urls`` hold other bytes than ``trained_on``'s.
+
+        Args:
+            source: The ``init_weights`` the record comes from (named in the warning).
+            trained_on: The source's ``training_data`` record, or None (nothing to compare).
+        """
+        if not (self.trainer.is_global_zero and trained_on and trained_on.get("fingerprint")):
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        urls = None if datamodule is None else datamodule.hparams.get("train_urls")
+        current = training_record(urls, "fit start")
+        if current is not None and current["fingerprint"] not in (None, trained_on["fingerprint"]):
+            rank_zero_warn(
+                f"init_weights {source!r} were trained on shards with other bytes "
+                f"than this run's train_urls (fingerprint {trained_on['fingerprint'][:12]} vs "
+                f"{current['fingerprint'][:12]}): other data, or the same data encoded by another "
+                "PyAV/x264 build; fine-tuning goes on (for the demo: `make demo-data` rebuilds "
+                "the shards, `make demo-weights` retrains the weights)"
+            )
 
     @override
     def on_train_epoch_start(self) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from adaptok.losses.tokenizer_loss import TokenizerLoss
@@ -22,9 +21,7 @@ from adaptok.metrics.frame_quality import psnr_per_video
 from adaptok.metrics.token_diagnostics import block_mean_baseline, code_diagnostics
 from adaptok.nn.tail_drop import TailDropSampler
 from adaptok.nn.tokenizer import AdapTokTokenizer
-from adaptok.pretrained import initialise_tokenizer
-from adaptok.provenance import training_record
-from modules.loading import CheckpointError, instantiator_spec_overrides
+from modules.loading import instantiator_spec_overrides
 from modules.stage import OptimizerParameters, StageModule
 
 __all__ = ["TokenizerModule"]
@@ -129,34 +126,17 @@ class TokenizerModule(StageModule):
     # ------------------------------------------------------------------ initial weights
     @override
     def setup(self, stage: str) -> None:
+        """Give the datamodule the tokenizer's clip size; a fresh fit loads ``init_weights``.
+
+        Raises:
+            modules.loading.CheckpointError: ``init_weights`` cannot start this tokenizer
+                (:meth:`~modules.stage.StageModule.load_init_weights`).
+        """
         super().setup(stage)  # the datamodule's clip size: the tokenizer's
-        # Before the strategy wraps or shards the model; a resumed fit restores its checkpoint
-        # after this hook, so its own weights win either way.
-        if stage != "fit" or self.init_weights is None or self.trainer.ckpt_path is not None:
-            return
         spec = self.hparams.get("tokenizer")
-        try:
-            trained_on = initialise_tokenizer(
-                self.tokenizer, self.init_weights, spec if isinstance(spec, dict) else None
-            )
-        except (FileNotFoundError, ValueError) as error:
-            raise CheckpointError(
-                f"model.init_args.init_weights: {error} (the demo's weights are made by "
-                "`make demo-weights`; without them train from scratch: leave init_weights unset)"
-            ) from error
-        datamodule = getattr(self.trainer, "datamodule", None)
-        urls = None if datamodule is None else datamodule.hparams.get("train_urls")
-        if not (self.trainer.is_global_zero and trained_on and trained_on.get("fingerprint")):
-            return
-        current = training_record(urls, "fit start")
-        if current is not None and current["fingerprint"] not in (None, trained_on["fingerprint"]):
-            rank_zero_warn(
-                f"init_weights {self.init_weights!r} were trained on shards with other bytes "
-                f"than this run's train_urls (fingerprint {trained_on['fingerprint'][:12]} vs "
-                f"{current['fingerprint'][:12]}): other data, or the same data encoded by another "
-                "PyAV/x264 build; fine-tuning goes on (for the demo: `make demo-data` rebuilds "
-                "the shards, `make demo-weights` retrains the weights)"
-            )
+        self.load_init_weights(
+            stage, "tokenizer", self.init_weights, spec if isinstance(spec, dict) else None
+        )
 
     # ------------------------------------------------------------------ optimisers
     def _generator_parameters(self) -> list[torch.nn.Parameter]:

@@ -1,4 +1,11 @@
-"""The committed demo tokenizer weights match the committed recipe (docs/demo_weights.md)."""
+"""The committed demo weights match the committed recipes (docs/demo_weights.md).
+
+`make demo-weights` trains the demo tokenizer (data.yaml + tokenizer.yaml +
+tokenizer.pretrain.yaml) into ``pretrained/demo-tokenizer``, then the demo scorer on that
+tokenizer run (data.yaml + scorer.yaml + scorer.pretrain.yaml) into ``pretrained/demo-scorer``;
+each export records its run's config, commit and training shards, checked here against the
+YAML files as they resolve now.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +22,14 @@ from adaptok.pretrained import load_pretrained
 from modules.cli import run_cli
 from tests.conftest import EXPERIMENTS, REPO
 
-WEIGHTS = REPO / "pretrained" / "demo-tokenizer"
-TOKENIZER = EXPERIMENTS / "demo" / "tokenizer.yaml"
-# `make demo-weights`: the shard URLs, the recipe, the longer run
-RECIPE = [
-    EXPERIMENTS / "demo" / "data.yaml",
-    TOKENIZER,
-    TOKENIZER.with_name("tokenizer.pretrain.yaml"),
-]
+DEMO = EXPERIMENTS / "demo"
+# network -> its export and the `make demo-weights` run: the shard URLs, the recipe, the longer run
+WEIGHTS = {name: REPO / "pretrained" / f"demo-{name}" for name in ("tokenizer", "scorer")}
+RECIPES = {
+    name: [DEMO / "data.yaml", DEMO / f"{name}.yaml", DEMO / f"{name}.pretrain.yaml"]
+    for name in WEIGHTS
+}
+NETWORKS = sorted(WEIGHTS)
 IGNORED = {"config"}  # the paths of the YAML files themselves
 _DISCRIMINATOR = "model.init_args.loss.init_args.discriminator.init_args"
 # Settings the shipped config states but the recipe no longer does, because TokenizerModule
@@ -71,8 +78,12 @@ def _differences(
 
 
 def _derived_values(resolved: dict) -> dict[str, object]:
-    tokenizer = resolved["model"]["init_args"]["tokenizer"]["init_args"]
-    return {path: tokenizer[name] for path, name in DERIVED_FROM_TOKENIZER.items()}
+    """The derived settings' values in a resolved recipe: none for the scorer, whose recipe
+    never stated its geometry (its tokenizer is read from a checkpoint)."""
+    tokenizer = resolved["model"]["init_args"].get("tokenizer")
+    if tokenizer is None:
+        return {}
+    return {path: tokenizer["init_args"][name] for path, name in DERIVED_FROM_TOKENIZER.items()}
 
 
 def test_derived_settings_are_checked_against_the_recipes_tokenizer() -> None:
@@ -94,31 +105,60 @@ def test_derived_settings_are_checked_against_the_recipes_tokenizer() -> None:
     assert _differences(recipe, shipped(32), {}) != []  # not derived: null differs from 32
 
 
-def test_shipped_weights_record_the_committed_recipe() -> None:
-    shipped = yaml.safe_load((WEIGHTS / "config.yaml").read_text())
-    resolved = _resolved(RECIPE)
+@pytest.mark.parametrize("network", NETWORKS)
+def test_shipped_weights_record_the_committed_recipe(network: str) -> None:
+    shipped = yaml.safe_load((WEIGHTS[network] / "config.yaml").read_text())
+    resolved = _resolved(RECIPES[network])
     differences = _differences(resolved, shipped, _derived_values(resolved))
+    recipe = " + ".join(path.name for path in RECIPES[network])
     assert not differences, (
-        "pretrained/demo-tokenizer was trained with another recipe than experiments/demo/"
-        "data.yaml + tokenizer.yaml + tokenizer.pretrain.yaml resolve to now; run "
-        "`make demo-weights` (docs/demo_weights.md) or revert the recipe:\n"
-        + "\n".join(differences)
+        f"pretrained/demo-{network} was trained with another recipe than experiments/demo/"
+        f"{recipe} resolve to now; run `make demo-weights` (docs/demo_weights.md) or revert "
+        "the recipe:\n" + "\n".join(differences)
     )
 
 
-def test_shipped_weights_load_and_record_their_provenance() -> None:
-    spec = json.loads((WEIGHTS / "spec.json").read_text())
+@pytest.mark.parametrize("network", NETWORKS)
+def test_shipped_weights_load_and_record_their_provenance(network: str) -> None:
+    spec = json.loads((WEIGHTS[network] / "spec.json").read_text())
     data = spec["info"]["training_data"]
     assert len(data["fingerprint"]) == 64 and data["commit"] not in (None, "unknown")
     assert data["files"] and all(  # only training shards went into the fingerprint
         any(Path(path).match(url) for url in data["train_urls"]) for path in data["files"]
     )
-    model = load_pretrained(WEIGHTS)
-    recipe = yaml.safe_load(TOKENIZER.read_text())["model"]["init_args"]["tokenizer"]
-    assert (
-        model.specs["tokenizer"]["init_args"]["tokens_per_block"]
-        == (recipe["init_args"]["tokens_per_block"])
+    model = load_pretrained(WEIGHTS[network])
+    recipe = yaml.safe_load((DEMO / f"{network}.yaml").read_text())["model"]["init_args"]
+    video = torch.rand(1, 3, model.num_frames, model.image_size, model.image_size)
+    if network == "tokenizer":
+        assert (
+            model.specs["tokenizer"]["init_args"]["tokens_per_block"]
+            == recipe["tokenizer"]["init_args"]["tokens_per_block"]
+        )
+        with torch.no_grad():
+            encoding = model.encode(video)
+        assert encoding.codes.shape == (1, model.num_blocks * model.tokens_per_block)
+        return
+    assert model.scorer is not None and model.info["metric"] == recipe["metric"]
+    own = model.specs["scorer"]["init_args"]
+    assert {k: own[k] for k in recipe["scorer"]["init_args"]} == recipe["scorer"]["init_args"]
+    assert all(torch.isfinite(torch.tensor(model.info["cost_normalisation"])))
+    tokens = model.tokenize(video, budget=0.25, mode="per_clip")
+    assert tokens.lengths.shape == (1, model.num_blocks)
+    assert int(tokens.lengths.sum()) == round(0.25 * model.num_blocks * model.tokens_per_block)
+
+
+def test_shipped_scorer_was_trained_on_the_shipped_tokenizer() -> None:
+    """The scorer's frozen tokenizer is the run pretrained/demo-tokenizer was exported from (the
+    same spec and tensors), and the scorer's geometry is that tokenizer's."""
+    scorer = load_pretrained(WEIGHTS["scorer"])
+    tokenizer = load_pretrained(WEIGHTS["tokenizer"])
+    assert scorer.specs["tokenizer"] == tokenizer.specs["tokenizer"]
+    stored = tokenizer.tokenizer.state_dict()
+    for key, value in scorer.tokenizer.state_dict().items():
+        assert torch.equal(value, stored[key]), key
+    geometry = scorer.specs["scorer"]["init_args"]
+    assert (geometry["token_width"], geometry["num_blocks"], geometry["tokens_per_block"]) == (
+        tokenizer.tokenizer.width,
+        tokenizer.num_blocks,
+        tokenizer.tokens_per_block,
     )
-    with torch.no_grad():
-        encoding = model.encode(torch.rand(1, 3, model.num_frames, 64, 64))
-    assert encoding.codes.shape == (1, model.num_blocks * model.tokens_per_block)

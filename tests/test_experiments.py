@@ -6,7 +6,8 @@ URLs; tests/test_experiment_data.py checks that no other YAML restates them).
 Where each config is smoke-run:
 
 - demo tokenizer, scorer, annotate, generator: the session fixtures of tests/conftest.py
-  (checked here); demo eval_gen, tokenizer.pretrain, tokenizer.finetune: here;
+  (checked here); demo eval_gen and the tokenizer's and scorer's pretrain and finetune
+  variants: here;
 - demo eval_recon: tests/callbacks/test_allocation_evaluator.py;
 - ucf101 tokenizer, scorer, eval_recon: here, on CPU;
 - ucf101 and k600 annotate: tests/generator/test_annotation_configs.py;
@@ -202,59 +203,86 @@ def test_demo_eval_gen_writes_a_report_per_budget_level(
     assert (folder / "generation_report.md").read_text().strip()
 
 
-def _workspace_copy(workspace: Path, tmp_path: Path) -> Path:
-    """A working folder sharing the session shards, with its own runs/."""
+def _workspace_copy(workspace: Path, tmp_path: Path, tokenizer_ckpt: Path | None = None) -> Path:
+    """A working folder sharing the session shards, with its own runs/.
+
+    Given ``tokenizer_ckpt`` (the session tokenizer), its run is linked in at the path the demo
+    scorer reads it from (runs/demo/tokenizer).
+    """
     root = tmp_path / "ws"
     (root / "data").mkdir(parents=True)
     (root / "data" / "demo").symlink_to(workspace / "data" / "demo")
+    if tokenizer_ckpt is not None:
+        (root / "runs" / "demo").mkdir(parents=True)
+        (root / "runs" / "demo" / "tokenizer").symlink_to(tokenizer_ckpt.parents[1])
     return root
 
 
-def test_demo_tokenizer_pretrain_variant_smoke_runs(workspace: Path, tmp_path: Path) -> None:
-    root = _workspace_copy(workspace, tmp_path)
+# the networks with a longer run (`make demo-weights`) and a fine-tune from its export (`make demo`)
+PRETRAINED_NETWORKS = ["tokenizer", "scorer"]
+
+
+def _frozen_tokenizer(network: str, request: pytest.FixtureRequest) -> Path | None:
+    """The session tokenizer for a network that trains on a frozen one (the scorer), else None."""
+    return request.getfixturevalue("tokenizer_ckpt") if network != "tokenizer" else None
+
+
+@pytest.mark.parametrize("network", PRETRAINED_NETWORKS)
+def test_demo_pretrain_variant_smoke_runs(
+    network: str, workspace: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """<network>.pretrain.yaml writes its checkpoints under runs/demo-weights, not runs/demo."""
+    root = _workspace_copy(workspace, tmp_path, _frozen_tokenizer(network, request))
     with working_directory(root):
-        run_cli(["fit", *tiny_args("demo/tokenizer.pretrain.yaml")])
-    folder = root / "runs" / "demo-weights" / "tokenizer" / "checkpoints"
-    tiny = overlay("demo/tokenizer.pretrain.yaml")["trainer"]
+        run_cli(["fit", *tiny_args(f"demo/{network}.pretrain.yaml")])
+    folder = root / "runs" / "demo-weights" / network / "checkpoints"
+    tiny = overlay(f"demo/{network}.pretrain.yaml")["trainer"]
     every = tiny["callbacks"][0]["init_args"]["every_n_train_steps"]
     expected = {f"step{s}.ckpt" for s in range(every, tiny["max_steps"] + 1, every)}
     assert {p.name for p in folder.glob("*.ckpt")} == expected | {"last.ckpt"}
-    assert not (root / "runs" / "demo").exists()  # the variant writes elsewhere
+    assert not (root / "runs" / "demo" / network).exists()  # the variant writes elsewhere
 
 
-def test_demo_tokenizer_finetune_variant_starts_from_the_pretrained_weights(
-    workspace: Path, tokenizer_ckpt: Path, tmp_path: Path
+@pytest.mark.parametrize("network", PRETRAINED_NETWORKS)
+def test_demo_finetune_variant_starts_from_the_pretrained_weights(
+    network: str, workspace: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """The shipped init_weights path (pretrained/demo-tokenizer) holds a tiny export here."""
+    """The shipped init_weights path (pretrained/demo-<network>) holds a tiny export here: the
+    session checkpoint of that network."""
     from adaptok.export import export
     from adaptok.pretrained import load_pretrained
 
-    root = _workspace_copy(workspace, tmp_path)
-    shipped = yaml.safe_load((EXPERIMENTS / "demo" / "tokenizer.finetune.yaml").read_text())
+    root = _workspace_copy(workspace, tmp_path, _frozen_tokenizer(network, request))
+    shipped = yaml.safe_load((EXPERIMENTS / "demo" / f"{network}.finetune.yaml").read_text())
     init_weights = shipped["model"]["init_args"]["init_weights"]
     with working_directory(workspace):  # the recorded train_urls are relative to it
-        export(tokenizer_ckpt, root / init_weights, overwrite=True)
+        export(request.getfixturevalue(f"{network}_ckpt"), root / init_weights, overwrite=True)
     with working_directory(root):
-        fresh = run_cli(tiny_args("demo/tokenizer.yaml"), run=False).model  # its start
-        cli = run_cli(["fit", *tiny_args("demo/tokenizer.finetune.yaml")])
-    ckpt = root / "runs" / "demo" / "tokenizer" / "checkpoints" / "last.ckpt"
+        fresh = run_cli(tiny_args(f"demo/{network}.yaml"), run=False).model  # its start
+        cli = run_cli(["fit", *tiny_args(f"demo/{network}.finetune.yaml")])
+    ckpt = root / "runs" / "demo" / network / "checkpoints" / "last.ckpt"
     stored = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert stored["hyper_parameters"]["init_weights"] == init_weights
     assert (
-        cli.trainer.global_step >= overlay("demo/tokenizer.finetune.yaml")["trainer"]["max_steps"]
+        cli.trainer.global_step >= overlay(f"demo/{network}.finetune.yaml")["trainer"]["max_steps"]
     )
 
     def distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
         return sum(float((a[k].float() - b[k].float()).norm() ** 2) for k in b) ** 0.5
 
-    pretrained = load_pretrained(root / init_weights).tokenizer.state_dict()
+    pretrained = getattr(load_pretrained(root / init_weights), network).state_dict()
     tuned = {
-        k.removeprefix("tokenizer."): v
+        k.removeprefix(f"{network}."): v
         for k, v in stored["state_dict"].items()
-        if k.startswith("tokenizer.")
+        if k.startswith(f"{network}.")
     }
     # a few steps at a tenth of the rate stay near the start, far from a fresh init
-    assert distance(tuned, pretrained) < 0.5 * distance(fresh.tokenizer.state_dict(), pretrained)
+    fresh_weights = getattr(fresh, network).state_dict()
+    assert distance(tuned, pretrained) < 0.5 * distance(fresh_weights, pretrained)
+    if network == "scorer":  # its label normalisation came with the weights: none estimated
+        assert stored["hyper_parameters"]["target_mean"] is None  # (the tiny overlay's null)
+        for key in ("label_mean", "label_std"):
+            assert torch.equal(tuned[key], pretrained[key]), key
 
 
 # ---------------------------------------------------------------------------- UCF-101 set

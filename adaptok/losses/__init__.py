@@ -5,7 +5,12 @@ from adaptok.losses.adversarial import (
     discriminator_adversarial_loss,
     generator_adversarial_loss,
 )
-from adaptok.losses.block_quality import BlockQuality, measure_block_costs, select_block_frames
+from adaptok.losses.block_quality import (
+    BlockQuality,
+    measure_block_costs,
+    measure_cost_table,
+    select_block_frames,
+)
 from adaptok.losses.scorer_loss import scorer_loss
 from adaptok.losses.tokenizer_loss import NonFiniteLossError, TokenizerLoss
 
@@ -17,6 +22,7 @@ __all__ = [
     "discriminator_adversarial_loss",
     "generator_adversarial_loss",
     "measure_block_costs",
+    "measure_cost_table",
     "scorer_loss",
     "select_block_frames",
 ]

@@ -13,7 +13,13 @@ from torch import Tensor, nn
 
 from adaptok.metrics.frame_quality import psnr_per_video, ssim_per_video
 
-__all__ = ["BlockQuality", "QualityMetric", "measure_block_costs", "select_block_frames"]
+__all__ = [
+    "BlockQuality",
+    "QualityMetric",
+    "measure_block_costs",
+    "measure_cost_table",
+    "select_block_frames",
+]
 
 QualityMetric = Literal["lpips", "psnr", "mse", "ssim"]
 
@@ -119,3 +125,41 @@ def measure_block_costs(
     real_block = select_block_frames(video, blocks, frames).repeat(num_candidates, 1, 1, 1, 1)
     recon_block = select_block_frames(recon, blocks.repeat(num_candidates), frames)
     return quality(real_block, recon_block).view(num_candidates, batch).T
+
+
+@torch.no_grad()
+def measure_cost_table(
+    tokenizer: nn.Module,
+    quality: BlockQuality,
+    video: Tensor,
+    codes: Tensor,
+    context_lengths: Tensor,
+    candidates: list[int],
+) -> Tensor:
+    """Measured cost of every block of every clip at every candidate length.
+
+    Block ``b``'s costs are measured with the blocks before it kept at
+    ``context_lengths[:, :b]`` (the later blocks do not matter to the block-causal decoder):
+    ``K`` rounds of :func:`measure_block_costs`, ``K x J`` decodes per clip.
+
+    Args:
+        tokenizer: An ``AdapTokTokenizer`` (``decode``, ``num_blocks``, ``frames_per_block``).
+        quality: The cost function.
+        video: ``(B, C, T, H, W)`` real clips in [0, 1].
+        codes: ``(B, N)`` their codes.
+        context_lengths: ``(B, K)`` lengths the blocks before each target keep (all ``M``:
+            the oracle's table).
+        candidates: The ``J`` candidate lengths.
+
+    Returns:
+        ``(B, K, J)`` raw costs (lower is better).
+    """
+    per_block = []
+    for block in range(tokenizer.num_blocks):
+        blocks = torch.full((video.shape[0],), block, dtype=torch.long, device=video.device)
+        per_block.append(
+            measure_block_costs(
+                tokenizer, quality, video, codes, context_lengths, blocks, candidates
+            )
+        )
+    return torch.stack(per_block, dim=1)

@@ -1,4 +1,4 @@
-"""ScorerModule: online labels from a frozen tokenizer, accuracy metrics, CLI fit."""
+"""ScorerModule: labels measured with a frozen tokenizer (online or replayed), accuracy, CLI fit."""
 
 from __future__ import annotations
 
@@ -407,3 +407,174 @@ def test_the_label_statistics_pass_is_off_the_books(
     # the datamodule's own accounting and resume state are untouched
     assert data.ledger is ledger and data.skip_counts is counts and not counts
     assert data._resume_at == (0, 3) and data.num_workers == 2
+
+
+def test_replay_measures_every_block_and_regresses_draws_from_memory(
+    tokenizer_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With replay_size, a measured step stores the batch's whole cost tables (each block
+    given the sampled context before it); the steps between measure nothing; every step
+    regresses replay_batch clips drawn from the memory, all blocks at once."""
+    import modules.scorer as scorer_module
+    from adaptok.losses import measure_cost_table
+
+    torch.manual_seed(0)
+    module = ScorerModule(
+        tiny_scorer(),
+        tokenizer_ckpt=str(tokenizer_ckpt),
+        metric="mse",
+        target_mean=-3.0,
+        target_std=1.0,
+        replay_size=5,
+        replay_batch=6,
+        measure_every=3,
+        slope_weight=1.0,
+    )
+    measured = []
+
+    def counting(*args: object) -> torch.Tensor:
+        table = measure_cost_table(*args)  # type: ignore[arg-type]
+        measured.append((args[2], args[4], table))
+        return table
+
+    monkeypatch.setattr(scorer_module, "measure_cost_table", counting)
+    k, j = module.tokenizer.num_blocks, len(module.candidate_lengths)
+    video = torch.rand(2, 3, module.tokenizer.num_frames, 32, 32)
+    predictions, labels = module._replay_step({"video": video})
+    assert predictions.shape == labels.shape == (6, k, j)
+    assert len(module.replay) == 2 and len(measured) == 1
+    # the memory holds what was measured: the context each table was measured with
+    _, context, table = measured[0]
+    rows = module.replay.sample(50, torch.Generator().manual_seed(0))
+    for row_context, row_costs in zip(rows["context"], rows["costs"], strict=True):
+        match = [i for i in range(2) if torch.equal(row_costs, table[i])]
+        assert len(match) == 1 and torch.equal(row_context, context[match[0]])
+    # the labels are those tables in the scorer's label space
+    stored = {tuple(row.tolist()) for row in module.scorer.from_label_units(table).flatten(1)}
+    assert {tuple(row.tolist()) for row in labels.flatten(1)} <= stored
+    module._replay_step({"video": video})
+    module._replay_step({"video": video})
+    assert len(measured) == 1 and len(module.replay) == 2  # calls 2 and 3 only replay
+    for _ in range(4):
+        module._replay_step({"video": video})
+    assert len(measured) == 3 and len(module.replay) == 5  # calls 4 and 7: capacity 5 of 6
+    # and the regression learns the stored tables
+    optimizer = torch.optim.Adam(module.scorer.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        predictions, labels = module._replay_step({"video": video})
+        loss = torch.nn.functional.mse_loss(predictions, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert len(measured) == 3 + 40 // 3  # every third call measures
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5]), losses
+
+
+def test_replay_settings_are_checked(tokenizer_ckpt: Path) -> None:
+    for bad in ({"replay_size": -1}, {"replay_batch": 0}, {"measure_every": 0}):
+        with pytest.raises(ValueError, match="replay_size must be >= 0"):
+            ScorerModule(tiny_scorer(), tokenizer_ckpt=str(tokenizer_ckpt), metric="mse", **bad)
+    module = ScorerModule(tiny_scorer(), tokenizer_ckpt=str(tokenizer_ckpt), metric="mse")
+    assert module.replay is None  # the paper's online step by default
+
+
+# ---------------------------------------------------------------------------- init_weights
+@pytest.fixture(scope="module")
+def scorer_export(
+    workspace: Path, scorer_ckpt: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """`adaptok export` of the session scorer (LPIPS labels, normalisation -1.0 / 0.3)."""
+    from adaptok.export import export
+    from tests.helpers import working_directory
+
+    folder = tmp_path_factory.mktemp("exports") / "tiny-scorer"
+    with working_directory(workspace):  # the recorded train_urls are relative to it
+        return export(scorer_ckpt, folder, overwrite=True)
+
+
+def _tiny_scorer_cli(workspace: Path, *flags: str):  # noqa: ANN202 (a LightningCLI)
+    """The tiny demo scorer's CLI, built in the workspace without running (model + trainer)."""
+    from modules.cli import run_cli
+    from tests.helpers import tiny_args, working_directory
+
+    with working_directory(workspace):
+        cli = run_cli([*tiny_args("demo/scorer.yaml"), *flags], run=False)
+    cli.model.trainer = cli.trainer  # a fit without ckpt_path until a test sets one
+    return cli
+
+
+def test_a_fit_starts_from_the_exported_scorer_and_its_normalisation(
+    workspace: Path, scorer_export: Path
+) -> None:
+    """setup("fit") copies every tensor of the export's scorer, label buffers included, so
+    on_fit_start (after it) estimates nothing: without a datamodule it would have to stop."""
+    from adaptok.pretrained import load_pretrained
+
+    cli = _tiny_scorer_cli(
+        workspace,
+        f"--model.init_args.init_weights={scorer_export}",
+        "--model.init_args.target_mean=null",
+        "--model.init_args.target_std=null",
+    )
+    module = cli.model
+    assert not module.scorer.has_label_normalisation
+    module.setup("fit")
+    stored = load_pretrained(scorer_export).scorer.state_dict()
+    own = module.scorer.state_dict()
+    assert set(own) == set(stored)
+    for key, value in stored.items():
+        assert torch.equal(own[key], value), key
+    assert module.scorer.label_normalisation == pytest.approx((-1.0, 0.3))
+    module.on_fit_start()  # returns at once: the restored normalisation is kept
+
+
+def test_a_resumed_fit_keeps_its_own_scorer(workspace: Path, scorer_export: Path) -> None:
+    cli = _tiny_scorer_cli(workspace, f"--model.init_args.init_weights={scorer_export}")
+    module = cli.model
+    before = {k: v.clone() for k, v in module.scorer.state_dict().items()}
+    cli.trainer.ckpt_path = "resumed.ckpt"  # what Trainer.fit(ckpt_path=...) sets
+    module.setup("fit")
+    assert all(torch.equal(v, before[k]) for k, v in module.scorer.state_dict().items())
+
+
+SPEC_FLAG = "--model.init_args.scorer.init_args.num_candidates=2"
+
+
+@pytest.mark.parametrize(
+    ("source", "flag", "refusal"),
+    [
+        (
+            "export",
+            SPEC_FLAG,
+            r"scorer spec differs from this run's: init_args\.num_candidates 4 != 2",
+        ),
+        ("tokenizer_ckpt", None, r"holds no scorer \(only tokenizer\)"),
+        ("nowhere/demo-scorer", None, r"nowhere/demo-scorer: no such file or folder"),
+        (
+            "export",
+            "--model.init_args.metric=mse",
+            r"learned 'lpips' labels, this run measures 'mse'",
+        ),
+    ],
+    ids=["other-spec", "no-scorer", "missing", "other-metric"],
+)
+def test_init_weights_that_cannot_start_this_scorer_are_refused_in_one_line(
+    workspace: Path,
+    tokenizer_ckpt: Path,
+    scorer_export: Path,
+    source: str,
+    flag: str | None,
+    refusal: str,
+) -> None:
+    from modules.loading import CheckpointError
+
+    path = {"export": scorer_export, "tokenizer_ckpt": tokenizer_ckpt}.get(source, source)
+    flags = [f"--model.init_args.init_weights={path}", *([flag] if flag else [])]
+    module = _tiny_scorer_cli(workspace, *flags).model
+    with pytest.raises(
+        CheckpointError, match=f"^model.init_args.init_weights: .*{refusal}"
+    ) as error:
+        module.setup("fit")
+    assert "\n" not in str(error.value)
