@@ -23,7 +23,7 @@ import yaml
 
 from callbacks.report import format_value, git_commit, markdown_table
 
-__all__ = ["Target", "check_targets", "main", "tokenizer_start", "write_demo_report"]
+__all__ = ["Target", "check_targets", "main", "stage_start", "write_demo_report"]
 
 Target = dict[str, Any]
 
@@ -42,22 +42,26 @@ def _rows(path: Path | None) -> list[dict[str, str]]:
         return list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
 
 
-def tokenizer_start(root: Path) -> str | None:
-    """One report line saying where the run set's tokenizer started, or None if unknown.
+def stage_start(root: Path, stage: str) -> str | None:
+    """One report line saying where the run set's ``stage`` network started, or None if unknown.
 
-    Reads the newest ``tokenizer/version_*/config.yaml`` under ``root``; when it names
+    Reads the newest ``<stage>/version_*/config.yaml`` under ``root``; when it names
     ``init_weights`` (an export, e.g. the committed demo weights), the export's recorded
     training run (steps, commit, training-shard fingerprint) is quoted.
+
+    Args:
+        root: The run set's folder (e.g. ``runs/demo``).
+        stage: The stage's log folder name: ``tokenizer`` or ``scorer``.
     """
-    config = _newest(root, "tokenizer", "config.yaml")
+    config = _newest(root, stage, "config.yaml")
     if config is None:
         return None
     run = yaml.safe_load(config.read_text()) or {}
     steps = (run.get("trainer") or {}).get("max_steps")
     source = ((run.get("model") or {}).get("init_args") or {}).get("init_weights")
     if not source:
-        return f"- tokenizer: trained from scratch in this run ({steps} steps)"
-    line = f"- tokenizer: fine-tuned for {steps} steps from `{source}`"
+        return f"- {stage}: trained from scratch in this run ({steps} steps)"
+    line = f"- {stage}: fine-tuned for {steps} steps from `{source}`"
     spec_path, recipe_path = Path(source) / "spec.json", Path(source) / "config.yaml"
     if spec_path.is_file():
         data = (json.loads(spec_path.read_text()).get("info") or {}).get("training_data") or {}
@@ -241,9 +245,10 @@ def write_demo_report(
         "videos the demo never trained or tuned on; the data lines name the shards); the "
         "generation section compares samples with training windows, the paper's protocol",
     ]
-    start = tokenizer_start(root)
-    if start is not None:
-        lines.append(start)
+    for stage in ("tokenizer", "scorer"):
+        start = stage_start(root, stage)
+        if start is not None:
+            lines.append(start)
     if commands:
         lines += ["- produced by:", "", "```", *commands, "```"]
     timings = _rows(root / "timings.tsv") if (root / "timings.tsv").is_file() else []

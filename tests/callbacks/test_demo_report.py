@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from callbacks.demo_report import check_targets, main
 
 
@@ -97,19 +99,20 @@ def test_missing_evaluation_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "eval_recon.yaml" in capsys.readouterr().err
 
 
-def test_report_says_where_the_tokenizer_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stage", ["tokenizer", "scorer"])
+def test_report_says_where_a_stage_started(tmp_path: Path, stage: str) -> None:
     import json
 
     import yaml
 
-    from callbacks.demo_report import tokenizer_start
+    from callbacks.demo_report import stage_start
 
-    run = tmp_path / "runs" / "tokenizer" / "version_0"
+    run = tmp_path / "runs" / stage / "version_0"
     run.mkdir(parents=True)
-    assert tokenizer_start(tmp_path / "nothing") is None
+    assert stage_start(tmp_path / "nothing", stage) is None
     (run / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 600}}))
-    assert tokenizer_start(tmp_path / "runs") == (
-        "- tokenizer: trained from scratch in this run (600 steps)"
+    assert stage_start(tmp_path / "runs", stage) == (
+        f"- {stage}: trained from scratch in this run (600 steps)"
     )
     export = tmp_path / "weights"
     export.mkdir()
@@ -118,7 +121,7 @@ def test_report_says_where_the_tokenizer_started(tmp_path: Path) -> None:
     (export / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 5000}}))
     config = {"trainer": {"max_steps": 200}, "model": {"init_args": {"init_weights": str(export)}}}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
-    line = tokenizer_start(tmp_path / "runs")
+    line = stage_start(tmp_path / "runs", stage)
     assert line is not None
     assert f"fine-tuned for 200 steps from `{export}`" in line
     assert "trained from scratch for 5000 steps at commit abc1234" in line
