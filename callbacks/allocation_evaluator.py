@@ -374,11 +374,11 @@ class AllocationEvaluator(pl.Callback):
                 scorer, flat, oracle = (sign * value[p] for p in ("scorer", "uniform", "oracle"))
                 captured, regret = captured_gain(scorer, flat, oracle, MIN_GAIN[metric])
                 spent = policies["scorer"]["mean_tokens_per_block"]
-                needed = (
-                    uniform_tokens_to_match(scorer, [u[0] for u in curve], [u[1] for u in curve])
-                    if curve and math.isfinite(scorer)
-                    else math.nan
-                )
+
+                needed = _tokens_to_match(scorer, curve)
+                # what exact costs save: the ceiling of token_savings on these clips
+                oracle_needed = _tokens_to_match(oracle, curve)
+                oracle_spent = policies["oracle"]["mean_tokens_per_block"]
                 out.append(
                     {
                         "mode": mode,
@@ -395,6 +395,9 @@ class AllocationEvaluator(pl.Callback):
                         "regret": regret,
                         "uniform_tokens_to_match": needed,
                         "token_savings": needed / spent if math.isfinite(needed) else needed,
+                        "oracle_token_savings": oracle_needed / oracle_spent
+                        if math.isfinite(oracle_needed)
+                        else oracle_needed,
                         **{f"psnr_{p}": r.get("psnr", math.nan) for p, r in policies.items()},
                     }
                 )
@@ -506,7 +509,8 @@ class AllocationEvaluator(pl.Callback):
             "gains are signed so that positive is better; psnr_* = each policy's mean per-clip "
             "PSNR. captured_gain = (scorer - uniform) / (oracle - uniform); regret = oracle - "
             "scorer; token_savings = uniform tokens needed for the scorer's quality (read off "
-            "the uniform curve in the same metric) / the scorer's tokens.",
+            "the uniform curve in the same metric) / the scorer's tokens; "
+            "oracle_token_savings: the same for the oracle (what exact costs save).",
             "",
             "## Scorer accuracy (predicted vs measured cost, earlier blocks at full length)",
             "",
@@ -568,6 +572,13 @@ class AllocationEvaluator(pl.Callback):
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._end(trainer, pl_module, "test")
+
+
+def _tokens_to_match(quality: float, curve: list[tuple[float, float]]) -> float:
+    """Uniform tokens per block reaching ``quality`` on ``curve`` ((tokens, quality) rows); NaN if unknown."""
+    if not curve or not math.isfinite(quality):
+        return math.nan
+    return uniform_tokens_to_match(quality, [u[0] for u in curve], [u[1] for u in curve])
 
 
 def _per_block(complexity: Tensor, frames_per_block: int) -> Tensor:

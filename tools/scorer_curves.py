@@ -41,6 +41,12 @@ def pooled_psnr(mse: np.ndarray, choice: np.ndarray) -> float:
     return float(10 * np.log10(1 / np.take_along_axis(mse, choice[..., None], axis=2).mean()))
 
 
+def clip_psnr(mse: np.ndarray, choice: np.ndarray) -> float:
+    """Mean over clips of each clip's PSNR (dB) from the chosen entries of its ``(K, J)`` table."""
+    chosen = np.take_along_axis(mse, choice[..., None], axis=2)[..., 0]
+    return float(np.mean(10 * np.log10(1 / chosen.mean(axis=1))))
+
+
 def main() -> None:
     """Print the agreement and gain tables for one scorer checkpoint."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,6 +57,7 @@ def main() -> None:
         default=["data/demo/synthetic/test-*.tar", "data/demo/samples/test-*.tar"],
     )
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5, 0.75])
+    parser.add_argument("--save", help="write the measured and predicted tables here (.npz)")
     args = parser.parse_args()
     stage = load_frozen_scorer(args.ckpt)
     if stage.quality.metric != "mse":
@@ -75,6 +82,8 @@ def main() -> None:
             scorer.append(planner.costs("scorer", batch["video"], encoding).double().numpy())
     measured, predicted = np.concatenate(oracle), np.concatenate(scorer)
     lengths = np.asarray(planner.candidates)
+    if args.save:
+        np.savez(args.save, measured=measured, predicted=predicted, lengths=lengths)
     agreement = curve_agreement(measured, predicted)
     print(f"{measured.shape[0]} clips x {measured.shape[1]} blocks, candidates {lengths.tolist()}")
     print()
@@ -96,6 +105,27 @@ def main() -> None:
         uniform = pooled_psnr(measured, np.full(measured.shape[:2], column))
         gains = {
             name: pooled_psnr(measured, allocate(costs, lengths, mean_tokens).choice) - uniform
+            for name, costs in (
+                ("oracle", measured),
+                ("scorer", predicted),
+                ("levels", levels_only),
+            )
+        }
+        share = gains["scorer"] / gains["oracle"] if gains["oracle"] > 0 else float("nan")
+        print(
+            f"| {fraction:.0%} | {uniform:.2f} | {gains['oracle']:+.3f} | {gains['scorer']:+.3f} "
+            f"| {gains['levels']:+.3f} | {share:.2f} |"
+        )
+    print("\nPer clip (each clip's own budget; mean over clips of the clip's PSNR):\n")
+    print("| budget | uniform (dB) | oracle | scorer | levels only | scorer / oracle |")
+    print("|---|---|---|---|---|---|")
+    for fraction in args.budgets:
+        mean_tokens = fraction * lengths[-1]
+        column = int(np.argmin(np.abs(lengths - mean_tokens)))
+        uniform = clip_psnr(measured, np.full(measured.shape[:2], column))
+        gains = {
+            name: clip_psnr(measured, allocate(costs, lengths, mean_tokens, mode="per_clip").choice)
+            - uniform
             for name, costs in (
                 ("oracle", measured),
                 ("scorer", predicted),

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from adaptok.metrics.allocation_gain import optimised_metric
+from adaptok.metrics.allocation_gain import optimised_metric, uniform_tokens_to_match
 from modules.cli import run_cli
 from tests.helpers import EXPERIMENTS, REPO, tiny_args, working_directory
 
@@ -97,6 +97,14 @@ def test_summary_derives_from_the_table(eval_run: Path, scorer_ckpt: Path) -> No
         assert float(row["regret"]) == pytest.approx(sign * (o - s), abs=1e-6)
         assert float(row["oracle_gain"]) == pytest.approx(sign * (o - u), abs=1e-6)
         assert float(row["psnr_oracle"]) == pytest.approx(float(oracle["psnr"]), abs=1e-6)
+        # the oracle's savings: its quality read off the uniform curve, over its tokens
+        curve = sorted(
+            (float(r["mean_tokens_per_block"]), sign * float(r[metric]))
+            for r in rows
+            if r["policy"] == "uniform" and r[metric]
+        )
+        needed = uniform_tokens_to_match(sign * o, *zip(*curve, strict=True))
+        assert float(row["oracle_token_savings"]) == pytest.approx(needed / mean, rel=1e-6)
         for r in (scorer, oracle, uniform):  # -log is convex: PSNR of the mean MSE <= mean PSNR
             assert float(r["psnr_pooled"]) <= float(r["psnr"]) + 1e-4
 
