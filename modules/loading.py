@@ -648,6 +648,11 @@ def _sub_state(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str,
 
 
 def _load_tokenizer(ckpt_path: str | Path) -> tuple[AdapTokTokenizer, NetworkSpec]:
+    if Path(ckpt_path).expanduser().is_dir():  # an `adaptok export` folder (safetensors + spec)
+        from adaptok.pretrained import load_pretrained
+
+        model = load_pretrained(ckpt_path)
+        return freeze(model.tokenizer), dict(model.specs["tokenizer"])
     checkpoint = read_checkpoint(ckpt_path)
     check_checkpoint(checkpoint, ckpt_path)
     spec = tokenizer_spec_of(checkpoint, str(ckpt_path))
@@ -660,7 +665,7 @@ def _load_tokenizer(ckpt_path: str | Path) -> tuple[AdapTokTokenizer, NetworkSpe
 
 
 def load_frozen_tokenizer(ckpt_path: str | Path) -> AdapTokTokenizer:
-    """The tokenizer of any stage checkpoint (tokenizer, scorer, generator), frozen, on CPU.
+    """The frozen tokenizer (on CPU) of any stage checkpoint, or of an export folder.
 
     Raises:
         FileNotFoundError: The checkpoint does not exist.
@@ -675,7 +680,8 @@ def frozen_tokenizer(
     """The frozen tokenizer a later stage holds, with the spec to store in its checkpoint.
 
     Args:
-        tokenizer_ckpt: A stage checkpoint to take the tokenizer from (first training run).
+        tokenizer_ckpt: A stage checkpoint, or an ``adaptok export`` folder, to take the
+            tokenizer from (first training run).
         tokenizer_spec: The spec saved in the later stage's own checkpoint (restoring it);
             wins over ``tokenizer_ckpt``: the weights then come from the restored state dict,
             and the file ``tokenizer_ckpt`` names is never read.

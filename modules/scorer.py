@@ -67,7 +67,8 @@ class ScorerModule(StageModule):
     Args:
         scorer: Builds the block-causal scorer network from the tokenizer's geometry
             (:data:`ScorerFactory`); may be left unset when ``scorer_spec`` is given.
-        tokenizer_ckpt: The tokenizer stage's checkpoint (loaded frozen when training starts).
+        tokenizer_ckpt: The tokenizer stage's checkpoint, or an ``adaptok export`` folder holding
+            a tokenizer (loaded frozen when training starts).
         tokenizer_spec: Filled in by this module and saved in its checkpoint (the tokenizer's
             ``class_path``/``init_args``): restoring builds the tokenizer from it and never
             reads ``tokenizer_ckpt`` again. Leave unset.

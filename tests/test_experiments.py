@@ -65,11 +65,15 @@ def config_id(config: Path) -> str:
 
 
 def merged(base: Any, override: Any) -> Any:
-    """``override`` over ``base`` as LightningCLI composes two --config files."""
+    """``override`` over ``base`` as LightningCLI composes two --config files (a key ``name+``
+    appends its list to ``name``'s, jsonargparse's list append)."""
     if isinstance(base, Mapping) and isinstance(override, Mapping):
         out = dict(base)
         for key, value in override.items():
-            out[key] = merged(base[key], value) if key in base else value
+            if key.endswith("+") and isinstance(value, list):
+                out[key[:-1]] = [*out.get(key[:-1], []), *value]
+            else:
+                out[key] = merged(base[key], value) if key in base else value
         return out
     if (
         isinstance(base, list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -91,3 +92,29 @@ def test_sample_windows_reject_bad_arguments() -> None:
         sample_window_tasks(1, frame_counts=FRAME_COUNTS)
     with pytest.raises(KeyError):
         sample_window_tasks(32, frame_counts={"bikes.mp4": 250})
+
+
+def _synthetic_commands() -> dict[str, dict[str, int]]:
+    """``--out`` folder -> the integer options of each ``adaptok-shards synthetic`` command of
+    the Makefile (recipe lines joined at their backslashes)."""
+    text = (Path(__file__).parents[2] / "Makefile").read_text().replace("\\\n", " ")
+    commands = {}
+    for line in text.splitlines():
+        if "adaptok-shards synthetic" in line:
+            out = re.search(r"--out (\S+)", line).group(1)
+            commands[out] = {k: int(v) for k, v in re.findall(r"--([a-z-]+) (\d+)", line)}
+    return commands
+
+
+def test_scorer_only_clips_share_no_seed_with_the_demo_test_split() -> None:
+    """`make demo-scorer-data`'s extra train clips (another seed) never repeat a test clip."""
+    commands = _synthetic_commands()
+    demo, extra = commands["data/demo/synthetic"], commands["$(SCORER_EXTRA)"]
+    assert demo["seed"] != extra["seed"] and extra["num-clips"] > demo["num-clips"]
+    demo_tasks = synthetic_tasks(
+        demo["num-clips"], seed=demo["seed"], num_frames=4, test_clips=demo["test-clips"]
+    )
+    test_sources = {t.source for t in demo_tasks if t.split == "test"}
+    extra_tasks = synthetic_tasks(extra["num-clips"], seed=extra["seed"], num_frames=4)
+    assert len(test_sources) == demo["test-clips"]
+    assert not test_sources & {t.source for t in extra_tasks}

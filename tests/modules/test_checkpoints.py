@@ -7,7 +7,14 @@ from pathlib import Path
 
 import torch
 
-from modules.loading import load_frozen_scorer, load_frozen_tokenizer, load_stage, read_checkpoint
+from adaptok.export import export
+from modules.loading import (
+    frozen_tokenizer,
+    load_frozen_scorer,
+    load_frozen_tokenizer,
+    load_stage,
+    read_checkpoint,
+)
 
 
 def test_scorer_checkpoint_holds_the_tokenizer_spec_and_weights(
@@ -21,6 +28,21 @@ def test_scorer_checkpoint_holds_the_tokenizer_spec_and_weights(
     assert from_scorer.keys() == from_tokenizer.keys()
     for key, value in from_tokenizer.items():
         assert torch.equal(from_scorer[key], value), key
+
+
+def test_a_later_stage_takes_its_tokenizer_from_an_export_folder(
+    tokenizer_ckpt: Path, tmp_path: Path
+) -> None:
+    """``tokenizer_ckpt`` may name an ``adaptok export`` folder (a fresh clone's committed
+    weights): the same spec and tensors as the checkpoint it was exported from, frozen."""
+    folder = export(tokenizer_ckpt, tmp_path / "export")
+    tokenizer, spec = frozen_tokenizer(str(folder), None)
+    assert spec == read_checkpoint(tokenizer_ckpt)["hyper_parameters"]["tokenizer"]
+    assert not tokenizer.training and not any(p.requires_grad for p in tokenizer.parameters())
+    stored = load_frozen_tokenizer(tokenizer_ckpt).state_dict()
+    assert tokenizer.state_dict().keys() == stored.keys()
+    for key, value in tokenizer.state_dict().items():
+        assert torch.equal(value, stored[key]), key
 
 
 def test_frozen_metric_networks_are_not_saved(tokenizer_ckpt: Path, scorer_ckpt: Path) -> None:
