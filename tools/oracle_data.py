@@ -1,0 +1,137 @@
+"""What an allocator could win on a synthetic data layout, before training anything on it.
+
+Writes held-out synthetic clips with a :class:`~adaptok.data.synthetic.SceneLayout`, measures
+every block's cost (MSE) at every candidate length with a trained tokenizer (the oracle's
+table: real decodes, earlier blocks at full length), and prints (Markdown) the oracle's gain
+over uniform allocation in batch mode (pooled PSNR) and per clip (mean of the clips' PSNR) at
+25 and 50 % of the tokens, the uniform PSNR at the smallest and largest candidate, and the
+tokenizer's median gain at M tokens over each block's mean colour (what the token-health
+targets need). A layout whose per-clip oracle gain stays small cannot meet the per-clip
+targets whatever the scorer learns; check a data change here before `make demo-weights`.
+
+    python tools/oracle_data.py                 # the demo layout, 192 clips of seed 5
+    python tools/oracle_data.py --scenes 3 6 --alternate-calm --calm-probability 0.5
+
+The tokenizer (default: the committed demo weights) was trained on the demo layout, so figures
+for another layout are an estimate of what a tokenizer trained on it would show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adaptok.alloc import allocate  # noqa: E402
+from adaptok.budget_planner import TokenBudgetPlanner  # noqa: E402
+from adaptok.data.synthetic import CALM_SCENE_PROBABILITY, SceneLayout, synthetic_tasks  # noqa: E402
+from adaptok.data.writer import ShardOptions, write_shards  # noqa: E402
+from adaptok.losses.block_quality import BlockQuality  # noqa: E402
+from adaptok.pretrained import load_pretrained  # noqa: E402
+from datamodules.video_shards import VideoShardsDataModule  # noqa: E402
+
+
+def _psnr(mse: np.ndarray) -> np.ndarray:
+    return 10 * np.log10(1 / np.maximum(mse, 1e-10))
+
+
+def measure(
+    tokenizer_source: str, layout: SceneLayout, clips: int, seed: int, num_frames: int
+) -> dict:
+    """Oracle cost table and mean-colour baseline on the first window of fresh test clips.
+
+    Returns:
+        ``measured`` ``(N, K, J)`` block MSE, ``mean_colour`` ``(N,)`` clip MSE of the
+        per-block mean colour, ``lengths`` ``(J,)`` candidate lengths.
+    """
+    tokenizer = load_pretrained(tokenizer_source).tokenizer
+    planner = TokenBudgetPlanner(tokenizer, None, BlockQuality("mse"))
+    tasks = synthetic_tasks(0, seed=seed, num_frames=num_frames, test_clips=clips, layout=layout)
+    tables, baseline = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        write_shards(tasks, folder, ShardOptions(size=tokenizer.image_size), progress=False)
+        data = VideoShardsDataModule(
+            test_urls=f"{folder}/test-*.tar",
+            num_frames=tokenizer.num_frames,
+            resolution=tokenizer.image_size,
+            batch_size=8,
+            num_workers=0,
+            crop="center",
+            clip_sampling="first",
+        )
+        data.setup("test")
+        frames = tokenizer.frames_per_block
+        with torch.no_grad():
+            for batch in data.test_dataloader():
+                video = batch["video"]
+                encoding = tokenizer.encode(video)
+                tables.append(planner.costs("oracle", video, encoding).double().numpy())
+                b, c, t, h, w = video.shape
+                blocks = video.reshape(b, c, t // frames, frames, h, w)
+                flat = blocks.mean(dim=(3, 4, 5), keepdim=True)
+                baseline.append(((blocks - flat) ** 2).mean(dim=(1, 2, 3, 4, 5)).double().numpy())
+    return {
+        "measured": np.concatenate(tables),
+        "mean_colour": np.concatenate(baseline),
+        "lengths": np.asarray(planner.candidates),
+    }
+
+
+def summary(measured: np.ndarray, mean_colour: np.ndarray, lengths: np.ndarray) -> dict:
+    """Oracle gains (dB) over uniform at 25 / 50 % and the token-health figures."""
+    out = {}
+    for fraction in (0.25, 0.5):
+        mean_tokens = fraction * lengths[-1]
+        column = int(np.argmin(np.abs(lengths - mean_tokens)))
+        uniform = np.full(measured.shape[:2], column)
+        for mode in ("batch", "per_clip"):
+            choice = allocate(measured, lengths, mean_tokens, mode=mode).choice
+            chosen = np.take_along_axis(measured, choice[..., None], axis=2)[..., 0]
+            kept = np.take_along_axis(measured, uniform[..., None], axis=2)[..., 0]
+            if mode == "batch":  # pooled over every block
+                gain = float(_psnr(chosen.mean()) - _psnr(kept.mean()))
+            else:  # each clip's PSNR, averaged
+                gain = float(np.mean(_psnr(chosen.mean(1)) - _psnr(kept.mean(1))))
+            out[f"{mode} {fraction:.0%}"] = gain
+    full = measured[:, :, -1].mean(1)
+    out["uniform M/8"] = float(np.median(_psnr(measured[:, :, 0].mean(1))))
+    out["uniform M"] = float(np.median(_psnr(full)))
+    over_mean_colour = _psnr(full) - _psnr(mean_colour)
+    out["median gain over mean colour"] = float(np.median(over_mean_colour))
+    out["clips beating mean colour"] = float(np.mean(over_mean_colour > 0))
+    return out
+
+
+def main() -> None:
+    """Print the table for one layout."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokenizer", default="pretrained/demo-tokenizer", help="export or ckpt")
+    parser.add_argument("--clips", type=int, default=192, help="test-stream clips to write")
+    parser.add_argument("--seed", type=int, default=5, help="seed of the clip set")
+    parser.add_argument(
+        "--num-frames", type=int, default=32, help="clip length (the demo's; windows: the first)"
+    )
+    parser.add_argument("--scenes", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"))
+    parser.add_argument("--alternate-calm", action="store_true")
+    parser.add_argument("--calm-probability", type=float, default=CALM_SCENE_PROBABILITY)
+    args = parser.parse_args()
+    layout = SceneLayout(*args.scenes, args.alternate_calm, args.calm_probability)
+    figures = summary(**measure(args.tokenizer, layout, args.clips, args.seed, args.num_frames))
+    print(f"{layout}, {args.clips} clips of seed {args.seed}\n")
+    print("| " + " | ".join(figures) + " |")
+    print("|---" * len(figures) + "|")
+    print(
+        "| "
+        + " | ".join(f"{v:+.3f}" if abs(v) < 5 else f"{v:.2f}" for v in figures.values())
+        + " |"
+    )
+
+
+if __name__ == "__main__":
+    main()
