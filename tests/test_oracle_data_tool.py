@@ -20,6 +20,8 @@ def test_identical_blocks_leave_nothing_to_win() -> None:
     figures = summary(measured, np.full(6, 0.02), LENGTHS)
     for key in ("batch 25%", "per_clip 25%", "batch 50%", "per_clip 50%"):
         assert figures[key] == pytest.approx(0.0, abs=1e-9), key
+    for mode in ("batch", "per_clip"):  # the oracle needs what uniform needs
+        assert figures[f"{mode} savings 25%"] == pytest.approx(1.0, abs=1e-6), mode
     assert figures["clips beating mean colour"] == 1.0  # 0.01 * (6/48)^0.8 < 0.02
     assert figures["uniform M"] > figures["uniform M/8"]
 
@@ -29,5 +31,7 @@ def test_calm_and_busy_blocks_in_one_clip_give_a_per_clip_gain() -> None:
     measured = np.stack([np.stack([calm, _curve(4.0), calm, _curve(4.0)])] * 3)
     figures = summary(measured, np.full(3, 1e-3), LENGTHS)
     assert figures["per_clip 25%"] > 1.0 and figures["batch 25%"] > 1.0
+    # the oracle gives calm blocks 6 tokens and busy ones 18 (mean 12): uniform needs 18
+    assert figures["per_clip savings 25%"] == pytest.approx(18 / 12)
     # every clip is alike: sharing the budget over the batch wins nothing more than per clip
     assert figures["batch 25%"] == pytest.approx(figures["per_clip 25%"], abs=1e-6)
