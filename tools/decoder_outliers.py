@@ -26,7 +26,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptok import load_pretrained  # noqa: E402
-from datamodules.video_shards import VideoShardsDataModule  # noqa: E402
+from tools.clips import first_windows  # noqa: E402
 
 
 def patch_detail(video: Tensor, patch: tuple[int, int, int]) -> Tensor:
@@ -65,22 +65,11 @@ def main() -> None:
     patch = tuple(tokenizer.patch_size)
     if patch[0] != tokenizer.frames_per_block:
         raise SystemExit("needs one patch per block in time (patch_size[0] == frames_per_block)")
-    data = VideoShardsDataModule(
-        test_urls=args.urls,
-        num_frames=tokenizer.num_frames,
-        resolution=tokenizer.image_size,
-        batch_size=8,
-        num_workers=0,
-        crop="center",
-        clip_sampling="first",
-    )
-    data.setup("test")
     hidden: list[Tensor] = []
     hook = tokenizer.decoder.register_forward_hook(lambda _m, _i, out: hidden.append(out))
     norms, detail_in, detail_out, clips = 0.0, 0.0, 0.0, 0
     with torch.no_grad():
-        for batch in data.test_dataloader():
-            video = batch["video"]
+        for video in first_windows(args.urls, tokenizer):
             tokens = model.tokenize(video, budget=1.0, mode="uniform")
             hidden.clear()
             recon = model.detokenize(tokens.codes, tokens.lengths)

@@ -34,8 +34,9 @@ from adaptok.data.synthetic import CALM_SCENE_PROBABILITY, SceneLayout, syntheti
 from adaptok.data.writer import ShardOptions, write_shards  # noqa: E402
 from adaptok.losses.block_quality import BlockQuality  # noqa: E402
 from adaptok.metrics.allocation_gain import uniform_tokens_to_match  # noqa: E402
+from adaptok.metrics.token_diagnostics import block_mean_baseline  # noqa: E402
 from adaptok.pretrained import load_pretrained  # noqa: E402
-from datamodules.video_shards import VideoShardsDataModule  # noqa: E402
+from tools.clips import first_windows  # noqa: E402
 
 
 def _psnr(mse: np.ndarray) -> np.ndarray:
@@ -57,26 +58,12 @@ def measure(
     tables, baseline = [], []
     with tempfile.TemporaryDirectory() as folder:
         write_shards(tasks, folder, ShardOptions(size=tokenizer.image_size), progress=False)
-        data = VideoShardsDataModule(
-            test_urls=f"{folder}/test-*.tar",
-            num_frames=tokenizer.num_frames,
-            resolution=tokenizer.image_size,
-            batch_size=8,
-            num_workers=0,
-            crop="center",
-            clip_sampling="first",
-        )
-        data.setup("test")
-        frames = tokenizer.frames_per_block
         with torch.no_grad():
-            for batch in data.test_dataloader():
-                video = batch["video"]
+            for video in first_windows(f"{folder}/test-*.tar", tokenizer):
                 encoding = tokenizer.encode(video)
                 tables.append(planner.costs("oracle", video, encoding).double().numpy())
-                b, c, t, h, w = video.shape
-                blocks = video.reshape(b, c, t // frames, frames, h, w)
-                flat = blocks.mean(dim=(3, 4, 5), keepdim=True)
-                baseline.append(((blocks - flat) ** 2).mean(dim=(1, 2, 3, 4, 5)).double().numpy())
+                flat = block_mean_baseline(video, tokenizer.frames_per_block)
+                baseline.append(((video - flat) ** 2).mean(dim=(1, 2, 3, 4)).double().numpy())
     return {
         "measured": np.concatenate(tables),
         "mean_colour": np.concatenate(baseline),

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adaptok.alloc import allocate  # noqa: E402
 from adaptok.budget_planner import TokenBudgetPlanner  # noqa: E402
 from adaptok.metrics.cost_curves import curve_agreement, level_shape_costs  # noqa: E402
-from datamodules.video_shards import VideoShardsDataModule  # noqa: E402
 from modules.loading import load_frozen_scorer  # noqa: E402
+from tools.clips import first_windows  # noqa: E402
 
 
 def pooled_psnr(mse: np.ndarray, choice: np.ndarray) -> float:
@@ -64,22 +64,12 @@ def main() -> None:
         raise SystemExit(f"{args.ckpt}: scorer labels are {stage.quality.metric}, not mse")
     tokenizer = stage.tokenizer
     planner = TokenBudgetPlanner(tokenizer, stage.scorer, stage.quality)
-    data = VideoShardsDataModule(
-        test_urls=args.urls,
-        num_frames=tokenizer.num_frames,
-        resolution=tokenizer.image_size,
-        batch_size=8,
-        num_workers=0,
-        crop="center",
-        clip_sampling="first",
-    )
-    data.setup("test")
     oracle, scorer = [], []
     with torch.no_grad():
-        for batch in data.test_dataloader():
-            encoding = tokenizer.encode(batch["video"])
-            oracle.append(planner.costs("oracle", batch["video"], encoding).double().numpy())
-            scorer.append(planner.costs("scorer", batch["video"], encoding).double().numpy())
+        for video in first_windows(args.urls, tokenizer):
+            encoding = tokenizer.encode(video)
+            oracle.append(planner.costs("oracle", video, encoding).double().numpy())
+            scorer.append(planner.costs("scorer", video, encoding).double().numpy())
     measured, predicted = np.concatenate(oracle), np.concatenate(scorer)
     lengths = np.asarray(planner.candidates)
     if args.save:

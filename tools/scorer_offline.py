@@ -35,8 +35,8 @@ from adaptok.budget_planner import TokenBudgetPlanner  # noqa: E402
 from adaptok.losses.scorer_loss import scorer_loss  # noqa: E402
 from adaptok.metrics.cost_curves import curve_agreement  # noqa: E402
 from adaptok.nn.scorer import BlockCausalScorer  # noqa: E402
-from datamodules.video_shards import VideoShardsDataModule  # noqa: E402
 from modules.loading import load_frozen_scorer  # noqa: E402
+from tools.clips import first_windows  # noqa: E402
 
 TEST_URLS = ["data/demo/synthetic/test-*.tar", "data/demo/samples/test-*.tar"]
 TRAIN_URLS = ["data/demo/synthetic/train-*.tar", "data/demo/samples/train-*.tar"]
@@ -45,23 +45,13 @@ TRAIN_URLS = ["data/demo/synthetic/train-*.tar", "data/demo/samples/train-*.tar"
 def measure(stage, planner: TokenBudgetPlanner, urls: list[str]) -> dict[str, np.ndarray]:
     """Encodings ``latents``/``quantized`` ``(N, K*M, D)`` and oracle costs ``(N, K, J)``."""
     tokenizer = stage.tokenizer
-    data = VideoShardsDataModule(
-        test_urls=urls,
-        num_frames=tokenizer.num_frames,
-        resolution=tokenizer.image_size,
-        batch_size=8,
-        num_workers=0,
-        crop="center",
-        clip_sampling="first",
-    )
-    data.setup("test")
     parts: dict[str, list[np.ndarray]] = {"latents": [], "quantized": [], "costs": []}
     with torch.no_grad():
-        for batch in data.test_dataloader():
-            encoding = tokenizer.encode(batch["video"])
+        for video in first_windows(urls, tokenizer):
+            encoding = tokenizer.encode(video)
             parts["latents"].append(encoding.latents.numpy())
             parts["quantized"].append(encoding.quantized.numpy())
-            parts["costs"].append(planner.costs("oracle", batch["video"], encoding).numpy())
+            parts["costs"].append(planner.costs("oracle", video, encoding).numpy())
             print(f"\rmeasured {sum(len(c) for c in parts['costs'])} clips", end="", flush=True)
     print()
     return {name: np.concatenate(values) for name, values in parts.items()}
