@@ -239,7 +239,7 @@ class AllocationEvaluator(pl.Callback):
                 self._lengths[key].append(lengths.cpu())
                 shown = policy == "uniform" or (policy == "scorer" and mode == self.modes[0])
                 if first_batch and shown and key in self._budget_keys:
-                    label = f"{policy} {budget.mean_tokens:g} ({lengths[0].tolist()})"
+                    label = f"{policy} {budget.mean_tokens:g}\n{lengths[0].tolist()}"
                     self._frames[label] = recon[0].cpu()
             if first_batch:
                 self._frames = {"input": video[0].cpu(), **self._frames}

@@ -133,6 +133,7 @@ def frames_at_budgets_figure(panels: Mapping[str, Tensor], frames: Sequence[int]
 
     Args:
         panels: ``{title: (C, T, H, W) video in [0, 1]}``; the first is usually the input.
+            A title may hold a line break (each line must fit the row's 1.4 inch height).
         frames: Frame indices to show.
     """
     figure = Figure(figsize=(1.3 * len(frames), 1.4 * len(panels)))

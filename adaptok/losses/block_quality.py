@@ -100,10 +100,13 @@ def measure_block_costs(
     """Measured cost of block ``blocks[i]`` of clip ``i`` kept at every candidate length.
 
     The other blocks keep ``context_lengths``; thanks to the block-causal decoder only the
-    blocks before the target matter. All candidates are decoded in one batch of ``J * B``.
+    blocks before the target matter, so only the blocks up to the batch's latest target are
+    decoded (for the table of :func:`measure_cost_table`, 10 of 16 block decodes at K = 4).
+    All candidates are decoded in one batch of ``J * B``.
 
     Args:
-        tokenizer: An ``AdapTokTokenizer`` (``decode(codes, lengths)``, ``frames_per_block``).
+        tokenizer: An ``AdapTokTokenizer`` (``decode(codes, lengths)`` of the first K' blocks,
+            ``frames_per_block``, ``tokens_per_block``).
         quality: The cost function.
         video: ``(B, C, T, H, W)`` real clips in [0, 1].
         codes: ``(B, N)`` their codes.
@@ -116,6 +119,9 @@ def measure_block_costs(
     """
     batch = video.shape[0]
     num_candidates = len(candidates)
+    decoded = int(blocks.max()) + 1  # the later blocks cannot change these (block-causal)
+    codes = codes[:, : decoded * tokenizer.tokens_per_block]
+    context_lengths = context_lengths[:, :decoded]
     candidate_tensor = torch.tensor(candidates, device=video.device)
     lengths = context_lengths.repeat(num_candidates, 1)  # (J*B, K), candidate-major
     rows = torch.arange(num_candidates * batch, device=video.device)
