@@ -309,9 +309,10 @@ class AllocationEvaluator(pl.Callback):
         per_block = _per_block(complexity, tokenizer.frames_per_block)
         rho = self._complexity_spearman(lengths, per_block)
         for row in summary:
-            row["complexity_spearman"] = rho.get(
-                (row["mode"], row["mean_tokens_per_block"]), math.nan
-            )
+            for policy, name in (("scorer", ""), ("oracle", "oracle_")):
+                row[f"{name}complexity_spearman"] = rho.get(
+                    (policy, row["mode"], row["mean_tokens_per_block"]), math.nan
+                )
             for name in ("captured_gain", "token_savings", "complexity_spearman"):
                 if math.isfinite(row[name]):
                     pl_module.log(
@@ -405,20 +406,25 @@ class AllocationEvaluator(pl.Callback):
 
     def _complexity_spearman(
         self, lengths: dict[RowKey, Tensor], per_block: Tensor
-    ) -> dict[tuple[str, float], float]:
-        """Spearman(block complexity, scorer tokens) per (mode, mean tokens); NaN if unknown."""
+    ) -> dict[tuple[str, str, float], float]:
+        """Spearman(block complexity, tokens) per (policy, mode, mean tokens); NaN if unknown.
+
+        For the scorer's and the oracle's allocations (the oracle's is what exact costs give:
+        the reference for the scorer's), over every block of the split whose shards record a
+        complexity.
+        """
         valid = ~torch.isnan(per_block)
         out = {}
         for (policy, mode, budget), chosen in lengths.items():
-            if policy != "scorer":
+            if policy not in ("scorer", "oracle"):
                 continue
-            mean = budget.mean_tokens
-            out[(mode, mean)] = math.nan
+            key = (policy, mode, budget.mean_tokens)
+            out[key] = math.nan
             if not valid.any():
                 continue
             x, y = per_block[valid].numpy(), chosen.float()[valid].numpy()
             if x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-                out[(mode, mean)] = float(spearmanr(x, y).statistic)
+                out[key] = float(spearmanr(x, y).statistic)
         return out
 
     def _notes(self, rows: list[dict[str, Any]], per_block: Tensor) -> list[str]:
@@ -510,7 +516,9 @@ class AllocationEvaluator(pl.Callback):
             "PSNR. captured_gain = (scorer - uniform) / (oracle - uniform); regret = oracle - "
             "scorer; token_savings = uniform tokens needed for the scorer's quality (read off "
             "the uniform curve in the same metric) / the scorer's tokens; "
-            "oracle_token_savings: the same for the oracle (what exact costs save).",
+            "oracle_token_savings: the same for the oracle (what exact costs save); "
+            "complexity_spearman / oracle_complexity_spearman: Spearman over blocks of the "
+            "content complexity and the tokens the scorer's / the oracle's allocation gives.",
             "",
             "## Scorer accuracy (predicted vs measured cost, earlier blocks at full length)",
             "",

@@ -134,8 +134,10 @@ def check_targets(
                 captured >= 0.6,
             )
             rho = _number(row.get("complexity_spearman"))
+            exact = _number(row.get("oracle_complexity_spearman"))
+            reach = f" (oracle: {exact:.2f})" if math.isfinite(exact) else ""
             add(
-                f"{mode}: Spearman(complexity, tokens) at {budget:.0%}",
+                f"{mode}: Spearman(complexity, tokens) at {budget:.0%}{reach}",
                 rho,
                 ">= 0.5",
                 rho >= 0.5,

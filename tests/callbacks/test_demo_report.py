@@ -31,6 +31,7 @@ SUMMARY = [
         "oracle_token_savings": 1.35,
         "captured_gain": 0.7,
         "complexity_spearman": 0.6,
+        "oracle_complexity_spearman": 0.72,
     },
     {
         "mode": "batch",
@@ -73,6 +74,8 @@ def test_targets_are_judged_from_the_csv_rows() -> None:
     assert met["batch: captured gain at 25%"] == (0.7, True)
     assert met["batch: captured gain at 50%"] == (0.5, False)
     assert met["batch: Spearman(complexity, tokens) at 50%"] == (0.4, False)
+    # and the Spearman the oracle's allocation reaches (absent column: no suffix)
+    assert met["batch: Spearman(complexity, tokens) at 25% (oracle: 0.72)"] == (0.6, True)
     assert met["scorer Spearman, worst candidate"] == (0.7, False)  # 'all' is not a candidate
 
 
