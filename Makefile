@@ -92,11 +92,11 @@ demo-scorer-data: $(STAMP) ## Build the demo scorer's extra train-only shards (1
 	  --num-frames 32 --shard-samples 96 --val-fraction 0
 	$(BIN)/adaptok-shards verify $(SCORER_EXTRA)
 
-demo-weights: demo-data demo-scorer-data weights ## Train the demo tokenizer from scratch (1.5-2 h on 2 cores), then its scorer (about 50 min), into pretrained/
+demo-weights: demo-data demo-scorer-data weights ## Train the demo tokenizer from scratch (1.5-2 h on 2 cores), then its scorer (about 30 min), into pretrained/
 	$(train-demo-tokenizer)
 	$(train-demo-scorer)
 
-demo-scorer-weights: demo-data demo-scorer-data weights ## Retrain only the demo scorer (about 50 min on 2 cores) on pretrained/demo-tokenizer, into pretrained/demo-scorer
+demo-scorer-weights: demo-data demo-scorer-data weights ## Retrain only the demo scorer (about 30 min on 2 cores) on pretrained/demo-tokenizer, into pretrained/demo-scorer
 	$(train-demo-scorer)
 
 test: $(STAMP) weights ## Run the test suite (not the slow tests)
