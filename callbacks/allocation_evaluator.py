@@ -42,6 +42,7 @@ from adaptok.metrics.allocation_gain import (
     captured_gain,
     optimised_metric,
     uniform_tokens_to_match,
+    within_clip_spearman,
 )
 from adaptok.metrics.frame_quality import describe_psnr
 from adaptok.metrics.meter import VideoQualityMeter
@@ -310,10 +311,13 @@ class AllocationEvaluator(pl.Callback):
         rho = self._complexity_spearman(lengths, per_block)
         for row in summary:
             for policy, name in (("scorer", ""), ("oracle", "oracle_")):
-                row[f"{name}complexity_spearman"] = rho.get(
-                    (policy, row["mode"], row["mean_tokens_per_block"]), math.nan
+                pooled, within = rho.get(
+                    (policy, row["mode"], row["mean_tokens_per_block"]), (math.nan, math.nan)
                 )
-            for name in ("captured_gain", "token_savings", "complexity_spearman"):
+                row[f"{name}complexity_spearman"] = pooled
+                row[f"{name}complexity_spearman_within_clip"] = within
+            names = ("complexity_spearman", "complexity_spearman_within_clip")
+            for name in ("captured_gain", "token_savings", *names):
                 if math.isfinite(row[name]):
                     pl_module.log(
                         f"{split}/alloc/{name}_{row['mode']}@{row['budget']:g}",
@@ -406,12 +410,17 @@ class AllocationEvaluator(pl.Callback):
 
     def _complexity_spearman(
         self, lengths: dict[RowKey, Tensor], per_block: Tensor
-    ) -> dict[tuple[str, str, float], float]:
+    ) -> dict[tuple[str, str, float], tuple[float, float]]:
         """Spearman(block complexity, tokens) per (policy, mode, mean tokens); NaN if unknown.
 
         For the scorer's and the oracle's allocations (the oracle's is what exact costs give:
-        the reference for the scorer's), over every block of the split whose shards record a
-        complexity.
+        the reference for the scorer's), over the blocks of the split whose shards record a
+        complexity: pooled over all blocks, and within clips
+        (:func:`~adaptok.metrics.allocation_gain.within_clip_spearman`: what per-clip
+        allocation, which cannot move tokens between clips, controls).
+
+        Returns:
+            ``(pooled, within_clip)`` per key.
         """
         valid = ~torch.isnan(per_block)
         out = {}
@@ -419,12 +428,13 @@ class AllocationEvaluator(pl.Callback):
             if policy not in ("scorer", "oracle"):
                 continue
             key = (policy, mode, budget.mean_tokens)
-            out[key] = math.nan
-            if not valid.any():
-                continue
-            x, y = per_block[valid].numpy(), chosen.float()[valid].numpy()
-            if x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-                out[key] = float(spearmanr(x, y).statistic)
+            pooled = math.nan
+            if valid.any():
+                x, y = per_block[valid].numpy(), chosen.float()[valid].numpy()
+                if x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+                    pooled = float(spearmanr(x, y).statistic)
+            within = within_clip_spearman(per_block.numpy(), chosen.float().numpy())
+            out[key] = (pooled, within)
         return out
 
     def _notes(self, rows: list[dict[str, Any]], per_block: Tensor) -> list[str]:
@@ -518,7 +528,10 @@ class AllocationEvaluator(pl.Callback):
             "the uniform curve in the same metric) / the scorer's tokens; "
             "oracle_token_savings: the same for the oracle (what exact costs save); "
             "complexity_spearman / oracle_complexity_spearman: Spearman over blocks of the "
-            "content complexity and the tokens the scorer's / the oracle's allocation gives.",
+            "content complexity and the tokens the scorer's / the oracle's allocation gives, "
+            "pooled over all blocks; *_within_clip: the same with ranks taken and centred within "
+            "each clip (what per-clip allocation, which cannot move tokens between clips, "
+            "controls).",
             "",
             "## Scorer accuracy (predicted vs measured cost, earlier blocks at full length)",
             "",

@@ -1,4 +1,4 @@
-"""What adaptive allocation buys: captured gain, regret and token savings.
+"""What adaptive allocation buys: captured gain, regret, token savings, and whether it follows content.
 
 Figures of merit for a rate-distortion table of ``scorer`` (IPAL on predicted costs),
 ``uniform`` (every block the same length) and ``oracle`` (IPAL on measured costs) at the same
@@ -13,8 +13,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
-__all__ = ["MIN_GAIN", "captured_gain", "optimised_metric", "uniform_tokens_to_match"]
+__all__ = [
+    "MIN_GAIN",
+    "captured_gain",
+    "optimised_metric",
+    "uniform_tokens_to_match",
+    "within_clip_spearman",
+]
 
 MIN_GAIN = {"psnr": 0.05, "psnr_pooled": 0.05, "ssim": 0.001, "lpips": 0.001}
 """Oracle gains below these (in each metric's units: dB, SSIM, LPIPS) make a captured share noise."""
@@ -108,3 +115,44 @@ def uniform_tokens_to_match(
     upper = int(np.argmax(y >= quality))
     x0, x1, y0, y1 = x[upper - 1], x[upper], y[upper - 1], y[upper]
     return float(x0 + (quality - y0) / (y1 - y0) * (x1 - x0))
+
+
+def within_clip_spearman(complexity: np.ndarray, tokens: np.ndarray) -> float:
+    """Rank correlation of block complexity and tokens *within* clips, pooled over clips.
+
+    Per-clip allocation gives every clip the same budget, so it can only move tokens between
+    the blocks of one clip; a Spearman pooled over all blocks also counts the differences
+    between clips, which it cannot follow (even exact costs score low there). This measures what
+    it controls: each clip's blocks are ranked within the clip (average ranks for ties), the
+    ranks are centred on the clip's mean, and the Pearson correlation of the centred ranks is
+    taken over all blocks of all clips (the within-subject correlation of Bland & Altman,
+    BMJ 1995, on ranks). A clip whose blocks all get the same tokens adds nothing to the
+    covariance but its complexity spread to the variance, so not differentiating counts
+    against an allocator.
+
+    Args:
+        complexity: ``(N, K)`` content complexity of each clip's blocks (any units); a clip with
+            any NaN is left out.
+        tokens: ``(N, K)`` tokens each block was given.
+
+    Returns:
+        The correlation in [-1, 1]; NaN when fewer than 2 blocks per clip, no clip with a known
+        complexity, or no spread within clips in either array.
+
+    Raises:
+        ValueError: If the shapes differ or are not 2-D.
+    """
+    x = np.asarray(complexity, dtype=np.float64)
+    y = np.asarray(tokens, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(
+            f"complexity and tokens must share an (N, K) shape; got {x.shape}, {y.shape}"
+        )
+    known = ~np.isnan(x).any(1) & ~np.isnan(y).any(1)
+    x, y = x[known], y[known]
+    if x.shape[0] == 0 or x.shape[1] < 2:
+        return math.nan
+    rx, ry = (rankdata(a, axis=1) for a in (x, y))
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    spread = math.sqrt(float((rx**2).sum()) * float((ry**2).sum()))
+    return float((rx * ry).sum()) / spread if spread > 0 else math.nan

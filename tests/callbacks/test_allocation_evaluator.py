@@ -107,12 +107,14 @@ def test_summary_derives_from_the_table(eval_run: Path, scorer_ckpt: Path) -> No
         needed = uniform_tokens_to_match(sign * o, *zip(*curve, strict=True))
         assert float(row["oracle_token_savings"]) == pytest.approx(needed / mean, rel=1e-6)
         # a Spearman for both allocations (NaN where one gives every block the same length)
-        for name in ("complexity_spearman", "oracle_complexity_spearman"):
+        spearmans = ("complexity_spearman", "oracle_complexity_spearman")
+        for name in (*spearmans, *(f"{s}_within_clip" for s in spearmans)):
             assert math.isnan(float(row[name])) or -1.0 <= float(row[name]) <= 1.0
         for r in (scorer, oracle, uniform):  # -log is convex: PSNR of the mean MSE <= mean PSNR
             assert float(r["psnr_pooled"]) <= float(r["psnr"]) + 1e-4
     # the synthetic val clips record a complexity: the oracle's varied lengths get a value
-    assert any(math.isfinite(float(r["oracle_complexity_spearman"])) for r in summary)
+    for name in ("oracle_complexity_spearman", "oracle_complexity_spearman_within_clip"):
+        assert any(math.isfinite(float(r[name])) for r in summary), name
 
 
 def test_oracle_lpips_is_not_worse_than_uniform(eval_run: Path) -> None:

@@ -6,12 +6,14 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from adaptok.alloc import allocate
 from adaptok.metrics.allocation_gain import (
     captured_gain,
     optimised_metric,
     uniform_tokens_to_match,
+    within_clip_spearman,
 )
 
 
@@ -61,3 +63,27 @@ def test_a_batch_mse_allocation_raises_the_pooled_psnr_not_the_mean_clip_psnr() 
     per_clip = {k: float(np.mean(-10 * np.log10(v))) for k, v in mse.items()}
     assert pooled["oracle"] - pooled["uniform"] == pytest.approx(1.73, abs=0.01)
     assert per_clip["oracle"] - per_clip["uniform"] == pytest.approx(-0.62, abs=0.01)
+
+
+def test_within_clip_spearman_ignores_differences_between_clips() -> None:
+    # two clips: a calm one (complexity 1-4) and a busy one (10-40); per-clip allocation gives
+    # each the same tokens in total, and follows complexity inside each clip
+    complexity = np.array([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])
+    tokens = np.array([[4.0, 8.0, 12.0, 16.0], [4.0, 8.0, 12.0, 16.0]])
+    assert within_clip_spearman(complexity, tokens) == pytest.approx(1.0)
+    pooled = spearmanr(complexity.ravel(), tokens.ravel()).statistic
+    assert pooled < 0.8  # the pooled figure also asks for more tokens in the busy clip
+    assert within_clip_spearman(complexity, tokens[:, ::-1]) == pytest.approx(-1.0)
+    # one clip ordered, one reversed: nothing overall
+    mixed = np.stack([tokens[0], tokens[1, ::-1]])
+    assert within_clip_spearman(complexity, mixed) == pytest.approx(0.0)
+    # a clip given equal tokens adds its complexity spread but no covariance
+    flat = np.stack([tokens[0], np.full(4, 10.0)])
+    assert within_clip_spearman(complexity, flat) == pytest.approx(0.5**0.5)
+    # clips without a known complexity are left out; no spread at all is NaN
+    unknown = np.vstack([complexity, [[np.nan] * 4]])
+    assert within_clip_spearman(unknown, np.vstack([tokens, tokens[:1]])) == pytest.approx(1.0)
+    assert math.isnan(within_clip_spearman(complexity, np.full((2, 4), 8.0)))
+    assert math.isnan(within_clip_spearman(complexity[:, :1], tokens[:, :1]))
+    with pytest.raises(ValueError, match="shape"):
+        within_clip_spearman(complexity, tokens[:, :3])
