@@ -54,18 +54,18 @@ from callbacks.allocation_plots import (
 )
 from callbacks.media import log_figure, tensorboard_writer
 from callbacks.report import git_commit, markdown_table, write_report
+from callbacks.split_hooks import Split, SplitCallback
 
 __all__ = ["AllocationEvaluator"]
 
 log = logging.getLogger(__name__)
 
-Split = Literal["val", "test"]
 POLICIES: tuple[AllocationPolicy, ...] = ("scorer", "uniform", "oracle")
 RowKey = tuple[str, str, TokenBudget]  # (policy, mode, budget); uniform mode is "-"
 _QUALITY = ("psnr", "psnr_pooled", "ssim", "lpips", "fvd", "fvd_unstable", "num_samples")
 
 
-class AllocationEvaluator(pl.Callback):
+class AllocationEvaluator(SplitCallback):
     """Evaluate token allocation policies at several budgets and allocation modes.
 
     The module under test must expose ``tokenizer`` (frozen ``AdapTokTokenizer``), ``scorer``
@@ -139,7 +139,10 @@ class AllocationEvaluator(pl.Callback):
         self._active = False
 
     # ------------------------------------------------------------------ bookkeeping
-    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: Split) -> None:
+    @override
+    def on_split_start(
+        self, split: Split, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
         self._active = split == "test" or trainer.current_epoch % self.every_n_epochs == 0
         if trainer.sanity_checking:
             self._active = False
@@ -208,7 +211,16 @@ class AllocationEvaluator(pl.Callback):
         self._frames: dict[str, Tensor] = {}
         self._seen = 0
 
-    def _batch(self, pl_module: pl.LightningModule, batch: dict[str, Any]) -> None:
+    @override
+    def on_split_batch_end(
+        self,
+        split: Split,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: dict[str, Any],
+        batch_idx: int,
+    ) -> None:
         if not self._active or self._seen >= self.num_samples:
             return
         video = batch["video"][: self.num_samples - self._seen]
@@ -275,7 +287,10 @@ class AllocationEvaluator(pl.Callback):
         return gather_rows(local.to(device)).cpu()
 
     # ------------------------------------------------------------------ epoch end
-    def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: Split) -> None:
+    @override
+    def on_split_end(
+        self, split: Split, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
         if not self._active:
             return
         self._active = False
@@ -552,47 +567,6 @@ class AllocationEvaluator(pl.Callback):
         if accuracy:
             write_report(directory, "allocation_scorer_accuracy", "Scorer accuracy", accuracy)
         log.info("AllocationEvaluator report written to %s", md)
-
-    # ------------------------------------------------------------------ hooks
-    @override
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start(trainer, pl_module, "val")
-
-    @override
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start(trainer, pl_module, "test")
-
-    @override
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._batch(pl_module, batch)
-
-    @override
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._batch(pl_module, batch)
-
-    @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module, "val")
-
-    @override
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(trainer, pl_module, "test")
 
 
 def _tokens_to_match(quality: float, curve: list[tuple[float, float]]) -> float:

@@ -48,11 +48,11 @@ from adaptok.metrics.fvd import FVD_FRAMES
 from adaptok.nn.sampling import nearest_reachable_total
 from callbacks.media import log_video, side_by_side
 from callbacks.report import write_report
+from callbacks.split_hooks import Split
 from datamodules.real_clips import RealClips, RealWindows
 
 __all__ = ["GenerationEvaluator"]
 
-Split = Literal["val", "test"]
 LengthRule = Literal["free", "exact", "at_most"]
 
 

@@ -10,11 +10,12 @@ import torch
 from typing_extensions import override
 
 from callbacks.media import log_video, side_by_side
+from callbacks.split_hooks import Split, SplitCallback
 
 __all__ = ["ReconstructionMedia"]
 
 
-class ReconstructionMedia(pl.Callback):
+class ReconstructionMedia(SplitCallback):
     """Log ``[real | recon@l1 | recon@l2 | ...]`` side by side of the first validation batch.
 
     One video per validation run to TensorBoard (rank 0), so the effect of dropping tail tokens
@@ -69,27 +70,14 @@ class ReconstructionMedia(pl.Callback):
         log_video(trainer, tag, side_by_side(*panels, gap=0), trainer.global_step)
 
     @override
-    def on_validation_batch_end(
+    def on_split_batch_end(
         self,
+        split: Split,
         trainer: pl.Trainer,
         pl_module: pl.LightningModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,
-        dataloader_idx: int = 0,
     ) -> None:
-        if self.split == "val" and batch_idx == 0:
-            self._log(trainer, pl_module, batch)
-
-    @override
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self.split == "test" and batch_idx == 0:
+        if split == self.split and batch_idx == 0:
             self._log(trainer, pl_module, batch)

@@ -22,13 +22,12 @@ from adaptok.metrics import VideoQualityMeter
 from adaptok.metrics.frame_quality import PSNR_CAP_DB, PsnrDefinition, describe_psnr
 from callbacks.media import log_video, side_by_side
 from callbacks.report import write_report
+from callbacks.split_hooks import Split, SplitCallback
 
 __all__ = ["VideoEvaluator"]
 
-Split = Literal["val", "test"]
 
-
-class VideoEvaluator(pl.Callback):
+class VideoEvaluator(SplitCallback):
     """Evaluate reconstructions or samples against real clips at the end of val / test epochs.
 
     Metrics accumulate as torchmetrics sums, so they sync across DDP processes and memory
@@ -113,13 +112,23 @@ class VideoEvaluator(pl.Callback):
             return False
         return split == "test" or (trainer.current_epoch + 1) % self.log_every_n_epochs == 0
 
-    def _start(self, split: Split, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    @override
+    def on_split_start(
+        self, split: Split, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
         if self._active(split, trainer):
             self._meter(split, trainer).to(pl_module.device).reset()
             self._videos_logged.discard(split)
 
-    def _batch_end(
-        self, split: Split, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any
+    @override
+    def on_split_batch_end(
+        self,
+        split: Split,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         if not self._active(split, trainer):
             return
@@ -139,7 +148,10 @@ class VideoEvaluator(pl.Callback):
             )
         self._videos_logged.add(split)
 
-    def _epoch_end(self, split: Split, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    @override
+    def on_split_end(
+        self, split: Split, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
         if not self._active(split, trainer) or split not in self.meters:
             return
         results = self.meters[split].compute()
@@ -194,43 +206,3 @@ class VideoEvaluator(pl.Callback):
             directory, self.report_stem, "Video evaluation (test)", [row], notes
         )
         rank_zero_info(f"VideoEvaluator: test report written to {markdown}")
-
-    @override
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start("val", trainer, pl_module)
-
-    @override
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start("test", trainer, pl_module)
-
-    @override
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._batch_end("val", trainer, pl_module, outputs)
-
-    @override
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._batch_end("test", trainer, pl_module, outputs)
-
-    @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_end("val", trainer, pl_module)
-
-    @override
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_end("test", trainer, pl_module)

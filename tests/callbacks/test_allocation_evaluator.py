@@ -290,8 +290,8 @@ def test_a_uniform_budget_of_no_token_is_refused_when_evaluation_starts(
     trainer = SimpleNamespace(current_epoch=0, sanity_checking=False)
     refused = AllocationEvaluator(budgets=[0.05], policies=["uniform"], fvd=False, lpips=False)
     with pytest.raises(ValueError, match=r"keeps round\(0.4\) = 0 tokens per block"):
-        refused._start(trainer, stage, "test")
+        refused.on_split_start("test", trainer, stage)
     evaluator = AllocationEvaluator(budgets=[0.3], policies=["uniform"], fvd=False, lpips=False)
-    evaluator._start(trainer, stage, "test")
+    evaluator.on_split_start("test", trainer, stage)
     assert evaluator._keys[0] == ("uniform", "-", TokenBudget(2, 8))  # round(2.4) tokens
     assert [key[2].mean_tokens for key in evaluator._keys[1:]] == [1, 3, 4, 5, 6, 7, 8]

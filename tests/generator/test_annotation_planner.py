@@ -48,8 +48,8 @@ def _evaluated_lengths(module: AnnotatorModule, video: torch.Tensor, mode: str) 
         device=torch.device("cpu"),
         hparams={},
     )
-    evaluator._start(SimpleNamespace(current_epoch=0, sanity_checking=False), stage, "test")
-    evaluator._batch(stage, {"video": video})
+    evaluator.on_split_start("test", SimpleNamespace(current_epoch=0, sanity_checking=False), stage)
+    evaluator.on_split_batch_end("test", None, stage, None, {"video": video}, 0)
     tokens = module.tokens_per_block
     return np.stack(
         [
