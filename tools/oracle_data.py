@@ -4,13 +4,14 @@ Writes held-out synthetic clips with a :class:`~adaptok.data.synthetic.SceneLayo
 every block's cost (MSE) at every candidate length with a trained tokenizer (the oracle's
 table: real decodes, earlier blocks at full length), and prints (Markdown) the oracle's gain
 over uniform allocation in batch mode (pooled PSNR) and per clip (mean of the clips' PSNR) at
-25 and 50 % of the tokens, its token savings at 25 %, the uniform PSNR at the smallest and largest candidate, and the
-tokenizer's median gain at M tokens over each block's mean colour (what the token-health
-targets need). A layout whose per-clip oracle gain stays small cannot meet the per-clip
+25 and 50 % of the tokens, its token savings at 25 %, the uniform PSNR at the smallest and
+largest candidate, and the tokenizer's median gain at M tokens over each block's mean colour
+(what the token-health targets need). A layout whose per-clip oracle gain stays small cannot meet the per-clip
 targets whatever the scorer learns; check a data change here before `make demo-weights`.
 
     python tools/oracle_data.py                 # the demo layout, 192 clips of seed 5
     python tools/oracle_data.py --scenes 3 6 --alternate-calm --calm-probability 0.5
+    python tools/oracle_data.py --num-candidates 16   # a finer grid than the paper's 8
 
 The tokenizer (default: the committed demo weights) was trained on the demo layout, so figures
 for another layout are an estimate of what a tokenizer trained on it would show.
@@ -29,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptok.alloc import allocate  # noqa: E402
-from adaptok.budget_planner import TokenBudgetPlanner  # noqa: E402
+from adaptok.budget_planner import TokenBudgetPlanner, default_candidates  # noqa: E402
 from adaptok.data.synthetic import CALM_SCENE_PROBABILITY, SceneLayout, synthetic_tasks  # noqa: E402
 from adaptok.data.writer import ShardOptions, write_shards  # noqa: E402
 from adaptok.losses.block_quality import BlockQuality  # noqa: E402
@@ -44,16 +45,24 @@ def _psnr(mse: np.ndarray) -> np.ndarray:
 
 
 def measure(
-    tokenizer_source: str, layout: SceneLayout, clips: int, seed: int, num_frames: int
+    tokenizer_source: str,
+    layout: SceneLayout,
+    clips: int,
+    seed: int,
+    num_frames: int,
+    num_candidates: int = 8,
 ) -> dict:
     """Oracle cost table and mean-colour baseline on the first window of fresh test clips.
+
+    ``num_candidates`` evenly spaced lengths up to M (the paper's grid is 8: M/8, ..., M).
 
     Returns:
         ``measured`` ``(N, K, J)`` block MSE, ``mean_colour`` ``(N,)`` clip MSE of the
         per-block mean colour, ``lengths`` ``(J,)`` candidate lengths.
     """
     tokenizer = load_pretrained(tokenizer_source).tokenizer
-    planner = TokenBudgetPlanner(tokenizer, None, BlockQuality("mse"))
+    candidates = default_candidates(tokenizer.tokens_per_block, num_candidates)
+    planner = TokenBudgetPlanner(tokenizer, None, BlockQuality("mse"), candidates=candidates)
     tasks = synthetic_tasks(0, seed=seed, num_frames=num_frames, test_clips=clips, layout=layout)
     tables, baseline = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -105,7 +114,7 @@ def summary(measured: np.ndarray, mean_colour: np.ndarray, lengths: np.ndarray) 
                 matched = uniform_tokens_to_match(oracle, lengths.tolist(), curve)
                 out[f"{mode} savings 25%"] = matched / mean_tokens
     full = measured[:, :, -1].mean(1)
-    out["uniform M/8"] = float(np.median(_psnr(measured[:, :, 0].mean(1))))
+    out["uniform smallest"] = float(np.median(_psnr(measured[:, :, 0].mean(1))))
     out["uniform M"] = float(np.median(_psnr(full)))
     over_mean_colour = _psnr(full) - _psnr(mean_colour)
     out["median gain over mean colour"] = float(np.median(over_mean_colour))
@@ -125,10 +134,20 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"))
     parser.add_argument("--alternate-calm", action="store_true")
     parser.add_argument("--calm-probability", type=float, default=CALM_SCENE_PROBABILITY)
+    parser.add_argument(
+        "--num-candidates",
+        type=int,
+        default=8,
+        help="candidate lengths M/n, 2M/n, ..., M (the paper's grid: 8)",
+    )
     args = parser.parse_args()
     layout = SceneLayout(*args.scenes, args.alternate_calm, args.calm_probability)
-    figures = summary(**measure(args.tokenizer, layout, args.clips, args.seed, args.num_frames))
-    print(f"{layout}, {args.clips} clips of seed {args.seed}\n")
+    figures = summary(
+        **measure(
+            args.tokenizer, layout, args.clips, args.seed, args.num_frames, args.num_candidates
+        )
+    )
+    print(f"{layout}, {args.clips} clips of seed {args.seed}, {args.num_candidates} candidates\n")
     print("| " + " | ".join(figures) + " |")
     print("|---" * len(figures) + "|")
     print(
