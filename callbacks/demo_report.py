@@ -69,9 +69,11 @@ def stage_start(root: Path, stage: str) -> str | None:
         trained = (recipe.get("trainer") or {}).get("max_steps")
         parent = ((recipe.get("model") or {}).get("init_args") or {}).get("init_weights")
         how = f"from `{parent}`" if parent else "from scratch"
+        files = data.get("files") or {}
+        shards = f"{len(files)} shards" if files else "shards"
         line += (
             f", which were trained {how} for {trained} steps at commit {data.get('commit')} on "
-            f"shards with fingerprint {str(data.get('fingerprint'))[:12]}"
+            f"{shards} with fingerprint {str(data.get('fingerprint'))[:12]}"
         )
     return line
 
@@ -266,7 +268,12 @@ def write_demo_report(
         lines += ["- produced by:", "", "```", *commands, "```"]
     timings = _rows(root / "timings.tsv") if (root / "timings.tsv").is_file() else []
     if timings:
-        lines += ["", "## Stage wall times", "", markdown_table(timings)]
+        total = {
+            "stage": "total (stages one after another)",
+            "wall_s": f"{sum(_number(row.get('wall_s')) for row in timings):.2f}",
+            "peak_rss_kb": str(max(int(_number(row.get("peak_rss_kb"))) for row in timings)),
+        }
+        lines += ["", "## Stage wall times", "", markdown_table([*timings, total])]
     lines += [
         "",
         "## Adaptivity targets",

@@ -205,7 +205,12 @@ class StageModule(LightningModule):
     def _warn_about_other_training_data(
         self, source: str, trained_on: Mapping[str, Any] | None
     ) -> None:
-        """Warn (rank zero) when this run's ``train_urls`` hold other bytes than ``trained_on``'s.
+        """Warn (rank zero) when this run trains on shards the weights were not trained on.
+
+        Shards are compared by their bytes (SHA-256, :func:`adaptok.provenance.shard_fingerprint`):
+        a run on the same shards, or on some of them (the demo fine-tunes its scorer on the
+        tokenizer's shards without the scorer's extra ones), is quiet. A record without
+        per-file digests is compared by its combined fingerprint.
 
         Args:
             source: The ``init_weights`` the record comes from (named in the warning).
@@ -216,14 +221,29 @@ class StageModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         urls = None if datamodule is None else datamodule.hparams.get("train_urls")
         current = training_record(urls, "fit start")
-        if current is not None and current["fingerprint"] not in (None, trained_on["fingerprint"]):
-            rank_zero_warn(
-                f"init_weights {source!r} were trained on shards with other bytes "
-                f"than this run's train_urls (fingerprint {trained_on['fingerprint'][:12]} vs "
-                f"{current['fingerprint'][:12]}): other data, or the same data encoded by another "
-                "PyAV/x264 build; fine-tuning goes on (for the demo: `make demo-data` rebuilds "
-                "the shards, `make demo-weights` retrains the weights)"
+        if current is None or current["fingerprint"] in (None, trained_on["fingerprint"]):
+            return
+        seen = trained_on.get("files")
+        if seen:
+            known = set(seen.values())
+            unseen = [path for path, digest in current["files"].items() if digest not in known]
+            if not unseen:
+                return
+            what = (
+                f"{len(unseen)} of this run's {len(current['files'])} train shards (first: "
+                f"{unseen[0]}) hold bytes that none of the {len(seen)} shards they were trained "
+                "on held"
             )
+        else:
+            what = (
+                f"this run's train shards hold other bytes (fingerprint "
+                f"{trained_on['fingerprint'][:12]} vs {current['fingerprint'][:12]})"
+            )
+        rank_zero_warn(
+            f"init_weights {source!r} were trained on other shards: {what}; other data, or the "
+            "same data encoded by another PyAV/x264 build; fine-tuning goes on (for the demo: "
+            "`make demo-data` rebuilds the shards, `make demo-weights` retrains the weights)"
+        )
 
     @override
     def on_train_epoch_start(self) -> None:

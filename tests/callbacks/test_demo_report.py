@@ -102,12 +102,18 @@ def test_report_links_the_stage_outputs(tmp_path: Path) -> None:
     write(folder / "allocation_summary.csv", SUMMARY)
     write(folder / "allocation_scorer_accuracy.csv", ACCURACY)
     write(
-        tmp_path / "timings.tsv", [{"stage": "tokenizer", "wall_s": 61.5, "peak_rss_kb": 1}], "\t"
+        tmp_path / "timings.tsv",
+        [
+            {"stage": "tokenizer", "wall_s": 61.5, "peak_rss_kb": 1},
+            {"stage": "scorer", "wall_s": 38.5, "peak_rss_kb": 7},
+        ],
+        "\t",
     )
     assert main([str(tmp_path), "--command", "make demo"]) == 0
     text = (tmp_path / "REPORT.md").read_text()
     assert "![rd](eval_recon/version_3/allocation_rd.png)" in text
     assert "| tokenizer | 61.5 | 1 |" in text
+    assert "| total (stages one after another) | 100.00 | 7 |" in text
     assert "7 of 14 targets met." in text
     assert "make demo" in text
 
@@ -137,7 +143,7 @@ def test_report_says_where_a_stage_started(tmp_path: Path, stage: str) -> None:
     )
     export = tmp_path / "weights"
     export.mkdir()
-    data = {"commit": "abc1234", "fingerprint": "f" * 64}
+    data = {"commit": "abc1234", "fingerprint": "f" * 64, "files": {"a.tar": "1", "b.tar": "2"}}
     (export / "spec.json").write_text(json.dumps({"info": {"training_data": data}}))
     (export / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 5000}}))
     config = {"trainer": {"max_steps": 200}, "model": {"init_args": {"init_weights": str(export)}}}
@@ -146,4 +152,4 @@ def test_report_says_where_a_stage_started(tmp_path: Path, stage: str) -> None:
     assert line is not None
     assert f"fine-tuned for 200 steps from `{export}`" in line
     assert "trained from scratch for 5000 steps at commit abc1234" in line
-    assert line.endswith("fingerprint ffffffffffff")
+    assert line.endswith("on 2 shards with fingerprint ffffffffffff")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -107,25 +108,42 @@ def test_missing_init_weights_is_a_one_line_user_error(workspace: Path) -> None:
         cli.model.setup("fit")
 
 
-def test_other_training_shards_give_a_warning(workspace: Path, exported: Path) -> None:
-    one_shard = sorted((workspace / "data" / "demo" / "synthetic").glob("train-*.tar"))[0]
-    with working_directory(workspace), pytest.warns(UserWarning, match="shards with other bytes"):
-        run_cli(
-            [
-                "fit",
-                "--config",
-                TOKENIZER_YAML,
-                *TINY_TOKENIZER,
-                f"--model.init_args.init_weights={exported}",
-                f"--data.init_args.train_urls={one_shard}",
-                "--trainer.max_steps=1",
-                "--trainer.limit_val_batches=0",
-                "--trainer.default_root_dir=runs/init_weights",
-                "--trainer.logger=false",
-                "--trainer.callbacks=null",
-                "--trainer.enable_checkpointing=false",
-            ]
-        )
+def _fit_one_step(exported: Path, train_urls: str) -> None:
+    run_cli(
+        [
+            "fit",
+            "--config",
+            TOKENIZER_YAML,
+            *TINY_TOKENIZER,
+            f"--model.init_args.init_weights={exported}",
+            f"--data.init_args.train_urls={train_urls}",
+            "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=0",
+            "--trainer.default_root_dir=runs/init_weights",
+            "--trainer.logger=false",
+            "--trainer.callbacks=null",
+            "--trainer.enable_checkpointing=false",
+        ]
+    )
+
+
+def test_shards_the_weights_never_saw_give_a_warning(
+    tmp_path: Path, workspace: Path, exported: Path
+) -> None:
+    shards = sorted((workspace / "data" / "demo" / "synthetic").glob("train-*.tar"))
+    with working_directory(workspace), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit_one_step(exported, str(shards[0]))  # one of the shards it was trained on
+    assert not [w for w in caught if "trained on other shards" in str(w.message)]
+    changed = tmp_path / shards[0].name
+    shutil.copy(shards[0], changed)
+    with changed.open("ab") as handle:
+        handle.write(b"\0" * 512)  # one more tar block: same members, other bytes
+    with (
+        working_directory(workspace),
+        pytest.warns(UserWarning, match=r"trained on other shards: 1 of this run's 1 train"),
+    ):
+        _fit_one_step(exported, str(changed))
 
 
 def test_checkpoints_record_the_commit_the_run_started_at(monkeypatch) -> None:
