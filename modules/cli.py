@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from typing_extensions import override
 
 from adaptok.data.shards import ShardURLError
+from adaptok.data.skips import NoUsableSamplesError
 from adaptok.provenance import PROVENANCE_KEY, git_commit, training_record
 from modules.checkpoint_args import with_model_from_checkpoint
 from modules.loading import CheckpointError
@@ -41,6 +43,7 @@ __all__ = [
     "check_config_files",
     "main",
     "run_cli",
+    "user_message",
 ]
 
 
@@ -123,8 +126,35 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CheckpointError,
     PreflightError,
     ShardURLError,
+    NoUsableSamplesError,
 )
 """Errors a user fixes in their command or files: ``adaptok`` prints them in one line."""
+
+
+def user_message(error: Exception) -> str:
+    """The one-line message of a :data:`USER_ERRORS` error.
+
+    An error raised in a DataLoader worker reaches the main process re-raised with the
+    worker's whole traceback as its message (``torch.utils.data._utils.ExceptionWrapper``:
+    "Caught X in DataLoader worker process N. Original Traceback ..."); only the original
+    message after the traceback's last ``X: `` (or ``package.module.X: ``) is kept, with the
+    worker named.
+
+    Args:
+        error: The error caught.
+
+    Returns:
+        Its message on one line (runs of whitespace, newlines included, become one space).
+    """
+    text = str(error)
+    name = type(error).__name__
+    caught = f"Caught {name} "
+    # the traceback's last line names the error by its qualified name: "pkg.mod.Name: message"
+    last = list(re.finditer(rf"\n(?:[\w.]+\.)?{name}: ", text))
+    if text.startswith(f"{caught}in DataLoader worker") and last:
+        where = text.split(".", 1)[0].removeprefix(caught)  # "in DataLoader worker process 0"
+        text = f"{text[last[-1].end() :]} ({where})"
+    return " ".join(text.split())
 
 
 def _config_paths(args: Sequence[str]) -> list[str]:
@@ -322,8 +352,7 @@ def main() -> None:
         if os.environ.get("JSONARGPARSE_DEBUG"):
             raise
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
-        message = " ".join(str(error).split())
-        print(f"adaptok {command}: error: {message}", file=sys.stderr)
+        print(f"adaptok {command}: error: {user_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import tarfile
 import warnings
 from fractions import Fraction
@@ -383,3 +384,38 @@ def test_uint8_batches_convert_to_the_float_batches_on_the_device(tmp_path: Path
     torch.testing.assert_close(video_to_float(batches["uint8"]), batches["float32"])
     with pytest.raises(TypeError, match="uint8 or floating"):
         video_to_float(batches["uint8"].to(torch.int32))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_fit_on_shards_without_a_usable_clip_is_a_one_line_error(
+    short_shard: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, workers: int
+) -> None:
+    """`adaptok fit` names the reasons and shards in one line, also from a DataLoader worker."""
+    from modules.cli import main
+    from tests.helpers import EXPERIMENTS, tiny_args
+
+    args = [
+        "adaptok",
+        "fit",
+        *tiny_args(EXPERIMENTS / "demo" / "tokenizer.yaml"),
+        f"--data.init_args.train_urls={short_shard}",
+        "--data.init_args.val_urls=null",
+        "--data.init_args.test_urls=null",
+        f"--data.init_args.num_workers={workers}",
+        "--trainer.max_steps=1",
+        "--trainer.limit_val_batches=0",
+        "--trainer.logger=false",
+        "--trainer.callbacks=null",
+        "--trainer.enable_checkpointing=false",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and err[0].startswith("adaptok fit: error: "), err
+    assert "too short" in err[0] and "short-000000.tar" in err[0], err[0]
+    assert "Traceback" not in err[0]
+    if workers:
+        assert err[0].endswith("(in DataLoader worker process 0)"), err[0]
