@@ -48,6 +48,7 @@ __all__ = [
     "PretrainedAdapTok",
     "TokenizeModeName",
     "Tokens",
+    "WeightsMismatchError",
     "build_safe_network",
     "cost_unit",
     "first_spec_difference",
@@ -437,11 +438,20 @@ def _from_export(folder: Path) -> PretrainedAdapTok:
     return _assemble(spec["networks"], weights, info, folder)
 
 
+class WeightsMismatchError(ValueError):
+    """A source whose stored weights do not fit the network its own spec builds.
+
+    The source is unusable whatever it is asked for (an edited spec, or a file of another
+    version), unlike a source that is merely of the wrong kind for a task.
+    """
+
+
 def _load_exactly(network: nn.Module, weights: Mapping[str, Tensor], source: str) -> None:
     """`network.load_state_dict(weights)`, failing in one line on the first mismatching tensor.
 
     Raises:
-        ValueError: A tensor is missing, unexpected or of another shape, named in the message.
+        WeightsMismatchError: A tensor is missing, unexpected or of another shape, named in
+            the message.
     """
     own = network.state_dict()
     mismatch = first_weight_mismatch(own, weights)
@@ -456,7 +466,7 @@ def _load_exactly(network: nn.Module, weights: Mapping[str, Tensor], source: str
                 f"{key!r} has the shape {tuple(weights[key].shape)} in the stored weights but "
                 f"{tuple(own[key].shape)} in the spec's network"
             )
-        raise ValueError(
+        raise WeightsMismatchError(
             f"{source}: weights do not match the spec; first: {first} "
             "(the spec was edited or the file comes from another version)"
         )

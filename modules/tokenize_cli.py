@@ -30,7 +30,13 @@ import torch
 from adaptok.alloc import SOLVERS
 from adaptok.data.colour import parse_background
 from adaptok.data.video_io import VideoDecodeError
-from adaptok.pretrained import COST_UNITS, PretrainedAdapTok, cost_unit, load_pretrained
+from adaptok.pretrained import (
+    COST_UNITS,
+    PretrainedAdapTok,
+    WeightsMismatchError,
+    cost_unit,
+    load_pretrained,
+)
 from adaptok.tokenize import (
     TOKENIZE_MODES,
     SideBySideWriter,
@@ -116,6 +122,11 @@ def load_model(path: str | Path, mode: str, device: torch.device) -> PretrainedA
         model = load_pretrained(path, device)
     except (FileNotFoundError, ValueError) as error:
         reason = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
+        if isinstance(error, WeightsMismatchError):  # no mode can use it: no mode to suggest
+            raise ValueError(
+                f"--ckpt {reason}; export it again from its training checkpoint "
+                "(`adaptok export`) or pass another source"
+            ) from error
         raise ValueError(f"--ckpt {reason}; {_what_works(mode)}") from error
     if model.scorer is None and mode != "uniform":
         raise ValueError(
