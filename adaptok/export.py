@@ -90,17 +90,23 @@ def _find_upwards(start: Path, name: str, levels: int = 4) -> Path | None:
     return None
 
 
-def _first_table(text: str) -> str:
-    """The first markdown table of ``text`` with the heading above it (or '')."""
+def _results_table(text: str) -> str:
+    """The first results table of a report, with the heading above it (or '').
+
+    A table under a heading about wall times (``make demo``'s REPORT.md opens with one) is
+    run cost, not a result, and is passed over.
+    """
     lines = text.splitlines()
     for index, line in enumerate(lines):
         if line.startswith("|") and index + 1 < len(lines) and set(lines[index + 1]) <= set("|-: "):
-            end = index
-            while end < len(lines) and lines[end].startswith("|"):
-                end += 1
             heading = next(
                 (lines[i] for i in range(index - 1, -1, -1) if lines[i].startswith("#")), ""
             )
+            if "wall time" in heading.lower():
+                continue
+            end = index
+            while end < len(lines) and lines[end].startswith("|"):
+                end += 1
             title = [f"**{heading.lstrip('# ')}**", ""] if heading else []
             return "\n".join(title + lines[index:end])
     return ""
@@ -256,7 +262,7 @@ def model_card(
     lines.append("")
     lines += ["## Results", ""]
     if report is not None and report.is_file():
-        table = _first_table(report.read_text())
+        table = _results_table(report.read_text())
         lines += [f"From `{report}`:", "", table or "(no table found in the report)", ""]
     else:
         lines += ["No `REPORT.md` was found next to the checkpoint (pass `--report`).", ""]
@@ -278,7 +284,7 @@ def export(
     Args:
         checkpoint_path: A suite checkpoint (any stage, or from ``adaptok convert-official``).
         out: The folder to write (created).
-        report: A ``REPORT.md`` whose first table goes into the model card; default: the
+        report: A ``REPORT.md`` whose first results table goes into the model card; default: the
             nearest ``REPORT.md`` in the checkpoint's folder or up to three folders above.
         overwrite: Replace files of an existing export.
         config: A LightningCLI ``config.yaml`` to copy into the export; default: the run

@@ -434,6 +434,18 @@ class GenerationEvaluator(pl.Callback):
             + "; tokens_mean/std/min/max: tokens the samples kept; block_means: mean length of "
             "each block.",
         ]
+        kept = [
+            f"{row['tokens_mean'] / row['tokens_asked']:.0%}"
+            for row in rows
+            if row["tokens_asked"] and math.isfinite(row["tokens_mean"])
+        ]
+        if self.length_rule == "free" and kept:
+            notes.append(
+                f"With free lengths the samples kept {' / '.join(kept)} of the tokens asked at "
+                "the budget levels in turn: only the budget embedding steers lengths (the "
+                "model's <EOB> choices decide), so a level far from 100 % is the generator not "
+                "following its condition; length_rule: exact (or at_most) imposes the budget."
+            )
         if pl_module.frame_prediction:
             notes.append(
                 "Frame prediction: block 0 is copied from the condition at full length (it "

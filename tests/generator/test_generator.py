@@ -244,4 +244,8 @@ def test_cli_fit_then_test_writes_a_generation_report(
     rows = [dict(zip(table[0].split(","), line.split(","), strict=True)) for line in table[1:]]
     assert all(int(r["clips"]) == 6 for r in rows)
     assert float(rows[0]["tokens_asked"]) == 8.0 and float(rows[1]["tokens_asked"]) == 16.0
+    kept = " / ".join(
+        f"{float(r['tokens_mean']) / float(r['tokens_asked']):.0%}" for r in rows
+    )  # free lengths (the demo's rule): how far the samples follow the budget is said
+    assert f"the samples kept {kept} of the tokens asked" in " ".join(text.split()), text
     assert json.dumps(rows)

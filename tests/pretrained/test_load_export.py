@@ -488,3 +488,15 @@ def test_converted_generator_restores_as_a_lightning_stage(converted):
     direct = load_pretrained(converted["generator"]).generator
     for key, value in direct.state_dict().items():
         assert torch.equal(module.generator.state_dict()[key], value)
+
+
+def test_model_card_quotes_the_reports_results_not_its_wall_times(converted, tmp_path):
+    report = tmp_path / "REPORT.md"
+    report.write_text(
+        "# Demo report\n\n## Stage wall times\n\n| stage | wall_s |\n|---|---|\n| scorer | 9 |\n\n"
+        "## Adaptivity targets\n\n| target | met |\n|---|---|\n| gain | yes |\n"
+    )
+    card = (export(converted["scorer"], tmp_path / "out", report=report) / "README.md").read_text()
+    results = card.split("## Results", 1)[1].split("## Licence", 1)[0]
+    assert "**Adaptivity targets**" in results and "| gain | yes |" in results
+    assert "wall_s" not in results
