@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -21,7 +20,6 @@ __all__ = [
     "download_package_archive",
     "read_archive_member",
     "sha256_file",
-    "write_atomic",
 ]
 
 
@@ -86,13 +84,3 @@ def read_archive_member(archive: str | Path, suffix: str) -> bytes:
         handle = tf.extractfile(members[0])
         assert handle is not None
         return handle.read()
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-        tmp_name = tmp.name
-    os.replace(tmp_name, path)

@@ -40,12 +40,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, get_args
+from typing import Any, Literal, get_args
 
 import av
 import numpy as np
@@ -53,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from adaptok.alloc import TokenBudget
+from adaptok.atomic_write import write_atomic
 from adaptok.budget_planner import TokenBudgetPlanner
 from adaptok.data.pictures import SideBySideFrames, video_to_uint8
 from adaptok.data.video_io import VideoDecodeError, VideoEncoder, probe_video
@@ -521,30 +520,8 @@ def save_npz(result: TokenizedVideo, path: str | Path) -> Path:
         path = path.with_name(path.name + ".npz")
     arrays = {name: np.asarray(getattr(result, name)) for name in _SAVED_ARRAYS}
     arrays.update({name: np.asarray(getattr(result, name)) for name in _SAVED_SCALARS})
-    _write_atomic(path, lambda handle: np.savez_compressed(handle, **arrays))
+    write_atomic(path, lambda handle: np.savez_compressed(handle, **arrays))
     return path
-
-
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temporary file next to ``path`` and rename it; no debris on failure.
-
-    Raises:
-        OSError: The write failed (disk full, file-size limit, permissions): the message
-            names the file; the temporary file is removed.
-    """
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise OSError(
-            error.errno, f"cannot write {path}: {error.strerror or error}; nothing was written"
-        ) from error
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def load_npz(path: str | Path) -> TokenizedVideo:
@@ -910,7 +887,7 @@ class SideBySideWriter:
         for picture in self.layout.finish():
             self.encoder.add(picture)
         data = self.encoder.finish()
-        _write_atomic(self.path, lambda handle: handle.write(data))
+        write_atomic(self.path, data)
         return self.path
 
     def close(self) -> None:

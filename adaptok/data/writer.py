@@ -13,15 +13,12 @@ folder records the options, every shard with its counts, and every skipped sourc
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing
-import os
 import re
 import sys
 import tarfile
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from adaptok.atomic_write import write_atomic
 from adaptok.data.sink import ShardSink
 from adaptok.data.verify import is_token_shard
 from adaptok.data.video_io import (
@@ -696,19 +694,6 @@ def _shard_stats(path: Path) -> dict:
     }
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename; no debris on failure."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 def _write_manifest(
     out_dir: Path,
     options: ShardOptions,
@@ -738,7 +723,7 @@ def _write_manifest(
     }
     if error is not None:
         manifest["error"] = error
-    _write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def _refuse_token_shards(out_dir: Path) -> None:

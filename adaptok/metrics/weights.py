@@ -42,12 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from adaptok.atomic_write import write_atomic
 from adaptok.cache import (
     cache_dir,
     download_package_archive,
     read_archive_member,
     sha256_file,
-    write_atomic,
 )
 
 __all__ = [
