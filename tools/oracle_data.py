@@ -12,6 +12,7 @@ targets whatever the scorer learns; check a data change here before `make demo-w
     python tools/oracle_data.py                 # the demo layout, 192 clips of seed 5
     python tools/oracle_data.py --scenes 3 6 --alternate-calm --calm-probability 0.5
     python tools/oracle_data.py --num-candidates 16   # a finer grid than the paper's 8
+    python tools/oracle_data.py --urls 'data/demo/synthetic/test-*.tar' 'data/demo/samples/test-*.tar'
 
 The tokenizer (default: the committed demo weights) was trained on the demo layout, so figures
 for another layout are an estimate of what a tokenizer trained on it would show.
@@ -51,10 +52,13 @@ def measure(
     seed: int,
     num_frames: int,
     num_candidates: int = 8,
+    urls: list[str] | None = None,
 ) -> dict:
     """Oracle cost table and mean-colour baseline on the first window of fresh test clips.
 
     ``num_candidates`` evenly spaced lengths up to M (the paper's grid is 8: M/8, ..., M).
+    With ``urls`` the clips of those shards are measured instead (e.g. the demo's test split);
+    ``layout``, ``clips``, ``seed`` and ``num_frames`` are then unused.
 
     Returns:
         ``measured`` ``(N, K, J)`` block MSE, ``mean_colour`` ``(N,)`` clip MSE of the
@@ -63,16 +67,18 @@ def measure(
     tokenizer = load_pretrained(tokenizer_source).tokenizer
     candidates = default_candidates(tokenizer.tokens_per_block, num_candidates)
     planner = TokenBudgetPlanner(tokenizer, None, BlockQuality("mse"), candidates=candidates)
-    tasks = synthetic_tasks(0, seed=seed, num_frames=num_frames, test_clips=clips, layout=layout)
     tables, baseline = [], []
-    with tempfile.TemporaryDirectory() as folder:
-        write_shards(tasks, folder, ShardOptions(size=tokenizer.image_size), progress=False)
-        with torch.no_grad():
-            for video in first_windows(f"{folder}/test-*.tar", tokenizer):
-                encoding = tokenizer.encode(video)
-                tables.append(planner.costs("oracle", video, encoding).double().numpy())
-                flat = block_mean_baseline(video, tokenizer.frames_per_block)
-                baseline.append(((video - flat) ** 2).mean(dim=(1, 2, 3, 4)).double().numpy())
+    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+        if urls is None:
+            tasks = synthetic_tasks(
+                0, seed=seed, num_frames=num_frames, test_clips=clips, layout=layout
+            )
+            write_shards(tasks, folder, ShardOptions(size=tokenizer.image_size), progress=False)
+        for video in first_windows(urls or f"{folder}/test-*.tar", tokenizer):
+            encoding = tokenizer.encode(video)
+            tables.append(planner.costs("oracle", video, encoding).double().numpy())
+            flat = block_mean_baseline(video, tokenizer.frames_per_block)
+            baseline.append(((video - flat) ** 2).mean(dim=(1, 2, 3, 4)).double().numpy())
     return {
         "measured": np.concatenate(tables),
         "mean_colour": np.concatenate(baseline),
@@ -140,14 +146,27 @@ def main() -> None:
         default=8,
         help="candidate lengths M/n, 2M/n, ..., M (the paper's grid: 8)",
     )
+    parser.add_argument(
+        "--urls",
+        nargs="+",
+        help="measure the clips of these shards instead of writing synthetic ones (e.g. "
+        "data/demo/synthetic/test-*.tar data/demo/samples/test-*.tar: the demo's test split)",
+    )
     args = parser.parse_args()
     layout = SceneLayout(*args.scenes, args.alternate_calm, args.calm_probability)
     figures = summary(
         **measure(
-            args.tokenizer, layout, args.clips, args.seed, args.num_frames, args.num_candidates
+            args.tokenizer,
+            layout,
+            args.clips,
+            args.seed,
+            args.num_frames,
+            args.num_candidates,
+            args.urls,
         )
     )
-    print(f"{layout}, {args.clips} clips of seed {args.seed}, {args.num_candidates} candidates\n")
+    source = args.urls or f"{layout}, {args.clips} clips of seed {args.seed}"
+    print(f"{source}, {args.num_candidates} candidates\n")
     print("| " + " | ".join(figures) + " |")
     print("|---" * len(figures) + "|")
     print(
