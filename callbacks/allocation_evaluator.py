@@ -340,7 +340,7 @@ class AllocationEvaluator(SplitCallback):
                         sync_dist=False,
                     )
         accuracy = _scorer_accuracy(predicted, measured, self._planner.candidates)
-        notes = self._notes(rows, per_block)
+        notes = self._notes(rows, summary, per_block)
         self._meters = {}
         # trainer.log_dir broadcasts from rank 0: every rank must ask for it
         directory = Path(trainer.log_dir or trainer.default_root_dir)
@@ -452,7 +452,9 @@ class AllocationEvaluator(SplitCallback):
             out[key] = (pooled, within)
         return out
 
-    def _notes(self, rows: list[dict[str, Any]], per_block: Tensor) -> list[str]:
+    def _notes(
+        self, rows: list[dict[str, Any]], summary: list[dict[str, Any]], per_block: Tensor
+    ) -> list[str]:
         notes = [
             f"solver: {self.solver} (python-mip CBC)" if self.solver == "mip" else "solver: fast",
             f"equality budget: {self.equality}; LPIPS backbone: {self._lpips_net}",
@@ -473,6 +475,7 @@ class AllocationEvaluator(SplitCallback):
                 f"uniform rate-distortion span: {curve[-1][1] - curve[0][1]:.2f} dB PSNR from "
                 f"{curve[0][0]:g} to {curve[-1][0]:g} tokens per block"
             )
+        notes.extend(worse_than_uniform(summary))
         notes.append(describe_psnr())
         known = int((~torch.isnan(per_block)).sum())
         notes.append(
@@ -567,6 +570,29 @@ class AllocationEvaluator(SplitCallback):
         if accuracy:
             write_report(directory, "allocation_scorer_accuracy", "Scorer accuracy", accuracy)
         log.info("AllocationEvaluator report written to %s", md)
+
+
+def worse_than_uniform(summary: list[dict[str, Any]]) -> list[str]:
+    """A report note naming the modes and budgets where the scorer loses to uniform, if any.
+
+    Args:
+        summary: Rows of the allocation summary (``mode``, ``budget``, ``metric``,
+            ``scorer_gain``: the scorer's gain over uniform in ``metric``, NaN if unknown).
+
+    Returns:
+        One note, or none when the scorer is never below uniform.
+    """
+    worse = [
+        f"{row['mode']} at {row['budget']:.0%} ({row['metric']} {row['scorer_gain']:+.3g})"
+        for row in summary
+        if math.isfinite(row["scorer_gain"]) and row["scorer_gain"] < 0
+    ]
+    if not worse:
+        return []
+    return [
+        "the scorer's allocation is WORSE than uniform at: " + "; ".join(worse) + " (negative "
+        "scorer_gain and captured_gain: its predicted costs mislead IPAL there)"
+    ]
 
 
 def _tokens_to_match(quality: float, curve: list[tuple[float, float]]) -> float:

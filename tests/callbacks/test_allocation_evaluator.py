@@ -295,3 +295,14 @@ def test_a_uniform_budget_of_no_token_is_refused_when_evaluation_starts(
     evaluator.on_split_start("test", trainer, stage)
     assert evaluator._keys[0] == ("uniform", "-", TokenBudget(2, 8))  # round(2.4) tokens
     assert [key[2].mean_tokens for key in evaluator._keys[1:]] == [1, 3, 4, 5, 6, 7, 8]
+
+
+def test_a_scorer_below_uniform_is_named_in_the_notes() -> None:
+    from callbacks.allocation_evaluator import worse_than_uniform
+
+    row = {"mode": "per_clip", "budget": 0.75, "metric": "psnr", "scorer_gain": -0.0212}
+    better = {**row, "budget": 0.25, "scorer_gain": 0.11}
+    unknown = {**row, "budget": 0.5, "scorer_gain": math.nan}
+    assert worse_than_uniform([better, unknown]) == []
+    (note,) = worse_than_uniform([better, unknown, row])
+    assert "WORSE than uniform at: per_clip at 75% (psnr -0.0212)" in note
