@@ -29,13 +29,15 @@ def _open_temporary(path: Path) -> tuple[int, Path]:
             continue
 
 
-def write_atomic(path: str | Path, data: bytes | Callable[[BinaryIO], object]) -> Path:
+def write_atomic(
+    path: str | Path, data: bytes | bytearray | memoryview | Callable[[BinaryIO], object]
+) -> Path:
     """Write ``path`` whole: into a temporary file in its folder, renamed over it at the end.
 
     Args:
         path: The file to write; missing parent folders are created.
-        data: The bytes, or a function writing them to a binary stream (e.g.
-            ``lambda f: np.savez_compressed(f, **arrays)``).
+        data: The bytes (or a bytearray / memoryview), or a function writing them to a binary
+            stream (e.g. ``lambda f: np.savez_compressed(f, **arrays)``).
 
     Returns:
         ``path``.

@@ -439,10 +439,11 @@ def _from_export(folder: Path) -> PretrainedAdapTok:
 
 
 class WeightsMismatchError(ValueError):
-    """A source whose stored weights do not fit the network its own spec builds.
+    """Stored weights that do not fit the network they are loaded into.
 
-    The source is unusable whatever it is asked for (an edited spec, or a file of another
-    version), unlike a source that is merely of the wrong kind for a task.
+    When loading a source that network is built from the source's own spec, so the source is
+    unusable whatever it is asked for (an edited spec, or a file of another version), unlike a
+    source of the wrong kind for a task; with :func:`initialise_network` it is this run's.
     """
 
 

@@ -56,7 +56,7 @@ from callbacks.media import log_figure, tensorboard_writer
 from callbacks.report import git_commit, markdown_table, write_report
 from callbacks.split_hooks import Split, SplitCallback
 
-__all__ = ["AllocationEvaluator"]
+__all__ = ["AllocationEvaluator", "worse_than_uniform"]
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +448,9 @@ class AllocationEvaluator(SplitCallback):
                 x, y = per_block[valid].numpy(), chosen.float()[valid].numpy()
                 if x.size >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
                     pooled = float(spearmanr(x, y).statistic)
-            within = within_clip_spearman(per_block.numpy(), chosen.float().numpy())
+            within = math.nan  # no clip evaluated (an empty split): nothing to rank
+            if per_block.numel() and chosen.numel():
+                within = within_clip_spearman(per_block.numpy(), chosen.float().numpy())
             out[key] = (pooled, within)
         return out
 
@@ -575,24 +577,35 @@ class AllocationEvaluator(SplitCallback):
 def worse_than_uniform(summary: list[dict[str, Any]]) -> list[str]:
     """A report note naming the modes and budgets where the scorer loses to uniform, if any.
 
+    A loss within the metric's noise floor (:data:`~adaptok.metrics.allocation_gain.MIN_GAIN`,
+    e.g. 0.05 dB) is named as such, not as a loss.
+
     Args:
         summary: Rows of the allocation summary (``mode``, ``budget``, ``metric``,
             ``scorer_gain``: the scorer's gain over uniform in ``metric``, NaN if unknown).
 
     Returns:
-        One note, or none when the scorer is never below uniform.
+        Up to two notes (losses beyond the noise floor; losses within it), or none when the
+        scorer is never below uniform.
     """
-    worse = [
-        f"{row['mode']} at {row['budget']:.0%} ({row['metric']} {row['scorer_gain']:+.3g})"
-        for row in summary
-        if math.isfinite(row["scorer_gain"]) and row["scorer_gain"] < 0
-    ]
-    if not worse:
-        return []
-    return [
-        "the scorer's allocation is WORSE than uniform at: " + "; ".join(worse) + " (negative "
-        "scorer_gain and captured_gain: its predicted costs mislead IPAL there)"
-    ]
+    beyond, within = [], []
+    for row in summary:
+        gain = row["scorer_gain"]
+        if math.isfinite(gain) and gain < 0:
+            cell = f"{row['mode']} at {row['budget']:.0%} ({row['metric']} {gain:+.3g})"
+            (within if -gain < MIN_GAIN.get(row["metric"], 0.0) else beyond).append(cell)
+    notes = []
+    if beyond:
+        notes.append(
+            "the scorer's allocation is WORSE than uniform at: " + "; ".join(beyond) + " (its "
+            "predicted costs mislead IPAL there)"
+        )
+    if within:
+        notes.append(
+            "the scorer's allocation is below uniform, within the noise floor (MIN_GAIN), at: "
+            + "; ".join(within)
+        )
+    return notes
 
 
 def _tokens_to_match(quality: float, curve: list[tuple[float, float]]) -> float:

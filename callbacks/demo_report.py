@@ -137,8 +137,8 @@ def check_targets(
             )
             # per-clip allocation cannot move tokens between clips: judged within clips
             # (AllocationEvaluator._complexity_spearman), the pooled figure named beside it
-            within_value = _number(row.get("complexity_spearman_within_clip"))
-            within = mode == "per_clip" and math.isfinite(within_value)
+            written = row.get("complexity_spearman_within_clip")  # older summaries lack it
+            within = mode == "per_clip" and written not in (None, "")
             suffix = "_within_clip" if within else ""
             rho = _number(row.get(f"complexity_spearman{suffix}"))
             exact = _number(row.get(f"oracle_complexity_spearman{suffix}"))
@@ -268,12 +268,16 @@ def write_demo_report(
         lines += ["- produced by:", "", "```", *commands, "```"]
     timings = _rows(root / "timings.tsv") if (root / "timings.tsv").is_file() else []
     if timings:
+        # a failed stage leaves a row without numbers (GNU time's "Command exited with ...")
+        timed = [(_number(row.get("wall_s")), _number(row.get("peak_rss_kb"))) for row in timings]
+        timed = [(wall, rss) for wall, rss in timed if math.isfinite(wall) and math.isfinite(rss)]
         total = {
             "stage": "total (stages one after another)",
-            "wall_s": f"{sum(_number(row.get('wall_s')) for row in timings):.2f}",
-            "peak_rss_kb": str(max(int(_number(row.get("peak_rss_kb"))) for row in timings)),
+            "wall_s": f"{sum(wall for wall, _ in timed):.2f}",
+            "peak_rss_kb": str(int(max(rss for _, rss in timed))) if timed else "",
         }
-        lines += ["", "## Stage wall times", "", markdown_table([*timings, total])]
+        rows = [*timings, total] if timed else timings
+        lines += ["", "## Stage wall times", "", markdown_table(rows)]
     lines += [
         "",
         "## Adaptivity targets",

@@ -30,7 +30,9 @@ class ReconstructionMedia(SplitCallback):
         split: ``val`` or ``test``.
     """
 
-    def __init__(self, fractions: Sequence[float], num_clips: int = 2, split: str = "val") -> None:
+    def __init__(
+        self, fractions: Sequence[float], num_clips: int = 2, split: Split = "val"
+    ) -> None:
         super().__init__()
         if not fractions or any(not 0 < f <= 1 for f in fractions):
             raise ValueError(f"fractions must lie in (0, 1], got {list(fractions)}")

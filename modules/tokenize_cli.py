@@ -123,10 +123,12 @@ def load_model(path: str | Path, mode: str, device: torch.device) -> PretrainedA
     except (FileNotFoundError, ValueError) as error:
         reason = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
         if isinstance(error, WeightsMismatchError):  # no mode can use it: no mode to suggest
-            raise ValueError(
-                f"--ckpt {reason}; export it again from its training checkpoint "
-                "(`adaptok export`) or pass another source"
-            ) from error
+            fix = (
+                "export it again from its training checkpoint (`adaptok export`)"
+                if path.is_dir()
+                else "use the checkpoint as its fit wrote it, or one of this suite version"
+            )
+            raise ValueError(f"--ckpt {reason}; {fix}, or pass another source") from error
         raise ValueError(f"--ckpt {reason}; {_what_works(mode)}") from error
     if model.scorer is None and mode != "uniform":
         raise ValueError(

@@ -144,7 +144,8 @@ def main() -> None:
         "--num-candidates",
         type=int,
         default=8,
-        help="candidate lengths M/n, 2M/n, ..., M (the paper's grid: 8)",
+        help="candidate lengths M/n, 2M/n, ..., M (the paper's grid: 8); a multiple of 4 keeps "
+        "25 and 50 %% of M on the grid (uniform is read at the nearest candidate)",
     )
     parser.add_argument(
         "--urls",
@@ -153,6 +154,8 @@ def main() -> None:
         "data/demo/synthetic/test-*.tar data/demo/samples/test-*.tar: the demo's test split)",
     )
     args = parser.parse_args()
+    if args.num_candidates < 1:
+        parser.error(f"--num-candidates must be at least 1, got {args.num_candidates}")
     layout = SceneLayout(*args.scenes, args.alternate_calm, args.calm_probability)
     figures = summary(
         **measure(

@@ -131,9 +131,9 @@ def within_clip_spearman(complexity: np.ndarray, tokens: np.ndarray) -> float:
     against an allocator.
 
     Args:
-        complexity: ``(N, K)`` content complexity of each clip's blocks (any units); a clip with
-            any NaN is left out.
-        tokens: ``(N, K)`` tokens each block was given.
+        complexity: ``(N, K)`` content complexity of each clip's blocks (any units).
+        tokens: ``(N, K)`` tokens each block was given. A clip with a NaN in either array is
+            left out.
 
     Returns:
         The correlation in [-1, 1]; NaN when fewer than 2 blocks per clip, no clip with a known

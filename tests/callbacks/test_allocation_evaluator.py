@@ -304,5 +304,19 @@ def test_a_scorer_below_uniform_is_named_in_the_notes() -> None:
     better = {**row, "budget": 0.25, "scorer_gain": 0.11}
     unknown = {**row, "budget": 0.5, "scorer_gain": math.nan}
     assert worse_than_uniform([better, unknown]) == []
-    (note,) = worse_than_uniform([better, unknown, row])
-    assert "WORSE than uniform at: per_clip at 75% (psnr -0.0212)" in note
+    (note,) = worse_than_uniform([better, unknown, row])  # -0.02 dB: under MIN_GAIN's 0.05
+    assert "within the noise floor (MIN_GAIN), at: per_clip at 75% (psnr -0.0212)" in note
+    loss = {**row, "mode": "batch", "metric": "psnr_pooled", "scorer_gain": -0.3}
+    worse, noise = worse_than_uniform([loss, row])
+    assert "WORSE than uniform at: batch at 75% (psnr_pooled -0.3)" in worse
+    assert "per_clip at 75%" in noise and "batch" not in noise
+
+
+def test_an_empty_split_gives_nan_complexity_figures() -> None:
+    from adaptok.alloc import TokenBudget
+    from callbacks import AllocationEvaluator
+
+    evaluator = AllocationEvaluator(fvd=False, lpips=False)
+    chosen = {("scorer", "per_clip", TokenBudget(12, 48)): torch.zeros((0, 4), dtype=torch.long)}
+    (pooled, within), *_ = evaluator._complexity_spearman(chosen, torch.zeros((0, 0))).values()
+    assert math.isnan(pooled) and math.isnan(within)

@@ -153,3 +153,21 @@ def test_report_says_where_a_stage_started(tmp_path: Path, stage: str) -> None:
     assert f"fine-tuned for 200 steps from `{export}`" in line
     assert "trained from scratch for 5000 steps at commit abc1234" in line
     assert line.endswith("on 2 shards with fingerprint ffffffffffff")
+
+
+def test_a_failed_stage_in_the_timings_leaves_the_total_to_the_timed_rows(tmp_path: Path) -> None:
+    """GNU time writes "Command exited with non-zero status N" into the TSV of a failed stage."""
+    folder = tmp_path / "eval_recon" / "version_0"
+    folder.mkdir(parents=True)
+    (folder / "allocation_report.md").write_text("# Token allocation\n")
+    write(folder / "allocation_report.csv", REPORT)
+    write(folder / "allocation_summary.csv", SUMMARY)
+    write(folder / "allocation_scorer_accuracy.csv", ACCURACY)
+    (tmp_path / "timings.tsv").write_text(
+        "stage\twall_s\tpeak_rss_kb\ntokenizer\t10.5\t5\n"
+        "Command exited with non-zero status 1\ngenerator\t2.5\t9\n"
+    )
+    assert main([str(tmp_path)]) == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "| Command exited with non-zero status 1 |" in text  # the failure stays visible
+    assert "| total (stages one after another) | 13.00 | 9 |" in text

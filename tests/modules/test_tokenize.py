@@ -267,7 +267,7 @@ def test_checkpoints_of_another_version_or_an_edited_spec_are_refused_in_one_lin
         assert len(err.splitlines()) == 1 and re.search(message, err), err
         assert err.startswith(f"adaptok tokenize: error: --ckpt {path}"), err
         if name != "numpy":  # an unusable source: no mode would take it, none is suggested
-            assert "export it again" in err and "--mode" not in err, err
+            assert "use the checkpoint as its fit wrote it" in err and "--mode" not in err, err
             argv = [str(clip), "--ckpt", str(path), "--out", out, "--mode", "uniform"]
             assert main([*argv, "--quiet"]) == 2
             assert "--mode" not in capsys.readouterr().err
