@@ -94,13 +94,20 @@ def test_targets_are_judged_from_the_csv_rows() -> None:
     assert met["scorer Spearman, worst candidate"] == (0.7, False)  # 'all' is not a candidate
 
 
-def test_report_links_the_stage_outputs(tmp_path: Path) -> None:
-    folder = tmp_path / "eval_recon" / "version_3"
+def _allocation_outputs(
+    root: Path, version: int = 0, markdown: str = "# Token allocation\n"
+) -> None:
+    """The allocation evaluator's files of one eval_recon run under ``root``."""
+    folder = root / "eval_recon" / f"version_{version}"
     folder.mkdir(parents=True)
-    (folder / "allocation_report.md").write_text("# Token allocation\n\n![rd](allocation_rd.png)\n")
+    (folder / "allocation_report.md").write_text(markdown)
     write(folder / "allocation_report.csv", REPORT)
     write(folder / "allocation_summary.csv", SUMMARY)
     write(folder / "allocation_scorer_accuracy.csv", ACCURACY)
+
+
+def test_report_links_the_stage_outputs(tmp_path: Path) -> None:
+    _allocation_outputs(tmp_path, 3, "# Token allocation\n\n![rd](allocation_rd.png)\n")
     write(
         tmp_path / "timings.tsv",
         [
@@ -157,12 +164,7 @@ def test_report_says_where_a_stage_started(tmp_path: Path, stage: str) -> None:
 
 def test_a_failed_stage_in_the_timings_leaves_the_total_to_the_timed_rows(tmp_path: Path) -> None:
     """GNU time writes "Command exited with non-zero status N" into the TSV of a failed stage."""
-    folder = tmp_path / "eval_recon" / "version_0"
-    folder.mkdir(parents=True)
-    (folder / "allocation_report.md").write_text("# Token allocation\n")
-    write(folder / "allocation_report.csv", REPORT)
-    write(folder / "allocation_summary.csv", SUMMARY)
-    write(folder / "allocation_scorer_accuracy.csv", ACCURACY)
+    _allocation_outputs(tmp_path)
     (tmp_path / "timings.tsv").write_text(
         "stage\twall_s\tpeak_rss_kb\ntokenizer\t10.5\t5\n"
         "Command exited with non-zero status 1\ngenerator\t2.5\t9\n"
