@@ -90,25 +90,29 @@ def _find_upwards(start: Path, name: str, levels: int = 4) -> Path | None:
     return None
 
 
-def _results_table(text: str) -> str:
-    """The first results table of a report, with the heading above it (or '').
+def _results_section(text: str) -> str:
+    """The section of a report holding its first results table, headings made bold (or '').
 
-    A table under a heading about wall times (``make demo``'s REPORT.md opens with one) is
-    run cost, not a result, and is passed over.
+    The section runs from the nearest ``#``/``##`` heading above that table to the next one,
+    so subsections (``###``) and the lines between their tables (e.g. REPORT.md's two target
+    tables and their counts) come with it. A table under a heading about wall times (``make
+    demo``'s REPORT.md opens with one) is run cost, not a result, and is passed over.
     """
     lines = text.splitlines()
+
+    def is_section(line: str) -> bool:
+        return line.startswith(("# ", "## "))
+
     for index, line in enumerate(lines):
         if line.startswith("|") and index + 1 < len(lines) and set(lines[index + 1]) <= set("|-: "):
-            heading = next(
-                (lines[i] for i in range(index - 1, -1, -1) if lines[i].startswith("#")), ""
-            )
+            top = next((i for i in range(index - 1, -1, -1) if is_section(lines[i])), None)
+            heading = lines[top] if top is not None else ""
             if "wall time" in heading.lower():
                 continue
-            end = index
-            while end < len(lines) and lines[end].startswith("|"):
-                end += 1
-            title = [f"**{heading.lstrip('# ')}**", ""] if heading else []
-            return "\n".join(title + lines[index:end])
+            end = next((i for i in range(index, len(lines)) if is_section(lines[i])), len(lines))
+            body = lines[(index if top is None else top) : end]
+            bold = [f"**{line.lstrip('# ')}**" if line.startswith("#") else line for line in body]
+            return "\n".join(bold).strip()
     return ""
 
 
@@ -262,7 +266,7 @@ def model_card(
     lines.append("")
     lines += ["## Results", ""]
     if report is not None and report.is_file():
-        table = _results_table(report.read_text())
+        table = _results_section(report.read_text())
         lines += [f"From `{report}`:", "", table or "(no table found in the report)", ""]
     else:
         lines += ["No `REPORT.md` was found next to the checkpoint (pass `--report`).", ""]
@@ -284,8 +288,9 @@ def export(
     Args:
         checkpoint_path: A suite checkpoint (any stage, or from ``adaptok convert-official``).
         out: The folder to write (created).
-        report: A ``REPORT.md`` whose first results table goes into the model card; default: the
-            nearest ``REPORT.md`` in the checkpoint's folder or up to three folders above.
+        report: A ``REPORT.md`` whose section holding its first results table goes into the
+            model card; default: the nearest ``REPORT.md`` in the checkpoint's folder or up
+            to three folders above.
         overwrite: Replace files of an existing export.
         config: A LightningCLI ``config.yaml`` to copy into the export; default: the run
             config the checkpoint records (``adaptok`` CLI runs record it), if any.

@@ -15,7 +15,7 @@ import json
 import math
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,18 @@ import yaml
 
 from callbacks.report import format_value, git_commit, markdown_table
 
-__all__ = ["Target", "check_targets", "main", "stage_start", "write_demo_report"]
+__all__ = [
+    "BEYOND",
+    "PAPER",
+    "Target",
+    "check_targets",
+    "main",
+    "make_target",
+    "stage_start",
+    "target_tables",
+    "token_health_targets",
+    "write_demo_report",
+]
 
 Target = dict[str, Any]
 
@@ -85,6 +96,36 @@ def _number(text: str | None) -> float:
         return math.nan
 
 
+PAPER = "paper"
+"""Setting of the targets on the tokens and on the paper's allocation: the token health, the
+uniform curve, batch-mode IPAL (one budget shared by the clips of a batch, docs/METHOD.md
+section 4) at 25 and 50 % of the tokens, and the scorer's per-candidate ranking."""
+
+BEYOND = "beyond"
+"""Setting of the further checks: per-clip allocation (the suite's ``per_clip`` mode, not in the
+paper) and the token savings of either mode."""
+
+
+def make_target(
+    name: str,
+    value: float,
+    goal: str,
+    passes: Callable[[float], bool],
+    setting: str = PAPER,
+    exact: float = math.nan,
+) -> Target:
+    """One target dict (:func:`check_targets` describes the keys)."""
+    return {
+        "target": name,
+        "value": value,
+        "goal": goal,
+        "met": passes(value),
+        "setting": setting,
+        "exact": exact,
+        "exact_met": passes(exact) if math.isfinite(exact) else None,
+    }
+
+
 def check_targets(
     report: Sequence[dict[str, str]],
     summary: Sequence[dict[str, str]],
@@ -92,18 +133,29 @@ def check_targets(
 ) -> list[Target]:
     """The demo's adaptivity targets, checked against an allocation report's CSV rows.
 
+    Each target belongs to a setting: :data:`PAPER` (the uniform curve, batch-mode IPAL's
+    oracle gain, the scorer's share of it and Spearman(complexity, tokens) at 25 and 50 %, the
+    scorer's per-candidate Spearman) or :data:`BEYOND` (every per-clip figure, and the token
+    savings). Where the evaluation measured the same figure for exact costs (the oracle), it is
+    the target's ``exact`` value, and ``exact_met`` says whether exact costs would meet the
+    goal. A miss that exact costs miss too is out of any scorer's reach (the gains, the token
+    savings) or at odds with what the allocation optimises (Spearman(complexity, tokens), which
+    a scorer can exceed) on this tokenizer, data and candidate grid.
+
     Args:
         report: Rows of ``allocation_report.csv`` (mode, policy, mean tokens, psnr, ...).
         summary: Rows of ``allocation_summary.csv`` (per mode and budget).
         accuracy: Rows of ``allocation_scorer_accuracy.csv`` (per candidate and ``all``).
 
     Returns:
-        One dict per target: ``target``, ``value`` (the measured figure), ``goal``, ``met``.
+        One dict per target: ``target``, ``value`` (the measured figure), ``goal``, ``met``,
+        ``setting`` (:data:`PAPER` or :data:`BEYOND`), ``exact`` (the oracle's figure, NaN
+        when none applies) and ``exact_met`` (None when none applies).
     """
     targets: list[Target] = []
 
-    def add(name: str, value: float, goal: str, met: bool) -> None:
-        targets.append({"target": name, "value": value, "goal": goal, "met": met})
+    def add(*args: Any) -> None:
+        targets.append(make_target(*args))
 
     uniform = sorted(
         (_number(r["mean_tokens_per_block"]), _number(r["psnr"]))
@@ -112,51 +164,56 @@ def check_targets(
     )
     if len(uniform) >= 2:
         span = uniform[-1][1] - uniform[0][1]
-        add("uniform PSNR, largest - smallest candidate (dB)", span, ">= 3", span >= 3)
+        add("uniform PSNR, largest - smallest candidate (dB)", span, ">= 3", lambda v: v >= 3)
     for row in summary:
         mode, budget = row["mode"], _number(row["budget"])
+        setting = PAPER if mode == "batch" else BEYOND
         if math.isclose(budget, 0.25):
             # in the metric the mode's allocation optimises (AllocationEvaluator._summary)
             metric, gain = row["metric"], _number(row["oracle_gain"])
             name = f"{mode}: oracle - uniform at 25 % ({metric})"
-            if metric.startswith("psnr"):
-                add(name, gain, ">= 0.5 dB", gain >= 0.5)
+            if metric.startswith("psnr"):  # the oracle's own figure: exact costs by definition
+                add(name, gain, ">= 0.5 dB", lambda v: v >= 0.5, setting, gain)
             else:  # the 0.5 dB goal has no counterpart in LPIPS or SSIM units
-                add(name, gain, "> 0", gain > 0)
-            savings = _number(row["token_savings"])
-            ceiling = _number(row.get("oracle_token_savings"))
-            reach = f" (oracle: {ceiling:.3g})" if math.isfinite(ceiling) else ""
-            add(f"{mode}: token savings at 25 %{reach}", savings, ">= 1.5", savings >= 1.5)
+                add(name, gain, "> 0", lambda v: v > 0, setting, gain)
+            add(
+                f"{mode}: token savings at 25 %",
+                _number(row["token_savings"]),
+                ">= 1.5",
+                lambda v: v >= 1.5,
+                BEYOND,
+                _number(row.get("oracle_token_savings")),
+            )
         if math.isclose(budget, 0.25) or math.isclose(budget, 0.5):
-            captured = _number(row["captured_gain"])
             add(
                 f"{mode}: captured gain at {budget:.0%}",
-                captured,
+                _number(row["captured_gain"]),
                 ">= 0.6",
-                captured >= 0.6,
+                lambda v: v >= 0.6,
+                setting,
             )
             # per-clip allocation cannot move tokens between clips: judged within clips
             # (AllocationEvaluator._complexity_spearman), the pooled figure named beside it
             written = row.get("complexity_spearman_within_clip")  # older summaries lack it
             within = mode == "per_clip" and written not in (None, "")
             suffix = "_within_clip" if within else ""
-            rho = _number(row.get(f"complexity_spearman{suffix}"))
-            exact = _number(row.get(f"oracle_complexity_spearman{suffix}"))
-            reach = [f"oracle: {exact:.2f}"] if math.isfinite(exact) else []
-            if within:
-                reach.append(f"pooled over clips: {_number(row.get('complexity_spearman')):.2f}")
-            where = " within clips" if within else ""
+            pooled = (
+                f" (pooled over clips: {_number(row.get('complexity_spearman')):.2f})"
+                if within
+                else ""
+            )
             add(
-                f"{mode}: Spearman(complexity, tokens){where} at {budget:.0%}"
-                + (f" ({'; '.join(reach)})" if reach else ""),
-                rho,
+                f"{mode}: Spearman(complexity, tokens){' within clips' if within else ''} "
+                f"at {budget:.0%}{pooled}",
+                _number(row.get(f"complexity_spearman{suffix}")),
                 ">= 0.5",
-                rho >= 0.5,
+                lambda v: v >= 0.5,
+                setting,
+                _number(row.get(f"oracle_complexity_spearman{suffix}")),
             )
     per_candidate = [_number(r["spearman"]) for r in accuracy if r["tokens"] != "all"]
     if per_candidate:
-        worst = min(per_candidate)
-        add("scorer Spearman, worst candidate", worst, ">= 0.8", worst >= 0.8)
+        add("scorer Spearman, worst candidate", min(per_candidate), ">= 0.8", lambda v: v >= 0.8)
     return targets
 
 
@@ -183,24 +240,18 @@ def token_health_targets(health: dict[str, float]) -> list[Target]:
     gain = health["gain_over_mean_colour_median"]
     distinct = health["distinct_codes_per_block_busy"]
     return [
-        {
-            "target": "clips where M tokens beat the mean colour",
-            "value": share,
-            "goal": ">= 0.9",
-            "met": share >= 0.9,
-        },
-        {
-            "target": "median gain over the mean colour at M tokens (dB)",
-            "value": gain,
-            "goal": ">= 3",
-            "met": gain >= 3,
-        },
-        {
-            "target": "distinct codes per block, busy clips",
-            "value": distinct,
-            "goal": f">= M/2 = {half:g}",
-            "met": distinct >= half,
-        },
+        make_target(
+            "clips where M tokens beat the mean colour", share, ">= 0.9", lambda v: v >= 0.9
+        ),
+        make_target(
+            "median gain over the mean colour at M tokens (dB)", gain, ">= 3", lambda v: v >= 3
+        ),
+        make_target(
+            "distinct codes per block, busy clips",
+            distinct,
+            f">= M/2 = {half:g}",
+            lambda v: v >= half,
+        ),
     ]
 
 
@@ -217,6 +268,51 @@ def _relink(markdown: str, folder: Path, root: Path) -> list[str]:
             line = "#" + line  # nest stage headings under this report's sections
         out.append(line)
     return out
+
+
+def _exact(target: Target) -> str:
+    if target["exact_met"] is None:
+        return "-"
+    return f"{format_value(target['exact'])} ({'meets' if target['exact_met'] else 'misses'})"
+
+
+def target_tables(targets: Sequence[Target]) -> list[str]:
+    """Markdown lines: the targets as two tables (:data:`PAPER`, then :data:`BEYOND`) and counts.
+
+    Each table has a column with what exact costs (the oracle) reach for the same figure, and
+    the count names the misses that exact costs would miss too (:func:`check_targets`).
+
+    Args:
+        targets: :func:`token_health_targets` + :func:`check_targets`.
+    """
+    lines: list[str] = []
+    headings = {
+        PAPER: "The tokens and the paper's allocation (batch-mode IPAL)",
+        BEYOND: "Further checks: per-clip allocation and token savings (not in the paper)",
+    }
+    for setting, heading in headings.items():
+        chosen = [t for t in targets if t["setting"] == setting]
+        if not chosen:
+            continue
+        rows = [
+            {
+                "target": t["target"],
+                "value": format_value(t["value"]),
+                "goal": t["goal"],
+                "met": "yes" if t["met"] else "NO",
+                "exact costs (oracle)": _exact(t),
+            }
+            for t in chosen
+        ]
+        missed = [t for t in chosen if not t["met"]]
+        beyond_exact = sum(t["exact_met"] is False for t in missed)
+        count = f"{len(chosen) - len(missed)} of {len(chosen)} met"
+        if beyond_exact:
+            count += f"; {beyond_exact} of the {len(missed)} missed are missed by exact costs too"
+        lines += [f"### {heading}", "", markdown_table(rows), "", f"{count}.", ""]
+    met = sum(t["met"] for t in targets)
+    lines.append(f"{met} of {len(targets)} targets met.")
+    return lines
 
 
 def write_demo_report(
@@ -278,24 +374,8 @@ def write_demo_report(
         }
         rows = [*timings, total] if timed else timings
         lines += ["", "## Stage wall times", "", markdown_table(rows)]
+    lines += ["", "## Adaptivity targets", "", *target_tables(targets), ""]
     lines += [
-        "",
-        "## Adaptivity targets",
-        "",
-        markdown_table(
-            [
-                {
-                    "target": t["target"],
-                    "value": format_value(t["value"]),
-                    "goal": t["goal"],
-                    "met": "yes" if t["met"] else "NO",
-                }
-                for t in targets
-            ]
-        ),
-        "",
-        f"{sum(t['met'] for t in targets)} of {len(targets)} targets met.",
-        "",
         *(
             [
                 "## Token health",

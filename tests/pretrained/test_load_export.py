@@ -494,9 +494,13 @@ def test_model_card_quotes_the_reports_results_not_its_wall_times(converted, tmp
     report = tmp_path / "REPORT.md"
     report.write_text(
         "# Demo report\n\n## Stage wall times\n\n| stage | wall_s |\n|---|---|\n| scorer | 9 |\n\n"
-        "## Adaptivity targets\n\n| target | met |\n|---|---|\n| gain | yes |\n"
+        "## Adaptivity targets\n\n### Paper\n\n| target | met |\n|---|---|\n| gain | yes |\n\n"
+        "1 of 1 met.\n\n### Further\n\n| target | met |\n|---|---|\n| savings | NO |\n\n"
+        "0 of 1 met.\n\n## Token health\n\n| clips | 63 |\n|---|---|\n"
     )
     card = (export(converted["scorer"], tmp_path / "out", report=report) / "README.md").read_text()
     results = card.split("## Results", 1)[1].split("## Licence", 1)[0]
+    # the whole section of the first results table: both target tables and their counts
     assert "**Adaptivity targets**" in results and "| gain | yes |" in results
-    assert "wall_s" not in results
+    assert "**Further**" in results and "| savings | NO |" in results and "0 of 1 met." in results
+    assert "wall_s" not in results and "Token health" not in results
