@@ -93,26 +93,41 @@ def _find_upwards(start: Path, name: str, levels: int = 4) -> Path | None:
 def _results_section(text: str) -> str:
     """The section of a report holding its first results table, headings made bold (or '').
 
-    The section runs from the nearest ``#``/``##`` heading above that table to the next one,
-    so subsections (``###``) and the lines between their tables (e.g. REPORT.md's two target
-    tables and their counts) come with it. A table under a heading about wall times (``make
-    demo``'s REPORT.md opens with one) is run cost, not a result, and is passed over.
+    The section runs from the nearest ``#``/``##`` heading above that table (the table itself
+    when there is none) to the next one, so subsections (``###``) and the lines between their
+    tables (e.g. REPORT.md's two target tables and their counts) come with it. A table under a
+    heading about wall times, at any level (``make demo``'s REPORT.md opens with one), is run
+    cost, not a result, and is passed over. Lines inside fenced code blocks are never headings.
     """
     lines = text.splitlines()
+    fenced, inside = [], False
+    for line in lines:
+        if line.startswith("```"):
+            inside = not inside
+        fenced.append(inside or line.startswith("```"))
 
-    def is_section(line: str) -> bool:
-        return line.startswith(("# ", "## "))
+    def heading(index: int, levels: tuple[str, ...]) -> int | None:
+        above = range(index - 1, -1, -1)
+        return next((i for i in above if lines[i].startswith(levels) and not fenced[i]), None)
 
     for index, line in enumerate(lines):
-        if line.startswith("|") and index + 1 < len(lines) and set(lines[index + 1]) <= set("|-: "):
-            top = next((i for i in range(index - 1, -1, -1) if is_section(lines[i])), None)
-            heading = lines[top] if top is not None else ""
-            if "wall time" in heading.lower():
-                continue
-            end = next((i for i in range(index, len(lines)) if is_section(lines[i])), len(lines))
-            body = lines[(index if top is None else top) : end]
-            bold = [f"**{line.lstrip('# ')}**" if line.startswith("#") else line for line in body]
-            return "\n".join(bold).strip()
+        rule = lines[index + 1] if index + 1 < len(lines) else ""
+        is_table = line.startswith("|") and "-" in rule and set(rule) <= set("|-: ")
+        if fenced[index] or not is_table:
+            continue
+        nearest = heading(index, ("#",))
+        if nearest is not None and "wall time" in lines[nearest].lower():
+            continue
+        top = heading(index, ("# ", "## "))
+        later = range(index, len(lines))
+        end = next((i for i in later if lines[i].startswith(("# ", "## ")) and not fenced[i]), None)
+        body = lines[index if top is None else top : len(lines) if end is None else end]
+        first = index if top is None else top
+        bold = [
+            f"**{text.lstrip('# ')}**" if text.startswith("#") and not fenced[first + i] else text
+            for i, text in enumerate(body)
+        ]
+        return "\n".join(bold).strip()
     return ""
 
 

@@ -40,6 +40,7 @@ from adaptok.distributed import gather_rows
 from adaptok.metrics.allocation_gain import (
     MIN_GAIN,
     captured_gain,
+    captured_gain_interval,
     optimised_metric,
     uniform_tokens_to_match,
     within_clip_spearman,
@@ -303,9 +304,11 @@ class AllocationEvaluator(SplitCallback):
         predicted = self._gather(self._predicted, (blocks, num_candidates), device)
         measured = self._gather(self._measured, (blocks, num_candidates), device)
         rows = []
+        per_video: dict[tuple[str, str, float], dict[str, Tensor]] = {}
         for key in self._keys:
             results = self._meters[key].compute()  # synced across ranks by torchmetrics
             policy, mode, _ = key
+            per_video[(policy, mode, key[2].fraction)] = self._meters[key].per_video()
             chosen = lengths[key].float()
             row = {
                 "mode": mode,
@@ -321,7 +324,7 @@ class AllocationEvaluator(SplitCallback):
                 if name in results and not math.isnan(results[name]):
                     mean = key[2].mean_tokens
                     pl_module.log(f"{tag}@{mean:g}/{name}", results[name], sync_dist=False)
-        summary = self._summary(rows, tokens)
+        summary = self._summary(rows, tokens, per_video)
         per_block = _per_block(complexity, tokenizer.frames_per_block)
         rho = self._complexity_spearman(lengths, per_block)
         for row in summary:
@@ -360,13 +363,21 @@ class AllocationEvaluator(SplitCallback):
                 measured,
             )
 
-    def _summary(self, rows: list[dict[str, Any]], tokens: int) -> list[dict[str, Any]]:
+    def _summary(
+        self,
+        rows: list[dict[str, Any]],
+        tokens: int,
+        per_video: dict[tuple[str, str, float], dict[str, Tensor]],
+    ) -> list[dict[str, Any]]:
         """Gains, captured gain, regret and token savings per mode and budget.
 
         Each mode is judged in the metric it optimises (``optimised_metric``: with MSE costs
         the pooled PSNR in the modes that share a budget over the batch, the per-clip PSNR in
         ``per_clip``); gains are signed so that positive is better. The per-clip PSNR of each
-        policy stays beside it (``psnr_*``).
+        policy stays beside it (``psnr_*``). ``captured_gain_low``/``_high`` bound the
+        captured gain with a 95 % paired bootstrap over the clips
+        (``adaptok.metrics.allocation_gain.captured_gain_interval``), from ``per_video``:
+        each (policy, row mode, budget)'s per-clip values (``VideoQualityMeter.per_video``).
         """
         out = []
         for mode in self.modes:
@@ -393,6 +404,7 @@ class AllocationEvaluator(SplitCallback):
                 value = {p: r.get(metric, math.nan) for p, r in policies.items()}
                 scorer, flat, oracle = (sign * value[p] for p in ("scorer", "uniform", "oracle"))
                 captured, regret = captured_gain(scorer, flat, oracle, MIN_GAIN[metric])
+                low, high = self._captured_interval(policies, per_video, metric, sign)
                 spent = policies["scorer"]["mean_tokens_per_block"]
 
                 needed = _tokens_to_match(scorer, curve)
@@ -412,6 +424,8 @@ class AllocationEvaluator(SplitCallback):
                         "oracle_gain": oracle - flat,
                         "scorer_gain": scorer - flat,
                         "captured_gain": captured,
+                        "captured_gain_low": low,
+                        "captured_gain_high": high,
                         "regret": regret,
                         "uniform_tokens_to_match": needed,
                         "token_savings": needed / spent if math.isfinite(needed) else needed,
@@ -422,6 +436,28 @@ class AllocationEvaluator(SplitCallback):
                     }
                 )
         return out
+
+    @staticmethod
+    def _captured_interval(
+        policies: dict[str, dict[str, Any]],
+        per_video: dict[tuple[str, str, float], dict[str, Tensor]],
+        metric: str,
+        sign: float,
+    ) -> tuple[float, float]:
+        """95 % bootstrap interval of the captured gain (NaN when a policy's clips are absent)."""
+        name = "psnr" if metric == "psnr_pooled" else metric
+        values = []
+        for policy in ("scorer", "uniform", "oracle"):
+            row = policies[policy]
+            clips = per_video.get((policy, row.get("mode", ""), row.get("budget", math.nan)), {})
+            if name not in clips:
+                return math.nan, math.nan
+            values.append(sign * clips[name].numpy())
+        if len({v.shape for v in values}) != 1:
+            return math.nan, math.nan
+        return captured_gain_interval(
+            *values, pooled_psnr=metric == "psnr_pooled", min_gain=MIN_GAIN[metric]
+        )
 
     def _complexity_spearman(
         self, lengths: dict[RowKey, Tensor], per_block: Tensor
@@ -543,7 +579,9 @@ class AllocationEvaluator(SplitCallback):
             "(psnr_pooled: PSNR of the squared error pooled over every clip, for modes that "
             "share a budget over the batch; psnr: mean over clips of each clip's PSNR); "
             "gains are signed so that positive is better; psnr_* = each policy's mean per-clip "
-            "PSNR. captured_gain = (scorer - uniform) / (oracle - uniform); regret = oracle - "
+            "PSNR. captured_gain = (scorer - uniform) / (oracle - uniform), "
+            "captured_gain_low / _high: its 95 % paired bootstrap interval over the clips (the "
+            "allocations kept, the clips resampled); regret = oracle - "
             "scorer; token_savings = uniform tokens needed for the scorer's quality (read off "
             "the uniform curve in the same metric) / the scorer's tokens; "
             "oracle_token_savings: the same for the oracle (what exact costs save); "

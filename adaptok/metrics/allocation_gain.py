@@ -18,6 +18,7 @@ from scipy.stats import rankdata
 __all__ = [
     "MIN_GAIN",
     "captured_gain",
+    "captured_gain_interval",
     "optimised_metric",
     "uniform_tokens_to_match",
     "within_clip_spearman",
@@ -80,6 +81,80 @@ def captured_gain(
     gain = oracle - uniform
     captured = (scorer - uniform) / gain if gain >= min_gain else math.nan
     return captured, oracle - scorer
+
+
+def captured_gain_interval(
+    scorer: Sequence[float] | np.ndarray,
+    uniform: Sequence[float] | np.ndarray,
+    oracle: Sequence[float] | np.ndarray,
+    *,
+    pooled_psnr: bool = False,
+    min_gain: float = 0.05,
+    level: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval of :func:`captured_gain` over the clips (paired percentile bootstrap).
+
+    Every resample draws the clips with replacement, the same clips for the three allocations,
+    and recomputes each allocation's quality over them: the mean of the per-clip values, or,
+    with ``pooled_psnr``, the PSNR of their mean MSE (the PSNR pooled over clips of one size,
+    ``VideoQualityMeter``'s ``psnr_pooled``). The allocations themselves are kept, so the
+    interval describes how much the share depends on which clips were evaluated, not the
+    spread between solves of other batch compositions (Efron & Tibshirani, An Introduction to
+    the Bootstrap, 1993, ch. 13: percentile intervals). The clips are sorted by their values
+    first, so the interval does not depend on the order they come in (e.g. gathered from
+    several processes).
+
+    Args:
+        scorer: (N,) per-clip quality of the scorer's allocation, higher is better (e.g. PSNR
+            in dB from each clip's MSE at data range 1; negate LPIPS first).
+        uniform: (N,) the same clips under uniform allocation.
+        oracle: (N,) the same clips under the oracle's allocation.
+        pooled_psnr: The values are per-clip PSNRs (dB) and the quality is their pooled PSNR.
+        min_gain: Resamples where the oracle gains less than this give no share (as
+            :func:`captured_gain`).
+        level: Coverage of the interval, in (0, 1).
+        resamples: Number of bootstrap resamples.
+        seed: Seed of the resampling (the interval is reproducible).
+
+    Returns:
+        ``(low, high)``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles of the
+        resampled shares; NaN for both when there are no clips or when more than half of the
+        resamples have an oracle gain under ``min_gain``.
+
+    Raises:
+        ValueError: The three arrays differ in shape or are not 1-D, or ``level`` is outside
+            (0, 1), or ``resamples`` < 1.
+    """
+    values = [np.asarray(v, dtype=np.float64) for v in (scorer, uniform, oracle)]
+    if any(v.ndim != 1 or v.shape != values[0].shape for v in values):
+        raise ValueError(
+            f"scorer, uniform and oracle must be 1-D per-clip arrays of one length, got "
+            f"shapes {[v.shape for v in values]}"
+        )
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError(f"need 0 < level < 1 and resamples >= 1, got {level}, {resamples}")
+    count = values[0].shape[0]
+    if count == 0:
+        return math.nan, math.nan
+    # one order whatever order the processes gathered the clips in, so the same interval
+    order = np.lexsort(values)  # by the oracle's values, ties by uniform's, then scorer's
+    values = [v[order] for v in values]
+    draws = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
+    if pooled_psnr:
+        quality = [10 * np.log10(1 / (10 ** (-v / 10))[draws].mean(axis=1)) for v in values]
+    else:
+        quality = [v[draws].mean(axis=1) for v in values]
+    chosen, flat, exact = quality
+    gain = exact - flat
+    usable = gain >= min_gain
+    if usable.sum() * 2 < resamples:
+        return math.nan, math.nan
+    shares = (chosen[usable] - flat[usable]) / gain[usable]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(shares, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def uniform_tokens_to_match(

@@ -214,6 +214,26 @@ class VideoQualityMeter(nn.Module):
                 results["fvd_unstable"] = float(self.fvd_metric.unstable)
         return results
 
+    def per_video(self) -> dict[str, Tensor]:
+        """Per-video values over every clip seen by every process.
+
+        Processes' clips are concatenated in rank order, each process's in the order it saw
+        them: meters updated with the same batches list the same clips in the same order, so
+        their values can be paired (e.g. for a paired bootstrap).
+
+        Returns:
+            ``psnr`` (dB), ``ssim`` and, when enabled, ``lpips``: float64 tensors of shape
+            (num_samples,) on the CPU; empty before any clip was seen.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*called before the ``update`` method.*")
+            if int(self.num_samples.compute()) == 0:
+                return {}
+            names = ["psnr", "ssim"] + (["lpips"] if self.lpips_model is not None else [])
+            return {
+                name: getattr(self, name).compute().double().cpu().reshape(-1) for name in names
+            }
+
     def reset(self) -> None:
         """Forget every clip (start a new evaluation)."""
         metrics = (self.psnr, self.ssim, self.lpips, self.num_samples, self.fvd_metric)

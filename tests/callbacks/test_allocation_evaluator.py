@@ -112,6 +112,10 @@ def test_summary_derives_from_the_table(eval_run: Path, scorer_ckpt: Path) -> No
             assert math.isnan(float(row[name])) or -1.0 <= float(row[name]) <= 1.0
         for r in (scorer, oracle, uniform):  # -log is convex: PSNR of the mean MSE <= mean PSNR
             assert float(r["psnr_pooled"]) <= float(r["psnr"]) + 1e-4
+        # the captured gain's bootstrap interval over the clips: both bounds or neither
+        low, high = float(row["captured_gain_low"]), float(row["captured_gain_high"])
+        assert math.isnan(low) == math.isnan(high)
+        assert math.isnan(low) or low <= high
     # the synthetic val clips record a complexity: the oracle's varied lengths get a value
     for name in ("oracle_complexity_spearman", "oracle_complexity_spearman_within_clip"):
         assert any(math.isfinite(float(r[name])) for r in summary), name
@@ -142,7 +146,7 @@ def test_report_is_the_same_on_two_ranks_with_uneven_shards(
     shards = sorted(folder.glob("val-*.tar")) + sorted(folder.glob("train-*.tar"))
     assert len(shards) >= 3, shards
     urls = "[" + ", ".join(str(s) for s in shards[:3]) + "]"
-    reports = {}
+    reports, summaries = {}, {}
     for devices in (1, 2):
         args = [
             sys.executable,
@@ -167,6 +171,11 @@ def test_report_is_the_same_on_two_ranks_with_uneven_shards(
         found = list((tmp_path / f"runs/ddp{devices}").rglob("allocation_report.csv"))
         assert len(found) == 1, found  # written once, by rank 0
         reports[devices] = read_csv(found[0])
+        summaries[devices] = read_csv(found[0].with_name("allocation_summary.csv"))
+    # the bootstrap interval does not depend on the order the ranks gathered the clips in
+    for one, two in zip(summaries[1], summaries[2], strict=True):
+        for name in ("captured_gain", "captured_gain_low", "captured_gain_high"):
+            assert float(two[name]) == pytest.approx(float(one[name]), rel=1e-4, nan_ok=True)
     single, double = reports[1], reports[2]
     assert [r["policy"] for r in single] == [r["policy"] for r in double]
     for one, two in zip(single, double, strict=True):

@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 from adaptok.alloc import allocate
 from adaptok.metrics.allocation_gain import (
     captured_gain,
+    captured_gain_interval,
     optimised_metric,
     uniform_tokens_to_match,
     within_clip_spearman,
@@ -22,6 +23,55 @@ def test_captured_gain_and_regret() -> None:
     assert captured_gain(21.5, 20.0, 22.0) == pytest.approx((0.75, 0.5))
     assert captured_gain(19.0, 20.0, 22.0)[0] == pytest.approx(-0.5)  # worse than uniform
     assert math.isnan(captured_gain(20.0, 20.0, 20.01)[0])  # no gain to capture
+
+
+def test_captured_gain_interval_on_clips_whose_share_is_known() -> None:
+    rng = np.random.default_rng(0)
+    uniform = rng.uniform(18, 30, 40)
+    oracle = uniform + rng.uniform(0.2, 1.0, 40)
+    # every clip captures half of its own gain: every resample's mean share is 0.5
+    half = uniform + 0.5 * (oracle - uniform)
+    assert captured_gain_interval(half, uniform, oracle) == pytest.approx((0.5, 0.5))
+    # pooled PSNR: clips alike (20 / 21 / 20.25 dB) leave every resample at 0.25
+    same = [np.full(12, v) for v in (20.25, 20.0, 21.0)]
+    assert captured_gain_interval(*same, pooled_psnr=True) == pytest.approx((0.25, 0.25))
+
+
+def test_captured_gain_interval_brackets_the_share_and_narrows_with_more_clips() -> None:
+    rng = np.random.default_rng(1)
+
+    def clips(count: int) -> list[np.ndarray]:
+        uniform = rng.uniform(18, 30, count)
+        oracle = uniform + rng.uniform(0.2, 1.0, count)
+        scorer = uniform + rng.uniform(-0.5, 1.0, count) * (oracle - uniform)
+        return [scorer, uniform, oracle]
+
+    few, many = clips(16), clips(400)
+    for values in (few, many):
+        for pooled in (False, True):
+            low, high = captured_gain_interval(*values, pooled_psnr=pooled)
+            if pooled:  # the share the report states: pooled PSNR of the mean MSE
+                mse = [np.mean(10 ** (-v / 10)) for v in values]
+                s, u, o = (10 * np.log10(1 / m) for m in mse)
+            else:
+                s, u, o = (v.mean() for v in values)
+            assert low < captured_gain(s, u, o)[0] < high
+    width = [np.subtract(*captured_gain_interval(*v)[::-1]) for v in (few, many)]
+    assert width[1] < width[0] / 2  # ~1/sqrt(clips)
+    # the order the clips come in (e.g. gathered from two processes) does not matter
+    order = rng.permutation(400)
+    assert captured_gain_interval(*(v[order] for v in many)) == captured_gain_interval(*many)
+
+
+def test_captured_gain_interval_is_nan_without_a_gain_or_clips_and_checks_its_input() -> None:
+    flat = np.full(10, 20.0)
+    assert all(math.isnan(x) for x in captured_gain_interval(flat, flat, flat + 0.01))
+    empty = np.zeros(0)
+    assert all(math.isnan(x) for x in captured_gain_interval(empty, empty, empty))
+    with pytest.raises(ValueError, match="one length"):
+        captured_gain_interval(flat, flat, flat[:3])
+    with pytest.raises(ValueError, match="level"):
+        captured_gain_interval(flat, flat, flat + 1, level=1.0)
 
 
 def test_uniform_tokens_to_match_interpolates_the_curve() -> None:

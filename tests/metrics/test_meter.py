@@ -127,6 +127,12 @@ def test_psnr_is_the_official_definition_with_median_and_a_finite_cap() -> None:
     # pooled: the squared error of every value of every clip (the exact one adds zeros)
     pooled = (fake - real).square().sum() / (4 * real[0].numel())
     assert results["psnr_pooled"] == pytest.approx(-10 * math.log10(pooled.item()), rel=1e-6)
+    # the per-video values behind the means, in the order the clips came in
+    clips = meter.per_video()
+    assert set(clips) == {"psnr", "ssim"} and clips["psnr"].dtype == torch.float64
+    assert clips["psnr"].tolist() == pytest.approx(values.tolist(), rel=1e-5)
+    assert clips["ssim"].mean().item() == pytest.approx(results["ssim"], rel=1e-6)
+    assert VideoQualityMeter(fvd=False, lpips=False).per_video() == {}  # no clip seen
 
     other = VideoQualityMeter(fvd=False, lpips=False, psnr_definition="frame_mean")
     other.update(real, fake)

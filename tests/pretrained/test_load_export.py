@@ -490,6 +490,21 @@ def test_converted_generator_restores_as_a_lightning_stage(converted):
         assert torch.equal(module.generator.state_dict()[key], value)
 
 
+def test_results_section_edge_cases() -> None:
+    from adaptok.export import _results_section
+
+    table = "| a | b |\n|---|---|\n| 1 | 2 |"
+    assert _results_section(f"intro\n\n{table}\n") == table  # no heading: the table on
+    # a wall-times table under a subsection heading is passed over too
+    text = f"## Run\n\n### Stage wall times\n\n{table}\n\n## Results\n\n| x |\n|---|\n"
+    assert _results_section(text) == "**Results**\n\n| x |\n|---|"
+    # a '# comment' inside a code fence is no heading: the quote keeps the fence whole
+    fence = "```\n# make demo\n```"
+    quoted = _results_section(f"## Targets\n\n{table}\n\n{fence}\n\n## Next\n")
+    assert quoted == f"**Targets**\n\n{table}\n\n{fence}"
+    assert _results_section("| lone line |\n\ntext\n") == ""  # no rule under it: no table
+
+
 def test_model_card_quotes_the_reports_results_not_its_wall_times(converted, tmp_path):
     report = tmp_path / "REPORT.md"
     report.write_text(
