@@ -9,8 +9,12 @@ at full length) and the scorer's predictions for the same blocks, on the clips t
   steps between consecutive candidates (``adaptok.metrics.cost_curves``);
 - the gain over uniform of one batch-mode IPAL solve over the whole split at each budget, in
   the PSNR of the squared error pooled over every block (what summed MSE costs optimise),
-  computed from the cost tables, for the oracle, the scorer and "levels only" (each block's
-  measured level with the mean shape: what a scorer that knew the levels exactly could win).
+  computed from the cost tables, for the oracle, the scorer, "levels only" (each block's
+  measured level with the mean shape: what a scorer that knew the levels exactly could win),
+  and the oracle on each block's measured curve smoothed to a power law ("2 numbers": level
+  and slope) or a log-quadratic ("3 numbers", with curvature) in log length
+  (``adaptok.metrics.cost_curves.polynomial_fit_costs``): how much of the oracle's gain a
+  scorer that knew that many numbers of every curve exactly could win.
 
     python tools/scorer_curves.py runs/demo/scorer/checkpoints/last.ckpt   # after make demo
 
@@ -31,7 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptok.alloc import allocate  # noqa: E402
 from adaptok.budget_planner import TokenBudgetPlanner  # noqa: E402
-from adaptok.metrics.cost_curves import curve_agreement, level_shape_costs  # noqa: E402
+from adaptok.metrics.cost_curves import (  # noqa: E402
+    curve_agreement,
+    level_shape_costs,
+    polynomial_fit_costs,
+)
 from modules.loading import load_frozen_scorer  # noqa: E402
 from tools.clips import first_windows  # noqa: E402
 
@@ -86,29 +94,36 @@ def main() -> None:
     print(f"\nSpearman of the blocks' levels (mean log cost): {agreement['level']:.3f}")
     within = agreement["level_within_clip"]
     print(f"Spearman of the levels relative to their clip's mean: {within:.3f}\n")
-    levels_only = level_shape_costs(measured)
-    print("| budget | uniform (dB) | oracle | scorer | levels only | scorer / oracle |")
-    print("|---|---|---|---|---|---|")
+    policies = {
+        "oracle": measured,
+        "scorer": predicted,
+        "levels": level_shape_costs(measured),
+        "2 numbers": polynomial_fit_costs(measured, lengths, 1),
+        "3 numbers": polynomial_fit_costs(measured, lengths, 2),
+    }
+    header = (
+        "| budget | uniform (dB) | oracle | scorer | levels only | 2 numbers | 3 numbers "
+        "| scorer / oracle |"
+    )
+    print(header)
+    print("|---" * 8 + "|")
     for fraction in args.budgets:
         mean_tokens = fraction * lengths[-1]
         column = int(np.argmin(np.abs(lengths - mean_tokens)))
         uniform = pooled_psnr(measured, np.full(measured.shape[:2], column))
         gains = {
             name: pooled_psnr(measured, allocate(costs, lengths, mean_tokens).choice) - uniform
-            for name, costs in (
-                ("oracle", measured),
-                ("scorer", predicted),
-                ("levels", levels_only),
-            )
+            for name, costs in policies.items()
         }
         share = gains["scorer"] / gains["oracle"] if gains["oracle"] > 0 else float("nan")
         print(
             f"| {fraction:.0%} | {uniform:.2f} | {gains['oracle']:+.3f} | {gains['scorer']:+.3f} "
-            f"| {gains['levels']:+.3f} | {share:.2f} |"
+            f"| {gains['levels']:+.3f} | {gains['2 numbers']:+.3f} | {gains['3 numbers']:+.3f} "
+            f"| {share:.2f} |"
         )
     print("\nPer clip (each clip's own budget; mean over clips of the clip's PSNR):\n")
-    print("| budget | uniform (dB) | oracle | scorer | levels only | scorer / oracle |")
-    print("|---|---|---|---|---|---|")
+    print(header)
+    print("|---" * 8 + "|")
     for fraction in args.budgets:
         mean_tokens = fraction * lengths[-1]
         column = int(np.argmin(np.abs(lengths - mean_tokens)))
@@ -116,16 +131,13 @@ def main() -> None:
         gains = {
             name: clip_psnr(measured, allocate(costs, lengths, mean_tokens, mode="per_clip").choice)
             - uniform
-            for name, costs in (
-                ("oracle", measured),
-                ("scorer", predicted),
-                ("levels", levels_only),
-            )
+            for name, costs in policies.items()
         }
         share = gains["scorer"] / gains["oracle"] if gains["oracle"] > 0 else float("nan")
         print(
             f"| {fraction:.0%} | {uniform:.2f} | {gains['oracle']:+.3f} | {gains['scorer']:+.3f} "
-            f"| {gains['levels']:+.3f} | {share:.2f} |"
+            f"| {gains['levels']:+.3f} | {gains['2 numbers']:+.3f} | {gains['3 numbers']:+.3f} "
+            f"| {share:.2f} |"
         )
 
 

@@ -16,7 +16,14 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.stats import spearmanr
 
-__all__ = ["LOG_FLOOR", "curve_agreement", "level_and_shape", "level_shape_costs", "spearman"]
+__all__ = [
+    "LOG_FLOOR",
+    "curve_agreement",
+    "level_and_shape",
+    "level_shape_costs",
+    "polynomial_fit_costs",
+    "spearman",
+]
 
 LOG_FLOOR = 1e-6
 """Costs are floored here before the log (an MSE of 1e-6 is 60 dB PSNR)."""
@@ -66,6 +73,40 @@ def level_shape_costs(costs: np.ndarray) -> np.ndarray:
     """
     level, shape = level_and_shape(costs)
     return np.exp(level[..., None] + shape)
+
+
+def polynomial_fit_costs(costs: np.ndarray, lengths: np.ndarray, degree: int) -> np.ndarray:
+    """Each block's own curve, smoothed: a least-squares polynomial in log length, in log cost.
+
+    ``log c[n, k, j] ~ sum_d a[n, k, d] log(lengths[j])^d``, fitted per block. Degree 1 is a
+    power law (the block's level and its slope), degree 2 adds its curvature. Allocating with
+    these costs shows what a scorer that knew ``degree + 1`` numbers of every block's curve
+    exactly could win, i.e. how much of the oracle's gain lies in the smooth part of the curves
+    and how much in their block-by-block detail.
+
+    Args:
+        costs: ``(N, K, J)`` measured costs (>= 0).
+        lengths: ``(J,)`` candidate token lengths (> 0), increasing.
+        degree: Polynomial degree, 0 <= degree < J (degree 0: each block's level, flat).
+
+    Returns:
+        ``(N, K, J)`` costs in the same units.
+
+    Raises:
+        ValueError: A bad table (as :func:`level_and_shape`), lengths that do not match its
+            last axis or are not positive, or a degree outside ``[0, J)``.
+    """
+    logs = _log_costs(costs)
+    lengths = np.asarray(lengths, dtype=np.float64)
+    count = logs.shape[2]
+    if lengths.shape != (count,) or (lengths <= 0).any():
+        raise ValueError(f"lengths must be {count} positive values, got {lengths.tolist()}")
+    if not 0 <= degree < count:
+        raise ValueError(f"degree must be in [0, {count}), got {degree}")
+    basis = np.vander(np.log(lengths), degree + 1)  # (J, degree + 1)
+    rows = logs.reshape(-1, count).T  # (J, N * K)
+    coefficients = np.linalg.lstsq(basis, rows, rcond=None)[0]
+    return np.exp((basis @ coefficients).T.reshape(logs.shape))
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

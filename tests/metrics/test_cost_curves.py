@@ -11,6 +11,7 @@ from adaptok.metrics.cost_curves import (
     curve_agreement,
     level_and_shape,
     level_shape_costs,
+    polynomial_fit_costs,
     spearman,
 )
 
@@ -84,3 +85,24 @@ def test_within_clip_levels_ignore_what_whole_clips_share() -> None:
     agreement = curve_agreement(measured, predicted)
     assert agreement["level"] > 0.8  # the clips, far apart, dominate the ranks
     assert agreement["level_within_clip"] == pytest.approx(-1.0)
+
+
+def test_polynomial_fits_recover_power_laws_and_smooth_the_rest() -> None:
+    lengths = np.array([6, 12, 18, 24, 30, 36, 42, 48])
+    rng = np.random.default_rng(2)
+    level = rng.uniform(-6, -2, size=(3, 2, 1))
+    slope = rng.uniform(-1.2, -0.2, size=(3, 2, 1))
+    power_law = np.exp(level + slope * np.log(lengths))
+    np.testing.assert_allclose(polynomial_fit_costs(power_law, lengths, 1), power_law)
+    # a kink at one length is smoothed away; more degrees follow the curve more closely
+    kinked = power_law * np.exp(0.3 * (lengths == 24))
+    errors = [
+        np.abs(np.log(polynomial_fit_costs(kinked, lengths, d)) - np.log(kinked)).max()
+        for d in (0, 1, 2, 7)
+    ]
+    assert errors[0] > errors[1] > 0.1 and errors[3] < 1e-8  # degree J - 1 interpolates
+    flat = polynomial_fit_costs(kinked, lengths, 0)  # degree 0: the block's level
+    np.testing.assert_allclose(np.log(flat).mean(2), np.log(kinked).mean(2))
+    for bad in ({"degree": 8}, {"degree": -1}, {"lengths": lengths[:-1]}, {"lengths": -lengths}):
+        with pytest.raises(ValueError):
+            polynomial_fit_costs(kinked, **{"lengths": lengths, "degree": 1, **bad})
