@@ -154,9 +154,9 @@ def check_targets(
     oracle gain, the scorer's share of it and Spearman(complexity, tokens) at 25 and 50 %, the
     scorer's per-candidate Spearman) or :data:`BEYOND` (the same figures of every other mode,
     e.g. ``per_clip``, and the token savings). A captured gain carries the 95 % bootstrap
-    interval the summary gives (``captured_gain_low``/``_high``), when it does. Where the evaluation measured the same figure for exact costs (the oracle), it is
-    the target's ``exact`` value, and ``exact_met`` says whether exact costs would meet the
-    goal. A miss that exact costs miss too is out of any scorer's reach (the gains, the token
+    interval the summary gives (``captured_gain_low``/``_high``), when it does. Where the
+    evaluation measured the same figure for exact costs (the oracle), it is the target's
+    ``exact`` value, and ``exact_met`` says whether exact costs would meet the goal. A miss that exact costs miss too is out of any scorer's reach (the gains, the token
     savings) or at odds with what the allocation optimises (Spearman(complexity, tokens), which
     a scorer can exceed) on this tokenizer, data and candidate grid.
 
@@ -166,9 +166,10 @@ def check_targets(
         accuracy: Rows of ``allocation_scorer_accuracy.csv`` (per candidate and ``all``).
 
     Returns:
-        One dict per target: ``target``, ``value`` (the measured figure), ``goal``, ``met``,
-        ``setting`` (:data:`PAPER` or :data:`BEYOND`), ``exact`` (the oracle's figure, NaN
-        when none applies) and ``exact_met`` (None when none applies).
+        One dict per target (:func:`make_target`): ``target``, ``value`` (the measured
+        figure), ``goal``, ``met``, ``setting`` (:data:`PAPER` or :data:`BEYOND`), ``exact``
+        (the oracle's figure, NaN when none applies), ``exact_met`` (None when none applies)
+        and ``interval`` (a captured gain's, else None).
     """
     targets: list[Target] = []
 
