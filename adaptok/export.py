@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from adaptok.atomic_write import write_atomic
 from adaptok.cache import sha256_file
 from adaptok.pretrained import (
     EXPORT_FORMAT,
@@ -90,8 +91,11 @@ def _find_upwards(start: Path, name: str, levels: int = 4) -> Path | None:
     return None
 
 
-def _results_section(text: str) -> str:
+def _results_section(text: str, heading_text: str | None = None) -> str:
     """The section of a report holding its first results table, headings made bold (or '').
+
+    With ``heading_text``, the first table under a ``#``/``##`` heading containing it
+    (case-insensitive), e.g. ``"token health"`` for an export that holds only a tokenizer.
 
     The section runs from the nearest ``#``/``##`` heading above that table (the table itself
     when there is none) to the next one, so subsections (``###``) and the lines between their
@@ -119,6 +123,10 @@ def _results_section(text: str) -> str:
         if nearest is not None and "wall time" in lines[nearest].lower():
             continue
         top = heading(index, ("# ", "## "))
+        if heading_text is not None and (
+            top is None or heading_text.lower() not in lines[top].lower()
+        ):
+            continue
         later = range(index, len(lines))
         end = next((i for i in later if lines[i].startswith(("# ", "## ")) and not fenced[i]), None)
         body = lines[index if top is None else top : len(lines) if end is None else end]
@@ -281,8 +289,21 @@ def model_card(
     lines.append("")
     lines += ["## Results", ""]
     if report is not None and report.is_file():
-        table = _results_section(report.read_text())
-        lines += [f"From `{report}`:", "", table or "(no table found in the report)", ""]
+        text = report.read_text()
+        # the section of the stage this export holds: without a scorer, the allocation
+        # targets are not its figures (a tokenizer's are its token health)
+        if model.scorer is not None:
+            wanted = None
+        else:
+            wanted = "generation" if model.generator is not None else "token health"
+        table = _results_section(text, wanted) if wanted else ""
+        table = table or _results_section(text)
+        lines += [
+            f"From `{report}` (the figures of the run set that report describes):",
+            "",
+            table or "(no table found in the report)",
+            "",
+        ]
     else:
         lines += ["No `REPORT.md` was found next to the checkpoint (pass `--report`).", ""]
     official = isinstance(checkpoint.get("adaptok_official"), Mapping)
@@ -328,7 +349,8 @@ def export(
     out.mkdir(parents=True, exist_ok=True)
     weights = out / "model.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.export_state().items()}
-    save_file(state, str(weights), metadata={"format": EXPORT_FORMAT})
+    # atomic, with the umask's permissions (as every file the suite writes)
+    write_atomic(weights, save(state, metadata={"format": EXPORT_FORMAT}))
     spec = {
         "format": EXPORT_FORMAT,
         "networks": specs,

@@ -333,9 +333,12 @@ def target_tables(targets: Sequence[Target]) -> list[str]:
         then the count over all targets.
     """
     lines = [
-        "Exact costs (oracle): the same figure for IPAL on measured costs (for an oracle gain, "
-        "the value itself), and whether it meets the goal. A captured gain's interval is a 95 % "
-        "bootstrap over the test clips.",
+        "A target is met when its value reaches the goal. The column *exact costs (oracle)* "
+        "gives the same figure for allocation on measured instead of predicted costs (for an "
+        "oracle gain, the value itself): a miss that exact costs miss too is beyond any scorer "
+        "on this tokenizer, data and grid of candidate lengths. A captured gain's interval is "
+        "a 95 % bootstrap over the test clips: where it reaches below the goal, the clips do "
+        "not settle whether the scorer meets it.",
         "",
     ]
     headings = {

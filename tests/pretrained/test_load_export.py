@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -519,3 +520,13 @@ def test_model_card_quotes_the_reports_results_not_its_wall_times(converted, tmp
     assert "**Adaptivity targets**" in results and "| gain | yes |" in results
     assert "**Further**" in results and "| savings | NO |" in results and "0 of 1 met." in results
     assert "wall_s" not in results and "Token health" not in results
+    # a tokenizer-only export quotes its tokens' figures, not the scorer's allocation targets
+    card = export(converted["tokenizer"], tmp_path / "tok", report=report) / "README.md"
+    results = card.read_text().split("## Results", 1)[1].split("## Licence", 1)[0]
+    assert "**Token health**" in results and "| clips | 63 |" in results
+    assert "gain" not in results
+    # the weights get the umask's permissions, as every other file of the export
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = (tmp_path / "tok" / "model.safetensors").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask
