@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaptok.data.clips import NO_LABEL_NOTE
 from adaptok.data.shard_stream import Decode, ShardLoader, ShardStream
 from adaptok.data.skips import REPORT_KEY, REPORT_ONLY_KEY, SkipSample, SkipTracker, merge_reports
 from adaptok.data.tar_samples import PROBLEM_KEY
@@ -77,6 +78,7 @@ class _VideoPlan:
         label: Class id (-1 when unknown).
         class_name: Class name ("" when unknown).
         url: The shard the sample came from (for skip reports).
+        unlabelled: The metadata has no ``label`` (or the sample no JSON): counted as a note.
     """
 
     video: bytes
@@ -89,6 +91,7 @@ class _VideoPlan:
     label: int
     class_name: str
     url: str | None
+    unlabelled: bool = False
 
 
 class VideoWindowsDataset(ShardStream):
@@ -158,6 +161,8 @@ class VideoWindowsDataset(ShardStream):
             plan = self._plan(sample)
             if plan is None:
                 return iter(())
+            if plan.unlabelled:  # loaded, as label -1, but never silently
+                tracker.note(NO_LABEL_NOTE)
             return self._windows(plan, tracker)
 
         return decode
@@ -217,6 +222,7 @@ class VideoWindowsDataset(ShardStream):
             label=label,
             class_name=class_name,
             url=sample.get("__url__"),
+            unlabelled="label" not in meta and self.class_names is None,
         )
 
     def _windows(self, plan: _VideoPlan, tracker: SkipTracker) -> Iterator[dict[str, Any]]:

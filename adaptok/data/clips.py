@@ -26,6 +26,7 @@ from adaptok.data.video_io import (
 )
 
 __all__ = [
+    "NO_LABEL_NOTE",
     "NOTED_ADJUSTMENTS",
     "ClipDecoder",
     "SkipSample",
@@ -37,6 +38,10 @@ __all__ = [
 NOTED_ADJUSTMENTS = ("stream", "alpha", "tone_mapped", "gamut_mapped", "deinterlaced")
 """Conversions made while decoding a stored video that are counted as notes (a shard written
 by ``adaptok-shards`` re-encoded never needs them; original files kept as they are may)."""
+
+NO_LABEL_NOTE = "no label in the metadata (label -1)"
+"""The note counted for a clip loaded without a ``label`` (a video with no JSON, or a JSON
+without the key): it loads as unlabelled, label -1, but is never silent."""
 
 
 class ClipDecoder:
@@ -150,6 +155,10 @@ class ClipDecoder:
         if isinstance(scores, list) and len(scores) > int(indices[-1]):
             complexity = torch.tensor([float(scores[i]) for i in indices])
         label = meta.get("label", -1)
+        if not isinstance(label, int | float):
+            notes.append(f"label {label!r} is not a number (label -1)")
+        elif "label" not in meta:
+            notes.append(NO_LABEL_NOTE)
         return {
             "video": np.ascontiguousarray(frames.transpose(3, 0, 1, 2)),
             "label": int(label) if isinstance(label, int | float) else -1,

@@ -276,6 +276,31 @@ def test_split_apart_and_dotted_samples_are_read_or_named(tmp_path: Path) -> Non
     assert member_key("a.seg.npy") == ("a", "seg.npy")
 
 
+def test_a_video_without_a_label_loads_as_unlabelled_with_a_counted_note(tmp_path: Path) -> None:
+    """Case 11's other half: a video with no JSON (or a JSON without "label") is label -1,
+    never silently, in both loaders."""
+    from datamodules import VideoWindowsDataModule
+
+    video = _mp4(16)
+    shard = _tar(
+        tmp_path / "mixed-000000.tar",
+        [("a.mp4", video), ("b.json", _meta(3)), ("b.mp4", video)]
+        + [("c.json", json.dumps({"frames": 16}).encode()), ("c.mp4", video)],
+    )
+    datamodule = VideoShardsDataModule(
+        val_urls=str(shard), num_frames=8, resolution=32, num_workers=0
+    )
+    with pytest.warns(SkippedSamplesWarning, match=r"no label in the metadata \(label -1\): 2"):
+        assert _labels(datamodule) == [-1, 3, -1]
+    assert not datamodule.skip_counts  # used, not skipped
+    windows = VideoWindowsDataModule(shard, num_frames=8, stride=8, resolution=32, num_workers=0)
+    windows.setup("predict")
+    labels = [int(x) for b in windows.predict_dataloader() for x in b["label"]]
+    assert labels == [-1, -1, 3, 3, -1, -1]  # two windows a video
+    # the annotation writer reports this loader's counts; the note is among them
+    assert windows.ledger.note_totals == {"no label in the metadata (label -1)": 2}
+
+
 def test_metadata_that_is_not_an_object_is_a_counted_skip(tmp_path: Path) -> None:
     shard = _tar(
         tmp_path / "bad-000000.tar",

@@ -480,7 +480,7 @@ def test_kept_originals_record_the_decoded_frame_count(tmp_path: Path) -> None:
     sample = {
         "__key__": "x",
         "avi": data,
-        "json": json.dumps({"frames": 25, "height": 32, "width": 32}),
+        "json": json.dumps({"frames": 25, "height": 32, "width": 32, "label": 0}),
     }
     clip = ClipDecoder(16, 1, "uniform", 32, "center", False)(
         {**sample, "json": sample["json"].encode()}, np.random.default_rng(0)
